@@ -1,0 +1,146 @@
+"""The ``transferlab`` command: parse, call, and turn known errors into one line and an exit code.
+
+    transferlab train [OVERRIDES ...]      one run, or a sweep with -m (Hydra)
+    transferlab study [OVERRIDES ...]     the three sweeps of the study
+    transferlab report [PATH ...] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from transferlab.errors import ConfigError, TransferlabError
+
+USAGE = """usage: transferlab COMMAND [ARGS ...]
+
+transferlab: how much does ImageNet pretraining help on CIFAR-10, with how much data,
+for which model, with which layers trained?
+
+commands:
+  train    train and evaluate one run, or a sweep with -m (Hydra overrides: KEY=VALUE ...)
+           e.g. transferlab train model=alexnet data.fraction=0.1
+                transferlab train -m experiment=part_a
+           transferlab train --help lists every setting
+  study    the whole study: the sweeps experiment=part_a, part_b and part_c (12 runs)
+           e.g. transferlab study    or, a dry run: transferlab study data=synthetic train.epochs=1
+  report   tables and figures from finished runs: transferlab report [PATH ...] [--out DIR]
+
+Run `transferlab COMMAND --help` for a command's options."""
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def _train_app(cfg: DictConfig) -> dict:
+    from transferlab.sweep import run_job
+
+    hydra_config = HydraConfig.get()
+    return run_job(cfg, Path(hydra_config.runtime.output_dir), list(hydra_config.overrides.task))
+
+
+def train(args: list[str]) -> int:
+    from transferlab.config import register_with_hydra
+
+    register_with_hydra()
+    saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = [saved_argv[0], *args]  # Hydra parses sys.argv
+    # Let composition errors reach us instead of Hydra's multi-line report, unless the user asked for it.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _train_app()
+    except (HydraException, OmegaConfBaseException) as error:
+        if saved_full_error:
+            raise
+        raise ConfigError(composition_error_line(error)) from error
+    except ValueError as error:  # Hydra's check of its own flags; runs never raise out of their job
+        raise ConfigError(str(error)) from error
+    finally:
+        sys.argv = saved_argv
+        if saved_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+    return 0
+
+
+def composition_error_line(error: Exception) -> str:
+    """Hydra's and OmegaConf's multi-line composition errors as one line that names the key and,
+    where it can, what is allowed."""
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    text = str(error).split("Config search path:")[0]
+    if "Available options in" in text:  # an unknown option of a config group
+        head, _, options = text.partition("Available options in")
+        group, _, names = options.partition(":")
+        missing = head.replace("In 'config':", "").strip()
+        return f"{missing}; choose one of {group.strip()}: {', '.join(names.split())}"
+    key = getattr(cause, "full_key", None)
+    message = str(cause).strip().splitlines()[0]
+    if key and "not in" in message:  # a misspelled key
+        parent = key.rpartition(".")[0]
+        from transferlab.config import Config
+
+        schema = OmegaConf.structured(Config)
+        node = OmegaConf.select(schema, parent) if parent else schema
+        allowed = f"; allowed keys{f' in {parent}' if parent else ''}: {', '.join(node)}" if node is not None else ""
+        return f"unknown key {key}{allowed}"
+    return f"{key}: {message}" if key else " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+STUDY_PARTS = ("part_a", "part_b", "part_c")
+
+
+def study(args: list[str]) -> int:
+    """The whole study: the three experiment sweeps in turn, with the same extra overrides. A part
+    that fails does not stop the next; the exit code is non-zero when any run did not complete."""
+    if any(arg in ("-h", "--help") for arg in args):
+        print("usage: transferlab study [OVERRIDES ...]\n\nRuns `transferlab train -m experiment=PART OVERRIDES` "
+              f"for PART in {', '.join(STUDY_PARTS)} (12 runs); finished runs are skipped.")
+        return 0
+    failed = []
+    for part in STUDY_PARTS:
+        try:
+            train(["-m", f"experiment={part}", *args])
+        except SystemExit as exit_:
+            if exit_.code:
+                failed.append(part)
+    if failed:
+        print(f"transferlab study: runs did not complete in: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def report(args: list[str]) -> int:
+    from transferlab.report import main as report_main
+
+    return report_main(args)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"train": train, "study": study, "report": report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, args = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"transferlab: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[command](args)
+    except TransferlabError as error:
+        print(f"transferlab {command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"transferlab {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The typed config schema: Hydra composes conf/ onto these dataclasses, so a misspelled key or a
+wrong type fails at composition, and the value checks in ``__post_init__`` run when
+``validate`` turns the composed config into objects. Model-specific checks (image size, module
+names) need the model table and happen where the model is built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from transferlab.errors import ConfigError
+
+DEVICES = ("auto", "cuda", "cpu", "mps")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DATASETS = ("cifar10", "synthetic")
+PIPELINES = ("device", "reference")
+OPTIMIZERS = ("sgd", "adamw")
+PROGRESS = ("auto", "on", "off")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def _at_least(key: str, value: float, low: float) -> None:
+    if value < low:
+        raise ConfigError(f"{key}={value} is not allowed; it must be >= {low}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18"
+    pretrained: bool = True
+    # A local state_dict to start from instead of downloading; see README "Working offline".
+    weights: Optional[str] = None
+
+
+@dataclass
+class FreezeConfig:
+    name: str = "none"
+    # Dotted module names to freeze instead of the preset, e.g. [layer1, layer2.0].
+    modules: Optional[list[str]] = None
+
+
+@dataclass
+class DataConfig:
+    name: str = "cifar10"
+    root: str = "data"
+    download: bool = True
+    fraction: float = 0.5
+    image_size: int = 224
+    subset_seed: int = 42
+    pipeline: str = "device"
+    num_workers: int = 2
+    # Sizes of data=synthetic; CIFAR-10's sizes are fixed by the dataset.
+    num_train: int = 5000
+    num_test: int = 1000
+
+    def __post_init__(self) -> None:
+        _choice("data.name", self.name, DATASETS)
+        _choice("data.pipeline", self.pipeline, PIPELINES)
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"data.fraction={self.fraction} is not allowed; it must be in (0, 1]")
+        _at_least("data.image_size", self.image_size, 8)
+        _at_least("data.num_workers", self.num_workers, 0)
+        _at_least("data.num_train", self.num_train, 1)
+        _at_least("data.num_test", self.num_test, 1)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+    def __post_init__(self) -> None:
+        _choice("optim.name", self.name, OPTIMIZERS)
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr={self.lr} is not allowed; it must be > 0")
+        _at_least("optim.momentum", self.momentum, 0.0)
+        _at_least("optim.weight_decay", self.weight_decay, 0.0)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optim.betas={list(self.betas)} is not allowed; give two values in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 128
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _at_least("train.epochs", self.epochs, 1)
+        _at_least("train.batch_size", self.batch_size, 1)
+        _at_least("train.eval_batch_size", self.eval_batch_size, 1)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # The study a run belongs to (experiment configs set it); sweeps are written to outputs/<name>/.
+    name: str = "runs"
+    seed: int = 42
+    device: str = "auto"
+    precision: str = "auto"
+    deterministic: bool = False
+    save_model: bool = False
+    # Re-run even when the run folder holds a completed run of the same config.
+    force: bool = False
+    progress: str = "auto"
+
+    def __post_init__(self) -> None:
+        _choice("device", self.device, DEVICES)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("progress", self.progress, PROGRESS)
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"name={self.name!r} is not allowed; it must be a non-empty folder name")
+
+
+DEFAULT_DIRNAME = "defaults"
+
+
+def run_dirname(override_dirname: str) -> str:
+    """The folder of a run inside outputs/<name>/: its overrides, or 'defaults' when it has none."""
+    return override_dirname or DEFAULT_DIRNAME
+
+
+def register_with_hydra() -> None:
+    """Put the schema in Hydra's ConfigStore (conf/config.yaml lists it first in its defaults) and
+    register the resolver that names run folders."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="transferlab_schema", node=Config)
+    OmegaConf.register_new_resolver("transferlab_dirname", run_dirname, replace=True)
+
+
+def validate(cfg: DictConfig | dict[str, Any]) -> Config:
+    """The composed config as checked objects, or a ConfigError naming the bad key."""
+    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(Config), {k: v for k, v in node.items() if k != "hydra"})
+        return OmegaConf.to_object(node)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None)
+        message = str(error).splitlines()[0]
+        raise ConfigError(f"{key}: {message}" if key else message) from error
+
+
+def as_dict(config: Config) -> dict[str, Any]:
+    """A plain, JSON-ready copy of a validated config."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)

@@ -1,0 +1,66 @@
+"""Shared helpers: the real config composed and shrunk to seconds on the CPU, and CIFAR-10 files
+in torchvision's on-disk format, written by the test."""
+
+from __future__ import annotations
+
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+
+from transferlab.config import Config, register_with_hydra, validate
+
+# A CPU run of a few seconds: small images, a few hundred generated images, no download.
+TINY = [
+    "data=synthetic", "data.image_size=32", "data.num_train=320", "data.num_test=160", "data.fraction=1.0",
+    "model.pretrained=false", "train.epochs=1", "train.batch_size=32", "train.eval_batch_size=80",
+    "device=cpu", "progress=off",
+]
+
+
+def compose_config(overrides: list[str], return_hydra_config: bool = False):
+    """The real conf/ composed with ``overrides``, as Hydra would for `transferlab train`."""
+    register_with_hydra()
+    with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def tiny_config(*overrides: str) -> Config:
+    return validate(compose_config([*TINY, *overrides]))
+
+
+def write_cifar10(root: Path, train_per_batch: int = 40, num_test: int = 80, seed: int = 0) -> Path:
+    """cifar-10-python.tar.gz in CIFAR-10's own format (five training batches, a test batch and
+    batches.meta, each a pickled dict) with random images; returns the archive's path."""
+    rng = np.random.default_rng(seed)
+    folder = root / "build" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def batch(count: int, name: str) -> None:
+        data = rng.integers(0, 256, size=(count, 3072), dtype=np.uint8)
+        labels = [int(i % 10) for i in range(count)]
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"batch_label": name, "labels": labels, "data": data,
+                         "filenames": [f"{name}_{i}.png" for i in range(count)]}, handle)
+
+    for index in range(1, 6):
+        batch(train_per_batch, f"data_batch_{index}")
+    batch(num_test, "test_batch")
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": names, "num_cases_per_batch": train_per_batch, "num_vis": 3072}, handle)
+    archive = root / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    return archive
+
+
+@pytest.fixture
+def skip_md5(monkeypatch):
+    """Our archive is not the real one, so torchvision's MD5 check is switched off (tests only)."""
+    import torchvision.datasets.utils as utils
+
+    monkeypatch.setattr(utils, "check_md5", lambda *args, **kwargs: True)

@@ -1,0 +1,106 @@
+"""The `transferlab` command end to end, in subprocesses, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from transferlab.records import METRIC_COLUMNS
+
+from conftest import TINY
+
+TRANSFERLAB = str(Path(sys.executable).parent / "transferlab")
+RECORD_FIELDS = {"status", "config", "overrides", "model", "pretrained", "fraction", "freeze", "seed",
+                 "params_total", "params_trainable", "history", "test_acc", "test_loss", "device", "versions"}
+
+
+def transferlab(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": ""}
+    env.pop("HYDRA_FULL_ERROR")
+    return subprocess.run([TRANSFERLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_help_lists_the_commands(tmp_path):
+    result = transferlab("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "train" in result.stdout and "report" in result.stdout
+    unknown = transferlab("fly", cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown command 'fly'; choose one of: train, report" in unknown.stderr
+
+
+def test_hydras_own_flags_work(tmp_path):
+    help_text = transferlab("train", "--help", cwd=tmp_path)
+    assert help_text.returncode == 0
+    assert "model: alexnet, resnet18, vgg16" in help_text.stdout
+    assert "freeze: early, last_only, middle, none" in help_text.stdout
+    job = transferlab("train", "--cfg", "job", "model=alexnet", "data.fraction=0.1", cwd=tmp_path)
+    assert job.returncode == 0
+    assert "name: alexnet" in job.stdout and "fraction: 0.1" in job.stdout and "lr: 0.001" in job.stdout
+    info = transferlab("train", "--info", cwd=tmp_path)
+    assert info.returncode == 0 and "Config search path" in info.stdout
+    assert not list(tmp_path.iterdir())  # none of these trains or writes a run
+
+
+def test_a_run_writes_its_record_and_metrics(tmp_path):
+    result = transferlab("train", *TINY, "train.epochs=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "epoch 2/2" in result.stdout
+    [run_dir] = [p.parent for p in (tmp_path / "outputs" / "runs").glob("*/run.json")]
+    assert "data=synthetic" in run_dir.name and "train.epochs=2" in run_dir.name
+    record = json.loads((run_dir / "run.json").read_text())
+    assert RECORD_FIELDS <= set(record)
+    assert record["status"] == "completed" and record["data"] == "synthetic"
+    assert "train.epochs=2" in record["overrides"]
+    assert len(record["history"]) == 2 and 0.0 <= record["test_acc"] <= 1.0
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert rows[0] == ",".join(METRIC_COLUMNS) and len(rows) == 3
+    assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / ".hydra" / "overrides.yaml").exists()
+    assert "epoch 2/2" in (run_dir / "train.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def weight_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    torch.save(torch.arange(4), folder / "tensor.pt")
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), folder / "alexnet.pt")
+    return folder
+
+
+BAD_INPUTS = [
+    (["data.fraction=0"], "data.fraction=0.0 is not allowed; it must be in (0, 1]"),
+    (["data.fraction=1.5"], "data.fraction=1.5 is not allowed; it must be in (0, 1]"),
+    (["model=resnet50"], "Could not find 'model/resnet50'; choose one of 'model': alexnet, resnet18, vgg16"),
+    (["freeze=all"], "Could not find 'freeze/all'; choose one of 'freeze': early, last_only, middle, none"),
+    (["freeze.modules=[layer9]"], "unknown module(s) layer9; this model's modules are: conv1, bn1, layer1"),
+    (["model.weights=MISSING"], "no such file"),
+    (["model.weights=WEIGHTS/tensor.pt"], "is not a state_dict"),
+    (["model.weights=WEIGHTS/alexnet.pt"], "does not fit ResNet"),
+    (["model=alexnet", "data.image_size=32"], "data.image_size=32 is too small for alexnet; it needs at least 63"),
+    (["train.epochs=0"], "train.epochs=0 is not allowed; it must be >= 1"),
+    (["train.batch_size=0"], "train.batch_size=0 is not allowed; it must be >= 1"),
+    (["train.eval_batch_size=0"], "train.eval_batch_size=0 is not allowed; it must be >= 1"),
+    (["device=cuda"], "device=cuda but this machine has no CUDA device"),
+    (["data=cifar10", "data.root=EMPTY", "data.download=false"], "put cifar-10-python.tar.gz"),
+    (["train.epochz=3"], "unknown key train.epochz; allowed keys in train: epochs, batch_size"),
+    (["train.epochs=ten"], "train.epochs: Value 'ten' of type 'str' could not be converted to Integer"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+def test_bad_input_exits_nonzero_with_one_clear_line(tmp_path, weight_files, overrides, message):
+    if "device=cuda" in overrides and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    overrides = [o.replace("WEIGHTS", str(weight_files)).replace("MISSING", str(tmp_path / "missing.pt"))
+                 .replace("EMPTY", str(tmp_path / "empty")) for o in overrides]
+    result = transferlab("train", *TINY, *overrides, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output
+    assert "Traceback" not in output
+    [line] = [line for line in output.splitlines() if message in line]
+    assert len(line) < 600

@@ -1,0 +1,60 @@
+"""The composed defaults are the protocol's recipe, and bad values fail with the key named."""
+
+import pytest
+
+from transferlab.config import validate
+from transferlab.errors import ConfigError
+
+from conftest import compose_config
+
+
+def test_defaults_reproduce_the_protocol():
+    config = validate(compose_config([]))
+    assert (config.model.name, config.model.pretrained, config.model.weights) == ("resnet18", True, None)
+    assert config.freeze.name == "none" and config.freeze.modules is None
+    assert (config.data.name, config.data.fraction, config.data.image_size) == ("cifar10", 0.5, 224)
+    assert (config.optim.name, config.optim.lr, config.optim.momentum, config.optim.weight_decay) == (
+        "sgd", 0.001, 0.9, 0.0)
+    assert (config.train.epochs, config.train.batch_size, config.train.eval_batch_size) == (10, 64, 128)
+    assert config.seed == 42
+
+
+@pytest.mark.parametrize("group, option, key, value", [
+    ("model", "alexnet", "name", "alexnet"),
+    ("model", "vgg16", "name", "vgg16"),
+    ("freeze", "last_only", "name", "last_only"),
+    ("data", "synthetic", "name", "synthetic"),
+    ("optim", "adamw", "name", "adamw"),
+])
+def test_each_group_option_composes(group, option, key, value):
+    config = validate(compose_config([f"{group}={option}"]))
+    assert getattr(getattr(config, group), key) == value
+
+
+def test_synthetic_keeps_the_protocol_schedule_and_transforms():
+    config = validate(compose_config(["data=synthetic"]))
+    assert (config.data.fraction, config.data.image_size, config.train.batch_size) == (0.5, 224, 64)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.fraction=0", "data.fraction=0.0 is not allowed; it must be in (0, 1]"),
+    ("data.fraction=1.01", "data.fraction=1.01 is not allowed"),
+    ("train.epochs=0", "train.epochs=0 is not allowed; it must be >= 1"),
+    ("train.batch_size=0", "train.batch_size=0 is not allowed"),
+    ("train.eval_batch_size=-1", "train.eval_batch_size=-1 is not allowed"),
+    ("device=tpu", "device='tpu' is not allowed; choose one of: auto, cuda, cpu, mps"),
+    ("precision=fp8", "precision='fp8' is not allowed; choose one of: auto, bf16, fp16, fp32"),
+    ("data.pipeline=gpu", "data.pipeline='gpu' is not allowed; choose one of: device, reference"),
+    ("optim.lr=0", "optim.lr=0.0 is not allowed"),
+    ("progress=maybe", "progress='maybe' is not allowed"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config([override]))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_key_in_a_plain_dict_names_it():
+    with pytest.raises(ConfigError, match="train.epochz"):
+        validate({"train": {"epochz": 3}})

@@ -1,0 +1,153 @@
+"""Models build offline with the right head; freezing selects exactly the expected parameters;
+weights load from local files and through torchvision's weights API."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from transferlab.engine import make_optimizer
+from transferlab.errors import ConfigError, TransferlabError
+from transferlab.models import (
+    MODELS, apply_freeze, build_model, check_image_size, count_parameters, frozen_modules,
+    trainable_parameter_names,
+)
+
+
+def numel(*modules: nn.Module) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+# The expected trainable count of each preset, from the modules themselves (not from names).
+EXPECTED_TRAINABLE = {
+    "resnet18": {
+        "none": lambda m: numel(m),
+        "early": lambda m: numel(m) - numel(m.layer1, m.layer2),
+        "middle": lambda m: numel(m) - numel(m.layer2, m.layer3),
+        "last_only": lambda m: numel(m.fc),
+    },
+    "alexnet": {
+        "none": lambda m: numel(m),
+        "early": lambda m: numel(m) - numel(m.features[0], m.features[3]),
+        "middle": lambda m: numel(m) - numel(m.features[6], m.features[8]),
+        "last_only": lambda m: numel(m.classifier[6]),
+    },
+    "vgg16": {
+        "none": lambda m: numel(m),
+        "early": lambda m: numel(m) - numel(m.features[0:10]),
+        "middle": lambda m: numel(m) - numel(m.features[10:24]),
+        "last_only": lambda m: numel(m.classifier[6]),
+    },
+}
+HEAD_IN_FEATURES = {"alexnet": 4096, "resnet18": 512, "vgg16": 4096}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def scratch(request):
+    return request.param, build_model(request.param, pretrained=False)
+
+
+def test_head_is_a_fresh_10_class_linear(scratch):
+    name, model = scratch
+    head = model.get_submodule(MODELS[name].head)
+    assert isinstance(head, nn.Linear)
+    assert (head.in_features, head.out_features) == (HEAD_IN_FEATURES[name], 10)
+
+
+@pytest.mark.parametrize("preset", ["none", "early", "middle", "last_only"])
+def test_freeze_preset_trains_the_expected_parameters(scratch, preset):
+    name, model = scratch
+    trainable = trainable_parameter_names(model, frozen_modules(name, preset, None))
+    apply_freeze(model, trainable)
+    total, trainable_count = count_parameters(model)
+    assert total == numel(model)
+    assert trainable_count == EXPECTED_TRAINABLE[name][preset](model)
+    optimizer = make_optimizer("sgd", [p for p in model.parameters() if p.requires_grad], 0.001, 0.9, 0.0, (0.9, 0.999))
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert held == {id(p) for p in model.parameters() if p.requires_grad}
+    assert sum(p.numel() for group in optimizer.param_groups for p in group["params"]) == trainable_count
+    apply_freeze(model, [n for n, _ in model.named_parameters()])  # leave the shared model unfrozen
+
+
+def test_explicit_modules_override_the_preset():
+    model = build_model("resnet18", pretrained=False)
+    frozen = frozen_modules("resnet18", "last_only", ["layer1", "layer2.0"])
+    apply_freeze(model, trainable_parameter_names(model, frozen))
+    assert count_parameters(model)[1] == numel(model) - numel(model.layer1, model.layer2[0])
+    assert not model.layer2[0].conv1.weight.requires_grad and model.layer2[1].conv1.weight.requires_grad
+
+
+def test_unknown_module_lists_the_models_modules():
+    model = build_model("resnet18", pretrained=False)
+    with pytest.raises(ConfigError, match=r"unknown module\(s\) layer9; this model's modules are: conv1, bn1, layer1"):
+        trainable_parameter_names(model, ["layer9"])
+
+
+def test_unknown_model_and_preset_list_the_choices():
+    with pytest.raises(ConfigError, match="choose one of: alexnet, resnet18, vgg16"):
+        build_model("resnet50", pretrained=False)
+    with pytest.raises(ConfigError, match="choose one of: none, early, middle, last_only"):
+        frozen_modules("resnet18", "everything", None)
+
+
+def test_alexnet_needs_63_pixels():
+    check_image_size("alexnet", 63)
+    with pytest.raises(ConfigError, match="data.image_size=62 is too small for alexnet; it needs at least 63"):
+        check_image_size("alexnet", 62)
+
+
+def test_weights_file_with_an_imagenet_head_is_loaded_and_the_head_replaced(tmp_path):
+    source = torchvision.models.resnet18(weights=None)
+    torch.save(source.state_dict(), tmp_path / "imagenet.pth")
+    model = build_model("resnet18", pretrained=True, weights_path=str(tmp_path / "imagenet.pth"))
+    assert torch.equal(model.conv1.weight, source.conv1.weight)
+    assert torch.equal(model.layer4[1].bn2.running_var, source.layer4[1].bn2.running_var)
+    assert model.fc.out_features == 10
+
+
+def test_weights_file_with_a_10_class_head_is_loaded_whole(tmp_path):
+    source = torchvision.models.alexnet(weights=None, num_classes=10)
+    torch.save({"model": source.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pt")
+    model = build_model("alexnet", pretrained=False, weights_path=str(tmp_path / "checkpoint.pt"))
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_weights_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        build_model("resnet18", False, str(tmp_path / "missing.pt"))
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(ConfigError, match="is not a state_dict"):
+        build_model("resnet18", False, str(tmp_path / "tensor.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError, match="not a state_dict torch can load safely"):
+        build_model("resnet18", False, str(tmp_path / "junk.pt"))
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), tmp_path / "alexnet.pt")
+    with pytest.raises(ConfigError, match="does not fit ResNet: keys missing"):
+        build_model("resnet18", False, str(tmp_path / "alexnet.pt"))
+
+
+def test_pretrained_goes_through_torchvisions_weights_api(tmp_path, monkeypatch):
+    """The cached file of IMAGENET1K_V1 (here one the test saves) is what pretrained=true loads."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    source = torchvision.models.resnet18(weights=None)
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(source.state_dict(), cache / Path(weights.url).name)
+    model = build_model("resnet18", pretrained=True)
+    assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+    assert model.fc.out_features == 10
+
+
+def test_pretrained_offline_without_the_file_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(TransferlabError, match=r"put resnet18-f37072fd.pth into .*checkpoints, or pass model.weights=PATH"):
+        build_model("resnet18", pretrained=True)

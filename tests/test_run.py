@@ -1,0 +1,96 @@
+"""In-process runs on the CPU: a run learns, records itself, and saves a model torchvision loads."""
+
+import json
+
+import pytest
+import torch
+import torchvision
+
+from transferlab.records import METRIC_COLUMNS
+from transferlab.run import run_training
+
+from conftest import tiny_config, write_cifar10
+
+
+def test_a_synthetic_run_learns(tmp_path):
+    config = tiny_config("data.num_train=1000", "data.num_test=300", "train.epochs=3")
+    record = run_training(config, tmp_path)
+    assert record["status"] == "completed", record.get("error")
+    assert len(record["history"]) == 3
+    assert record["test_acc"] > 0.5  # chance is 0.1
+    assert record["history"][-1]["train_loss"] < record["history"][0]["train_loss"]
+
+
+def test_the_record_describes_the_run(tmp_path):
+    config = tiny_config("train.epochs=2", "freeze=early", "data.fraction=0.5")
+    record = run_training(config, tmp_path, ["freeze=early"])
+    on_disk = json.loads((tmp_path / "run.json").read_text())
+    assert on_disk == json.loads(json.dumps(record))
+    assert on_disk["status"] == "completed"
+    assert (on_disk["model"], on_disk["pretrained"], on_disk["fraction"], on_disk["freeze"], on_disk["seed"]) == (
+        "resnet18", False, 0.5, "early", 42)
+    assert on_disk["overrides"] == ["freeze=early"]
+    assert on_disk["config"]["train"]["epochs"] == 2
+    assert on_disk["num_train_images"] == 160
+    model = torchvision.models.resnet18(num_classes=10)
+    frozen = sum(p.numel() for m in (model.layer1, model.layer2) for p in m.parameters())
+    assert on_disk["params_total"] == sum(p.numel() for p in model.parameters())
+    assert on_disk["params_trainable"] == on_disk["params_total"] - frozen
+    assert on_disk["device"] == "cpu" and on_disk["versions"]["torch"] == torch.__version__
+    assert [entry["epoch"] for entry in on_disk["history"]] == [1, 2]
+    for entry in on_disk["history"]:
+        assert set(METRIC_COLUMNS) <= set(entry)
+        assert 0.0 <= entry["train_acc"] <= 1.0 and 0.0 <= entry["test_acc"] <= 1.0
+        assert entry["epoch_seconds"] > 0 and entry["images_per_second"] > 0
+    assert on_disk["test_acc"] == on_disk["history"][-1]["test_acc"]
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0] == ",".join(METRIC_COLUMNS) and len(rows) == 3
+
+
+def test_same_seed_same_result(tmp_path):
+    config = tiny_config("deterministic=true")
+    first = run_training(config, tmp_path / "a")
+    second = run_training(config, tmp_path / "b")
+    assert first["history"][0]["train_loss"] == second["history"][0]["train_loss"]
+    assert first["test_acc"] == second["test_acc"]
+
+
+def test_saved_model_loads_into_plain_torchvision(tmp_path):
+    config = tiny_config("model=alexnet", "data.image_size=64", "save_model=true", "train.batch_size=64")
+    record = run_training(config, tmp_path)
+    assert record["status"] == "completed", record.get("error")
+    model = torchvision.models.alexnet(num_classes=10)
+    model.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    assert model.classifier[6].out_features == 10
+
+
+def test_a_run_starts_from_a_saved_model(tmp_path):
+    first = run_training(tiny_config("save_model=true"), tmp_path / "first")
+    assert first["status"] == "completed"
+    saved = torch.load(tmp_path / "first" / "model.pt", weights_only=True)
+    from transferlab.models import build_model
+
+    model = build_model("resnet18", pretrained=False, weights_path=str(tmp_path / "first" / "model.pt"))
+    for key, value in saved.items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_the_real_cifar10_path_trains(tmp_path, skip_md5):
+    write_cifar10(tmp_path / "cifar", train_per_batch=40, num_test=60)
+    config = tiny_config("data=cifar10", f"data.root={tmp_path / 'cifar'}", "data.fraction=0.5")
+    record = run_training(config, tmp_path / "run")
+    assert record["status"] == "completed", record.get("error")
+    assert (record["data"], record["num_train_images"], record["num_test_images"]) == ("cifar10", 100, 60)
+    assert len(record["history"]) == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("freeze.modules=[fc,layer4,layer3,layer2,layer1,conv1,bn1]", "leaves no parameter to train"),
+    ("device=cuda", "no CUDA device"),
+])
+def test_failures_are_recorded(tmp_path, override, message):
+    if override == "device=cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    record = run_training(tiny_config(override), tmp_path)
+    assert record["status"] == "failed" and message in record["error"]
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "failed"
