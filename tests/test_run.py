@@ -94,3 +94,15 @@ def test_failures_are_recorded(tmp_path, override, message):
     record = run_training(tiny_config(override), tmp_path)
     assert record["status"] == "failed" and message in record["error"]
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "failed"
+
+
+def test_the_reference_pipeline_trains_like_the_device_pipeline(tmp_path):
+    """Same data, same seed: the two pipelines draw different crops, but both learn."""
+    results = {}
+    for pipeline in ("device", "reference"):
+        config = tiny_config(f"data.pipeline={pipeline}", "data.num_workers=2", "data.num_train=800",
+                             "data.num_test=200", "train.epochs=2")
+        record = run_training(config, tmp_path / pipeline)
+        assert record["status"] == "completed", record.get("error")
+        results[pipeline] = record["test_acc"]
+    assert min(results.values()) > 0.3, results  # chance is 0.1

@@ -41,8 +41,11 @@ def select_amp_dtype(precision: str, device: torch.device) -> torch.dtype | None
 
 def configure_determinism(seed: int, deterministic: bool, device: torch.device) -> None:
     """Seed every RNG; ``deterministic`` trades cuDNN's autotuner for repeatable kernels."""
+    import os
     import random
 
+    if deterministic:  # cuBLAS is only deterministic with a fixed workspace; read when CUDA starts
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA and MPS too
     torch.use_deterministic_algorithms(deterministic, warn_only=True)

@@ -1,0 +1,191 @@
+"""Training throughput of the device pipeline against the reference pipeline, per model.
+
+Both pipelines are measured in the same process, interleaved (device, reference, device, ...), on
+generated CIFAR-shaped data (no download), and the median of --repeats passes is reported, with
+the ratio device / reference and, on CUDA, the peak GPU memory of each. Optionally it also times
+one whole protocol-sized run, or the whole 12-run study, end to end (evaluation included).
+
+    python scripts/benchmark.py --mode cpu     # 64x64, a few hundred images: for a laptop or CI box
+    python scripts/benchmark.py --mode gpu     # 224x224, batch 64, bf16: the protocol's setting
+    python scripts/benchmark.py --mode gpu --whole-run --study --compile
+
+Figures are printed as a table and saved as JSON (--out). Pretrained weights do not change speed,
+so every model starts from random weights here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torchvision
+
+from transferlab.config import validate
+from transferlab.data import make_loader, make_synthetic
+from transferlab.engine import (
+    configure_determinism, make_optimizer, select_amp_dtype, select_device, train_one_epoch,
+)
+from transferlab.models import build_model
+from transferlab.run import run_training
+
+MODES = {
+    # image size, training images per pass, batch size, precision, data-loader workers of the reference
+    "cpu": dict(image_size=64, images=256, batch_size=64, precision="fp32", device="cpu"),
+    "gpu": dict(image_size=224, images=6400, batch_size=64, precision="bf16", device="cuda"),
+}
+
+
+def measure(model_name: str, pipeline: str, data, settings: dict, device: torch.device, compile_model: bool,
+            workers: int) -> dict:
+    """One timed training pass over ``data`` after a short warm-up; images/s and peak memory."""
+    amp_dtype = select_amp_dtype(settings["precision"], device)
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = build_model(model_name, pretrained=False).to(device, memory_format=memory_format)
+    forward = torch.compile(model) if compile_model else model
+    optimizer = make_optimizer("sgd", list(model.parameters()), 0.001, 0.9, 0.0, (0.9, 0.999))
+    loader = make_loader(data, pipeline, settings["batch_size"], settings["image_size"], train=True, seed=0,
+                         device=device, num_workers=workers, memory_format=memory_format)
+    warmup = make_loader(data.subset(torch.arange(min(len(data), 3 * settings["batch_size"]))), pipeline,
+                         settings["batch_size"], settings["image_size"], train=True, seed=0, device=device,
+                         num_workers=workers, memory_format=memory_format)
+    train_one_epoch(forward, warmup.epoch(0), optimizer, device, amp_dtype)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    result = train_one_epoch(forward, loader.epoch(1), optimizer, device, amp_dtype)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    del model, forward, optimizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"images_per_second": result.images_per_second, "seconds": result.seconds, "peak_memory_mib": peak}
+
+
+def pipeline_table(models: list[str], settings: dict, device: torch.device, repeats: int, compile_model: bool,
+                   workers: int) -> list[dict]:
+    data, _ = make_synthetic(settings["images"], 1, seed=0)
+    variants = [("device", False), ("reference", False)] + ([("device", True)] if compile_model else [])
+    rows = []
+    for model_name in models:
+        samples = {variant: [] for variant in variants}
+        for _ in range(repeats):  # interleaved, so drifts in machine load hit every variant alike
+            for pipeline, compiled in variants:
+                samples[(pipeline, compiled)].append(measure(model_name, pipeline, data, settings, device, compiled,
+                                                             workers))
+        row = {"model": model_name}
+        for (pipeline, compiled), runs in samples.items():
+            label = pipeline + ("+compile" if compiled else "")
+            row[f"{label}_images_per_second"] = statistics.median(r["images_per_second"] for r in runs)
+            row[f"{label}_all_images_per_second"] = [r["images_per_second"] for r in runs]
+            peaks = [r["peak_memory_mib"] for r in runs if r["peak_memory_mib"] is not None]
+            row[f"{label}_peak_memory_mib"] = max(peaks) if peaks else None
+        row["ratio_device_over_reference"] = row["device_images_per_second"] / row["reference_images_per_second"]
+        rows.append(row)
+        print_row(row, compile_model)
+    return rows
+
+
+def print_row(row: dict, compile_model: bool) -> None:
+    def memory(key: str) -> str:
+        return "-" if row[key] is None else f"{row[key]:,.0f}"
+
+    line = (f"{row['model']:<9} {row['device_images_per_second']:>12,.0f} {row['reference_images_per_second']:>12,.0f} "
+            f"{row['ratio_device_over_reference']:>7.2f}x {memory('device_peak_memory_mib'):>10} "
+            f"{memory('reference_peak_memory_mib'):>10}")
+    if compile_model:
+        line += f" {row['device+compile_images_per_second']:>14,.0f}"
+    print(line, flush=True)
+
+
+def timed_runs(configs: list[dict], folder: Path) -> float:
+    """Seconds to train and evaluate every run of ``configs`` through transferlab's own run_training."""
+    start = time.perf_counter()
+    for index, overrides in enumerate(configs):
+        record = run_training(validate(overrides), folder / f"run{index}")
+        if record["status"] != "completed":
+            raise SystemExit(f"benchmark run failed: {record.get('error')}")
+    return time.perf_counter() - start
+
+
+def study_configs(base: dict) -> list[dict]:
+    """The study's 12 runs (PROTOCOL.md), from random weights."""
+    def run(model: str, fraction: float, freeze: str = "none") -> dict:
+        return {**base, "model": {"name": model, "pretrained": False},
+                "data": {**base["data"], "fraction": fraction}, "freeze": {"name": freeze}}
+
+    part_a = [run("alexnet", f) for f in (0.1, 0.2, 0.5) for _ in ("pretrained", "scratch")]
+    part_b = [run(m, 0.5) for m in ("resnet18", "vgg16")]
+    part_c = [run("resnet18", 0.5, f) for f in ("none", "early", "middle", "last_only")]
+    return part_a + part_b + part_c
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(MODES), default="gpu" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", nargs="+", default=["alexnet", "resnet18", "vgg16"],
+                        choices=["alexnet", "resnet18", "vgg16"])
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per model and pipeline (median)")
+    parser.add_argument("--images", type=int, help="training images per pass (default: the mode's)")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference pipeline")
+    parser.add_argument("--compile", action="store_true", help="also measure the device pipeline with torch.compile")
+    parser.add_argument("--whole-run", action="store_true",
+                        help="time one protocol run end to end: ResNet18, 25,000 images, 10 epochs, 10,000 test "
+                             "images (cpu mode: 512 images, 1 epoch)")
+    parser.add_argument("--study", action="store_true", help="time the whole 12-run study end to end")
+    parser.add_argument("--out", type=Path, default=Path("outputs/benchmark"), help="folder for the JSON")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats={args.repeats} is not allowed; it must be >= 1")
+
+    settings = dict(MODES[args.mode], **({"images": args.images} if args.images else {}))
+    device = select_device(settings["device"])
+    configure_determinism(0, deterministic=False, device=device)
+    environment = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "cpu_threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "cuda": torch.version.cuda, "command": " ".join(sys.argv),
+    }
+    print(f"transferlab benchmark, {args.mode} mode: {settings['image_size']}x{settings['image_size']}, batch "
+          f"{settings['batch_size']}, {settings['precision']}, {settings['images']} images per pass, median of "
+          f"{args.repeats}, on {environment['device']} (torch {torch.__version__})")
+    print(f"{'model':<9} {'device img/s':>12} {'ref img/s':>12} {'ratio':>8} {'dev MiB':>10} {'ref MiB':>10}"
+          + (f" {'compiled img/s':>14}" if args.compile else ""))
+    results = {"environment": environment, "settings": settings,
+               "pipelines": pipeline_table(args.models, settings, device, args.repeats, args.compile, args.workers)}
+
+    base = {"data": {"name": "synthetic", "image_size": settings["image_size"], "num_workers": args.workers},
+            "device": settings["device"], "precision": settings["precision"], "progress": "off",
+            "train": {"batch_size": settings["batch_size"]}}
+    if args.mode == "gpu":
+        base["data"].update(num_train=50_000, num_test=10_000)
+    else:
+        base["data"].update(num_train=1024, num_test=256)
+        base["train"]["epochs"] = 1
+    with tempfile.TemporaryDirectory() as folder:
+        if args.whole_run:
+            seconds = timed_runs([{**base, "model": {"name": "resnet18", "pretrained": False}}], Path(folder))
+            results["whole_run_seconds"] = seconds
+            print(f"one protocol run (ResNet18, 50 % of {base['data']['num_train']:,} images, "
+                  f"{base['train'].get('epochs', 10)} epochs, evaluation included): {seconds:,.1f} s")
+        if args.study:
+            seconds = timed_runs(study_configs(base), Path(folder))
+            results["study_seconds"] = seconds
+            print(f"the 12-run study ({base['train'].get('epochs', 10)} epochs each, evaluation included): "
+                  f"{seconds / 60:,.1f} min")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"benchmark-{args.mode}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The study's sweeps: what each experiment expands to, and how sweeps behave when re-run or
+when one run fails."""
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from transferlab.config import validate
+
+from conftest import compose_config
+
+TRANSFERLAB = str(Path(sys.executable).parent / "transferlab")
+# Small and fast: these keep each part's own swept keys free.
+DRY_RUN = ["data=synthetic", "data.image_size=32", "data.num_train=60", "data.num_test=40", "train.epochs=1",
+           "train.batch_size=30", "device=cpu", "progress=off"]
+
+
+def expand(experiment: str, extra: list[str] = ()) -> list:
+    """The validated configs of every job of `transferlab train -m experiment=...`, expanded the
+    way Hydra's basic sweeper does it."""
+    base = [f"experiment={experiment}", *extra]
+    params = compose_config(base, return_hydra_config=True).hydra.sweeper.params
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed]
+    return [validate(compose_config([*base, *combo])) for combo in itertools.product(*choices)]
+
+
+def protocol_recipe(config) -> tuple:
+    return (config.data.name, config.data.image_size, config.optim.name, config.optim.lr, config.optim.momentum,
+            config.optim.weight_decay, config.train.epochs, config.train.batch_size, config.train.eval_batch_size,
+            config.seed, config.freeze.modules)
+
+
+PROTOCOL_RECIPE = ("cifar10", 224, "sgd", 0.001, 0.9, 0.0, 10, 64, 128, 42, None)
+
+
+def test_part_a_is_alexnet_pretrained_and_scratch_by_fraction():
+    configs = expand("part_a")
+    assert sorted((c.data.fraction, c.model.pretrained) for c in configs) == [
+        (0.1, False), (0.1, True), (0.2, False), (0.2, True), (0.5, False), (0.5, True)]
+    for config in configs:
+        assert (config.name, config.model.name, config.freeze.name) == ("part_a", "alexnet", "none")
+        assert protocol_recipe(config) == PROTOCOL_RECIPE
+
+
+def test_part_b_is_pretrained_resnet18_and_vgg16_on_half_the_data():
+    configs = expand("part_b")
+    assert sorted(c.model.name for c in configs) == ["resnet18", "vgg16"]
+    for config in configs:
+        assert (config.name, config.model.pretrained, config.data.fraction, config.freeze.name) == (
+            "part_b", True, 0.5, "none")
+        assert protocol_recipe(config) == PROTOCOL_RECIPE
+
+
+def test_part_c_is_pretrained_resnet18_by_freeze_strategy():
+    configs = expand("part_c")
+    assert sorted(c.freeze.name for c in configs) == ["early", "last_only", "middle", "none"]
+    for config in configs:
+        assert (config.name, config.model.name, config.model.pretrained, config.data.fraction) == (
+            "part_c", "resnet18", True, 0.5)
+        assert protocol_recipe(config) == PROTOCOL_RECIPE
+
+
+def test_command_line_overrides_apply_on_top():
+    configs = expand("part_c", ["data=synthetic", "train.epochs=1"])
+    assert len(configs) == 4
+    assert all((c.data.name, c.train.epochs, c.data.fraction) == ("synthetic", 1, 0.5) for c in configs)
+
+
+def transferlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([TRANSFERLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def records(folder: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/run.json")}
+
+
+def test_a_failing_run_does_not_stop_the_sweep_and_rerunning_trains_nothing(tmp_path):
+    sweep = ["train", "-m", "experiment=part_c", *DRY_RUN, "model.pretrained=false", "freeze.modules=[layer9],null"]
+    first = transferlab(*sweep, cwd=tmp_path)
+    output = first.stdout + first.stderr
+    assert first.returncode == 1, output
+    runs = records(tmp_path / "outputs" / "part_c")
+    assert len(runs) == 8  # 4 strategies x 2 module lists
+    failed = {name for name, r in runs.items() if r["status"] == "failed"}
+    assert len(failed) == 4 and all("freeze.modules=[layer9]" in name for name in failed)
+    assert all("unknown module(s) layer9" in runs[name]["error"] for name in failed)
+    assert sum(r["status"] == "completed" for r in runs.values()) == 4
+    assert "8 run(s) ran, 4 did not complete" in output
+    assert all(f"not completed: {name}" in output for name in failed)
+
+    second = transferlab(*sweep, cwd=tmp_path)
+    output = second.stdout + second.stderr
+    assert second.returncode == 1  # the failed runs were tried again and failed again
+    assert output.count("skipped:") == 4 and "4 run(s) ran, 4 did not complete" in output
+    again = records(tmp_path / "outputs" / "part_c")
+    for name, record in runs.items():
+        if record["status"] == "completed":
+            assert again[name] == record  # untouched: nothing was trained
+
+
+def test_force_reruns_and_a_changed_config_is_refused(tmp_path):
+    run = ["train", *DRY_RUN, "model.pretrained=false", "name=solo"]
+    assert transferlab(*run, cwd=tmp_path).returncode == 0
+    [(name, record)] = records(tmp_path / "outputs" / "solo").items()
+    skipped = transferlab(*run, cwd=tmp_path)
+    assert skipped.returncode == 0 and "skipped:" in skipped.stdout
+    assert records(tmp_path / "outputs" / "solo")[name]["started_at"] == record["started_at"]
+
+    forced = transferlab(*run, "force=true", cwd=tmp_path)
+    assert forced.returncode == 0 and "skipped:" not in forced.stdout
+    assert len(records(tmp_path / "outputs" / "solo")) == 1  # force does not change the folder
+
+    config_file = tmp_path / "outputs" / "solo" / name / "run.json"
+    on_disk = json.loads(config_file.read_text())
+    on_disk["config"]["optim"]["lr"] = 0.5  # as if conf/ had been edited since
+    config_file.write_text(json.dumps(on_disk))
+    refused = transferlab(*run, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "holds a completed run of a different config; pass force=true" in refused.stdout + refused.stderr
+    assert json.loads(config_file.read_text())["config"]["optim"]["lr"] == 0.5  # never overwritten
