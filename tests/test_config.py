@@ -58,3 +58,14 @@ def test_bad_values_name_the_key(override, message):
 def test_unknown_key_in_a_plain_dict_names_it():
     with pytest.raises(ConfigError, match="train.epochz"):
         validate({"train": {"epochz": 3}})
+
+
+def test_run_folder_names_are_safe_and_distinct():
+    from transferlab.config import run_dirname
+
+    assert run_dirname("") == "defaults"
+    assert run_dirname("model=alexnet") == "model=alexnet"
+    assert run_dirname("model.weights=/tmp/w.pt") == "model.weights=_tmp_w.pt"
+    long_a, long_b = ",".join(f"key{i}=value" for i in range(40)), ",".join(f"key{i}=value" for i in range(41))
+    assert len(run_dirname(long_a).encode()) <= 160 and run_dirname(long_a) != run_dirname(long_b)
+    assert run_dirname(long_a).startswith("key0=value,key1=value")

@@ -18,7 +18,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab.errors import ConfigError, TransferlabError
+from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 
 USAGE = """usage: transferlab COMMAND [ARGS ...]
 
@@ -61,6 +61,8 @@ def train(args: list[str]) -> int:
         raise ConfigError(composition_error_line(error)) from error
     except ValueError as error:  # Hydra's check of its own flags; runs never raise out of their job
         raise ConfigError(str(error)) from error
+    except OSError as error:  # Hydra could not make the run folder or write its files
+        raise TransferlabError(f"cannot write the run's files: {error}") from error
     finally:
         sys.argv = saved_argv
         if saved_full_error is None:
@@ -137,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     except TransferlabError as error:
         print(f"transferlab {command}: error: {error}", file=sys.stderr)
         return 1
+    except RunInterrupted as interrupt:
+        print(f"transferlab {command}: interrupted; the run in {interrupt.run_dir} is marked interrupted and "
+              "keeps its last epoch-end checkpoint: run the same command again to resume", file=sys.stderr)
+        return interrupt.exit_code
     except KeyboardInterrupt:
         print(f"transferlab {command}: interrupted", file=sys.stderr)
         return 130

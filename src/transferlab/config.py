@@ -5,6 +5,7 @@ names) need the model table and happen where the model is built."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -19,6 +20,9 @@ DATASETS = ("cifar10", "synthetic")
 PIPELINES = ("device", "reference")
 OPTIMIZERS = ("sgd", "adamw")
 PROGRESS = ("auto", "on", "off")
+LOGGERS = ("none", "tensorboard")
+# Settings that change where or how visibly a run happens, not its results.
+NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "data.root", "data.num_workers")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -119,21 +123,33 @@ class Config:
     # Re-run even when the run folder holds a completed run of the same config.
     force: bool = False
     progress: str = "auto"
+    # Continue an unfinished run from its last epoch-end checkpoint instead of starting over.
+    resume: bool = True
+    # Keep checkpoint.pt after the run completed (it is removed by default; see save_model).
+    keep_checkpoint: bool = False
+    logger: str = "none"
 
     def __post_init__(self) -> None:
         _choice("device", self.device, DEVICES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("progress", self.progress, PROGRESS)
+        _choice("logger", self.logger, LOGGERS)
         if not self.name or "/" in self.name:
             raise ConfigError(f"name={self.name!r} is not allowed; it must be a non-empty folder name")
 
 
 DEFAULT_DIRNAME = "defaults"
+MAX_DIRNAME = 160  # file systems allow 255 bytes a name
 
 
 def run_dirname(override_dirname: str) -> str:
-    """The folder of a run inside outputs/<name>/: its overrides, or 'defaults' when it has none."""
-    return override_dirname or DEFAULT_DIRNAME
+    """The folder of a run inside outputs/<name>/: its overrides ('defaults' when it has none),
+    with '/' replaced, and cut short with a hash of the whole when it is too long for a file name."""
+    name = (override_dirname or DEFAULT_DIRNAME).replace("/", "_")
+    if len(name.encode()) <= MAX_DIRNAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+    return f"{name.encode()[:MAX_DIRNAME - 13].decode(errors='ignore')}-{digest}"
 
 
 def register_with_hydra() -> None:
@@ -160,3 +176,14 @@ def validate(cfg: DictConfig | dict[str, Any]) -> Config:
 def as_dict(config: Config) -> dict[str, Any]:
     """A plain, JSON-ready copy of a validated config."""
     return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+
+
+def result_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without the keys that cannot change a run's results."""
+    node = OmegaConf.create(config)
+    for key in NOT_RESULT_KEYS:
+        parent, _, leaf = key.rpartition(".")
+        container = OmegaConf.select(node, parent) if parent else node
+        if isinstance(container, DictConfig) and leaf in container:
+            del container[leaf]
+    return OmegaConf.to_container(node)

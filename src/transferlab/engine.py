@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, TransferlabError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
@@ -66,18 +66,38 @@ class EpochResult:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
+class NonFiniteLoss(TransferlabError):
+    """The training loss became NaN or infinite at ``batch`` (1-based) of the epoch."""
+
+    def __init__(self, batch: int):
+        super().__init__(f"the training loss is not finite (NaN or inf) at batch {batch}")
+        self.batch = batch
+
+
 class _Totals:
     """Running sums kept on the device so the loop never waits for it."""
 
     def __init__(self, device: torch.device):
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         self.correct = torch.zeros((), device=device, dtype=torch.int64)
+        self.first_nonfinite = torch.zeros((), device=device, dtype=torch.int64)  # a batch number; 0: none
         self.images = 0
+        self.batches = 0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.loss_sum += loss.detach().double() * len(labels)
+        self.batches += 1
+        loss = loss.detach()
+        self.loss_sum += loss.double() * len(labels)
         self.correct += (logits.argmax(dim=1) == labels).sum()
+        bad = (self.first_nonfinite == 0) & ~torch.isfinite(loss)
+        self.first_nonfinite = torch.where(bad, self.batches, self.first_nonfinite)
         self.images += len(labels)
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteLoss if a batch so far had a non-finite loss (waits for the device)."""
+        batch = int(self.first_nonfinite.item())
+        if batch:
+            raise NonFiniteLoss(batch)
 
     def read(self) -> tuple[float, float]:
         """(mean loss, accuracy) so far; this synchronises with the device."""
@@ -101,7 +121,10 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
     on_batch: Callable[[int, _Totals], None] | None = None,
+    finite_check_every: int = 50,
 ) -> EpochResult:
+    """One pass over ``batches``. Every ``finite_check_every`` batches (one wait for the device)
+    and at the end, a NaN or infinite loss stops the epoch with NonFiniteLoss."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     totals = _Totals(device)
@@ -120,8 +143,11 @@ def train_one_epoch(
             loss.backward()
             optimizer.step()
         totals.add(loss, logits, labels)
+        if step % finite_check_every == 0:
+            totals.check_finite()
         if on_batch is not None:
             on_batch(step, totals)
+    totals.check_finite()
     mean_loss, accuracy = totals.read()
     _synchronize(device)
     return EpochResult(mean_loss, accuracy, totals.images, time.perf_counter() - start)

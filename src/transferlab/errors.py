@@ -7,3 +7,13 @@ class TransferlabError(Exception):
 
 class ConfigError(TransferlabError):
     """A config value that is not allowed; the message names the key and what is allowed."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run; its record is marked interrupted and its last epoch-end
+    checkpoint is on disk. ``exit_code`` is the shell's convention (128 + signal number)."""
+
+    def __init__(self, run_dir: str, exit_code: int):
+        super().__init__(run_dir)
+        self.run_dir = run_dir
+        self.exit_code = exit_code

@@ -146,9 +146,9 @@ def _load_state_dict_file(model: nn.Module, head: str, path: Path) -> None:
     head_weight = state_dict.get(f"{head}.weight")
     if head_weight is not None and head_weight.shape[0] == NUM_CLASSES:
         _replace_head(model, head)
-        _load_strict(model, state_dict, path)
+        load_state_dict_strict(model, state_dict, f"model.weights={str(path)!r}")
     else:
-        _load_strict(model, state_dict, path)
+        load_state_dict_strict(model, state_dict, f"model.weights={str(path)!r}")
         _replace_head(model, head)
 
 
@@ -165,7 +165,9 @@ def _unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def _load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load all of ``state_dict`` into ``model`` or, when any key or shape does not fit, nothing:
+    the error (naming ``source``) comes before a single tensor is copied."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -178,9 +180,7 @@ def _load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path:
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen))
             if keys
         ]
-        raise ConfigError(
-            f"model.weights={str(path)!r} does not fit {type(model).__name__}: keys {'; '.join(problems)}"
-        )
+        raise ConfigError(f"{source} does not fit {type(model).__name__}: keys {'; '.join(problems)}")
     model.load_state_dict(state_dict)
 
 

@@ -19,7 +19,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.config import as_dict, validate
+from transferlab.config import as_dict, result_config, validate
 from transferlab.errors import TransferlabError
 from transferlab.records import RUN_FILE, read_record, utc_now, write_record
 from transferlab.run import run_training

@@ -1,0 +1,184 @@
+"""Checkpoints, resume after a kill, SIGTERM, NaN losses and refused checkpoints."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from transferlab.checkpoint import CHECKPOINT_FILE, load_checkpoint, restore
+from transferlab.errors import RunInterrupted
+from transferlab.models import build_model
+from transferlab.run import run_training
+
+from conftest import TINY, tiny_config
+
+TRANSFERLAB = str(Path(sys.executable).parent / "transferlab")
+# Three deterministic epochs of a few seconds each, so a test can stop the run in the middle.
+SLOW_RUN = [*TINY, "data.num_train=1200", "data.num_test=200", "train.epochs=3", "deterministic=true",
+            "save_model=true"]
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.Popen([TRANSFERLAB, "train", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([TRANSFERLAB, "train", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def wait_for_epochs(run_json: Path, epochs: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        if run_json.exists():
+            try:
+                if len(json.loads(run_json.read_text())["history"]) >= epochs:
+                    return
+            except (json.JSONDecodeError, KeyError):
+                pass
+        time.sleep(0.05)
+    raise AssertionError("the run did not reach its epoch in time")
+
+
+def only_run(folder: Path) -> Path:
+    [run_json] = folder.glob("*/run.json")
+    return run_json.parent
+
+
+def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path):
+    reference = run([*SLOW_RUN, "name=whole"], tmp_path)
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    whole = only_run(tmp_path / "outputs" / "whole")
+
+    process = start([*SLOW_RUN, "name=killed"], tmp_path)
+    killed_dir = None
+    while killed_dir is None:
+        found = list((tmp_path / "outputs" / "killed").glob("*/run.json"))
+        killed_dir = found[0].parent if found else time.sleep(0.05)
+    wait_for_epochs(killed_dir / "run.json", 1, process)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up
+    process.wait(timeout=60)
+    killed = json.loads((killed_dir / "run.json").read_text())
+    assert killed["status"] == "running" and 1 <= len(killed["history"]) < 3
+    assert (killed_dir / CHECKPOINT_FILE).exists()
+
+    resumed = run([*SLOW_RUN, "name=killed"], tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming from" in resumed.stdout
+    first, second = (json.loads((d / "run.json").read_text()) for d in (whole, killed_dir))
+    assert second["status"] == "completed" and second["resumed_after_epoch"] >= 1
+    assert [[e[m] for m in METRICS] for e in first["history"]] == [[e[m] for m in METRICS] for e in second["history"]]
+    assert (first["test_acc"], first["test_loss"]) == (second["test_acc"], second["test_loss"])
+    weights_a = torch.load(whole / "model.pt", weights_only=True)
+    weights_b = torch.load(killed_dir / "model.pt", weights_only=True)
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert not (killed_dir / CHECKPOINT_FILE).exists()  # removed once completed (keep_checkpoint=false)
+
+
+def test_sigterm_stops_cleanly_marks_interrupted_and_resumes(tmp_path):
+    process = start([*SLOW_RUN, "name=term"], tmp_path)
+    run_dir = None
+    while run_dir is None:
+        found = list((tmp_path / "outputs" / "term").glob("*/run.json"))
+        run_dir = found[0].parent if found else time.sleep(0.05)
+    wait_for_epochs(run_dir / "run.json", 1, process)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert "is marked interrupted" in output and "run the same command again to resume" in output
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "interrupted" and len(record["history"]) >= 1
+    assert load_checkpoint(run_dir / CHECKPOINT_FILE).epoch == len(record["history"])
+
+    resumed = run([*SLOW_RUN, "name=term", "keep_checkpoint=true"], tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "completed" and [e["epoch"] for e in record["history"]] == [1, 2, 3]
+    assert load_checkpoint(run_dir / CHECKPOINT_FILE).epoch == 3  # kept
+
+
+def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(tmp_path):
+    record = run_training(tiny_config("optim.lr=1e12", "train.epochs=2"), tmp_path)
+    assert record["status"] == "failed"
+    assert "epoch 1, batch " in record["error"] and "the training loss is not finite" in record["error"]
+
+
+@pytest.fixture
+def interrupted_run(tmp_path, monkeypatch):
+    """A folder as an interrupted run leaves it: Ctrl-C during epoch 2 of 2."""
+    import transferlab.run as run_module
+
+    real_evaluate, calls = run_module.evaluate, []
+
+    def evaluate_then_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "evaluate", evaluate_then_interrupt)
+    with pytest.raises(RunInterrupted) as interrupt:
+        run_training(tiny_config("train.epochs=2"), tmp_path)
+    monkeypatch.undo()
+    assert interrupt.value.run_dir == str(tmp_path) and interrupt.value.exit_code == 130
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["status"] == "interrupted" and len(record["history"]) == 1
+    return tmp_path
+
+
+def test_resume_continues_from_the_checkpoint(interrupted_run):
+    record = run_training(tiny_config("train.epochs=2"), interrupted_run)
+    assert record["status"] == "completed" and record["resumed_after_epoch"] == 1
+    assert [e["epoch"] for e in record["history"]] == [1, 2]
+    fresh = run_training(tiny_config("train.epochs=2", "resume=false"), interrupted_run / "fresh")
+    assert "resumed_after_epoch" not in fresh
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate", "is not a readable transferlab checkpoint"),
+    ("state_dict", "is not a transferlab checkpoint"),
+    ("pickle", "is not a readable transferlab checkpoint"),
+    ("other_config", "was written by a run of another config; delete it or pass resume=false"),
+])
+def test_corrupt_or_foreign_checkpoints_are_refused(interrupted_run, damage, message):
+    path = interrupted_run / CHECKPOINT_FILE
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "state_dict":
+        torch.save(build_model("resnet18", pretrained=False).state_dict(), path)
+    elif damage == "pickle":
+        torch.save({"format": "transferlab-checkpoint-1", "epoch": 1, "payload": Path("/etc/hostname")}, path)
+    config = tiny_config("train.epochs=2", *(["optim.lr=0.5"] if damage == "other_config" else []))
+    record = run_training(config, interrupted_run)
+    assert record["status"] == "failed" and message in record["error"]
+    assert "\n" not in record["error"]
+
+
+def test_a_checkpoint_that_does_not_fit_loads_nothing(interrupted_run):
+    checkpoint = load_checkpoint(interrupted_run / CHECKPOINT_FILE)
+    model = build_model("resnet18", pretrained=False)
+    checkpoint.model["fc.weight"] = torch.zeros(3, 512)  # one tensor of the wrong shape
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(Exception, match="does not fit ResNet: keys wrong shape 1 \\(e.g. fc.weight\\)"):
+        restore(checkpoint, model, optimizer, None, interrupted_run / CHECKPOINT_FILE)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_failed_runs_log_holds_its_traceback(tmp_path):
+    result = run([*TINY, "freeze.modules=[layer9]"], tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    log = (only_run(tmp_path / "outputs" / "runs") / "train.log").read_text()
+    assert "run failed: freeze.modules: unknown module(s) layer9" in log and "Traceback" in log
