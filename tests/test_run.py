@@ -106,3 +106,27 @@ def test_the_reference_pipeline_trains_like_the_device_pipeline(tmp_path):
         assert record["status"] == "completed", record.get("error")
         results[pipeline] = record["test_acc"]
     assert min(results.values()) > 0.3, results  # chance is 0.1
+
+
+def test_tensorboard_logger_writes_events_tensorboard_reads(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    record = run_training(tiny_config("train.epochs=2", "logger=tensorboard"), tmp_path)
+    assert record["status"] == "completed", record.get("error")
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    test_acc = events.Scalars("accuracy/test")
+    assert [event.step for event in test_acc] == [1, 2]
+    assert [event.value for event in test_acc] == pytest.approx([e["test_acc"] for e in record["history"]])
+    assert "loss/train" in events.Tags()["scalars"]
+
+
+def test_tensorboard_logger_missing_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    record = run_training(tiny_config("logger=tensorboard"), tmp_path)
+    assert record["status"] == "failed"
+    assert "logger=tensorboard needs the tensorboard package" in record["error"]
+    assert "pip install 'transferlab[tensorboard]'" in record["error"]

@@ -3,6 +3,7 @@
     transferlab train [OVERRIDES ...]      one run, or a sweep with -m (Hydra)
     transferlab study [OVERRIDES ...]     the three sweeps of the study
     transferlab report [PATH ...] [--out DIR]
+    transferlab prepare [model=NAME] [data.root=DIR]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from transferlab.config import composition_error_line
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 
 USAGE = """usage: transferlab COMMAND [ARGS ...]
@@ -33,6 +35,8 @@ commands:
   study    the whole study: the sweeps experiment=part_a, part_b and part_c (12 runs)
            e.g. transferlab study    or, a dry run: transferlab study data=synthetic train.epochs=1
   report   tables and figures from finished runs: transferlab report [PATH ...] [--out DIR]
+  prepare  download and verify CIFAR-10 and the pretrained weights for offline machines:
+           transferlab prepare [model=NAME] [data.root=DIR]
 
 Run `transferlab COMMAND --help` for a command's options."""
 
@@ -70,29 +74,6 @@ def train(args: list[str]) -> int:
     return 0
 
 
-def composition_error_line(error: Exception) -> str:
-    """Hydra's and OmegaConf's multi-line composition errors as one line that names the key and,
-    where it can, what is allowed."""
-    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
-    text = str(error).split("Config search path:")[0]
-    if "Available options in" in text:  # an unknown option of a config group
-        head, _, options = text.partition("Available options in")
-        group, _, names = options.partition(":")
-        missing = head.replace("In 'config':", "").strip()
-        return f"{missing}; choose one of {group.strip()}: {', '.join(names.split())}"
-    key = getattr(cause, "full_key", None)
-    message = str(cause).strip().splitlines()[0]
-    if key and "not in" in message:  # a misspelled key
-        parent = key.rpartition(".")[0]
-        from transferlab.config import Config
-
-        schema = OmegaConf.structured(Config)
-        node = OmegaConf.select(schema, parent) if parent else schema
-        allowed = f"; allowed keys{f' in {parent}' if parent else ''}: {', '.join(node)}" if node is not None else ""
-        return f"unknown key {key}{allowed}"
-    return f"{key}: {message}" if key else " ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
 STUDY_PARTS = ("part_a", "part_b", "part_c")
 
 
@@ -116,13 +97,21 @@ def study(args: list[str]) -> int:
     return 0
 
 
+def prepare(args: list[str]) -> int:
+    from transferlab.prepare import main as prepare_main
+
+    return prepare_main(args)
+
+
 def report(args: list[str]) -> int:
     from transferlab.report import main as report_main
 
     return report_main(args)
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"train": train, "study": study, "report": report}
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": train, "study": study, "report": report, "prepare": prepare,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

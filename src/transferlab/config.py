@@ -161,6 +161,44 @@ def register_with_hydra() -> None:
     OmegaConf.register_new_resolver("transferlab_dirname", run_dirname, replace=True)
 
 
+def compose_config(overrides: list[str]) -> Config:
+    """conf/ composed with ``overrides`` and validated, outside of a Hydra run (for commands
+    other than `train`)."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+
+    register_with_hydra()
+    try:
+        with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
+            return validate(compose(config_name="config", overrides=overrides))
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(composition_error_line(error)) from error
+
+
+def composition_error_line(error: Exception) -> str:
+    """Hydra's and OmegaConf's multi-line composition errors as one line that names the key and,
+    where it can, what is allowed."""
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    text = str(error).split("Config search path:")[0]
+    if "Available options in" in text:  # an unknown option of a config group
+        head, _, options = text.partition("Available options in")
+        group, _, names = options.partition(":")
+        missing = head.replace("In 'config':", "").strip()
+        line = f"{missing}; choose one of {group.strip()}: {', '.join(names.split())}"
+        if "hydra/launcher" in group:
+            line += " (the submitit and joblib launchers come with pip install 'transferlab[cluster]')"
+        return line
+    key = getattr(cause, "full_key", None)
+    message = str(cause).strip().splitlines()[0]
+    if key and "not in" in message:  # a misspelled key
+        parent = key.rpartition(".")[0]
+        schema = OmegaConf.structured(Config)
+        node = OmegaConf.select(schema, parent) if parent else schema
+        allowed = f"; allowed keys{f' in {parent}' if parent else ''}: {', '.join(node)}" if node is not None else ""
+        return f"unknown key {key}{allowed}"
+    return f"{key}: {message}" if key else " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def validate(cfg: DictConfig | dict[str, Any]) -> Config:
     """The composed config as checked objects, or a ConfigError naming the bad key."""
     node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)

@@ -1,0 +1,72 @@
+"""`transferlab prepare`, offline: what cannot be fetched is named; what is in place is a no-op."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+import transferlab.prepare as prepare_module
+from transferlab.prepare import main, prepare, sha256_matches, weights_file
+
+from conftest import write_cifar10
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network: every download fails at once, as on a compute node; torch's cache is empty."""
+    import urllib.error
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(torch.hub, "urlopen", refuse)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
+def test_offline_prepare_names_everything_it_could_not_fetch(tmp_path, offline, capsys):
+    assert main([f"data.root={tmp_path / 'data'}"]) == 1
+    output = capsys.readouterr().out
+    assert "error: CIFAR-10: CIFAR-10 is not in data.root=" in output and "put cifar-10-python.tar.gz" in output
+    for name, file_name in [("alexnet", "alexnet-owt-7be5be79.pth"), ("resnet18", "resnet18-f37072fd.pth"),
+                            ("vgg16", "vgg16-397923af.pth")]:
+        assert f"error: {name} weights: could not fetch https://download.pytorch.org/models/{file_name}" in output
+        assert f"put {file_name} into {tmp_path / 'torch' / 'hub' / 'checkpoints'}" in output
+
+
+def test_prepare_with_everything_in_place_is_a_verified_no_op(tmp_path, offline, skip_md5, monkeypatch, capsys):
+    write_cifar10(tmp_path / "data")
+    url, path = weights_file("resnet18")
+    path.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    # Our file is not torchvision's, so its hash cannot match (tests only; see the next test).
+    monkeypatch.setattr(prepare_module, "sha256_matches", lambda path: True)
+    assert main(["model=resnet18", f"data.root={tmp_path / 'data'}"]) == 0
+    output = capsys.readouterr().out
+    assert "ok: CIFAR-10: in place and verified" in output
+    assert f"ok: resnet18 weights: already in place and verified, {path}" in output
+    assert "alexnet" not in output and "error" not in output
+    assert main(["model=resnet18", f"data.root={tmp_path / 'data'}", "model.pretrained=false"]) == 0
+    assert "weights" not in capsys.readouterr().out
+
+
+def test_weights_are_checked_against_the_hash_in_their_name(tmp_path):
+    content = b"pretend weights"
+    prefix = hashlib.sha256(content).hexdigest()[:8]
+    good, bad = tmp_path / f"model-{prefix}.pth", tmp_path / "model-00000000.pth"
+    good.write_bytes(content)
+    bad.write_bytes(content)
+    assert sha256_matches(good) and not sha256_matches(bad)
+
+
+def test_corrupt_cached_weights_are_reported(tmp_path, offline, skip_md5):
+    write_cifar10(tmp_path / "data")
+    _, path = weights_file("alexnet")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"truncated download")
+    ready, problems = prepare(tmp_path / "data", ["alexnet"])
+    assert ready == [f"CIFAR-10: in place and verified, {tmp_path / 'data'}"]
+    assert problems == [f"alexnet weights: {path} does not match its SHA-256; delete it and run transferlab prepare again"]
