@@ -10,5 +10,6 @@ fi
 .venv/bin/python -m pip --version >/dev/null 2>&1 || .venv/bin/python -m ensurepip --upgrade >/dev/null
 # uv resolves and installs the PyTorch stack far faster than pip.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check uv
-.venv/bin/python -m uv pip install --quiet --python .venv/bin/python -e ".[test]"
+# --compile-bytecode: every test starts fresh Python processes, and torch imports 3x faster compiled.
+.venv/bin/python -m uv pip install --quiet --compile-bytecode --python .venv/bin/python -e ".[test]"
 echo "transferlab is installed in .venv/ ($(.venv/bin/python -c 'import transferlab; print(transferlab.__version__)'))"

@@ -30,7 +30,7 @@ def test_help_lists_the_commands(tmp_path):
     assert result.returncode == 0
     assert "train" in result.stdout and "report" in result.stdout
     unknown = transferlab("fly", cwd=tmp_path)
-    assert unknown.returncode == 2 and "unknown command 'fly'; choose one of: train, report" in unknown.stderr
+    assert unknown.returncode == 2 and "unknown command 'fly'; choose one of: train, study, report, prepare" in unknown.stderr
 
 
 def test_hydras_own_flags_work(tmp_path):
@@ -51,7 +51,7 @@ def test_a_run_writes_its_record_and_metrics(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "epoch 2/2" in result.stdout
     [run_dir] = [p.parent for p in (tmp_path / "outputs" / "runs").glob("*/run.json")]
-    assert "data=synthetic" in run_dir.name and "train.epochs=2" in run_dir.name
+    assert run_dir.name.startswith("data.fraction=1.0,data.image_size=32")  # named by its overrides
     record = json.loads((run_dir / "run.json").read_text())
     assert RECORD_FIELDS <= set(record)
     assert record["status"] == "completed" and record["data"] == "synthetic"

@@ -113,6 +113,9 @@ def test_force_reruns_and_a_changed_config_is_refused(tmp_path):
     skipped = transferlab(*run, cwd=tmp_path)
     assert skipped.returncode == 0 and "skipped:" in skipped.stdout
     assert records(tmp_path / "outputs" / "solo")[name]["started_at"] == record["started_at"]
+    # Settings that cannot change results neither move the folder nor count as another config.
+    quiet = transferlab(*run, "progress=on", "logger=tensorboard", "keep_checkpoint=true", cwd=tmp_path)
+    assert quiet.returncode == 0 and "skipped:" in quiet.stdout
 
     forced = transferlab(*run, "force=true", cwd=tmp_path)
     assert forced.returncode == 0 and "skipped:" not in forced.stdout

@@ -139,7 +139,7 @@ class Config:
 
 
 DEFAULT_DIRNAME = "defaults"
-MAX_DIRNAME = 160  # file systems allow 255 bytes a name
+MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 
 
 def run_dirname(override_dirname: str) -> str:

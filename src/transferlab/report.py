@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from transferlab.config import NOT_RESULT_KEYS
 from transferlab.records import RUN_FILE, SAMPLES_FILE, read_record, write_atomic
 
 DEFAULT_PATH = "outputs"
@@ -33,7 +34,7 @@ REPORT_FILE = "report.md"
 SAMPLES_FIGURE = "samples.png"
 
 # Settings that never split a group: repeats differ in seed, the rest cannot change a result.
-IGNORED_KEYS = ("name", "seed", "force", "progress", "data.root", "data.num_workers")
+IGNORED_KEYS = ("name", "seed", *NOT_RESULT_KEYS)
 HEADLINE_KEYS = ("data.name", "data.image_size", "train.epochs")  # always named in a group's title
 STRATEGIES = ("none", "early", "middle", "last_only")  # Part C's rows, in this order
 
@@ -71,9 +72,9 @@ REFERENCE: dict[str, dict[str, dict[str, float]]] = {
 
 # Per-epoch metrics: axis label, and the factor that turns a stored value into the plotted one.
 METRICS = {
-    "train_loss": ("training loss (cross-entropy)", 1.0),
+    "train_loss": ("training loss (cross-entropy, lower is better)", 1.0),
     "train_acc": ("training accuracy (%)", 100.0),
-    "test_loss": ("test loss (cross-entropy)", 1.0),
+    "test_loss": ("test loss (cross-entropy, lower is better)", 1.0),
     "test_acc": ("test accuracy (%)", 100.0),
 }
 METRIC_COLUMNS = {"test_acc": ACC, "test_loss": LOSS}  # a metric's column in REFERENCE
@@ -131,7 +132,7 @@ def completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
         rows.append({
             "path": path.parent.as_posix(),
             "name": record.get("name") or record["config"].get("name", "runs"),
-            "seed": record.get("seed"),
+            "seed": record.get("seed", record["config"].get("seed")),
             "fraction": config.get("data.fraction"),
             "model": config.get("model.name"),
             "pretrained": bool(config.get("model.pretrained") or config.get("model.weights")),
@@ -230,16 +231,17 @@ def fraction_table(runs: pd.DataFrame) -> pd.DataFrame:
 def model_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{
         "model": label, ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4),
-        "params": integers(at["params_total"]), SECONDS: cell(at["epoch_seconds"], 1),
+        "params": integers(at["params_total"]), SECONDS: cell(at["epoch_seconds"], 2),
         IMAGES_PER_SECOND: cell(at["images_per_second"], 0), N: str(len(at)),
     } for label, at in by_row(runs)])
 
 
 def strategy_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{
-        "strategy": label, "frozen": at["frozen"].iloc[0], ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4),
+        "strategy": label, "frozen": at["frozen"].iloc[0],
+        ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4),
         "trainable / total params": f"{integers(at['params_trainable'])} / {integers(at['params_total'])}",
-        SECONDS: cell(at["epoch_seconds"], 1), N: str(len(at)),
+        SECONDS: cell(at["epoch_seconds"], 2), N: str(len(at)),
     } for label, at in by_row(runs)])
 
 
@@ -247,7 +249,7 @@ def sweep_table(runs: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
     names = short_names(keys)
     return pd.DataFrame([{
         **{names[k]: display(at["config"].iloc[0].get(k)) for k in keys},
-        ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4), SECONDS: cell(at["epoch_seconds"], 1),
+        ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4), SECONDS: cell(at["epoch_seconds"], 2),
         N: str(len(at)),
     } for _, at in by_row(runs)])
 
@@ -266,8 +268,8 @@ PARTS = {
     ),
     "part_b": Part(
         label="Part B", question="Pretrained ResNet18 vs VGG16, trained on 50 % of the training set.",
-        swept=("model.name",), row_title="model", row=lambda run: (run["model"], run["model"]), series=lambda run: run["model"],
-        table=model_table,
+        swept=("model.name",), row_title="model",
+        row=lambda run: (run["model"], run["model"]), series=lambda run: run["model"], table=model_table,
         figures=TRAINING_FIGURES, protocol={"data.fraction": 0.5, "model.pretrained": True},
     ),
     "part_c": Part(
@@ -351,7 +353,10 @@ def study_order(names) -> list[str]:
 
 
 def make_groups(runs: pd.DataFrame) -> list[Group]:
-    groups = []
+    """The completed runs split into groups, in report order: parts A, B, C, then other sweeps."""
+    groups: list[Group] = []
+    if runs.empty:
+        return groups
     for name in study_order(runs["name"].unique()):
         of_study = runs[runs["name"] == name]
         part = PARTS.get(name) or sweep_part(name, varying_keys(of_study["config"]))
@@ -404,7 +409,7 @@ def group_table(group: Group) -> pd.DataFrame:
     rows = table.iloc[:, 0]
     for column in [c for c in table.columns if any(c in ref for ref in group.reference.values())]:
         values = [group.reference.get(row, {}).get(column) for row in rows]
-        digits = 4 if "loss" in column else 1 if column == SECONDS else 2
+        digits = 4 if "loss" in column else 2
         shown = ["" if v is None else f"{v:.{digits}f}" for v in values]
         table.insert(table.columns.get_loc(column) + 1, f"reference {column}", shown)
     return table
@@ -435,15 +440,20 @@ def pyplot():
 
 
 def epochs_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per run and finished epoch."""
-    rows = [{**entry, "series": run.series, "row_order": run.row_order, "pretrained": run.pretrained}
+    """One row per run and finished epoch: the history entries, with the run's series."""
+    rows = [{"series": run.series, "row_order": run.row_order, "pretrained": run.pretrained, **entry}
             for run in runs.itertuples() for entry in run.history]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["series", "row_order", "pretrained", "epoch"])
 
 
-def _stats(frame: pd.DataFrame, by: str, metric: str) -> pd.DataFrame:
+def _stats(frame: pd.DataFrame, by: str, metric: str, scale: float) -> pd.DataFrame:
+    """mean and standard deviation (0 for one run) of ``metric`` times ``scale``, and n, per ``by``."""
     stats = frame.groupby(by, sort=False)[metric].agg(["mean", "std", "count"])
-    return stats.assign(std=stats["std"].fillna(0.0))
+    return stats.assign(mean=scale * stats["mean"], std=scale * stats["std"].fillna(0.0))
+
+
+def _metric_name(metric: str) -> str:
+    return METRICS[metric][0].split(" (")[0]  # "test accuracy (%)" -> "test accuracy"
 
 
 def _repeats_note(runs: pd.DataFrame) -> str:
@@ -455,82 +465,98 @@ def _wrap(text: str, width: int = 24) -> str:
     return textwrap.fill(text, width, break_on_hyphens=False)
 
 
+def _finish(ax, title: str, xlabel: str, ylabel: str, legend_title: str | None = None) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # no "+2.302" above the axis
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title=legend_title, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+
+
+MARKERS = "osD^vPX*"  # distinct shapes, so that lines lying on top of each other stay visible
+
+
 def curve_figure(group: Group, metric: str):
-    """One line per row (Part A: colour per fraction, dashed from scratch); a band where repeats are."""
+    """One line per series over the epochs (Part A: a colour per fraction, dashed from scratch);
+    a band of ± one standard deviation where runs repeat."""
     plt = pyplot()
     label, scale = METRICS[metric]
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
     colours = plt.get_cmap("tab10")
     epochs = epochs_frame(group.runs)
-    for index, (series, at) in enumerate(epochs.groupby("series", sort=False)):
-        stats = _stats(at, "epoch", metric) * scale
-        colour = colours(at["row_order"].iloc[0] % 10 if group.part.compares_init else index % 10)
-        style = "--" if group.part.compares_init and not at["pretrained"].iloc[0] else "-"
-        ax.plot(stats.index, stats["mean"], style, marker="o", color=colour, label=_wrap(series, 32))
-        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=colour, alpha=0.15)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(label)
+    for index, (series, at) in enumerate(epochs.groupby("series", sort=False) if metric in epochs else []):
+        stats = _stats(at, "epoch", metric, scale)
+        by_fraction = group.part.compares_init
+        colour = colours((at["row_order"].iloc[0] if by_fraction else index) % 10)
+        style = "--" if by_fraction and not at["pretrained"].iloc[0] else "-"
+        ax.plot(stats.index, stats["mean"], style, marker=MARKERS[index % len(MARKERS)], color=colour,
+                label=_wrap(series, 32))
+        low, high = (stats["mean"] - stats["std"]).clip(lower=0), stats["mean"] + stats["std"]
+        ax.fill_between(stats.index, low, high.clip(upper=100) if scale > 1 else high, color=colour, alpha=0.15)
     ax.set_xticks(sorted(epochs["epoch"].unique()))
-    ax.set_title(f"{group.title}\n{label.split(' (')[0]} per epoch{_repeats_note(group.runs)}", fontsize=10)
-    ax.legend(title=group.part.row_title, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
-    ax.grid(alpha=0.3)
+    _finish(ax, f"{group.title}\n{_metric_name(metric)} per epoch{_repeats_note(group.runs)}", "epoch", label,
+            group.part.row_title)
     return fig
 
 
 def bar_figure(group: Group, metric: str):
-    """One bar per row: mean of the runs, error bar = standard deviation, diamonds = reference."""
+    """One bar per table row: the mean of its runs, an error bar of one standard deviation where
+    runs repeat, and a black diamond for PROTOCOL.md's result where the group has one."""
     plt = pyplot()
     label, scale = METRICS[metric]
-    stats = _stats(group.runs, "series", metric) * [scale, scale, 1]
+    stats = _stats(group.runs, "series", metric, scale)
     rows = group.runs.groupby("series", sort=False)["row"].first()
-    counts = stats["count"].astype(int)
-    repeats = counts.max() > 1
+    repeats = stats["count"].max() > 1
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(stats) + 2.5), 4.8), dpi=100)
     x = np.arange(len(stats))
     bars = ax.bar(x, stats["mean"], yerr=stats["std"] if repeats else None, capsize=5, color="tab:blue", alpha=0.8,
                   label="these runs" + (" (mean ± std)" if repeats else ""))
-    ax.bar_label(bars, labels=[f"{m:.{2 if scale > 1 else 4}f}" for m in stats["mean"]], padding=3, fontsize=9)
+    ax.bar_label(bars, labels=[f"{m:.{2 if scale > 1 else 4}f}" for m in stats["mean"]], label_type="center",
+                 color="white", fontsize=9, fontweight="bold")
     reference = [group.reference.get(row, {}).get(METRIC_COLUMNS[metric]) for row in rows]
     if any(r is not None for r in reference):
         ax.scatter(x, [np.nan if r is None else r for r in reference], marker="D", color="black", zorder=3,
                    label="reference (PROTOCOL.md)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
-    ax.set_xticks(x, [_wrap(s) + (f"\n(n={n})" if repeats else "") for s, n in zip(stats.index, counts)], fontsize=9)
-    ax.set_xlabel(group.part.row_title)
-    ax.set_ylabel(label)
+    ax.set_xticks(x, [_wrap(s) + (f"\n(n={n})" if repeats else "") for s, n in zip(stats.index, stats["count"])],
+                  fontsize=9)
     if scale > 1:
         ax.set_ylim(0, 105)
-    ax.set_title(f"{group.title}\n{label.split(' (')[0]} after the last epoch", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
+    _finish(ax, f"{group.title}\n{_metric_name(metric)} after the last epoch", group.part.row_title, label)
+    if len(ax.get_legend_handles_labels()[0]) < 2:  # a legend only to tell our bars from the reference
+        ax.get_legend().remove()
     return fig
 
 
 def fraction_figure(group: Group, metric: str):
-    """Part A: the metric against the share of the training set, pretrained vs scratch."""
+    """Part A: the metric after the last epoch against the share of the training set, pretrained
+    vs from scratch, with PROTOCOL.md's points (dotted) where the group has them."""
     plt = pyplot()
     label, scale = METRICS[metric]
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
-    arms = (("pretrained (ImageNet weights)", True, "tab:blue", PRE_ACC if metric == "test_acc" else PRE_LOSS),
-            ("from scratch (random init)", False, "tab:orange", SCRATCH_ACC if metric == "test_acc" else SCRATCH_LOSS))
+    columns = {"test_acc": (PRE_ACC, SCRATCH_ACC), "test_loss": (PRE_LOSS, SCRATCH_LOSS)}[metric]
+    arms = (("pretrained (ImageNet weights)", True, "tab:blue", columns[0]),
+            ("from scratch (random init)", False, "tab:orange", columns[1]))
+    references = []
     for name, pretrained, colour, column in arms:
         runs = group.runs[group.runs["pretrained"] == pretrained]
         if runs.empty:
             continue
-        stats = _stats(runs, "fraction", metric)
-        ax.errorbar(100 * stats.index, scale * stats["mean"], yerr=scale * stats["std"], marker="o", capsize=5,
-                    color=colour, label=name)
-        reference = [(100 * f, group.reference.get(percent_label(f), {}).get(column)) for f in stats.index]
-        reference = [(f, r) for f, r in reference if r is not None]
-        if reference:
-            ax.plot(*zip(*reference), ":", marker="D", color=colour, label=f"{name.split(' ')[0]}, reference")
+        stats = _stats(runs, "fraction", metric, scale)
+        ax.plot(100 * stats.index, stats["mean"], "-o", color=colour, label=name)
+        if stats["count"].max() > 1:
+            ax.errorbar(100 * stats.index, stats["mean"], yerr=stats["std"], fmt="none", ecolor=colour, capsize=5)
+        points = [(100 * f, group.reference.get(percent_label(f), {}).get(column)) for f in stats.index]
+        if points := [(f, r) for f, r in points if r is not None]:
+            references.append((points, colour, f"{name.split(' (')[0]}, reference (PROTOCOL.md)"))
+    for points, colour, name in references:  # after ours, so that the legend lists ours first
+        ax.plot(*zip(*points), ":", marker="D", color=colour, label=name)
     images = group.runs.groupby("fraction")["train_images"].first()
-    ax.set_xticks(100 * images.index, [f"{percent_label(f)}\n({n:,.0f} images)" for f, n in images.items()])
-    ax.set_xlabel("training data used (% of the training set)")
-    ax.set_ylabel(label)
-    ax.set_title(f"{group.title}\n{label.split(' (')[0]} after the last epoch, by training data"
-                 f"{_repeats_note(group.runs)}", fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
-    ax.grid(alpha=0.3)
+    ax.set_xticks(100 * images.index, [percent_label(f) + (f"\n({n:,.0f} images)" if pd.notna(n) else "")
+                                       for f, n in images.items()])
+    _finish(ax, f"{group.title}\n{_metric_name(metric)} after the last epoch, by training data"
+                f"{_repeats_note(group.runs)}", "training data used (% of the training set)", label)
     return fig
 
 
@@ -565,14 +591,14 @@ def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
         fig = draw(group, metric)
         fig.savefig(out / file, bbox_inches="tight")
         plt.close(fig)
-        what = METRICS[metric][0].split(" (")[0]
-        written.append((file, f"{group.part.label}: " + caption.format(what=what, rows=group.part.row_title)))
+        written.append((file, f"{group.part.label}: " + caption.format(what=_metric_name(metric),
+                                                                       rows=group.part.row_title)))
     return written
 
 
-def draw_samples(runs: pd.DataFrame, out: Path) -> str | None:
-    """samples.png from the first completed run that kept a samples.npz; the run's folder, or None."""
-    for run in runs.sort_values("path").itertuples():
+def draw_samples(groups: list[Group], out: Path) -> str | None:
+    """samples.png from the first run, in report order, that kept a samples.npz; its folder, or None."""
+    for run in (run for group in groups for run in group.runs.sort_values("path").itertuples()):
         source = Path(run.path) / SAMPLES_FILE
         if source.is_file():
             plt = pyplot()
@@ -587,27 +613,38 @@ def draw_samples(runs: pd.DataFrame, out: Path) -> str | None:
 # ---------------------------------------------------------------------------------------- report
 
 
-def report_markdown(sources: list[str], read: int, tables: list[tuple[Group, pd.DataFrame, list[tuple[str, str]]]],
-                    samples_from: str | None, not_completed: pd.DataFrame, skipped: list[str]) -> str:
-    completed = read - len(not_completed)
-    lines = ["# transferlab report", "",
-             f"{read} run records read from {', '.join(f'`{s}`' for s in sources)}: {completed} completed, "
-             f"{len(not_completed)} did not complete" + (f"; {len(skipped)} file(s) skipped (not run records)." if
-                                                         skipped else "."), "",
-             "Accuracies are in %, losses are cross-entropy, after the last epoch. Where runs repeat a setting with "
-             "other seeds, a cell shows mean ± standard deviation over the n runs; seconds per epoch is training "
-             "time, mean over epochs.", ""]
+@dataclass(frozen=True)
+class Section:
+    """One group as the report shows it."""
+
+    group: Group
+    table: pd.DataFrame
+    figures: list[tuple[str, str]]  # (PNG file name, caption)
+
+
+def report_markdown(sources: list[str], read: int, sections: list[Section], samples_from: str | None,
+                    not_completed: pd.DataFrame, skipped: list[str]) -> str:
+    skipped_note = f"; {len(skipped)} file(s) skipped (not run records)." if skipped else "."
+    lines = [
+        "# transferlab report", "",
+        f"{read} run records read from {', '.join(f'`{s}`' for s in sources)}: {read - len(not_completed)} "
+        f"completed, {len(not_completed)} did not complete{skipped_note}", "",
+        "Accuracies are in %, losses are cross-entropy, both after the last epoch. Where runs repeat a setting "
+        "with other seeds, a cell shows mean ± standard deviation over its n runs. Seconds per epoch is training "
+        "time, mean over the epochs.", "",
+    ]
     if samples_from:
         lines += ["## Sample training images", "", f"From `{samples_from}`.", "",
                   f"![Sample training images with their classes]({SAMPLES_FIGURE})", ""]
     else:
         lines += ["No sample image grid: no completed run kept a samples.npz.", ""]
-    for group, table, figures in tables:
+    for section in sections:
+        group = section.group
         lines += [f"## {group.title}", ""]
         lines += [f"*{group.part.question}*", ""] if group.part.question else []
-        lines += [markdown_table(table)]
+        lines += [markdown_table(section.table)]
         lines += [group.note, ""] if group.note else []
-        lines += [line for file, caption in figures for line in (f"![{caption}]({file})", "")]
+        lines += [line for file, caption in section.figures for line in (f"![{caption}]({file})", "")]
     if len(not_completed):
         lines += ["## Runs that did not complete", "", "Not in any table or figure above.", "",
                   markdown_table(not_completed)]
@@ -635,20 +672,20 @@ def main(args: list[str]) -> int:
     if not runs:
         print(f"transferlab report: error: no readable {RUN_FILE} under {', '.join(options.paths)}", file=sys.stderr)
         return 1
+
     out.mkdir(parents=True, exist_ok=True)
-    completed = completed_frame(runs)
+    groups = make_groups(completed_frame(runs))
+    sections = [Section(group, group_table(group), draw_group_figures(group, out)) for group in groups]
+    samples_from = draw_samples(groups, out)
     not_completed = not_completed_frame(runs)
-    tables = []
-    for group in make_groups(completed) if len(completed) else []:
-        table = group_table(group)
-        write_atomic(out / f"{group.stem}.csv", csv_text(table))
-        write_atomic(out / f"{group.stem}.md", f"## {group.title}\n\n{markdown_table(table)}")
-        tables.append((group, table, draw_group_figures(group, out)))
-        print(f"\n{group.title}\n\n{markdown_table(table)}", end="")
-    samples_from = draw_samples(completed, out) if len(completed) else None
+    for section in sections:
+        write_atomic(out / f"{section.group.stem}.csv", csv_text(section.table))
+        write_atomic(out / f"{section.group.stem}.md", f"## {section.group.title}\n\n{markdown_table(section.table)}")
+        print(f"\n{section.group.title}\n\n{markdown_table(section.table)}", end="")
     if len(not_completed):
         print(f"\nRuns that did not complete\n\n{markdown_table(not_completed)}", end="")
-    write_atomic(out / REPORT_FILE, report_markdown(options.paths, len(runs), tables, samples_from, not_completed,
-                                                    skipped))
-    print(f"\n{len(runs)} run records read ({len(completed)} completed); report: {(out / REPORT_FILE).as_posix()}")
+    report = report_markdown(options.paths, len(runs), sections, samples_from, not_completed, skipped)
+    write_atomic(out / REPORT_FILE, report)
+    print(f"\n{len(runs)} run records read, {len(not_completed)} did not complete; "
+          f"report: {(out / REPORT_FILE).as_posix()}")
     return 0

@@ -26,18 +26,6 @@ from transferlab.run import run_training
 
 log = logging.getLogger(__name__)
 
-# Settings that change where or how visibly a run happens, not its results.
-NOT_RESULT_KEYS = ("force", "progress", "data.root", "data.num_workers")
-def result_config(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` without the keys that cannot change a run's results."""
-    node = OmegaConf.create(config)
-    for key in NOT_RESULT_KEYS:
-        parent, _, leaf = key.rpartition(".")
-        container = OmegaConf.select(node, parent) if parent else node
-        if isinstance(container, DictConfig) and leaf in container:
-            del container[leaf]
-    return OmegaConf.to_container(node)
-
 
 class RunFolderTaken(TransferlabError):
     """The run folder holds a completed run of another config."""
