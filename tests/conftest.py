@@ -3,7 +3,10 @@ in torchvision's on-disk format, written by the test."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -19,6 +22,29 @@ TINY = [
     "model.pretrained=false", "train.epochs=1", "train.batch_size=32", "train.eval_batch_size=80",
     "device=cpu", "progress=off",
 ]
+
+
+TRANSFERLAB = str(Path(sys.executable).parent / "transferlab")  # the installed console script
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a `transferlab` subprocess: this one, without HYDRA_FULL_ERROR (which
+    would show Hydra's tracebacks instead of transferlab's one-line errors)."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env.update(extra)
+    return env
+
+
+def transferlab(*args: str, cwd: Path, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    """Run the `transferlab` command as a user would, and wait for it."""
+    return subprocess.run([TRANSFERLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=cli_env(**env))
+
+
+def start_transferlab(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
+    """Start the `transferlab` command in the background; its stdout and stderr are one pipe."""
+    return subprocess.Popen([TRANSFERLAB, *args], cwd=cwd, env=cli_env(**env), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def compose_config(overrides: list[str], return_hydra_config: bool = False):

@@ -1,10 +1,6 @@
 """The `transferlab` command end to end, in subprocesses, as a user runs it."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,17 +8,10 @@ import torchvision
 
 from transferlab.records import METRIC_COLUMNS
 
-from conftest import TINY
+from conftest import TINY, transferlab
 
-TRANSFERLAB = str(Path(sys.executable).parent / "transferlab")
 RECORD_FIELDS = {"status", "config", "overrides", "model", "pretrained", "fraction", "freeze", "seed",
                  "params_total", "params_trainable", "history", "test_acc", "test_loss", "device", "versions"}
-
-
-def transferlab(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HYDRA_FULL_ERROR": ""}
-    env.pop("HYDRA_FULL_ERROR")
-    return subprocess.run([TRANSFERLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_help_lists_the_commands(tmp_path):

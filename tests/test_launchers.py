@@ -1,10 +1,8 @@
 """Hydra's launchers (the optional `cluster` extra), and one GPU per run on a multi-GPU machine."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,16 +10,10 @@ import torch
 import transferlab.gpus as gpus
 import transferlab.run as run_module
 
-from conftest import compose_config
+from conftest import compose_config, transferlab
 
-TRANSFERLAB = str(Path(sys.executable).parent / "transferlab")
 DRY_RUN = ["data=synthetic", "data.image_size=32", "data.num_train=48", "data.num_test=24", "train.epochs=1",
            "model.pretrained=false", "device=cpu", "progress=off"]
-
-
-def transferlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([TRANSFERLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
 
 
 @pytest.mark.parametrize("launcher", [["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],

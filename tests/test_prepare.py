@@ -1,7 +1,6 @@
 """`transferlab prepare`, offline: what cannot be fetched is named; what is in place is a no-op."""
 
 import hashlib
-from pathlib import Path
 
 import pytest
 import torch

@@ -5,7 +5,6 @@ not complete kept apart, and the reference column only where the protocol on CIF
 import copy
 import csv
 import json
-import os
 import re
 import shutil
 import statistics
@@ -19,7 +18,8 @@ import pytest
 
 from transferlab import report
 
-TRANSFERLAB = str(Path(sys.executable).parent / "transferlab")
+from conftest import start_transferlab, transferlab
+
 # Sweeps of seconds: 40 generated images, 2 epochs of one or two batches. One thread per process,
 # because the sweeps run side by side.
 TINY_SWEEP = ["data=synthetic", "data.num_train=40", "data.num_test=20", "train.epochs=2", "train.batch_size=20",
@@ -34,10 +34,6 @@ SWEEPS = {
 PROTOCOL = {"data": {"name": "cifar10", "image_size": 224, "fraction": 0.5},
             "train": {"epochs": 10, "batch_size": 64, "eval_batch_size": 128},
             "model": {"pretrained": True}}
-
-
-def transferlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([TRANSFERLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def completed_runs(root: Path, name: str) -> dict[Path, dict]:
@@ -95,10 +91,8 @@ def study(tmp_path_factory) -> Path:
     weights = root / "torch_home" / "hub" / "checkpoints" / weights_url.rsplit("/", 1)[1]
     weights.parent.mkdir(parents=True)
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), weights)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(root / "torch_home")}
-    env.pop("HYDRA_FULL_ERROR", None)
-    sweeps = {name: subprocess.Popen([TRANSFERLAB, "train", "-m", *TINY_SWEEP, *overrides], cwd=root, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweeps = {name: start_transferlab("train", "-m", *TINY_SWEEP, *overrides, cwd=root, OMP_NUM_THREADS="1",
+                                      TORCH_HOME=str(root / "torch_home"))
               for name, overrides in SWEEPS.items()}
     for name, process in sweeps.items():
         output, _ = process.communicate(timeout=300)

@@ -1,10 +1,8 @@
 """Checkpoints, resume after a kill, SIGTERM, NaN losses and refused checkpoints."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,39 +14,29 @@ from transferlab.errors import RunInterrupted
 from transferlab.models import build_model
 from transferlab.run import run_training
 
-from conftest import TINY, tiny_config
+from conftest import TINY, start_transferlab, tiny_config, transferlab
 
-TRANSFERLAB = str(Path(sys.executable).parent / "transferlab")
 # Three deterministic epochs of a few seconds each, so a test can stop the run in the middle.
 SLOW_RUN = [*TINY, "data.num_train=1200", "data.num_test=200", "train.epochs=3", "deterministic=true",
             "save_model=true"]
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.Popen([TRANSFERLAB, "train", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([TRANSFERLAB, "train", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
-def wait_for_epochs(run_json: Path, epochs: int, process: subprocess.Popen, timeout: float = 300) -> None:
+def start_and_wait_for_an_epoch(name: str, cwd: Path, timeout: float = 300) -> tuple[subprocess.Popen, Path]:
+    """Start SLOW_RUN as run `name`; return once its run.json records a finished epoch."""
+    process = start_transferlab("train", *SLOW_RUN, f"name={name}", cwd=cwd)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read()
-        if run_json.exists():
+        for run_json in (cwd / "outputs" / name).glob("*/run.json"):
             try:
-                if len(json.loads(run_json.read_text())["history"]) >= epochs:
-                    return
+                if json.loads(run_json.read_text())["history"]:
+                    return process, run_json.parent
             except (json.JSONDecodeError, KeyError):
-                pass
+                pass  # being replaced this instant
         time.sleep(0.05)
-    raise AssertionError("the run did not reach its epoch in time")
+    process.kill()
+    raise AssertionError("the run did not finish an epoch in time")
 
 
 def only_run(folder: Path) -> Path:
@@ -57,23 +45,18 @@ def only_run(folder: Path) -> Path:
 
 
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path):
-    reference = run([*SLOW_RUN, "name=whole"], tmp_path)
+    reference = transferlab("train", *SLOW_RUN, "name=whole", cwd=tmp_path)
     assert reference.returncode == 0, reference.stdout + reference.stderr
     whole = only_run(tmp_path / "outputs" / "whole")
 
-    process = start([*SLOW_RUN, "name=killed"], tmp_path)
-    killed_dir = None
-    while killed_dir is None:
-        found = list((tmp_path / "outputs" / "killed").glob("*/run.json"))
-        killed_dir = found[0].parent if found else time.sleep(0.05)
-    wait_for_epochs(killed_dir / "run.json", 1, process)
+    process, killed_dir = start_and_wait_for_an_epoch("killed", tmp_path)
     process.send_signal(signal.SIGKILL)  # no chance to clean up
     process.wait(timeout=60)
     killed = json.loads((killed_dir / "run.json").read_text())
     assert killed["status"] == "running" and 1 <= len(killed["history"]) < 3
     assert (killed_dir / CHECKPOINT_FILE).exists()
 
-    resumed = run([*SLOW_RUN, "name=killed"], tmp_path)
+    resumed = transferlab("train", *SLOW_RUN, "name=killed", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming from" in resumed.stdout
     first, second = (json.loads((d / "run.json").read_text()) for d in (whole, killed_dir))
@@ -88,12 +71,7 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path):
 
 
 def test_sigterm_stops_cleanly_marks_interrupted_and_resumes(tmp_path):
-    process = start([*SLOW_RUN, "name=term"], tmp_path)
-    run_dir = None
-    while run_dir is None:
-        found = list((tmp_path / "outputs" / "term").glob("*/run.json"))
-        run_dir = found[0].parent if found else time.sleep(0.05)
-    wait_for_epochs(run_dir / "run.json", 1, process)
+    process, run_dir = start_and_wait_for_an_epoch("term", tmp_path)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, output
@@ -102,7 +80,7 @@ def test_sigterm_stops_cleanly_marks_interrupted_and_resumes(tmp_path):
     assert record["status"] == "interrupted" and len(record["history"]) >= 1
     assert load_checkpoint(run_dir / CHECKPOINT_FILE).epoch == len(record["history"])
 
-    resumed = run([*SLOW_RUN, "name=term", "keep_checkpoint=true"], tmp_path)
+    resumed = transferlab("train", *SLOW_RUN, "name=term", "keep_checkpoint=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "completed" and [e["epoch"] for e in record["history"]] == [1, 2, 3]
@@ -178,7 +156,7 @@ def test_a_checkpoint_that_does_not_fit_loads_nothing(interrupted_run):
 
 
 def test_a_failed_runs_log_holds_its_traceback(tmp_path):
-    result = run([*TINY, "freeze.modules=[layer9]"], tmp_path)
+    result = transferlab("train", *TINY, "freeze.modules=[layer9]", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
     log = (only_run(tmp_path / "outputs" / "runs") / "train.log").read_text()
     assert "run failed: freeze.modules: unknown module(s) layer9" in log and "Traceback" in log

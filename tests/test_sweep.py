@@ -3,19 +3,14 @@ when one run fails."""
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from transferlab.config import validate
 
-from conftest import compose_config
+from conftest import compose_config, transferlab
 
-TRANSFERLAB = str(Path(sys.executable).parent / "transferlab")
 # Small and fast: these keep each part's own swept keys free.
 DRY_RUN = ["data=synthetic", "data.image_size=32", "data.num_train=60", "data.num_test=40", "train.epochs=1",
            "train.batch_size=30", "device=cpu", "progress=off"]
@@ -71,11 +66,6 @@ def test_command_line_overrides_apply_on_top():
     configs = expand("part_c", ["data=synthetic", "train.epochs=1"])
     assert len(configs) == 4
     assert all((c.data.name, c.train.epochs, c.data.fraction) == ("synthetic", 1, 0.5) for c in configs)
-
-
-def transferlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run([TRANSFERLAB, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
 
 
 def records(folder: Path) -> dict[str, dict]:
