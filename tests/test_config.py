@@ -47,6 +47,13 @@ def test_synthetic_keeps_the_protocol_schedule_and_transforms():
     ("data.pipeline=gpu", "data.pipeline='gpu' is not allowed; choose one of: device, reference"),
     ("optim.lr=0", "optim.lr=0.0 is not allowed"),
     ("progress=maybe", "progress='maybe' is not allowed"),
+    ("logger=wandb", "logger='wandb' is not allowed; choose one of: none, tensorboard"),
+    ("name=a/b", "name='a/b' is not allowed; it must be a non-empty folder name"),
+    ("data.image_size=4", "data.image_size=4 is not allowed; it must be >= 8"),
+    ("data.num_workers=-1", "data.num_workers=-1 is not allowed; it must be >= 0"),
+    ("data.num_train=0", "data.num_train=0 is not allowed; it must be >= 1"),
+    ("optim.momentum=-0.5", "optim.momentum=-0.5 is not allowed; it must be >= 0.0"),
+    ("optim.betas=[0.9]", "optim.betas=[0.9] is not allowed; give two values in [0, 1)"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as error:
@@ -58,6 +65,12 @@ def test_bad_values_name_the_key(override, message):
 def test_unknown_key_in_a_plain_dict_names_it():
     with pytest.raises(ConfigError, match="train.epochz"):
         validate({"train": {"epochz": 3}})
+
+
+@pytest.mark.parametrize("key", ["resume", "keep_checkpoint", "force", "save_model", "deterministic"])
+def test_switches_take_booleans_only(key):
+    with pytest.raises(ConfigError, match=f"^{key}: Value 'maybe' is not a valid bool"):
+        validate({key: "maybe"})
 
 
 def test_run_folder_names_are_safe_and_distinct():

@@ -17,7 +17,7 @@ def test_a_synthetic_run_learns(tmp_path):
     record = run_training(config, tmp_path)
     assert record["status"] == "completed", record.get("error")
     assert len(record["history"]) == 3
-    assert record["test_acc"] > 0.5  # chance is 0.1
+    assert record["test_acc"] > 0.8  # chance is 0.1; the synthetic data is meant to be learnable to this
     assert record["history"][-1]["train_loss"] < record["history"][0]["train_loss"]
 
 
