@@ -119,3 +119,24 @@ def test_force_reruns_and_a_changed_config_is_refused(tmp_path):
     assert refused.returncode == 1
     assert "holds a completed run of a different config; pass force=true" in refused.stdout + refused.stderr
     assert json.loads(config_file.read_text())["config"]["optim"]["lr"] == 0.5  # never overwritten
+
+
+def test_study_runs_all_twelve_runs_of_the_three_parts(tmp_path):
+    import torch
+    import torchvision
+
+    # Pretrained runs find these random "ImageNet" weights in TORCH_HOME instead of downloading.
+    cache = tmp_path / "torch_home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    for name in ("alexnet", "resnet18", "vgg16"):
+        weights = torchvision.models.get_model_weights(name)["IMAGENET1K_V1"]
+        torch.save(torchvision.models.get_model(name, weights=None).state_dict(), cache / Path(weights.url).name)
+    dry_run = [o.replace("data.image_size=32", "data.image_size=64") for o in DRY_RUN]
+    result = transferlab("study", *dry_run, cwd=tmp_path, TORCH_HOME=str(tmp_path / "torch_home"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = {part: len(records(tmp_path / "outputs" / part)) for part in ("part_a", "part_b", "part_c")}
+    assert counts == {"part_a": 6, "part_b": 2, "part_c": 4}
+    part_a = records(tmp_path / "outputs" / "part_a").values()
+    assert sorted((r["fraction"], r["pretrained"]) for r in part_a) == [
+        (0.1, False), (0.1, True), (0.2, False), (0.2, True), (0.5, False), (0.5, True)]
+    assert all(r["status"] == "completed" for part in counts for r in records(tmp_path / "outputs" / part).values())
