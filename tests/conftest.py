@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 
-from transferlab.config import Config, register_with_hydra, validate
+import transferlab.config as config_module
+from transferlab.config import Config, register_with_hydra
 
 # A CPU run of a few seconds: small images, a few hundred generated images, no download.
 TINY = [
@@ -55,7 +56,7 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False):
 
 
 def tiny_config(*overrides: str) -> Config:
-    return validate(compose_config([*TINY, *overrides]))
+    return config_module.compose_config([*TINY, *overrides])
 
 
 def write_cifar10(root: Path, train_per_batch: int = 40, num_test: int = 80, seed: int = 0) -> Path:
