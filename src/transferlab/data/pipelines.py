@@ -1,4 +1,4 @@
-"""Datasets as uint8 tensors, the nested training subsets, and the two input pipelines.
+"""The two input pipelines.
 
 ``device``: the whole dataset lives on the training device as uint8 (CIFAR-10's 50,000 x 3 x 32 x 32
 is 150 MB) and each batch is resized, padded, cropped, flipped and normalised there by small
@@ -11,105 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from transferlab.errors import TransferlabError
+from transferlab.data.images import ImageSet
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 CROP_PADDING = 4
-CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Images as uint8 (N, 3, H, W), labels as int64 (N,), and the class names."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, indices: torch.Tensor) -> ImageSet:
-        return ImageSet(self.images[indices], self.labels[indices], self.classes)
-
-    def to(self, device: torch.device) -> ImageSet:
-        return ImageSet(self.images.to(device), self.labels.to(device), self.classes)
-
-
-def subset_indices(num_items: int, fraction: float, seed: int) -> torch.Tensor:
-    """The first ``round(fraction * num_items)`` items of one fixed permutation of the dataset.
-
-    The permutation depends on ``seed`` alone, so every model and the pretrained/scratch pair
-    train on the same images, and smaller fractions are nested inside larger ones."""
-    size = max(1, round(fraction * num_items))
-    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))
-    return order[:size].sort().values
-
-
-def load_cifar10(root: str | Path, download: bool) -> tuple[ImageSet, ImageSet]:
-    """CIFAR-10's training and test sets through torchvision's loader (MD5-checked by it)."""
-    from torchvision.datasets import CIFAR10
-
-    root = Path(root).expanduser()
-    try:
-        train = CIFAR10(str(root), train=True, download=download)
-        test = CIFAR10(str(root), train=False, download=download)
-    except (RuntimeError, OSError) as error:  # not found / corrupt, or no network (URLError)
-        raise TransferlabError(
-            f"CIFAR-10 is not in data.root={str(root)!r} and could not be downloaded ({error}); put "
-            f"{CIFAR10_ARCHIVE} (from {CIFAR10_URL}) into {root}, or use data=synthetic to try the tool "
-            "without it"
-        ) from error
-    classes = tuple(train.classes)
-    return _from_hwc(train.data, train.targets, classes), _from_hwc(test.data, test.targets, classes)
-
-
-def _from_hwc(images, labels, classes: tuple[str, ...]) -> ImageSet:
-    return ImageSet(
-        torch.as_tensor(images).permute(0, 3, 1, 2).contiguous(),
-        torch.as_tensor(labels, dtype=torch.int64),
-        classes,
-    )
-
-
-def make_synthetic(num_train: int, num_test: int, seed: int, size: int = 32) -> tuple[ImageSet, ImageSet]:
-    """A CIFAR-shaped 10-class dataset made in-process, the same for the same arguments.
-
-    Each class is a smooth random colour pattern; every image is its class's pattern, shifted by a
-    few pixels, blended with a smooth pattern of its own and pixel noise. A small CNN learns it
-    within a few epochs, but not in one step."""
-    templates = _smooth_patterns(10, size, torch.Generator().manual_seed(seed))
-
-    def sample(count: int, generator: torch.Generator) -> ImageSet:
-        labels = torch.arange(count) % 10
-        labels = labels[torch.randperm(count, generator=generator)]
-        shifts = torch.randint(-3, 4, (count, 2), generator=generator)
-        base = torch.stack(
-            [templates[c].roll((int(dy), int(dx)), dims=(1, 2)) for c, (dy, dx) in zip(labels, shifts)]
-        )
-        own = _smooth_patterns(count, size, generator)
-        noise = torch.randn(count, 3, size, size, generator=generator) * 0.06
-        images = (0.55 * base + 0.45 * own + noise).clamp(0, 1)
-        return ImageSet((images * 255).round().to(torch.uint8), labels, tuple(f"class {k}" for k in range(10)))
-
-    return (
-        sample(num_train, torch.Generator().manual_seed(seed + 1)),
-        sample(num_test, torch.Generator().manual_seed(seed + 2)),
-    )
-
-
-def _smooth_patterns(count: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    coarse = torch.rand(count, 3, 4, 4, generator=generator)
-    return F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
 
 
 # Batched augmentations of the device pipeline: float images in [0, 1], shape (B, 3, H, W).

@@ -1,0 +1,68 @@
+"""`transferlab report [PATH ...] [--out DIR]`: run records in, tables and figures out.
+
+Every run.json under the PATHs (default outputs/) is read. Completed runs are grouped by study (the
+record's ``name``: part_a, part_b, part_c, or any other sweep) and, within a study, by every setting
+that is not one of the study's own swept keys, so that a dry run on synthetic data is never averaged
+with a CIFAR-10 run. Each group gives a table (CSV and Markdown, and printed) and PNG figures;
+report.md puts them on one page. Runs that did not complete are listed, never averaged in. The same
+runs give byte-identical report.md, CSV and Markdown files.
+
+This module never imports torch (nor anything that does): the report reads records, it never trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from transferlab.records import RUN_FILE, write_atomic
+from transferlab.report.figures import draw_group_figures, draw_samples
+from transferlab.report.page import Section, report_markdown
+from transferlab.report.reading import completed_frame, find_run_files, flatten, not_completed_frame, read_runs
+from transferlab.report.studies import STRATEGIES, make_groups
+from transferlab.report.tables import REFERENCE, cell, csv_text, group_table, markdown_table, short_names
+
+__all__ = ["REFERENCE", "STRATEGIES", "cell", "flatten", "main", "short_names"]
+
+DEFAULT_PATH = "outputs"
+DEFAULT_OUT = "outputs/report"
+REPORT_FILE = "report.md"
+
+
+def parse_args(args: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="transferlab report",
+        description="Tables (CSV, Markdown) and figures (PNG) from the run.json files under PATH, and report.md.")
+    parser.add_argument("paths", nargs="*", metavar="PATH", default=[DEFAULT_PATH],
+                        help=f"folders to search for {RUN_FILE} (default: {DEFAULT_PATH})")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"where to write (default: {DEFAULT_OUT})")
+    return parser.parse_args(args)
+
+
+def main(args: list[str]) -> int:
+    options = parse_args(args)
+    out = Path(options.out)
+    runs, skipped = read_runs(find_run_files(options.paths, out))
+    for line in skipped:
+        print(f"transferlab report: warning: skipped {line}", file=sys.stderr)
+    if not runs:
+        print(f"transferlab report: error: no readable {RUN_FILE} under {', '.join(options.paths)}", file=sys.stderr)
+        return 1
+
+    out.mkdir(parents=True, exist_ok=True)
+    groups = make_groups(completed_frame(runs))
+    sections = [Section(group, group_table(group), draw_group_figures(group, out)) for group in groups]
+    samples_from = draw_samples(groups, out)
+    not_completed = not_completed_frame(runs)
+    for section in sections:
+        write_atomic(out / f"{section.group.stem}.csv", csv_text(section.table))
+        write_atomic(out / f"{section.group.stem}.md", f"## {section.group.title}\n\n{markdown_table(section.table)}")
+        print(f"\n{section.group.title}\n\n{markdown_table(section.table)}", end="")
+    if len(not_completed):
+        print(f"\nRuns that did not complete\n\n{markdown_table(not_completed)}", end="")
+    report = report_markdown(options.paths, len(runs), sections, samples_from, not_completed, skipped)
+    write_atomic(out / REPORT_FILE, report)
+    print(f"\n{len(runs)} run records read, {len(not_completed)} did not complete; "
+          f"report: {(out / REPORT_FILE).as_posix()}")
+    return 0

@@ -1,0 +1,204 @@
+"""The figures: PNGs per group, and the sample image grid. matplotlib only, never torch."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from transferlab.records import SAMPLES_FILE
+from transferlab.report.studies import Group
+from transferlab.report.tables import ACC, LOSS, PRE_ACC, PRE_LOSS, SCRATCH_ACC, SCRATCH_LOSS, percent_label
+
+SAMPLES_FIGURE = "samples.png"
+
+# Per-epoch metrics: axis label, and the factor that turns a stored value into the plotted one.
+METRICS = {
+    "train_loss": ("training loss (cross-entropy, lower is better)", 1.0),
+    "train_acc": ("training accuracy (%)", 100.0),
+    "test_loss": ("test loss (cross-entropy, lower is better)", 1.0),
+    "test_acc": ("test accuracy (%)", 100.0),
+}
+METRIC_COLUMNS = {"test_acc": ACC, "test_loss": LOSS}  # a metric's column in REFERENCE
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def epochs_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run and finished epoch: the history entries, with the run's series."""
+    rows = [{"series": run.series, "row_order": run.row_order, "pretrained": run.pretrained, **entry}
+            for run in runs.itertuples() for entry in run.history]
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["series", "row_order", "pretrained", "epoch"])
+
+
+def _stats(frame: pd.DataFrame, by: str, metric: str, scale: float) -> pd.DataFrame:
+    """mean and standard deviation (0 for one run) of ``metric`` times ``scale``, and n, per ``by``."""
+    stats = frame.groupby(by, sort=False)[metric].agg(["mean", "std", "count"])
+    return stats.assign(mean=scale * stats["mean"], std=scale * stats["std"].fillna(0.0))
+
+
+def _metric_name(metric: str) -> str:
+    return METRICS[metric][0].split(" (")[0]  # "test accuracy (%)" -> "test accuracy"
+
+
+def _repeats_note(runs: pd.DataFrame) -> str:
+    low, high = runs.groupby("series").size().agg(["min", "max"])
+    return "" if high == 1 else f"\nmean ± std over {high if low == high else f'{low}–{high}'} seeds"
+
+
+def _wrap(text: str, width: int = 24) -> str:
+    return textwrap.fill(text, width, break_on_hyphens=False)
+
+
+def _finish(ax, title: str, xlabel: str, ylabel: str, legend_title: str | None = None) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # no "+2.302" above the axis
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title=legend_title, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+
+
+MARKERS = "osD^vPX*"  # distinct shapes, so that lines lying on top of each other stay visible
+
+
+def curve_figure(group: Group, metric: str):
+    """One line per series over the epochs (Part A: a colour per fraction, dashed from scratch);
+    a band of ± one standard deviation where runs repeat."""
+    plt = pyplot()
+    label, scale = METRICS[metric]
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
+    colours = plt.get_cmap("tab10")
+    epochs = epochs_frame(group.runs)
+    for index, (series, at) in enumerate(epochs.groupby("series", sort=False) if metric in epochs else []):
+        stats = _stats(at, "epoch", metric, scale)
+        by_fraction = group.part.compares_init
+        colour = colours((at["row_order"].iloc[0] if by_fraction else index) % 10)
+        style = "--" if by_fraction and not at["pretrained"].iloc[0] else "-"
+        ax.plot(stats.index, stats["mean"], style, marker=MARKERS[index % len(MARKERS)], color=colour,
+                label=_wrap(series, 32))
+        low, high = (stats["mean"] - stats["std"]).clip(lower=0), stats["mean"] + stats["std"]
+        ax.fill_between(stats.index, low, high.clip(upper=100) if scale > 1 else high, color=colour, alpha=0.15)
+    ax.set_xticks(sorted(epochs["epoch"].unique()))
+    _finish(ax, f"{group.title}\n{_metric_name(metric)} per epoch{_repeats_note(group.runs)}", "epoch", label,
+            group.part.row_title)
+    return fig
+
+
+def bar_figure(group: Group, metric: str):
+    """One bar per table row: the mean of its runs, an error bar of one standard deviation where
+    runs repeat, and a black diamond for PROTOCOL.md's result where the group has one."""
+    plt = pyplot()
+    label, scale = METRICS[metric]
+    stats = _stats(group.runs, "series", metric, scale)
+    rows = group.runs.groupby("series", sort=False)["row"].first()
+    repeats = stats["count"].max() > 1
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(stats) + 2.5), 4.8), dpi=100)
+    x = np.arange(len(stats))
+    bars = ax.bar(x, stats["mean"], yerr=stats["std"] if repeats else None, capsize=5, color="tab:blue", alpha=0.8,
+                  label="these runs" + (" (mean ± std)" if repeats else ""))
+    ax.bar_label(bars, labels=[f"{m:.{2 if scale > 1 else 4}f}" for m in stats["mean"]], label_type="center",
+                 color="white", fontsize=9, fontweight="bold")
+    reference = [group.reference.get(row, {}).get(METRIC_COLUMNS[metric]) for row in rows]
+    if any(r is not None for r in reference):
+        ax.scatter(x, [np.nan if r is None else r for r in reference], marker="D", color="black", zorder=3,
+                   label="reference (PROTOCOL.md)")
+    ax.set_xticks(x, [_wrap(s) + (f"\n(n={n})" if repeats else "") for s, n in zip(stats.index, stats["count"])],
+                  fontsize=9)
+    if scale > 1:
+        ax.set_ylim(0, 105)
+    _finish(ax, f"{group.title}\n{_metric_name(metric)} after the last epoch", group.part.row_title, label)
+    if len(ax.get_legend_handles_labels()[0]) < 2:  # a legend only to tell our bars from the reference
+        ax.get_legend().remove()
+    return fig
+
+
+def fraction_figure(group: Group, metric: str):
+    """Part A: the metric after the last epoch against the share of the training set, pretrained
+    vs from scratch, with PROTOCOL.md's points (dotted) where the group has them."""
+    plt = pyplot()
+    label, scale = METRICS[metric]
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
+    columns = {"test_acc": (PRE_ACC, SCRATCH_ACC), "test_loss": (PRE_LOSS, SCRATCH_LOSS)}[metric]
+    arms = (("pretrained (ImageNet weights)", True, "tab:blue", columns[0]),
+            ("from scratch (random init)", False, "tab:orange", columns[1]))
+    references = []
+    for name, pretrained, colour, column in arms:
+        runs = group.runs[group.runs["pretrained"] == pretrained]
+        if runs.empty:
+            continue
+        stats = _stats(runs, "fraction", metric, scale)
+        ax.plot(100 * stats.index, stats["mean"], "-o", color=colour, label=name)
+        if stats["count"].max() > 1:
+            ax.errorbar(100 * stats.index, stats["mean"], yerr=stats["std"], fmt="none", ecolor=colour, capsize=5)
+        points = [(100 * f, group.reference.get(percent_label(f), {}).get(column)) for f in stats.index]
+        if points := [(f, r) for f, r in points if r is not None]:
+            references.append((points, colour, f"{name.split(' (')[0]}, reference (PROTOCOL.md)"))
+    for points, colour, name in references:  # after ours, so that the legend lists ours first
+        ax.plot(*zip(*points), ":", marker="D", color=colour, label=name)
+    images = group.runs.groupby("fraction")["train_images"].first()
+    ax.set_xticks(100 * images.index, [percent_label(f) + (f"\n({n:,.0f} images)" if pd.notna(n) else "")
+                                       for f, n in images.items()])
+    _finish(ax, f"{group.title}\n{_metric_name(metric)} after the last epoch, by training data"
+                f"{_repeats_note(group.runs)}", "training data used (% of the training set)", label)
+    return fig
+
+
+def samples_figure(path: Path, title: str):
+    """A grid of the training images in a samples.npz, each with its class name."""
+    plt = pyplot()
+    with np.load(path, allow_pickle=False) as samples:
+        images, labels, classes = samples["images"], samples["labels"], samples["classes"]
+    columns = 8
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.5 * rows + 0.7), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label in zip(axes.flat, images, labels):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(str(classes[label]), fontsize=9)
+    fig.suptitle(title)
+    return fig
+
+
+FIGURES = {"curve": (curve_figure, "{what} per epoch"), "bars": (bar_figure, "{what} by {rows}"),
+           "vs_fraction": (fraction_figure, "{what} vs training data")}
+
+
+def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
+    """Writes the group's PNGs; returns (file name, caption) of each."""
+    plt = pyplot()
+    written = []
+    for kind, metric in group.part.figures:
+        draw, caption = FIGURES[kind]
+        file = f"{group.stem}-{metric}-{kind}.png"
+        fig = draw(group, metric)
+        fig.savefig(out / file, bbox_inches="tight")
+        plt.close(fig)
+        written.append((file, f"{group.part.label}: " + caption.format(what=_metric_name(metric),
+                                                                       rows=group.part.row_title)))
+    return written
+
+
+def draw_samples(groups: list[Group], out: Path) -> str | None:
+    """samples.png from the first run, in report order, that kept a samples.npz; its folder, or None."""
+    for run in (run for group in groups for run in group.runs.sort_values("path").itertuples()):
+        source = Path(run.path) / SAMPLES_FILE
+        if source.is_file():
+            plt = pyplot()
+            fig = samples_figure(source, f"Sample training images (data={run.config.get('data.name')}), "
+                                         "before augmentation, with their classes")
+            fig.savefig(out / SAMPLES_FIGURE, bbox_inches="tight")
+            plt.close(fig)
+            return run.path
+    return None
