@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from transferlab.data import ImageSet, load_cifar10, make_synthetic, subset_indices
+from transferlab.data import ImageSet, load_cifar10, make_synthetic, stratified_split, subset_indices
 from transferlab.errors import TransferlabError
 from transferlab.run import load_datasets
 
@@ -63,3 +63,15 @@ def test_missing_cifar10_without_download_says_where_to_put_it(tmp_path):
     message = str(error.value)
     assert "put cifar-10-python.tar.gz" in message and str(tmp_path / "empty") in message
     assert "data=synthetic" in message
+
+
+def test_stratified_split_holds_out_the_same_share_of_every_class_by_seed_alone():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    kept, held = stratified_split(labels, 0.2, seed=3)
+    assert torch.bincount(labels[held]).tolist() == [10, 6, 4]
+    assert sorted(kept.tolist() + held.tolist()) == list(range(100))
+    again_kept, again_held = stratified_split(labels, 0.2, seed=3)
+    assert torch.equal(held, again_held) and torch.equal(kept, again_kept)
+    assert not torch.equal(stratified_split(labels, 0.2, seed=4)[1], held)
+    tiny = torch.tensor([0, 0, 1, 1, 1])  # 0.1 of two images rounds to none: one is held out all the same
+    assert torch.bincount(tiny[stratified_split(tiny, 0.1, seed=0)[1]]).tolist() == [1, 1]

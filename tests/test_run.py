@@ -82,6 +82,8 @@ def test_the_real_cifar10_path_trains(tmp_path, skip_md5):
     assert record["status"] == "completed", record.get("error")
     assert (record["data"], record["num_train_images"], record["num_test_images"]) == ("cifar10", 100, 60)
     assert len(record["history"]) == 1
+    # The class names are the archive's (batches.meta), in its order, and the head has one output each.
+    assert record["num_classes"] == 10 and record["classes"][:3] == ["airplane", "automobile", "bird"]
 
 
 @pytest.mark.parametrize("override, message", [

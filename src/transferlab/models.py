@@ -16,7 +16,7 @@ from torch import nn
 
 from transferlab.errors import ConfigError, TransferlabError
 
-NUM_CLASSES = 10
+DEFAULT_NUM_CLASSES = 10  # CIFAR-10's; a run passes its dataset's class count
 PRETRAINED_WEIGHTS = "IMAGENET1K_V1"
 
 
@@ -24,7 +24,7 @@ PRETRAINED_WEIGHTS = "IMAGENET1K_V1"
 class ModelSpec:
     """What transferlab needs to know about one torchvision architecture."""
 
-    head: str  # dotted name of the ImageNet classifier that is replaced by Linear(in_features, 10)
+    head: str  # dotted name of the ImageNet classifier that is replaced by Linear(in_features, number of classes)
     min_image_size: int  # smaller inputs collapse to nothing inside the network
     freeze_presets: Mapping[str, tuple[str, ...]]  # preset name -> dotted modules it freezes
 
@@ -99,13 +99,14 @@ def check_image_size(model_name: str, image_size: int) -> None:
         )
 
 
-def build_model(name: str, pretrained: bool, weights_path: str | None = None) -> nn.Module:
-    """A torchvision model with a fresh 10-class head, initialised from ImageNet weights,
+def build_model(name: str, pretrained: bool, weights_path: str | None = None,
+                num_classes: int = DEFAULT_NUM_CLASSES) -> nn.Module:
+    """A torchvision model with a fresh ``num_classes``-way head, initialised from ImageNet weights,
     from a local state_dict (``weights_path``, which wins over ``pretrained``) or at random."""
     spec = model_spec(name)
     if weights_path is not None:
         model = torchvision.models.get_model(name, weights=None)
-        _load_state_dict_file(model, spec.head, Path(weights_path))
+        _load_state_dict_file(model, spec.head, Path(weights_path), num_classes)
         return model
     weights = torchvision.models.get_model_weights(name)[PRETRAINED_WEIGHTS] if pretrained else None
     try:
@@ -117,20 +118,20 @@ def build_model(name: str, pretrained: bool, weights_path: str | None = None) ->
             f"{file_name} into {Path(torch.hub.get_dir()) / 'checkpoints'}, or pass model.weights=PATH, "
             "or model.pretrained=false"
         ) from error
-    _replace_head(model, spec.head)
+    _replace_head(model, spec.head, num_classes)
     return model
 
 
-def _replace_head(model: nn.Module, head: str) -> None:
+def _replace_head(model: nn.Module, head: str, num_classes: int) -> None:
     parent_name, _, child_name = head.rpartition(".")
     parent = model.get_submodule(parent_name)
     old = parent.get_submodule(child_name)
-    setattr(parent, child_name, nn.Linear(old.in_features, NUM_CLASSES))
+    setattr(parent, child_name, nn.Linear(old.in_features, num_classes))
 
 
-def _load_state_dict_file(model: nn.Module, head: str, path: Path) -> None:
-    """Load an ImageNet (1000-class head) or a transferlab (10-class head) state_dict into
-    ``model``, an ImageNet-shaped architecture, and leave ``model`` with a 10-class head.
+def _load_state_dict_file(model: nn.Module, head: str, path: Path, num_classes: int) -> None:
+    """Load an ImageNet (1000-class head) or a transferlab (``num_classes`` head) state_dict
+    into ``model``, an ImageNet-shaped architecture, and leave ``model`` with a ``num_classes`` head.
     An ImageNet head is replaced by a fresh one, as with the downloaded weights."""
     if not path.is_file():
         raise ConfigError(f"model.weights={str(path)!r}: no such file")
@@ -144,12 +145,12 @@ def _load_state_dict_file(model: nn.Module, head: str, path: Path) -> None:
             f"model.weights={str(path)!r} is not a state_dict (a mapping of parameter names to tensors)"
         )
     head_weight = state_dict.get(f"{head}.weight")
-    if head_weight is not None and head_weight.shape[0] == NUM_CLASSES:
-        _replace_head(model, head)
+    if head_weight is not None and head_weight.shape[0] == num_classes:
+        _replace_head(model, head, num_classes)
         load_state_dict_strict(model, state_dict, f"model.weights={str(path)!r}")
     else:
         load_state_dict_strict(model, state_dict, f"model.weights={str(path)!r}")
-        _replace_head(model, head)
+        _replace_head(model, head, num_classes)
 
 
 def _unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor] | None:

@@ -120,8 +120,11 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     record.update(device=str(device), device_name=_device_name(device),
                   precision="fp32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."))
 
+    train_set, test_set = load_datasets(config.data)
+    record.update(num_train_images=len(train_set), num_test_images=len(test_set),
+                  num_classes=len(train_set.classes), classes=list(train_set.classes))
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = _build_model(config, frozen, device, memory_format, record)
+    model = _build_model(config, len(train_set.classes), frozen, device, memory_format, record)
     optimizer = make_optimizer(
         config.optim.name, [p for p in model.parameters() if p.requires_grad], lr=config.optim.lr,
         momentum=config.optim.momentum, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
@@ -133,8 +136,6 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
         first_epoch = _resume(checkpoint_path, model, optimizer, scaler, record) + 1
     forward = torch.compile(model) if config.train.compile else model
 
-    train_set, test_set = load_datasets(config.data)
-    record.update(num_train_images=len(train_set), num_test_images=len(test_set))
     write_samples(run_dir / SAMPLES_FILE, train_set)
     loader_args = dict(image_size=config.data.image_size, seed=config.seed, device=device,
                        num_workers=config.data.num_workers, memory_format=memory_format)
@@ -176,9 +177,9 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
         checkpoint_path.unlink(missing_ok=True)
 
 
-def _build_model(config: Config, frozen: tuple[str, ...], device: torch.device,
+def _build_model(config: Config, num_classes: int, frozen: tuple[str, ...], device: torch.device,
                  memory_format: torch.memory_format, record: dict[str, Any]) -> torch.nn.Module:
-    model = build_model(config.model.name, config.model.pretrained, config.model.weights)
+    model = build_model(config.model.name, config.model.pretrained, config.model.weights, num_classes)
     trainable = trainable_parameter_names(model, frozen)
     if not trainable:
         head = model_spec(config.model.name).head
@@ -230,7 +231,8 @@ def _history_entry(epoch: int, trained: EpochResult, tested: EpochResult) -> dic
 
 
 def _save_state_dict(model: torch.nn.Module, path: Path) -> None:
-    """A state_dict that ``torchvision.models.get_model(name, num_classes=10)`` loads as it is."""
+    """A state_dict that ``torchvision.models.get_model(name, num_classes=K)`` loads as it is, K being
+    the run's ``num_classes``."""
     state_dict = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     temporary = path.with_name(f".{path.name}.tmp")
     torch.save(state_dict, temporary)
@@ -256,6 +258,8 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         "seed": config.seed,
         "config": as_dict(config),
         "overrides": list(overrides),
+        "num_classes": None,
+        "classes": None,
         "params_total": None,
         "params_trainable": None,
         "history": [],

@@ -33,3 +33,20 @@ def subset_indices(num_items: int, fraction: float, seed: int) -> torch.Tensor:
     size = max(1, round(fraction * num_items))
     order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))
     return order[:size].sort().values
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held out) indices into ``labels``: ``round(fraction * n_c)`` items of each class c held
+    out, at least one where the class has two or more, chosen by ``seed`` alone; both sorted."""
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        count = round(fraction * len(members))
+        if fraction > 0 and len(members) >= 2:
+            count = min(max(count, 1), len(members) - 1)
+        held.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    held_out = torch.cat(held).sort().values if held else torch.empty(0, dtype=torch.int64)
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[held_out] = False
+    return torch.nonzero(mask).flatten(), held_out
