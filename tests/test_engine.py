@@ -1,10 +1,14 @@
 """The engine: device and precision choice, and a batch loop that never waits for the device."""
 
+import io
+
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from transferlab.engine import ProgressBar, evaluate, select_amp_dtype, select_device, train_one_epoch
+from transferlab.data import DeviceLoader, make_synthetic
+from transferlab.engine import NonFiniteLoss, ProgressBar, evaluate, select_amp_dtype, select_device, train_one_epoch
 from transferlab.errors import ConfigError
 
 
@@ -32,19 +36,78 @@ def batches(count: int, batch_size: int = 8):
         yield images, (images[:, 0] > 0).long()
 
 
-def test_the_batch_loop_reads_its_numbers_once_per_epoch(monkeypatch):
-    """`.item()` waits for the GPU; the loop must not call it per batch."""
-    model = nn.Linear(4, 2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    calls = []
-    original = torch.Tensor.item
-    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or original(self))
-    result = train_one_epoch(model, batches(200), optimizer, torch.device("cpu"))
-    # mean loss, accuracy, and the NaN check every 50 batches and at the end: not one per batch
-    assert result.images == 1600 and len(calls) <= 2 + 200 // 50 + 1
-    calls.clear()
-    tested = evaluate(model, batches(50), torch.device("cpu"))
-    assert tested.images == 400 and len(calls) <= 2
+# The ops that, on a GPU, make the host wait for the device's queued work or copy host data to it:
+# reading a value (.item(), int(), bool(), `if tensor`), a tensor made from host numbers
+# (torch.tensor), and results whose size depends on the data.
+WAITING_OPS = ("aten._local_scalar_dense", "aten.lift_fresh", "aten.nonzero", "aten.masked_select", "aten._unique")
+
+
+class WaitingOps(TorchDispatchMode):
+    """Records every waiting op that runs while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if str(func).startswith(WAITING_OPS):
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def watched(batches, recorder: WaitingOps):
+    """``batches`` with ``recorder`` active from the first batch's making until the last batch has
+    gone through the loop: the per-batch path, without what the loop does once before and after."""
+    with recorder:
+        yield from batches
+
+
+def test_the_batch_loops_never_make_the_host_wait():
+    """The device pipeline's batches, the training step, the NaN check (every 50 batches) and the
+    progress bar (drawn at every batch here): not one op that would wait for a GPU."""
+    train_set, test_set = make_synthetic(8 * 60, 8 * 30, seed=0)  # 60 batches: past the first NaN check
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    bar = ProgressBar("epoch 1/1", total_batches=60, stream=io.StringIO(), per_second=1e9)
+    cpu = torch.device("cpu")
+    recorder = WaitingOps()
+    trained = train_one_epoch(model, watched(DeviceLoader(train_set, 8, 16, train=True, seed=0).epoch(1), recorder),
+                              optimizer, cpu, on_batch=bar)
+    assert trained.images == 480 and "60/60" in bar.stream.getvalue()
+    tested = evaluate(model, watched(DeviceLoader(test_set, 8, 16, train=False, seed=0).epoch(1), recorder), cpu)
+    assert tested.images == 240
+    assert recorder.seen == []
+
+
+def test_the_recorder_sees_the_waits_it_looks_for():
+    recorder = WaitingOps()
+    with recorder:
+        x = torch.tensor([1.0, float("nan")])
+        bool(x.sum() > 0), x[0].item(), x.nonzero()
+    assert recorder.seen == ["aten.lift_fresh.default", "aten._local_scalar_dense.default",
+                             "aten._local_scalar_dense.default", "aten.nonzero.default"]
+
+
+def test_a_non_finite_loss_is_caught_by_the_check_and_at_the_end():
+    def poisoned(count: int, bad: int):
+        for step, (images, labels) in enumerate(batches(count), start=1):
+            yield (images * float("nan") if step == bad else images), labels
+
+    def fresh() -> tuple[nn.Module, torch.optim.Optimizer]:  # a NaN gradient spoils the weights
+        model = nn.Linear(4, 2)
+        return model, torch.optim.SGD(model.parameters(), lr=0.0)
+
+    consumed = []
+    counted = ((consumed.append(1) or batch) for batch in poisoned(200, bad=7))
+    with pytest.raises(NonFiniteLoss) as caught:
+        model, optimizer = fresh()
+        train_one_epoch(model, counted, optimizer, torch.device("cpu"), finite_check_every=10)
+    assert caught.value.batch == 7 and len(consumed) == 10  # on the CPU the check sees every batch so far
+    with pytest.raises(NonFiniteLoss) as caught:
+        model, optimizer = fresh()
+        train_one_epoch(model, poisoned(5, bad=4), optimizer, torch.device("cpu"))
+    assert caught.value.batch == 4
 
 
 def test_train_and_evaluate_return_true_means():
@@ -72,3 +135,34 @@ def test_progress_bar_shows_batches_loss_accuracy_and_rate(capsys):
     train_one_epoch(model, batches(3), optimizer, torch.device("cpu"), on_batch=bar)
     text = stream.getvalue()
     assert "epoch 1/1 [" in text and "3/3" in text and "loss " in text and "acc " in text and "img/s" in text
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.implementation=fast", "optim.implementation='fast' is not allowed; choose one of: auto, for_loop, "
+                                  "foreach, fused"),
+    ("train.compile_mode=turbo", "train.compile_mode='turbo' is not allowed; choose one of: default, "
+                                 "reduce-overhead, max-autotune, max-autotune-no-cudagraphs"),
+])
+def test_the_speed_settings_refuse_unknown_values(override, message):
+    from conftest import tiny_config
+
+    with pytest.raises(ConfigError) as refused:
+        tiny_config(override)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("implementation", ["for_loop", "foreach", "fused"])
+def test_every_optimizer_implementation_takes_the_same_step(implementation):
+    from transferlab.engine import make_optimizer
+
+    def one_step(choice: str) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = nn.Linear(4, 2)
+        optimizer = make_optimizer("sgd", list(model.parameters()), 0.1, 0.9, 0.01, (0.9, 0.999), choice)
+        for images, labels in batches(3):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+        return model.weight.detach()
+
+    assert torch.allclose(one_step(implementation), one_step("auto"), atol=1e-6)

@@ -7,7 +7,7 @@ from PIL import Image
 
 from transferlab.data import (
     CIFAR10_MEAN, CIFAR10_STD, CROP_PADDING, DeviceLoader, ImageSet, ReferenceLoader, batch_crop, batch_flip,
-    batch_normalize, batch_resize, make_synthetic, reference_transform,
+    batch_normalize, batch_resize, channel_statistics, make_synthetic, reference_transform,
 )
 
 # PIL resizes in two separable passes and rounds to uint8 after each, so it can sit up to
@@ -55,7 +55,8 @@ def test_test_transform_matches_the_reference_after_normalization():
 def test_normalize_uses_the_protocol_statistics():
     ones = torch.ones(1, 3, 2, 2)
     expected = torch.tensor([(1 - m) / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD)])
-    assert torch.allclose(batch_normalize(ones)[0, :, 0, 0], expected)
+    mean, std = channel_statistics(CIFAR10_MEAN, CIFAR10_STD, ones.device)
+    assert torch.allclose(batch_normalize(ones, mean, std)[0, :, 0, 0], expected)
 
 
 def test_device_loader_epochs_cover_every_image_once_and_differ():

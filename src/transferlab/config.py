@@ -19,6 +19,10 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DATASETS = ("cifar10", "synthetic")
 PIPELINES = ("device", "reference")
 OPTIMIZERS = ("sgd", "adamw")
+# How the optimizer's step runs: PyTorch's choice (foreach on a GPU), one kernel per parameter,
+# batched kernels, or one fused kernel.
+OPTIMIZER_IMPLEMENTATIONS = ("auto", "for_loop", "foreach", "fused")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PROGRESS = ("auto", "on", "off")
 LOGGERS = ("none", "tensorboard")
 # Settings that change where or how visibly a run happens, not its results.
@@ -82,9 +86,11 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    implementation: str = "auto"
 
     def __post_init__(self) -> None:
         _choice("optim.name", self.name, OPTIMIZERS)
+        _choice("optim.implementation", self.implementation, OPTIMIZER_IMPLEMENTATIONS)
         if self.lr <= 0:
             raise ConfigError(f"optim.lr={self.lr} is not allowed; it must be > 0")
         _at_least("optim.momentum", self.momentum, 0.0)
@@ -99,8 +105,11 @@ class TrainConfig:
     batch_size: int = 64
     eval_batch_size: int = 128
     compile: bool = False
+    # torch.compile's mode when compile is true; reduce-overhead replays the step as CUDA graphs.
+    compile_mode: str = "default"
 
     def __post_init__(self) -> None:
+        _choice("train.compile_mode", self.compile_mode, COMPILE_MODES)
         _at_least("train.epochs", self.epochs, 1)
         _at_least("train.batch_size", self.batch_size, 1)
         _at_least("train.eval_batch_size", self.eval_batch_size, 1)

@@ -1,9 +1,19 @@
 """The training engine: device and precision choice, one training epoch, evaluation.
 
 The functions take their collaborators (model, batches, optimizer) as arguments and return
-numbers. Inside the batch loop nothing waits for the device: losses and correct counts are summed
-on the device and read once per epoch (the progress bar reads them a few times a second, and only
-when it is shown).
+numbers.
+
+The rule of the batch loops (training and evaluation, the device pipeline's batches included):
+the host never waits for the device between the first batch and the last. Nothing in them reads
+a device value (``.item()``, ``int()``, ``if tensor``), makes a tensor from host numbers
+(``torch.tensor``: constants are built once, outside), or copies from pageable host memory;
+losses, correct counts and the first non-finite batch are summed on the device and read once,
+after the last batch. The NaN check and the progress bar look at a copy that travels to pinned
+host memory behind the queued work. On the CPU, tests/test_engine.py checks this op by op; on a
+GPU, tests/test_gpu.py runs an epoch and an evaluation under
+``torch.cuda.set_sync_debug_mode("error")`` (not yet run: no GPU so far). The one known exception
+is fp16 with a GradScaler and an optimizer that is not fused: its step reads whether the
+gradients overflowed (``optim.implementation=fused`` avoids that).
 """
 
 from __future__ import annotations
@@ -75,35 +85,68 @@ class NonFiniteLoss(TransferlabError):
 
 
 class _Totals:
-    """Running sums kept on the device so the loop never waits for it."""
+    """Running sums kept on the device: [loss sum, correct, first non-finite batch (0: none)].
+
+    The loop never waits for them. The host sees them either through ``peek``, which copies them
+    to (pinned) host memory behind the queued work and returns the last copy that has landed, or
+    exactly, once per epoch, through ``read``, which waits."""
 
     def __init__(self, device: torch.device):
-        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        self.correct = torch.zeros((), device=device, dtype=torch.int64)
-        self.first_nonfinite = torch.zeros((), device=device, dtype=torch.int64)  # a batch number; 0: none
+        self.sums = torch.zeros(3, device=device, dtype=torch.float64)
         self.images = 0
         self.batches = 0
+        self._async = device.type == "cuda"  # elsewhere a copy to the host is done when it returns
+        self._host = torch.zeros(3, dtype=torch.float64, pin_memory=self._async)
+        self._host_images = 0
+        self._landed: torch.cuda.Event | None = None  # set while a copy to _host is on its way
+        self._seen = (0.0, 0.0, 0.0)
+        self._seen_images = 0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.batches += 1
-        loss = loss.detach()
-        self.loss_sum += loss.double() * len(labels)
-        self.correct += (logits.argmax(dim=1) == labels).sum()
-        bad = (self.first_nonfinite == 0) & ~torch.isfinite(loss)
-        self.first_nonfinite = torch.where(bad, self.batches, self.first_nonfinite)
+        loss = loss.detach().double()
+        correct = (logits.argmax(dim=1) == labels).sum()
+        # The batch number lands in the flag only for the first non-finite loss: (flag == 0) & bad.
+        first_bad = (self.sums[2] == 0) & ~torch.isfinite(loss)
+        self.sums += torch.stack([loss * len(labels), correct.double(), first_bad.double() * self.batches])
         self.images += len(labels)
 
-    def check_finite(self) -> None:
-        """Raise NonFiniteLoss if a batch so far had a non-finite loss (waits for the device)."""
-        batch = int(self.first_nonfinite.item())
-        if batch:
-            raise NonFiniteLoss(batch)
+    def peek(self) -> tuple[float, float, int, int]:
+        """(loss sum, correct, first non-finite batch, images) as of the last copy that reached
+        the host, and a new copy started; never waits for the device."""
+        if self._landed is not None and self._landed.query():
+            self._landed = None
+            self._seen, self._seen_images = tuple(self._host.tolist()), self._host_images
+        if self._landed is None:
+            self._host.copy_(self.sums, non_blocking=self._async)
+            self._host_images = self.images
+            if self._async:
+                self._landed = torch.cuda.Event()
+                self._landed.record()
+            else:
+                self._seen, self._seen_images = tuple(self._host.tolist()), self._host_images
+        loss_sum, correct, first_bad = self._seen
+        return loss_sum, correct, int(first_bad), self._seen_images
 
-    def read(self) -> tuple[float, float]:
-        """(mean loss, accuracy) so far; this synchronises with the device."""
+    def check_finite(self) -> None:
+        """Raise NonFiniteLoss if a batch whose numbers have reached the host had a non-finite
+        loss; never waits (on a GPU it sees the batches of an earlier check)."""
+        first_bad = self.peek()[2]
+        if first_bad:
+            raise NonFiniteLoss(first_bad)
+
+    def read(self) -> tuple[float, float, int]:
+        """(mean loss, accuracy, first non-finite batch or 0) of every batch so far; waits for
+        the device."""
+        loss_sum, correct, first_bad = self.sums.tolist()
         if self.images == 0:
-            return 0.0, 0.0
-        return self.loss_sum.item() / self.images, self.correct.item() / self.images
+            return 0.0, 0.0, 0
+        return loss_sum / self.images, correct / self.images, int(first_bad)
+
+    def running(self) -> tuple[float, float, int]:
+        """(mean loss, accuracy, images) as far as the host has seen them, for display; never waits."""
+        loss_sum, correct, _, images = self.peek()
+        return (loss_sum / images, correct / images, images) if images else (0.0, 0.0, 0)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -123,8 +166,9 @@ def train_one_epoch(
     on_batch: Callable[[int, _Totals], None] | None = None,
     finite_check_every: int = 50,
 ) -> EpochResult:
-    """One pass over ``batches``. Every ``finite_check_every`` batches (one wait for the device)
-    and at the end, a NaN or infinite loss stops the epoch with NonFiniteLoss."""
+    """One pass over ``batches``. A NaN or infinite loss stops the epoch with NonFiniteLoss: at the
+    end, and on the way at a check every ``finite_check_every`` batches (which does not wait for
+    the device, so on a GPU it notices the loss some batches later)."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     totals = _Totals(device)
@@ -147,8 +191,9 @@ def train_one_epoch(
             totals.check_finite()
         if on_batch is not None:
             on_batch(step, totals)
-    totals.check_finite()
-    mean_loss, accuracy = totals.read()
+    mean_loss, accuracy, first_bad = totals.read()
+    if first_bad:
+        raise NonFiniteLoss(first_bad)
     _synchronize(device)
     return EpochResult(mean_loss, accuracy, totals.images, time.perf_counter() - start)
 
@@ -169,14 +214,14 @@ def evaluate(
                 logits = model(images)
                 loss = loss_fn(logits.float(), labels)
             totals.add(loss, logits, labels)
-    mean_loss, accuracy = totals.read()
+    mean_loss, accuracy, _ = totals.read()
     return EpochResult(mean_loss, accuracy, totals.images, time.perf_counter() - start)
 
 
 class ProgressBar:
     """A one-line bar on stderr, redrawn at most ``per_second`` times a second: batches, running
-    loss and accuracy, images/s. Reading the running numbers waits for the device, so it is only
-    done at a redraw."""
+    loss and accuracy, images/s. It shows the numbers the host has already received (on a GPU,
+    those of a few batches earlier), so drawing it never waits for the device."""
 
     def __init__(self, label: str, total_batches: int, stream=None, per_second: float = 4.0):
         self.label = label
@@ -191,7 +236,7 @@ class ProgressBar:
         if now - self.last_draw < self.interval and step < self.total:
             return
         self.last_draw = now
-        loss, accuracy = totals.read()
+        loss, accuracy, _ = totals.running()
         width = 24
         filled = int(width * step / max(self.total, 1))
         rate = totals.images / max(now - self.start, 1e-9)
@@ -204,10 +249,20 @@ class ProgressBar:
         self.stream.flush()
 
 
+# optim.implementation: how the step runs over the parameters (the same update, other kernels).
+# "fused" also lets a GradScaler step without reading the overflow flag on the host.
+OPTIMIZER_KERNELS = {"auto": {}, "for_loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+
+
 def make_optimizer(name: str, parameters: list[nn.Parameter], lr: float, momentum: float,
-                   weight_decay: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+                   weight_decay: float, betas: tuple[float, float],
+                   implementation: str = "auto") -> torch.optim.Optimizer:
+    if implementation not in OPTIMIZER_KERNELS:
+        raise ConfigError(f"optim.implementation={implementation!r} is not allowed; choose one of: "
+                          f"{', '.join(OPTIMIZER_KERNELS)}")
+    kernels = OPTIMIZER_KERNELS[implementation]
     if name == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay, **kernels)
     if name == "adamw":
-        return torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=weight_decay)
+        return torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=weight_decay, **kernels)
     raise ConfigError(f"optim.name={name!r} is not allowed; choose one of: sgd, adamw")

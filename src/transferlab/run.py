@@ -128,13 +128,14 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     optimizer = make_optimizer(
         config.optim.name, [p for p in model.parameters() if p.requires_grad], lr=config.optim.lr,
         momentum=config.optim.momentum, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
+        implementation=config.optim.implementation,
     )
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     first_epoch = 1
     if config.resume and checkpoint_path.exists():
         first_epoch = _resume(checkpoint_path, model, optimizer, scaler, record) + 1
-    forward = torch.compile(model) if config.train.compile else model
+    forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
 
     write_samples(run_dir / SAMPLES_FILE, train_set)
     loader_args = dict(image_size=config.data.image_size, seed=config.seed, device=device,

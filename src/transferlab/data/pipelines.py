@@ -48,9 +48,16 @@ def batch_flip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
-def batch_normalize(images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1)
+def channel_statistics(mean: tuple[float, ...], std: tuple[float, ...],
+                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std as (1, C, 1, 1) tensors on ``device``. Build them once per loader:
+    making a tensor from host numbers is a copy that waits for the GPU's queued work."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1),
+            torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
+def batch_normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``mean`` and ``std`` from channel_statistics, on the images' device."""
     return (images - mean) / std
 
 
@@ -71,17 +78,18 @@ class DeviceLoader:
         self.train = train
         self.seed = seed
         self.memory_format = memory_format
+        self.mean, self.std = channel_statistics(CIFAR10_MEAN, CIFAR10_STD, data.images.device)
 
     def __len__(self) -> int:
         return math.ceil(len(self.data) / self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count, device = len(self.data), self.data.images.device
-        if self.train:
+        if self.train:  # drawn on the CPU, so that an epoch draws the same on every device
             generator = epoch_generator(self.seed, epoch)
-            order = torch.randperm(count, generator=generator).to(device)
-            offsets = torch.randint(0, 2 * CROP_PADDING + 1, (count, 2), generator=generator).to(device)
-            flips = (torch.rand(count, generator=generator) < 0.5).to(device)
+            order = _to_device(torch.randperm(count, generator=generator), device)
+            offsets = _to_device(torch.randint(0, 2 * CROP_PADDING + 1, (count, 2), generator=generator), device)
+            flips = _to_device(torch.rand(count, generator=generator) < 0.5, device)
         else:
             order = torch.arange(count, device=device)
         for start in range(0, count, self.batch_size):
@@ -90,8 +98,16 @@ class DeviceLoader:
             if self.train:
                 images = batch_flip(batch_crop(images, offsets[start:start + len(index)]),
                                     flips[start:start + len(index)])
-            images = batch_normalize(images).contiguous(memory_format=self.memory_format)
+            images = batch_normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
             yield images, self.data.labels[index]
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without waiting for the GPU: a copy from pageable memory waits
+    for all queued work, one from pinned memory is queued behind it."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 class _PILDataset(Dataset):
