@@ -8,6 +8,11 @@ one whole protocol-sized run, or the whole 12-run study, end to end (evaluation 
     python scripts/benchmark.py --mode cpu     # 64x64, a few hundred images: for a laptop or CI box
     python scripts/benchmark.py --mode gpu     # 224x224, batch 64, bf16: the protocol's setting
     python scripts/benchmark.py --mode gpu --whole-run --study --compile
+    python scripts/benchmark.py --mode gpu --levers --compile    # each speed lever against the default
+
+--levers times the device pipeline's training step with one setting changed at a time (memory
+format, optimizer implementation, torch.compile mode, which in reduce-overhead replays CUDA
+graphs) and evaluation at several batch sizes, each against the default, interleaved like the rest.
 
 Figures are printed as a table and saved as JSON (--out). Pretrained weights do not change speed,
 so every model starts from random weights here.
@@ -16,6 +21,7 @@ so every model starts from random weights here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -31,7 +37,7 @@ import torchvision
 from transferlab.config import validate
 from transferlab.data import make_loader, make_synthetic
 from transferlab.engine import (
-    configure_determinism, make_optimizer, select_amp_dtype, select_device, train_one_epoch,
+    configure_determinism, evaluate, make_optimizer, select_amp_dtype, select_device, train_one_epoch,
 )
 from transferlab.models import build_model
 from transferlab.run import run_training
@@ -43,17 +49,32 @@ MODES = {
 }
 
 
-def measure(model_name: str, pipeline: str, data, settings: dict, device: torch.device, compile_model: bool,
-            workers: int) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """How the training step runs; the default is what `transferlab train` does."""
+    pipeline: str = "device"
+    channels_last: bool | None = None  # None: as transferlab does (on CUDA only)
+    optimizer: str = "auto"  # optim.implementation
+    compile_mode: str | None = None  # None: eager
+
+    def label(self) -> str:
+        changed = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
+                   if getattr(self, f.name) != f.default]
+        return ",".join(changed) or "default"
+
+
+def measure(model_name: str, data, settings: dict, device: torch.device, workers: int,
+            variant: Variant = Variant()) -> dict:
     """One timed training pass over ``data`` after a short warm-up; images/s and peak memory."""
     amp_dtype = select_amp_dtype(settings["precision"], device)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    channels_last = device.type == "cuda" if variant.channels_last is None else variant.channels_last
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(model_name, pretrained=False).to(device, memory_format=memory_format)
-    forward = torch.compile(model) if compile_model else model
-    optimizer = make_optimizer("sgd", list(model.parameters()), 0.001, 0.9, 0.0, (0.9, 0.999))
-    loader = make_loader(data, pipeline, settings["batch_size"], settings["image_size"], train=True, seed=0,
+    forward = torch.compile(model, mode=variant.compile_mode) if variant.compile_mode else model
+    optimizer = make_optimizer("sgd", list(model.parameters()), 0.001, 0.9, 0.0, (0.9, 0.999), variant.optimizer)
+    loader = make_loader(data, variant.pipeline, settings["batch_size"], settings["image_size"], train=True, seed=0,
                          device=device, num_workers=workers, memory_format=memory_format)
-    warmup = make_loader(data.subset(torch.arange(min(len(data), 3 * settings["batch_size"]))), pipeline,
+    warmup = make_loader(data.subset(torch.arange(min(len(data), 3 * settings["batch_size"]))), variant.pipeline,
                          settings["batch_size"], settings["image_size"], train=True, seed=0, device=device,
                          num_workers=workers, memory_format=memory_format)
     train_one_epoch(forward, warmup.epoch(0), optimizer, device, amp_dtype)
@@ -67,6 +88,53 @@ def measure(model_name: str, pipeline: str, data, settings: dict, device: torch.
     return {"images_per_second": result.images_per_second, "seconds": result.seconds, "peak_memory_mib": peak}
 
 
+def measure_evaluation(model_name: str, data, settings: dict, device: torch.device, batch_size: int) -> dict:
+    """One timed evaluation pass over ``data`` at ``batch_size`` after a warm-up."""
+    amp_dtype = select_amp_dtype(settings["precision"], device)
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = build_model(model_name, pretrained=False).to(device, memory_format=memory_format)
+    loader = make_loader(data, "device", batch_size, settings["image_size"], train=False, seed=0, device=device,
+                         num_workers=0, memory_format=memory_format)
+    evaluate(model, loader.epoch(0), device, amp_dtype)
+    result = evaluate(model, loader.epoch(1), device, amp_dtype)
+    del model
+    return {"images_per_second": result.images_per_second, "seconds": result.seconds, "peak_memory_mib": None}
+
+
+def lever_table(models: list[str], settings: dict, device: torch.device, repeats: int, compile_modes: list[str],
+                workers: int, eval_batch_sizes: list[int]) -> list[dict]:
+    """Each lever against the default, per model: training images/s of the device pipeline with one
+    setting changed, and evaluation images/s by batch size (the first is the default's)."""
+    default = Variant()
+    levers = [default, Variant(channels_last=device.type != "cuda"),
+              *(Variant(optimizer=name) for name in ("for_loop", "foreach", "fused")),
+              *(Variant(compile_mode=mode) for mode in compile_modes)]
+    data, _ = make_synthetic(settings["images"], 1, seed=0)
+    rows = []
+    for model_name in models:
+        samples: dict[str, list[dict]] = {}
+        for _ in range(repeats):
+            for variant in levers:
+                samples.setdefault(f"train:{variant.label()}", []).append(
+                    measure(model_name, data, settings, device, workers, variant))
+            for batch_size in eval_batch_sizes:
+                samples.setdefault(f"eval:batch={batch_size}", []).append(
+                    measure_evaluation(model_name, data, settings, device, batch_size))
+        baselines = {"train": statistics.median(r["images_per_second"] for r in samples[f"train:{default.label()}"]),
+                     "eval": statistics.median(r["images_per_second"]
+                                               for r in samples[f"eval:batch={eval_batch_sizes[0]}"])}
+        for key, runs in samples.items():
+            kind, _, lever = key.partition(":")
+            median = statistics.median(r["images_per_second"] for r in runs)
+            row = {"model": model_name, "kind": kind, "lever": lever, "images_per_second": median,
+                   "all_images_per_second": [r["images_per_second"] for r in runs],
+                   "ratio_over_default": median / baselines[kind]}
+            rows.append(row)
+            print(f"{model_name:<9} {kind:<6} {lever:<40} {median:>12,.0f} {row['ratio_over_default']:>7.2f}x",
+                  flush=True)
+    return rows
+
+
 def pipeline_table(models: list[str], settings: dict, device: torch.device, repeats: int, compile_model: bool,
                    workers: int) -> list[dict]:
     data, _ = make_synthetic(settings["images"], 1, seed=0)
@@ -76,8 +144,8 @@ def pipeline_table(models: list[str], settings: dict, device: torch.device, repe
         samples = {variant: [] for variant in variants}
         for _ in range(repeats):  # interleaved, so drifts in machine load hit every variant alike
             for pipeline, compiled in variants:
-                samples[(pipeline, compiled)].append(measure(model_name, pipeline, data, settings, device, compiled,
-                                                             workers))
+                variant = Variant(pipeline=pipeline, compile_mode="default" if compiled else None)
+                samples[(pipeline, compiled)].append(measure(model_name, data, settings, device, workers, variant))
         row = {"model": model_name}
         for (pipeline, compiled), runs in samples.items():
             label = pipeline + ("+compile" if compiled else "")
@@ -113,6 +181,36 @@ def timed_runs(configs: list[dict], folder: Path) -> float:
     return time.perf_counter() - start
 
 
+def checkpoint_costs(base: dict, model_name: str, epochs: int, folder: Path) -> dict:
+    """What checkpoints cost a run of ``epochs`` short epochs: the seconds the run itself recorded
+    (``checkpoint_seconds``: host copies and waits for the background writer), against the seconds
+    of one synchronous save of the same state, as the loop did at every epoch before."""
+    from transferlab.checkpoint import checkpoint_state, save_atomically, tensor_bytes
+
+    config = {**base, "model": {"name": model_name, "pretrained": False}, "train": {**base["train"], "epochs": epochs}}
+    start = time.perf_counter()
+    record = run_training(validate(config), folder / "checkpoints")
+    wall = time.perf_counter() - start
+    if record["status"] != "completed":
+        raise SystemExit(f"benchmark run failed: {record.get('error')}")
+    model = build_model(model_name, pretrained=False)
+    optimizer = make_optimizer("sgd", list(model.parameters()), 0.001, 0.9, 0.0, (0.9, 0.999))
+    model(torch.zeros(2, 3, 64, 64)).sum().backward()
+    optimizer.step()  # momentum buffers exist from the first step on
+    saves = []
+    for _ in range(3):
+        start = time.perf_counter()
+        state = checkpoint_state(model, optimizer, None, 1, record["history"], record["config"])
+        save_atomically(state, folder / "synchronous.pt")
+        saves.append(time.perf_counter() - start)
+    return {"model": model_name, "epochs": epochs, "checkpoint_bytes": tensor_bytes(state),
+            "run_seconds": wall, "train_seconds": sum(e["epoch_seconds"] for e in record["history"]),
+            "eval_seconds": sum(e["eval_seconds"] for e in record["history"]),
+            "checkpoint_seconds": record["checkpoint_seconds"],
+            "synchronous_save_seconds": statistics.median(saves),
+            "synchronous_saves_before": epochs}
+
+
 def study_configs(base: dict) -> list[dict]:
     """The study's 12 runs (PROTOCOL.md), from random weights."""
     def run(model: str, fraction: float, freeze: str = "none") -> dict:
@@ -138,10 +236,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="time one protocol run end to end: ResNet18, 25,000 images, 10 epochs, 10,000 test "
                              "images (cpu mode: 512 images, 1 epoch)")
     parser.add_argument("--study", action="store_true", help="time the whole 12-run study end to end")
+    parser.add_argument("--levers", action="store_true",
+                        help="also time each speed lever against the default (with --compile: torch.compile's modes)")
+    parser.add_argument("--checkpoints", type=int, metavar="EPOCHS",
+                        help="time what checkpoints cost one VGG16 run of EPOCHS short epochs (--images training "
+                             "images each), against a synchronous save per epoch as before")
+    parser.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[128, 256, 512],
+                        help="evaluation batch sizes that --levers times (the first is the default's)")
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmark"), help="folder for the JSON")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats={args.repeats} is not allowed; it must be >= 1")
+    if min(args.eval_batch_sizes) < 1:
+        parser.error(f"--eval-batch-sizes={args.eval_batch_sizes} is not allowed; each must be >= 1")
 
     settings = dict(MODES[args.mode], **({"images": args.images} if args.images else {}))
     device = select_device(settings["device"])
@@ -159,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
           + (f" {'compiled img/s':>14}" if args.compile else ""))
     results = {"environment": environment, "settings": settings,
                "pipelines": pipeline_table(args.models, settings, device, args.repeats, args.compile, args.workers)}
+    if args.levers:
+        compile_modes = ["default", "reduce-overhead", "max-autotune-no-cudagraphs"] if args.compile else []
+        if device.type != "cuda":
+            compile_modes = [mode for mode in compile_modes if mode == "default"]  # the others need CUDA
+        print(f"\n{'model':<9} {'kind':<6} {'lever (one setting changed)':<40} {'img/s':>12} {'ratio':>8}")
+        results["levers"] = lever_table(args.models, settings, device, args.repeats, compile_modes, args.workers,
+                                        args.eval_batch_sizes)
 
     base = {"data": {"name": "synthetic", "image_size": settings["image_size"], "num_workers": args.workers},
             "device": settings["device"], "precision": settings["precision"], "progress": "off",
@@ -174,6 +288,15 @@ def main(argv: list[str] | None = None) -> int:
             results["whole_run_seconds"] = seconds
             print(f"one protocol run (ResNet18, 50 % of {base['data']['num_train']:,} images, "
                   f"{base['train'].get('epochs', 10)} epochs, evaluation included): {seconds:,.1f} s")
+        if args.checkpoints:
+            data = {**base["data"], "num_train": settings["images"], "num_test": 64, "fraction": 1.0}
+            costs = checkpoint_costs({**base, "data": data},
+                                     "vgg16", args.checkpoints, Path(folder))
+            results["checkpoints"] = costs
+            print(f"checkpoints of one VGG16 run, {costs['epochs']} epochs of {settings['images']} images "
+                  f"({costs['checkpoint_bytes'] / 2**30:.2f} GiB each): {costs['checkpoint_seconds']:.2f} s on the "
+                  f"training's path (the run took {costs['run_seconds']:.1f} s, training {costs['train_seconds']:.1f} s); "
+                  f"one synchronous save, as every epoch paid before: {costs['synchronous_save_seconds']:.2f} s")
         if args.study:
             seconds = timed_runs(study_configs(base), Path(folder))
             results["study_seconds"] = seconds

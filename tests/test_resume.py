@@ -160,3 +160,147 @@ def test_a_failed_runs_log_holds_its_traceback(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
     log = (only_run(tmp_path / "outputs" / "runs") / "train.log").read_text()
     assert "run failed: freeze.modules: unknown module(s) layer9" in log and "Traceback" in log
+
+
+# Checkpoints off the critical path, and a disk too small for them.
+
+
+def test_checkpoints_are_written_while_the_next_epoch_trains_and_the_last_is_skipped(tmp_path, monkeypatch):
+    """Epoch 1's checkpoint is written by another thread, which can only finish once epoch 2 has
+    trained (so a save in the loop itself would time out); the final epoch writes none, since a
+    completed run deletes it; the run records what checkpoints cost it."""
+    import threading
+
+    import transferlab.checkpoint as checkpoint_module
+    import transferlab.run as run_module
+
+    epoch_two_trained, writes = threading.Event(), []
+    real_save, real_evaluate, evaluations = checkpoint_module.save_atomically, run_module.evaluate, []
+
+    def save_after_epoch_two(state, path):
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        writes.append((state["epoch"], on_main_thread, epoch_two_trained.wait(timeout=0 if on_main_thread else 120)))
+        real_save(state, path)
+
+    def evaluate(*args, **kwargs):
+        evaluations.append(1)
+        if len(evaluations) == 2:
+            epoch_two_trained.set()
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "save_atomically", save_after_epoch_two)
+    monkeypatch.setattr(run_module, "evaluate", evaluate)
+    record = run_training(tiny_config("train.epochs=2", "data.num_train=64", "data.num_test=32"), tmp_path)
+    assert record["status"] == "completed", record.get("error")
+    assert writes == [(1, False, True)]
+    assert record["checkpoint_seconds"] > 0
+    assert json.loads((tmp_path / "run.json").read_text())["checkpoint_seconds"] == record["checkpoint_seconds"]
+    assert not (tmp_path / CHECKPOINT_FILE).exists()
+
+
+def test_a_temporary_file_left_by_a_killed_write_is_removed_at_the_next_start(tmp_path):
+    leftovers = [tmp_path / ".checkpoint.pt.tmp", tmp_path / ".model.pt.tmp", tmp_path / ".run.json.x1y2.tmp"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"\0" * 4096)
+    record = run_training(tiny_config("data.num_train=64", "data.num_test=32"), tmp_path)
+    assert record["status"] == "completed", record.get("error")
+    assert not any(leftover.exists() for leftover in leftovers)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 150 MiB file system (tmpfs): room for one ResNet18 checkpoint (about 85 MiB), not for
+    its successor beside it. Skipped with the reason where this process may not mount one."""
+    import shutil
+    import subprocess
+
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no `mount` command here to make a small tmpfs")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=150m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root or CAP_SYS_ADMIN): {made.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a file that takes every free byte of ``disk``."""
+    import os
+
+    filler = disk / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (b"\0" * 2**20, b"\0" * 4096):
+            try:
+                while True:
+                    os.write(descriptor, chunk)
+            except OSError:
+                pass
+    finally:
+        os.close(descriptor)
+    return filler
+
+
+SMALL_RUN = ("data.num_train=64", "data.num_test=32")
+
+
+def test_a_checkpoint_that_does_not_fit_fails_the_run_keeping_the_last_one(small_disk):
+    """Epoch 2's checkpoint does not fit beside epoch 1's: the run stops at the next epoch end as
+    failed, with one line that says the disk is full, where, and how much is needed; the partial
+    file is gone, epoch 1's checkpoint and record stay; once there is room, it resumes."""
+    import subprocess
+
+    run_dir = small_disk / "run"
+    config = tiny_config("train.epochs=4", *SMALL_RUN)
+    record = run_training(config, run_dir)
+    error = record["error"]
+    assert record["status"] == "failed"
+    assert "the disk is full" in error and str(run_dir / CHECKPOINT_FILE) in error and "needs about" in error
+    assert "the run stops after epoch 3" in error and "a resume starts after epoch 1" in error and "\n" not in error
+    assert [entry["epoch"] for entry in record["history"]] == [1]
+    on_disk = json.loads((run_dir / "run.json").read_text())
+    assert on_disk["status"] == "failed" and on_disk["error"] == error and len(on_disk["history"]) == 1
+    assert load_checkpoint(run_dir / CHECKPOINT_FILE).epoch == 1
+    assert not list(run_dir.glob(".*.tmp"))
+
+    subprocess.run(["mount", "-o", "remount,size=400m", str(small_disk)], check=True)
+    resumed = run_training(config, run_dir)
+    assert resumed["status"] == "completed", resumed.get("error")
+    assert resumed["resumed_after_epoch"] == 1 and [e["epoch"] for e in resumed["history"]] == [1, 2, 3, 4]
+
+
+def test_when_the_disk_is_too_full_even_for_run_json_it_stays_whole_and_the_error_says_so(small_disk, monkeypatch):
+    import transferlab.run as run_module
+    from transferlab.errors import TransferlabError
+
+    run_dir = small_disk / "run"
+    config = tiny_config("train.epochs=2", *SMALL_RUN)
+    real_evaluate, evaluations = run_module.evaluate, []
+
+    def evaluate_then_fill_the_disk(*args, **kwargs):
+        evaluations.append(1)
+        if len(evaluations) == 2:  # epoch 2, once epoch 1's checkpoint and record are on disk
+            deadline = time.monotonic() + 120
+            while not json.loads((run_dir / "run.json").read_text())["history"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            fill(small_disk)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "evaluate", evaluate_then_fill_the_disk)
+    with pytest.raises(TransferlabError) as failed:
+        run_training(config, run_dir)
+    message = str(failed.value)
+    assert message.startswith("the run completed, but its record could not be saved: the disk is full: ")
+    assert str(run_dir / "run.json") in message and "still shows the last saved epoch" in message
+    on_disk = json.loads((run_dir / "run.json").read_text())
+    assert on_disk["status"] == "running" and [e["epoch"] for e in on_disk["history"]] == [1]
+    assert load_checkpoint(run_dir / CHECKPOINT_FILE).epoch == 1  # kept: run.json does not say completed
+    assert not list(run_dir.glob(".*.tmp"))
+
+    monkeypatch.undo()
+    (small_disk / "filler").unlink()
+    resumed = run_training(config, run_dir)
+    assert resumed["status"] == "completed" and resumed["resumed_after_epoch"] == 1

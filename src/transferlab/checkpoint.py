@@ -1,15 +1,26 @@
 """Epoch-end checkpoints: everything needed to continue a run as if it had never stopped.
 
 A checkpoint holds the model, optimizer and grad-scaler states, the RNG states, the epochs done
-and their history, and the config that made it. It is written atomically and loaded with
-``weights_only=True``; a file that is corrupt, foreign, or from another config is refused before
-anything is loaded into the model or optimizer.
+and their history, and the config that made it. It is loaded with ``weights_only=True``; a file
+that is corrupt, foreign, or from another config is refused before anything is loaded into the
+model or optimizer.
+
+Writing one costs the training loop only a copy of the state into host memory: a background
+thread (CheckpointWriter) writes the copy to a temporary file, fsyncs it and renames it over the
+last checkpoint while the next epoch trains, so the file on disk is always a whole checkpoint. A
+write that fails (a full disk, any OS error) removes its temporary file, keeps the checkpoint
+before it, and reaches the training loop as a CheckpointWriteError at its next save or at the end.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +39,11 @@ class CheckpointError(TransferlabError):
     """A checkpoint that cannot be used; nothing was loaded from it."""
 
 
+class CheckpointWriteError(TransferlabError):
+    """A file could not be written (the message says why, and for a full disk how much it needs);
+    the file it was to replace is intact."""
+
+
 @dataclass
 class Checkpoint:
     epoch: int  # epochs completed
@@ -37,24 +53,168 @@ class Checkpoint:
     scaler: dict[str, Any] | None
     rng: dict[str, Any]
     config: dict[str, Any]
+    checkpoint_seconds: float = 0.0  # what the run had paid for its checkpoints when this one was taken
 
 
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler | None, epoch: int, history: list[dict[str, Any]],
-                    config: dict[str, Any]) -> None:
+def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                     epoch: int, history: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint of the run as it stands, copied into host memory: the training may go on
+    changing its tensors while the copy is written."""
     state = {
         "format": FORMAT,
         "epoch": epoch,
         "history": history,
-        "model": {k: v.detach().to("cpu") for k, v in model.state_dict().items()},
+        "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": _rng_state(),
         "config": config,
     }
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    return host_copy(state)
+
+
+def host_copy(value: Any) -> Any:
+    """``value`` (dicts, lists and tuples of tensors and plain values) with every container and
+    tensor copied into host memory. Tensors on a GPU go to pinned memory with copies queued behind
+    the training's work, and one synchronisation at the end waits for them all."""
+    from_gpu = []
+
+    def copy(item: Any) -> Any:
+        if isinstance(item, torch.Tensor):
+            item = item.detach()
+            if item.device.type == "cpu":
+                return item.clone()
+            if item.device.type != "cuda":
+                return item.to("cpu")
+            host = torch.empty(item.shape, dtype=item.dtype, pin_memory=True)
+            from_gpu.append(host.copy_(item, non_blocking=True))
+            return host
+        if isinstance(item, dict):
+            return {key: copy(entry) for key, entry in item.items()}
+        if isinstance(item, (list, tuple)):
+            return type(item)(copy(entry) for entry in item)
+        return item  # numbers, strings, None: immutable
+
+    copied = copy(value)
+    if from_gpu:
+        torch.cuda.synchronize()
+    return copied
+
+
+def save_atomically(state: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file that is fsynced and then renamed over ``path``, so
+    ``path`` always holds a whole file. On failure the temporary file is removed, ``path`` is
+    untouched, and CheckpointWriteError says why."""
+    temporary = temporary_path(path)
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if not isinstance(error, Exception):  # Ctrl-C
+            raise
+        # torch reports a full disk as a RuntimeError of its zip writer ("unexpected pos ..."), so
+        # the free space decides what to call it.
+        raise CheckpointWriteError(write_failure(path, tensor_bytes(state), error)) from error
+
+
+def temporary_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def write_failure(path: Path, needed_bytes: int, error: BaseException) -> str:
+    """One line on why ``path`` could not be written: a full disk (where, how much the file needs,
+    how much is free), or the OS's or torch's own reason."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < needed_bytes)
+    if full:
+        free_text = f"{_mib(free)} free" if free is not None else "free space unknown"
+        return (f"the disk is full: {path} needs about {_mib(needed_bytes)} and {path.parent} has {free_text}; "
+                "free some space and run the same command again to resume")
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"could not write {path} ({type(error).__name__}: {reason})"
+
+
+def tensor_bytes(value: Any) -> int:
+    """The bytes of the tensors in ``value`` (nested dicts, lists, tuples): about its size on disk."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(entry) for entry in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(entry) for entry in value)
+    return 0
+
+
+def _mib(count: int) -> str:
+    return f"{count / 2**20:,.1f} MiB"
+
+
+class CheckpointWriter:
+    """Epoch-end checkpoints written by a background thread while the next epoch trains.
+
+    ``save`` waits for the write before it (long done, unless writing is slower than an epoch),
+    raises that write's error, copies the state into host memory (the only part on the training's
+    critical path) and hands the copy to the thread, which writes it with ``save_atomically`` and
+    then calls ``after`` (the run rewrites run.json there, so run.json never counts an epoch that a
+    resume would redo). ``finish`` waits for the last write and raises its error. ``seconds`` is
+    what the run paid: copying, and waiting for writes. ``saved_history`` is the history of the
+    last checkpoint on disk."""
+
+    def __init__(self, path: Path, saved_history: list[dict[str, Any]], seconds: float = 0.0):
+        self.path = path
+        self.saved_history = list(saved_history)
+        self.seconds = seconds
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+        self._pending: Future | None = None
+
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+             epoch: int, history: list[dict[str, Any]], config: dict[str, Any],
+             after: Callable[[], None] | None = None) -> None:
+        start = time.perf_counter()
+        try:
+            self._wait()
+            state = checkpoint_state(model, optimizer, scaler, epoch, history, config)
+            state["checkpoint_seconds"] = self.seconds + time.perf_counter() - start
+            self._pending = self._thread.submit(self._write, state, after)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def finish(self) -> None:
+        """Wait for the write in progress; raise its error."""
+        start = time.perf_counter()
+        try:
+            self._wait()
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def close(self) -> BaseException | None:
+        """Let the write in progress land (a resume needs it) and stop the thread; the write's
+        error, if it failed, is returned rather than raised."""
+        try:
+            self.finish()
+            return None
+        except Exception as error:
+            return error
+        finally:
+            self._thread.shutdown(wait=True)
+
+    def _write(self, state: dict[str, Any], after: Callable[[], None] | None) -> None:
+        save_atomically(state, self.path)
+        self.saved_history = state["history"]
+        if after is not None:
+            after()
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
@@ -70,7 +230,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     missing = [k for k in ("epoch", "history", "model", "optimizer", "scaler", "rng", "config") if k not in state]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; delete it or pass resume=false")
-    return Checkpoint(**{k: state[k] for k in Checkpoint.__dataclass_fields__})
+    return Checkpoint(**{k: state[k] for k in Checkpoint.__dataclass_fields__ if k in state})
 
 
 def restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer,

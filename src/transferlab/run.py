@@ -7,6 +7,8 @@ composes and validates the config and picks the folder.
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import logging
 import os
 import platform
@@ -21,7 +23,10 @@ from typing import Any
 import torch
 
 from transferlab import __version__
-from transferlab.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, restore, save_checkpoint
+from transferlab.checkpoint import (
+    CHECKPOINT_FILE, CheckpointError, CheckpointWriteError, CheckpointWriter, load_checkpoint, restore,
+    save_atomically, write_failure,
+)
 from transferlab.config import Config, DataConfig, as_dict, result_config
 from transferlab.data import ImageSet, load_cifar10, make_loader, make_synthetic, subset_indices
 from transferlab.engine import (
@@ -35,7 +40,7 @@ from transferlab.models import (
     apply_freeze, build_model, check_image_size, count_parameters, frozen_modules, model_spec,
     trainable_parameter_names,
 )
-from transferlab.records import SAMPLES_FILE, utc_now, write_record
+from transferlab.records import RUN_FILE, SAMPLES_FILE, utc_now, write_record
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
@@ -77,8 +82,26 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
         log.debug("traceback:\n%s", record["traceback"])
     finally:
         record["finished_at"] = utc_now()
-        write_record(run_dir, record)
+        _write_final_record(run_dir, record)
+    if record["status"] == "completed" and not config.keep_checkpoint:
+        (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # only once run.json says completed
     return record
+
+
+def _write_final_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """run.json with the run's outcome. When even that cannot be written (a full disk), the run.json
+    on disk stays as it was, a whole record of the last saved epoch, and the error says so."""
+    try:
+        write_record(run_dir, record)
+    except OSError as error:
+        outcome = record["status"] + (f" ({record['error']})" if record.get("error") else "")
+        raise TransferlabError(f"the run {outcome}, but its record could not be saved: "
+                               f"{write_failure(run_dir / RUN_FILE, _record_bytes(record), error)}; {RUN_FILE} "
+                               "still shows the last saved epoch") from error
+
+
+def _record_bytes(record: dict[str, Any]) -> int:
+    return len(json.dumps(record, indent=2).encode())
 
 
 @contextlib.contextmanager
@@ -132,9 +155,11 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     )
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
+    _remove_leftover_temporaries(run_dir)
     first_epoch = 1
     if config.resume and checkpoint_path.exists():
         first_epoch = _resume(checkpoint_path, model, optimizer, scaler, record) + 1
+        write_record(run_dir, record)
     forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
 
     write_samples(run_dir / SAMPLES_FILE, train_set)
@@ -149,6 +174,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
 
     epochs = config.train.epochs
     metric_logger = make_logger(config.logger, run_dir)
+    writer = CheckpointWriter(checkpoint_path, record["history"], record.setdefault("checkpoint_seconds", 0.0))
     try:
         for epoch in range(first_epoch, epochs + 1):
             bar = ProgressBar(f"epoch {epoch}/{epochs}", len(train_batches), sys.stdout) if show_progress else None
@@ -162,20 +188,75 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
             entry = _history_entry(epoch, trained, tested)
             record["history"].append(entry)
             record.update(test_acc=tested.accuracy, test_loss=tested.loss)
-            save_checkpoint(checkpoint_path, model, optimizer, scaler, epoch, record["history"], record["config"])
-            write_record(run_dir, record)
+            # The last checkpoint of a run would only be deleted at the end: skip it unless it is kept.
+            if epoch < epochs or config.keep_checkpoint:
+                _save_checkpoint(writer, epoch, model, optimizer, scaler, run_dir, record)
             metric_logger.log_epoch(entry)
             log.info("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1f s  %.0f img/s",
                      epoch, epochs, trained.loss, 100 * trained.accuracy, tested.loss, 100 * tested.accuracy,
                      trained.seconds, trained.images_per_second)
+        _finish_checkpoints(writer, config.keep_checkpoint)
+        if config.save_model:
+            save_atomically(_state_dict_on_host(model), run_dir / MODEL_FILE)
+            record["model_file"] = MODEL_FILE
+    except BaseException:
+        _keep_what_was_saved(writer, record)
+        raise
     finally:
+        writer.close()
+        record["checkpoint_seconds"] = writer.seconds
         metric_logger.close()
 
-    if config.save_model:
-        _save_state_dict(model, run_dir / MODEL_FILE)
-        record["model_file"] = MODEL_FILE
-    if not config.keep_checkpoint:
-        checkpoint_path.unlink(missing_ok=True)
+
+def _save_checkpoint(writer: CheckpointWriter, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler | None, run_dir: Path, record: dict[str, Any]) -> None:
+    """Hand the epoch's checkpoint to the writer, and with it the run.json to write once it is on
+    disk. A failed earlier write stops the run here."""
+    record["checkpoint_seconds"] = writer.seconds
+    saved_record = copy.deepcopy(record)
+
+    def write_saved_record() -> None:
+        try:
+            write_record(run_dir, saved_record)
+        except OSError as error:
+            raise CheckpointWriteError(write_failure(run_dir / RUN_FILE, _record_bytes(saved_record), error)) from error
+
+    try:
+        writer.save(model, optimizer, scaler, epoch, record["history"], record["config"], after=write_saved_record)
+    except CheckpointWriteError as error:
+        raise CheckpointWriteError(f"the run stops after epoch {epoch}, as its files could not be saved (a resume "
+                                   f"starts after epoch {len(writer.saved_history)}): {error}") from error
+
+
+def _keep_what_was_saved(writer: CheckpointWriter, record: dict[str, Any]) -> None:
+    """A run that stops early keeps in its record the epochs a resume will find in the last
+    checkpoint on disk (the write in progress is allowed to land first)."""
+    error = writer.close()
+    if error is not None:
+        log.error("%s", error)
+    record["history"] = list(writer.saved_history)
+    last = record["history"][-1] if record["history"] else {}
+    record.update(test_acc=last.get("test_acc"), test_loss=last.get("test_loss"))
+
+
+def _finish_checkpoints(writer: CheckpointWriter, keep_checkpoint: bool) -> None:
+    """Wait for the last checkpoint write. When it failed and the checkpoint is not to be kept,
+    nothing is lost: the run is complete and that checkpoint would be deleted."""
+    try:
+        writer.finish()
+    except CheckpointWriteError as error:
+        if keep_checkpoint:
+            raise CheckpointWriteError(f"the run finished, but the checkpoint it was asked to keep "
+                                       f"(keep_checkpoint=true) could not be saved: {error}") from error
+        log.warning("a checkpoint could not be saved, but the run finished without it: %s", error)
+
+
+def _remove_leftover_temporaries(run_dir: Path) -> None:
+    """Temporary files of writes that a kill cut short (a checkpoint's can be as big as the
+    checkpoint): nothing reads them, and they may be what fills the disk."""
+    for leftover in run_dir.glob(".*.tmp"):
+        log.info("removing %s, left by an earlier write that did not finish", leftover)
+        leftover.unlink(missing_ok=True)
 
 
 def _build_model(config: Config, num_classes: int, frozen: tuple[str, ...], device: torch.device,
@@ -200,6 +281,7 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     restore(checkpoint, model, optimizer, scaler, path)
     record["history"] = list(checkpoint.history)
     record["resumed_after_epoch"] = checkpoint.epoch
+    record["checkpoint_seconds"] = checkpoint.checkpoint_seconds
     if checkpoint.history:
         record.update(test_acc=checkpoint.history[-1]["test_acc"], test_loss=checkpoint.history[-1]["test_loss"])
     log.info("resuming from %s after epoch %d", path, checkpoint.epoch)
@@ -231,13 +313,10 @@ def _history_entry(epoch: int, trained: EpochResult, tested: EpochResult) -> dic
     }
 
 
-def _save_state_dict(model: torch.nn.Module, path: Path) -> None:
+def _state_dict_on_host(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A state_dict that ``torchvision.models.get_model(name, num_classes=K)`` loads as it is, K being
     the run's ``num_classes``."""
-    state_dict = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(state_dict, temporary)
-    os.replace(temporary, path)
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
 def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
