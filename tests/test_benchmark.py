@@ -27,3 +27,21 @@ def test_benchmark_rejects_bad_repeats(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--repeats", "0", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "--repeats=0 is not allowed; it must be >= 1" in result.stderr
+
+
+def test_benchmark_levers_time_each_setting_against_the_default(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--mode", "cpu", "--models", "alexnet", "--repeats", "1", "--images", "64",
+         "--workers", "0", "--levers", "--eval-batch-sizes", "32", "64", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    levers = json.loads((tmp_path / "benchmark-cpu.json").read_text())["levers"]
+    by_lever = {(row["kind"], row["lever"]): row for row in levers}
+    assert set(by_lever) == {("train", "default"), ("train", "channels_last=True"), ("train", "optimizer=for_loop"),
+                             ("train", "optimizer=foreach"), ("train", "optimizer=fused"), ("eval", "batch=32"),
+                             ("eval", "batch=64")}
+    assert by_lever[("train", "default")]["ratio_over_default"] == 1.0
+    assert by_lever[("eval", "batch=32")]["ratio_over_default"] == 1.0
+    fused = by_lever[("train", "optimizer=fused")]
+    assert fused["images_per_second"] > 0
+    assert fused["ratio_over_default"] == fused["images_per_second"] / by_lever[("train", "default")]["images_per_second"]

@@ -304,3 +304,25 @@ def test_when_the_disk_is_too_full_even_for_run_json_it_stays_whole_and_the_erro
     (small_disk / "filler").unlink()
     resumed = run_training(config, run_dir)
     assert resumed["status"] == "completed" and resumed["resumed_after_epoch"] == 1
+
+
+def test_the_host_copy_is_the_models_state_at_the_save_and_reuses_the_last_copys_memory():
+    """The writer writes while the next epoch trains, so its copy must not change with the model;
+    the next save writes over the last copy's tensors instead of allocating them again."""
+    from transferlab.checkpoint import checkpoint_state
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    first = checkpoint_state(model, optimizer, None, 1, [{"epoch": 1}], {"seed": 1})
+    before = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)  # the next epoch trains
+    assert torch.equal(first["model"]["weight"], before)
+    assert first["optimizer"]["state"][0]["momentum_buffer"].data_ptr() != \
+        optimizer.state[model.weight]["momentum_buffer"].data_ptr()
+    second = checkpoint_state(model, optimizer, None, 2, [{"epoch": 1}, {"epoch": 2}], {"seed": 1}, reuse=first)
+    assert torch.equal(second["model"]["weight"], model.weight.detach())
+    assert second["model"]["weight"].data_ptr() == first["model"]["weight"].data_ptr()
+    assert second["epoch"] == 2 and len(second["history"]) == 2

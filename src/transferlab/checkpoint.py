@@ -57,8 +57,10 @@ class Checkpoint:
 
 
 def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-                     epoch: int, history: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint of the run as it stands, copied into host memory: the training may go on
+                     epoch: int, history: list[dict[str, Any]], config: dict[str, Any],
+                     reuse: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint of the run as it stands, copied into host memory (into the tensors of
+    ``reuse``, an earlier state that is no longer needed, where they fit): the training may go on
     changing its tensors while the copy is written."""
     state = {
         "format": FORMAT,
@@ -70,32 +72,35 @@ def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler:
         "rng": _rng_state(),
         "config": config,
     }
-    return host_copy(state)
+    return host_copy(state, reuse)
 
 
-def host_copy(value: Any) -> Any:
+def host_copy(value: Any, reuse: Any = None) -> Any:
     """``value`` (dicts, lists and tuples of tensors and plain values) with every container and
-    tensor copied into host memory. Tensors on a GPU go to pinned memory with copies queued behind
-    the training's work, and one synchronisation at the end waits for them all."""
+    tensor copied into host memory; a tensor at the same place in ``reuse`` with the same shape and
+    dtype is written over instead of allocating a new one (allocating a GiB costs more than copying
+    it). Tensors on a GPU go to pinned memory with copies queued behind the training's work, and
+    one synchronisation at the end waits for them all."""
     from_gpu = []
 
-    def copy(item: Any) -> Any:
+    def copy(item: Any, old: Any) -> Any:
         if isinstance(item, torch.Tensor):
             item = item.detach()
-            if item.device.type == "cpu":
-                return item.clone()
-            if item.device.type != "cuda":
-                return item.to("cpu")
-            host = torch.empty(item.shape, dtype=item.dtype, pin_memory=True)
-            from_gpu.append(host.copy_(item, non_blocking=True))
+            gpu = item.device.type == "cuda"
+            fits = isinstance(old, torch.Tensor) and old.shape == item.shape and old.dtype == item.dtype
+            host = old if fits else torch.empty(item.shape, dtype=item.dtype, pin_memory=gpu)
+            host.copy_(item, non_blocking=gpu)
+            from_gpu.extend([host] if gpu else [])
             return host
         if isinstance(item, dict):
-            return {key: copy(entry) for key, entry in item.items()}
+            old = old if isinstance(old, dict) else {}
+            return {key: copy(entry, old.get(key)) for key, entry in item.items()}
         if isinstance(item, (list, tuple)):
-            return type(item)(copy(entry) for entry in item)
+            old = old if isinstance(old, (list, tuple)) and len(old) == len(item) else [None] * len(item)
+            return type(item)(copy(entry, previous) for entry, previous in zip(item, old))
         return item  # numbers, strings, None: immutable
 
-    copied = copy(value)
+    copied = copy(value, reuse)
     if from_gpu:
         torch.cuda.synchronize()
     return copied
@@ -173,6 +178,7 @@ class CheckpointWriter:
         self.seconds = seconds
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
         self._pending: Future | None = None
+        self._last_state: dict[str, Any] | None = None  # written; its tensors are reused by the next copy
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
              epoch: int, history: list[dict[str, Any]], config: dict[str, Any],
@@ -180,8 +186,9 @@ class CheckpointWriter:
         start = time.perf_counter()
         try:
             self._wait()
-            state = checkpoint_state(model, optimizer, scaler, epoch, history, config)
+            state = checkpoint_state(model, optimizer, scaler, epoch, history, config, reuse=self._last_state)
             state["checkpoint_seconds"] = self.seconds + time.perf_counter() - start
+            self._last_state = state
             self._pending = self._thread.submit(self._write, state, after)
         finally:
             self.seconds += time.perf_counter() - start
