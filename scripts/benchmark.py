@@ -114,7 +114,7 @@ def timed_runs(configs: list[dict], folder: Path) -> float:
 
 
 def study_configs(base: dict) -> list[dict]:
-    """The study's 12 runs (PROTOCOL.md), from random weights."""
+    """The study's 12 runs (docs/study.md), from random weights."""
     def run(model: str, fraction: float, freeze: str = "none") -> dict:
         return {**base, "model": {"name": model, "pretrained": False},
                 "data": {**base["data"], "fraction": fraction}, "freeze": {"name": freeze}}

@@ -171,7 +171,7 @@ def data_figure(group: Group, metric: str, per_class_axis: bool):
         ax.set_xticks(list(x_of), [percent_label(f) + (f"\n({n:,.0f} images)" if pd.notna(n) else "")
                                    for f, n in images.items()])
         xlabel = "training data used (% of the training set)"
-    what = "per class" if per_class_axis else "by training data"
+    what = "by training images per class" if per_class_axis else "by training data"
     _finish(ax, f"{group.title}\n{_metric_name(metric)} after the last epoch, {what}{_repeats_note(group.runs)}",
             xlabel, label)
     return fig
