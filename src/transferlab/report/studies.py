@@ -176,7 +176,7 @@ def make_group(part: Part, stem: str, name: str, runs: pd.DataFrame, split_keys:
                 "reference implementation's results (one seed each).")
     elif name in REFERENCE:
         off = short_names(differ)
-        note = ("No reference column: these runs differ from the protocol on CIFAR-10 in "
+        note = ("No reference column: these runs differ from the study's recipe on CIFAR-10 in "
                 + ", ".join(f"{off[k]}={display(config.get(k))}" for k in differ) + ".")
     else:
         note = ""
