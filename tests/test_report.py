@@ -311,8 +311,8 @@ def test_the_reference_column_appears_only_for_protocol_cifar10_runs(study, made
     for name in ("part_a", "part_b", "part_c"):
         columns, _ = read_csv(made.out / f"{name}.csv")
         assert not [c for c in columns if "reference" in c]  # synthetic data: nothing to compare with
-    assert "No reference column: these runs differ from the study's recipe on CIFAR-10 in data=synthetic, image_size=32, " \
-           "epochs=2, batch_size=20, eval_batch_size=20, pretrained=false." in made.texts["report.md"].decode()
+    assert "No reference column: these runs differ from the study's recipe on CIFAR-10 in data=synthetic, " \
+           "image_size=32, epochs=2, batch_size=20, eval_batch_size=20, pretrained=false." in made.texts["report.md"].decode()
 
     runs = tmp_path / "runs"
     for template in completed_records(study, "part_c"):

@@ -102,10 +102,10 @@ def sweep_part(name: str, keys: tuple[str, ...]) -> Part:
         return ", ".join(f"{names[k]}={display(run['config'].get(k))}" for k in others) or "these runs"
 
     by_fraction = len(others) < len(keys)
+    figures = (("vs_per_class", "test_acc"),) if by_fraction else ()
     return Part(label=f"Sweep {name}", question="", swept=keys, row_title=", ".join(names.values()), row=row,
                 series=lambda run: row(run)[1], table=partial(sweep_table, keys=keys),
-                figures=(("vs_per_class", "test_acc"), ("curve", "test_acc")) if by_fraction else (("curve", "test_acc"),),
-                protocol={}, arm=arm if by_fraction else None)
+                figures=(*figures, ("curve", "test_acc")), protocol={}, arm=arm if by_fraction else None)
 
 
 def _strategy_order(strategy: str) -> tuple[int, str]:
