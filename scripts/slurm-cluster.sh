@@ -16,13 +16,18 @@ STATE=/var/lib/transferlab-slurm
 
 say() { echo "slurm-cluster: $*"; }
 die() { echo "slurm-cluster: error: $*" >&2; exit 1; }
+stop_daemons() {  # the ones this script started, and wait until they are gone
+    for daemon in slurmd slurmctld; do
+        pid="$(cat "$STATE/$daemon.pid" 2>/dev/null || true)"
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null || continue
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    done
+}
 
 [ "$(id -u)" -eq 0 ] || die "needs root (it installs packages and starts daemons)"
 
 if [ "${1:-}" = "stop" ]; then
-    for daemon in slurmd slurmctld; do
-        [ -f "$STATE/$daemon.pid" ] && kill "$(cat "$STATE/$daemon.pid")" 2>/dev/null || true
-    done
+    stop_daemons
     say "stopped slurmd and slurmctld"
     exit 0
 fi
@@ -81,15 +86,11 @@ EOF
 )"
 if [ "$(cat "$CONF" 2>/dev/null)" != "$new_conf" ]; then
     printf '%s\n' "$new_conf" >"$CONF"
-    # A running controller keeps the old configuration: restart it below.
-    for daemon in slurmd slurmctld; do
-        [ -f "$STATE/$daemon.pid" ] && kill "$(cat "$STATE/$daemon.pid")" 2>/dev/null || true
-    done
-    sleep 1
+    stop_daemons  # running ones keep the old configuration: they start again below
 fi
 
 if ! scontrol ping 2>/dev/null | grep -q "is UP"; then
-    slurmctld -i   # -i: start without state from an earlier run of another configuration
+    slurmctld -i   # -i: go on when state saved under an earlier configuration does not fit
 fi
 if ! pgrep -F "$STATE/slurmd.pid" >/dev/null 2>&1; then
     slurmd

@@ -1,5 +1,5 @@
-"""hydra/launcher=slurm against a real Slurm: a one-node cluster on this machine, started by
-scripts/slurm-cluster.sh (CI does). Skipped, with the reason, where there is none."""
+"""hydra/launcher=slurm: against a real Slurm, a one-node cluster on this machine started by
+scripts/slurm-cluster.sh (CI does), skipped with the reason where there is none; and its parts."""
 
 import json
 import re
@@ -7,11 +7,14 @@ import shutil
 import socket
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 
 pytest.importorskip("submitit")  # the `cluster` extra, which the `test` extra includes
 
+import transferlab.slurm as slurm
+from transferlab.errors import TransferlabError
 from transferlab.slurm import NEVER_CLEARS, NodeSize, gpu_count, never_starts_line, parse_nodes
 
 from conftest import DRY_RUN, start_transferlab, transferlab
@@ -97,3 +100,12 @@ def test_the_stop_line_names_the_key_behind_the_reason():
     assert line == "x: change hydra.launcher.cpus_per_task, mem_gb, gpus_per_node or partition"
     line = never_starts_line("x", NEVER_CLEARS["QOSMaxWallDurationPerJobLimit"], request, nodes, 0)
     assert line == "x: change hydra.launcher.timeout_min"
+
+
+def test_a_job_that_left_the_queue_without_a_result_ends_the_wait(tmp_path, monkeypatch):
+    # Without accounting (sacct), submitit itself would wait for such a job forever.
+    monkeypatch.setattr(slurm, "queued_jobs", lambda array_ids: [])  # squeue no longer lists it
+    monkeypatch.setattr(slurm, "FINISHED_RESULT_GRACE_SECONDS", 0.0)
+    paths = SimpleNamespace(result_pickle=tmp_path / "7_1_0_result.pkl", stderr=tmp_path / "7_1_0_log.err")
+    with pytest.raises(TransferlabError, match=r"^Slurm job 7_1 ended without a result .*7_1_0_log\.err$"):
+        slurm.wait_while_startable([SimpleNamespace(job_id="7_1", paths=paths)], {})
