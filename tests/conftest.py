@@ -25,6 +25,10 @@ TINY = [
 ]
 
 
+# A sweep's runs of a second or so each, for the launcher tests.
+DRY_RUN = ["data=synthetic", "data.image_size=32", "data.num_train=48", "data.num_test=24", "train.epochs=1",
+           "model.pretrained=false", "device=cpu", "progress=off"]
+
 TRANSFERLAB = str(Path(sys.executable).parent / "transferlab")  # the installed console script
 
 

@@ -29,7 +29,7 @@ from transferlab.engine import (
     select_device, train_one_epoch,
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
-from transferlab.gpus import claimed_gpu
+from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.loggers import make_logger
 from transferlab.models import (
     apply_freeze, build_model, check_image_size, count_parameters, frozen_modules, model_spec,
@@ -106,7 +106,7 @@ def _run_device(name: str) -> Iterator[torch.device]:
     if count <= 1:
         yield device
         return
-    with claimed_gpu(count) as index:
+    with claimed_gpu(visible_gpu_uuids()) as index:
         torch.cuda.set_device(index)
         yield torch.device("cuda", index)
 
@@ -269,7 +269,17 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         "finished_at": None,
         "versions": _versions(),
         "host": platform.node(),
+        "pid": os.getpid(),
+        "slurm_job_id": _slurm_job_id(),
     }
+
+
+def _slurm_job_id() -> str | None:
+    """The Slurm job this run executes in, named as squeue names it (``ARRAYID_TASK`` for an element
+    of a job array, which is how hydra/launcher=slurm submits a sweep); None outside Slurm."""
+    if "SLURM_ARRAY_JOB_ID" in os.environ:
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID")
 
 
 def _device_name(device: torch.device) -> str:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import torch
 
 from transferlab.data.images import ImageSet
 from transferlab.errors import TransferlabError
+from transferlab.locks import file_lock
 
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+# Runs of one sweep that start at once would all download and unpack into the same data.root, and
+# torchvision writes neither atomically: one process prepares the root while the others wait.
+ROOT_LOCK_FILE = ".transferlab-prepare.lock"
 
 
 def load_cifar10(root: str | Path, download: bool) -> tuple[ImageSet, ImageSet]:
@@ -19,8 +25,12 @@ def load_cifar10(root: str | Path, download: bool) -> tuple[ImageSet, ImageSet]:
 
     root = Path(root).expanduser()
     try:
-        train = CIFAR10(str(root), train=True, download=download)
-        test = CIFAR10(str(root), train=False, download=download)
+        # Locked while torchvision may write into it; a root we cannot write to (prepared by someone
+        # else), or a missing one that we will not download into, is only read.
+        writes = os.access(root, os.W_OK) if root.exists() else download
+        with file_lock(root / ROOT_LOCK_FILE) if writes else contextlib.nullcontext():
+            train = CIFAR10(str(root), train=True, download=download)
+            test = CIFAR10(str(root), train=False, download=download)
     except (RuntimeError, OSError) as error:  # not found / corrupt, or no network (URLError)
         raise TransferlabError(
             f"CIFAR-10 is not in data.root={str(root)!r} and could not be downloaded ({error}); put "
