@@ -71,3 +71,13 @@ def test_the_installed_wheel_composes_and_trains_from_another_directory(installe
 def test_the_checkout_and_an_editable_install_read_the_top_level_conf():
     assert config_dir() == REPO / "conf"  # these tests import transferlab from src/ (editable install)
     assert not (REPO / "src" / "transferlab" / "conf").exists()  # no link: links break on Windows and in sdists
+
+
+def test_the_declared_torch_floor_has_what_the_code_uses():
+    """fp16 runs use torch.amp.GradScaler(device), which torch has since 2.3."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    [torch_requirement] = [r for r in map(Requirement, requires("transferlab")) if r.name == "torch"]
+    assert not torch_requirement.specifier.contains("2.2.2") and torch_requirement.specifier.contains("2.3.0")
