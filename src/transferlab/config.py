@@ -35,8 +35,8 @@ def check_name(name: str) -> str:
     """``name`` when it is a plain folder name, else a ConfigError. Hydra makes the run folder
     from it, so this runs as a resolver of the folder's path, before anything is written."""
     if not NAME_PATTERN.fullmatch(str(name)):
-        raise ConfigError(f"name={name!r} is not allowed; it must be a plain folder name (letters, digits, "
-                          "'.', '_' and '-', starting with a letter or digit)")
+        raise ConfigError(f"name={name!r} is not allowed; it must be a non-empty folder name, not a path "
+                          "(letters, digits, '.', '_' and '-', starting with a letter or digit)")
     return str(name)
 
 

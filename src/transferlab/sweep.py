@@ -138,9 +138,9 @@ def summarize_sweep(job_returns: Iterable[JobReturn]) -> SweepSummary:
 def finish_sweep(job_returns: Iterable[JobReturn], sweep_dir: Path) -> None:
     """Log the sweep's summary; exit 1 when a run did not complete."""
     summary = summarize_sweep(job_returns)
-    total = len(summary.completed) + len(summary.skipped) + len(summary.not_completed)
-    log.info("sweep finished in %s: %d run(s): %d completed, %d skipped (completed before), %d did not complete",
-             sweep_dir, total, len(summary.completed), len(summary.skipped), len(summary.not_completed))
+    ran = len(summary.completed) + len(summary.not_completed)  # a refused run ran (and did not complete)
+    log.info("sweep finished in %s: %d run(s) ran, %d did not complete, %d skipped (completed before)",
+             sweep_dir, ran, len(summary.not_completed), len(summary.skipped))
     for line in summary.not_completed:
         log.error("not completed: %s", line)
     if summary.not_completed:
