@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
+from hydra import compose, initialize_config_dir
 
 import transferlab.config as config_module
-from transferlab.config import Config, register_with_hydra
+from transferlab.config import Config, config_dir, register_with_hydra
 
 # A CPU run of a few seconds: small images, a few hundred generated images, no download.
 TINY = [
@@ -55,7 +55,7 @@ def start_transferlab(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
 def compose_config(overrides: list[str], return_hydra_config: bool = False):
     """The real conf/ composed with ``overrides``, as Hydra would for `transferlab train`."""
     register_with_hydra()
-    with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
 
 

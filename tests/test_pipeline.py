@@ -52,10 +52,70 @@ def test_test_transform_matches_the_reference_after_normalization():
     assert torch.equal(labels, test.labels)
 
 
-def test_normalize_uses_the_protocol_statistics():
-    ones = torch.ones(1, 3, 2, 2)
-    expected = torch.tensor([(1 - m) / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD)])
-    assert torch.allclose(batch_normalize(ones)[0, :, 0, 0], expected)
+# PROTOCOL.md's normalisation, written out here so that a change of the code's constants shows.
+PROTOCOL_MEAN = (0.4914, 0.4822, 0.4465)
+PROTOCOL_STD = (0.2023, 0.1994, 0.2010)
+
+
+def unnormalize(images: torch.Tensor) -> torch.Tensor:
+    """Normalised images back to their uint8 values, by the protocol's statistics."""
+    mean, std = torch.tensor(PROTOCOL_MEAN).view(1, 3, 1, 1), torch.tensor(PROTOCOL_STD).view(1, 3, 1, 1)
+    return (images * std + mean).mul(255).round()
+
+
+def test_both_pipelines_normalize_with_the_protocols_mean_and_std():
+    levels = torch.tensor([[0, 0, 0], [255, 255, 255], [10, 128, 240]], dtype=torch.uint8)
+    data = ImageSet(levels.view(3, 3, 1, 1).expand(3, 3, 32, 32).contiguous(), torch.arange(3), ("a", "b", "c"))
+    expected = torch.stack([torch.tensor([(v / 255 - m) / s for v, m, s in zip(image.tolist(), PROTOCOL_MEAN,
+                                                                                PROTOCOL_STD)]) for image in levels])
+    device = DeviceLoader(data, batch_size=3, image_size=32, train=False, seed=0)
+    reference = ReferenceLoader(data, batch_size=3, image_size=32, train=False, seed=0, device=torch.device("cpu"),
+                                num_workers=0)
+    for loader in (device, reference):
+        [(images, _)] = list(loader.epoch(1))
+        assert torch.allclose(images, expected.view(3, 3, 1, 1).expand(3, 3, 32, 32), atol=1e-5), type(loader)
+
+
+def position_coded(count: int) -> ImageSet:
+    """``count`` copies of one 32x32 image whose red channel is its row + 1 and green its column + 1
+    (never 0, so the crop's zero padding shows), so that a crop offset and a flip can be read back."""
+    rows = torch.arange(1, 33, dtype=torch.uint8).view(32, 1).expand(32, 32)
+    image = torch.stack([rows, rows.T, torch.full((32, 32), 200, dtype=torch.uint8)])
+    return ImageSet(image.expand(count, 3, 32, 32).contiguous(), torch.zeros(count, dtype=torch.long), ("a",))
+
+
+def read_augmentation(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(offsets (B, 2) = (top, left) into the padded image, flips (B,)) of position-coded images
+    cropped to 32x32 with 4 pixels of padding: the centre pixel shows image row top + 12 (value
+    top + 13), and its column left + 12 (value left + 13), or, flipped, left + 11."""
+    values = unnormalize(images)
+    flips = values[:, 1, 16, 20] < values[:, 1, 16, 10]  # the columns run right to left
+    top = values[:, 0, 16, 16] - 13
+    left = values[:, 1, 16, 16] - 13 + flips.long()
+    return torch.stack([top, left], dim=1).long(), flips
+
+
+def check_crops_and_flips(offsets: torch.Tensor, flips: torch.Tensor) -> None:
+    """Offsets 0..8 (4 pixels of padding a side), each about as often; flips about half the time."""
+    assert int(offsets.min()) == 0 and int(offsets.max()) == 8
+    for side in (0, 1):
+        frequencies = torch.bincount(offsets[:, side], minlength=9).float() / len(offsets)
+        assert ((frequencies - 1 / 9).abs() < 0.04).all(), frequencies
+    assert abs(flips.float().mean().item() - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("pipeline", [DeviceLoader, ReferenceLoader])
+def test_training_crops_are_0_to_8_pixels_a_side_and_half_the_images_are_flipped(pipeline):
+    """Both pipelines' training transforms, read back from their output: the draws follow the
+    protocol, and each image is exactly the device pipeline's crop and flip at the drawn place."""
+    data = position_coded(1800)
+    extra = {"device": torch.device("cpu"), "num_workers": 0} if pipeline is ReferenceLoader else {}
+    loader = pipeline(data, batch_size=600, image_size=32, train=True, seed=3, **extra)
+    images = torch.cat([batch for batch, _ in loader.epoch(1)])
+    offsets, flips = read_augmentation(images)
+    check_crops_and_flips(offsets, flips)
+    source = data.images.float() / 255
+    assert (batch_normalize(batch_flip(batch_crop(source, offsets), flips)) - images).abs().max() < 1e-5
 
 
 def test_device_loader_epochs_cover_every_image_once_and_differ():

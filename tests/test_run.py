@@ -75,6 +75,43 @@ def test_a_run_starts_from_a_saved_model(tmp_path):
         assert torch.equal(model.state_dict()[key], value), key
 
 
+def test_a_run_starts_from_a_weights_file_end_to_end(tmp_path):
+    """model.weights=FILE with an ImageNet-shaped state_dict: the run loads it, replaces the head,
+    trains and records where it started; the frozen modules still hold the file's weights."""
+    source = torchvision.models.resnet18(weights=None).state_dict()
+    weights = tmp_path / "imagenet.pth"
+    torch.save(source, weights)
+    config = tiny_config(f"model.weights={weights}", "freeze.modules=[conv1,layer1]", "save_model=true")
+    record = run_training(config, tmp_path / "run")
+    assert record["status"] == "completed", record.get("error")
+    assert (record["init"], record["pretrained"]) == (f"file:{weights}", True)
+    trained = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    for key in ("conv1.weight", "layer1.0.conv1.weight", "layer1.1.conv2.weight"):
+        assert torch.equal(trained[key], source[key]), key
+    assert not torch.equal(trained["layer4.1.conv2.weight"], source["layer4.1.conv2.weight"])  # it trained
+    assert trained["fc.weight"].shape == (10, 512)
+
+
+def test_a_deterministic_run_records_the_ops_that_had_no_deterministic_implementation(tmp_path, monkeypatch):
+    """deterministic=true only warns (warn_only) where torch has no deterministic kernel; run.json
+    names those ops. On the CPU a training step has none, so one is added to it."""
+    import transferlab.run as run_module
+
+    real_train_one_epoch = run_module.train_one_epoch
+
+    def train_with_put(*args, **kwargs):
+        torch.zeros(4).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))  # warns on the CPU too
+        return real_train_one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_one_epoch", train_with_put)
+    record = run_training(tiny_config("deterministic=true", "train.epochs=2"), tmp_path / "checked")
+    assert record["status"] == "completed", record.get("error")
+    assert record["nondeterministic_ops"] == ["put_"]
+    assert json.loads((tmp_path / "checked" / "run.json").read_text())["nondeterministic_ops"] == ["put_"]
+    unchecked = run_training(tiny_config("deterministic=false"), tmp_path / "unchecked")
+    assert unchecked["status"] == "completed" and unchecked["nondeterministic_ops"] is None
+
+
 def test_the_real_cifar10_path_trains(tmp_path, skip_md5):
     write_cifar10(tmp_path / "cifar", train_per_batch=40, num_test=60)
     config = tiny_config("data=cifar10", f"data.root={tmp_path / 'cifar'}", "data.fraction=0.5")

@@ -41,27 +41,31 @@ commands:
 Run `transferlab COMMAND --help` for a command's options."""
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def _train_app(cfg: DictConfig) -> dict:
+def _train_job(cfg: DictConfig) -> dict:
+    """One Hydra job (a run, or one run of a sweep): its run record."""
     from transferlab.sweep import run_job
 
-    hydra_config = HydraConfig.get()
-    return run_job(cfg, Path(hydra_config.runtime.output_dir), list(hydra_config.overrides.task))
+    hydra_config = HydraConfig.instance().cfg  # the `hydra` node of this job, as Hydra would save it
+    return run_job(cfg, Path(hydra_config.hydra.runtime.output_dir), hydra_config)
 
 
 def train(args: list[str]) -> int:
-    from transferlab.config import register_with_hydra
+    from transferlab.config import config_dir, register_with_hydra
 
     register_with_hydra()
+    train_app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_train_job)
     saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [saved_argv[0], *args]  # Hydra parses sys.argv
     # Let composition errors reach us instead of Hydra's multi-line report, unless the user asked for it.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        _train_app()
+        train_app()
     except (HydraException, OmegaConfBaseException) as error:
         if saved_full_error:
             raise
+        cause = _transferlab_cause(error)
+        if cause is not None:  # raised by one of our resolvers (e.g. a bad name)
+            raise cause from None
         raise ConfigError(composition_error_line(error)) from error
     except ValueError as error:  # Hydra's check of its own flags; runs never raise out of their job
         raise ConfigError(str(error)) from error
@@ -72,6 +76,13 @@ def train(args: list[str]) -> int:
         if saved_full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
     return 0
+
+
+def _transferlab_cause(error: BaseException) -> TransferlabError | None:
+    """The TransferlabError that Hydra or OmegaConf wrapped into ``error``, if any."""
+    while error is not None and not isinstance(error, TransferlabError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 STUDY_PARTS = ("part_a", "part_b", "part_c")

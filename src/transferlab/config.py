@@ -6,13 +6,15 @@ names) need the model table and happen where the model is built."""
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, TransferlabError
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -23,6 +25,19 @@ PROGRESS = ("auto", "on", "off")
 LOGGERS = ("none", "tensorboard")
 # Settings that change where or how visibly a run happens, not its results.
 NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "data.root", "data.num_workers")
+
+
+# A study's folder inside outputs/: one plain folder name, never a path (no '/', '..' or leading '.').
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_name(name: str) -> str:
+    """``name`` when it is a plain folder name, else a ConfigError. Hydra makes the run folder
+    from it, so this runs as a resolver of the folder's path, before anything is written."""
+    if not NAME_PATTERN.fullmatch(str(name)):
+        raise ConfigError(f"name={name!r} is not allowed; it must be a non-empty folder name, not a path "
+                          "(letters, digits, '.', '_' and '-', starting with a letter or digit)")
+    return str(name)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -134,8 +149,7 @@ class Config:
         _choice("precision", self.precision, PRECISIONS)
         _choice("progress", self.progress, PROGRESS)
         _choice("logger", self.logger, LOGGERS)
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"name={self.name!r} is not allowed; it must be a non-empty folder name")
+        check_name(self.name)
 
 
 DEFAULT_DIRNAME = "defaults"
@@ -152,24 +166,38 @@ def run_dirname(override_dirname: str) -> str:
     return f"{name.encode()[:MAX_DIRNAME - 13].decode(errors='ignore')}-{digest}"
 
 
+def config_dir() -> Path:
+    """The folder of transferlab's configs: ``transferlab/conf`` in an installed package (the wheel
+    ships the top-level conf/ there), else the checkout's own top-level conf/ (an editable install,
+    or running from the source tree), so that edits there take effect."""
+    package = Path(__file__).resolve().parent
+    candidates = (package / "conf", package.parents[1] / "conf")
+    for candidate in candidates:
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise TransferlabError(f"transferlab's configs are missing: no config.yaml in {' or '.join(map(str, candidates))}; "
+                           "reinstall transferlab")
+
+
 def register_with_hydra() -> None:
     """Put the schema in Hydra's ConfigStore (conf/config.yaml lists it first in its defaults) and
-    register the resolver that names run folders."""
+    register the resolvers that name run folders."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="transferlab_schema", node=Config)
     OmegaConf.register_new_resolver("transferlab_dirname", run_dirname, replace=True)
+    OmegaConf.register_new_resolver("transferlab_name", check_name, replace=True)
 
 
 def compose_config(overrides: list[str]) -> Config:
     """conf/ composed with ``overrides`` and validated, outside of a Hydra run (for commands
     other than `train`)."""
-    from hydra import compose, initialize_config_module
+    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
     register_with_hydra()
     try:
-        with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return validate(compose(config_name="config", overrides=overrides))
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(composition_error_line(error)) from error

@@ -25,8 +25,8 @@ from transferlab.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkp
 from transferlab.config import Config, DataConfig, as_dict, result_config
 from transferlab.data import ImageSet, load_cifar10, make_loader, make_synthetic, subset_indices
 from transferlab.engine import (
-    EpochResult, NonFiniteLoss, ProgressBar, configure_determinism, evaluate, make_optimizer, select_amp_dtype,
-    select_device, train_one_epoch,
+    EpochResult, NonFiniteLoss, ProgressBar, configure_determinism, evaluate, make_optimizer,
+    recording_nondeterministic_ops, select_amp_dtype, select_device, train_one_epoch,
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.gpus import claimed_gpu, visible_gpu_uuids
@@ -59,7 +59,11 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
     record = _new_record(config, overrides)
     write_record(run_dir, record)
     try:
-        with _sigterm_interrupts(), _run_device(config.device) as device:
+        # deterministic=true: the ops that warn go straight into the record's list, so every rewrite
+        # of run.json carries them.
+        ops = record["nondeterministic_ops"]
+        recording = recording_nondeterministic_ops(ops) if ops is not None else contextlib.nullcontext()
+        with _sigterm_interrupts(), recording, _run_device(config.device) as device:
             _train(config, device, run_dir, record)
         record["status"] = "completed"
     except TransferlabError as error:
@@ -132,7 +136,9 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     first_epoch = 1
-    if config.resume and checkpoint_path.exists():
+    # force=true re-runs from the first epoch: a checkpoint kept from the run it replaces
+    # (keep_checkpoint=true) or left by another config is no start for it.
+    if config.resume and not config.force and checkpoint_path.exists():
         first_epoch = _resume(checkpoint_path, model, optimizer, scaler, record) + 1
     forward = torch.compile(model) if config.train.compile else model
 
@@ -265,6 +271,8 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         "history": [],
         "test_acc": None,
         "test_loss": None,
+        # The operations that ran without a deterministic implementation; null: not checked.
+        "nondeterministic_ops": [] if config.deterministic else None,
         "started_at": utc_now(),
         "finished_at": None,
         "versions": _versions(),
