@@ -22,6 +22,7 @@ from transferlab.report.page import Section, report_markdown
 from transferlab.report.reading import completed_frame, find_run_files, flatten, not_completed_frame, read_runs
 from transferlab.report.studies import STRATEGIES, make_groups
 from transferlab.report.tables import REFERENCE, cell, csv_text, group_table, markdown_table, short_names
+from transferlab.report.tuning import split_trials, tuning_markdown, tuning_tables
 
 __all__ = ["REFERENCE", "STRATEGIES", "cell", "flatten", "main", "short_names"]
 
@@ -44,9 +45,10 @@ def main(args: list[str]) -> int:
     options = parse_args(args)
     out = Path(options.out)
     runs, skipped = read_runs(find_run_files(options.paths, out))
+    runs, trials = split_trials(runs)
     for line in skipped:
         print(f"transferlab report: warning: skipped {line}", file=sys.stderr)
-    if not runs:
+    if not runs and not trials:
         print(f"transferlab report: error: no readable {RUN_FILE} under {', '.join(options.paths)}", file=sys.stderr)
         return 1
 
@@ -61,7 +63,12 @@ def main(args: list[str]) -> int:
         print(f"\n{section.group.title}\n\n{markdown_table(section.table)}", end="")
     if len(not_completed):
         print(f"\nRuns that did not complete\n\n{markdown_table(not_completed)}", end="")
-    report = report_markdown(options.paths, len(runs), sections, samples_from, not_completed, skipped)
+    tuned = tuning_tables(runs)
+    for study, table in tuned:
+        write_atomic(out / f"{study}-tuned-vs-fixed.csv", csv_text(table))
+        print(f"\n{study}: fixed learning rate vs tuned per arm\n\n{markdown_table(table)}", end="")
+    report = report_markdown(options.paths, len(runs), sections, samples_from, not_completed, skipped,
+                             tuning_markdown(tuned, trials))
     write_atomic(out / REPORT_FILE, report)
     print(f"\n{len(runs)} run records read, {len(not_completed)} did not complete; "
           f"report: {(out / REPORT_FILE).as_posix()}")

@@ -21,7 +21,7 @@ class Section:
 
 
 def report_markdown(sources: list[str], read: int, sections: list[Section], samples_from: str | None,
-                    not_completed: pd.DataFrame, skipped: list[str]) -> str:
+                    not_completed: pd.DataFrame, skipped: list[str], tuning: str = "") -> str:
     skipped_note = f"; {len(skipped)} file(s) skipped (not run records)." if skipped else "."
     lines = [
         "# transferlab report", "",
@@ -43,6 +43,7 @@ def report_markdown(sources: list[str], read: int, sections: list[Section], samp
         lines += [markdown_table(section.table)]
         lines += [group.note, ""] if group.note else []
         lines += [line for file, caption in section.figures for line in (f"![{caption}]({file})", "")]
+    lines += [tuning] if tuning else []
     if len(not_completed):
         lines += ["## Runs that did not complete", "", "Not in any table or figure above.", "",
                   markdown_table(not_completed)]
