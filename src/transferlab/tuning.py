@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.config import compose_with_hydra, validate
+from transferlab.config import compose_with_hydra, composition_error_line, validate
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.records import RUN_FILE, read_record, write_record
 
@@ -103,7 +104,10 @@ def arms(part: str, overrides: list[str]) -> tuple[list[list[str]], list[str]]:
     experiment's ``hydra.sweeper.params``; an override of one of those keys replaces its values,
     and any other sweep adds a key, as in `transferlab train -m`."""
     parser = OverridesParser.create()
-    given = parser.parse_overrides(overrides)
+    try:
+        given = parser.parse_overrides(overrides)
+    except HydraException as error:
+        raise ConfigError(composition_error_line(error)) from error
     for override in given:
         if override.get_key_element() in SET_BY_TUNE:
             raise ConfigError(f"{override.input_line}: tune sets {override.get_key_element()} itself; "
