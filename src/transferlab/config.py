@@ -78,12 +78,17 @@ class DataConfig:
     # Sizes of data=synthetic; CIFAR-10's sizes are fixed by the dataset.
     num_train: int = 5000
     num_test: int = 1000
+    # Share of the training subset held out (stratified, by subset_seed) and scored every epoch, for
+    # tuning without the test set; 0 trains on the whole subset, as the protocol does.
+    val_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("data.name", self.name, DATASETS)
         _choice("data.pipeline", self.pipeline, PIPELINES)
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"data.fraction={self.fraction} is not allowed; it must be in (0, 1]")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={self.val_fraction} is not allowed; it must be in [0, 1)")
         _at_least("data.image_size", self.image_size, 8)
         _at_least("data.num_workers", self.num_workers, 0)
         _at_least("data.num_train", self.num_train, 1)
@@ -192,13 +197,19 @@ def register_with_hydra() -> None:
 def compose_config(overrides: list[str]) -> Config:
     """conf/ composed with ``overrides`` and validated, outside of a Hydra run (for commands
     other than `train`)."""
+    return validate(compose_with_hydra(overrides, with_hydra=False))
+
+
+def compose_with_hydra(overrides: list[str], with_hydra: bool = True) -> DictConfig:
+    """conf/ composed with ``overrides`` (no sweeps), with the ``hydra`` section a run of them gets
+    (its run folder, ``hydra.run.dir``, and sweeper); not validated."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
     register_with_hydra()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return validate(compose(config_name="config", overrides=overrides))
+            return compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(composition_error_line(error)) from error
 
@@ -215,6 +226,8 @@ def composition_error_line(error: Exception) -> str:
         line = f"{missing}; choose one of {group.strip()}: {', '.join(names.split())}"
         if "hydra/launcher" in group:
             line += " (the submitit and joblib launchers come with pip install 'transferlab[cluster]')"
+        if "hydra/sweeper" in group:
+            line += " (the optuna sweeper comes with pip install 'transferlab[optuna]')"
         return line
     key = getattr(cause, "full_key", None)
     message = str(cause).strip().splitlines()[0]

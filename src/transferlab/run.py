@@ -23,7 +23,7 @@ import torch
 from transferlab import __version__
 from transferlab.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, restore, save_checkpoint
 from transferlab.config import Config, DataConfig, as_dict, result_config
-from transferlab.data import ImageSet, load_cifar10, make_loader, make_synthetic, subset_indices
+from transferlab.data import ImageSet, load_cifar10, make_loader, make_synthetic, stratified_split, subset_indices
 from transferlab.engine import (
     EpochResult, NonFiniteLoss, ProgressBar, configure_determinism, evaluate, make_optimizer,
     recording_nondeterministic_ops, select_amp_dtype, select_device, train_one_epoch,
@@ -48,6 +48,18 @@ def load_datasets(data: DataConfig) -> tuple[ImageSet, ImageSet]:
     else:
         train, test = load_cifar10(data.root, data.download)
     return train.subset(subset_indices(len(train), data.fraction, data.subset_seed)), test
+
+
+def hold_out_validation(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
+    """(images that train, validation split): a stratified ``fraction`` of the training subset, fixed
+    by ``seed``, that never trains; (train, None) for fraction 0."""
+    if fraction == 0:
+        return train, None
+    kept, held_out = stratified_split(train.labels, fraction, seed)
+    if len(held_out) == 0:
+        raise ConfigError(f"data.val_fraction={fraction} holds out no image of the {len(train)}-image training "
+                          "subset; raise data.val_fraction or data.fraction")
+    return train.subset(kept), train.subset(held_out)
 
 
 def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
@@ -125,7 +137,9 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
                   precision="fp32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."))
 
     train_set, test_set = load_datasets(config.data)
+    train_set, val_set = hold_out_validation(train_set, config.data.val_fraction, config.data.subset_seed)
     record.update(num_train_images=len(train_set), num_test_images=len(test_set),
+                  num_val_images=len(val_set) if val_set is not None else 0,
                   num_classes=len(train_set.classes), classes=list(train_set.classes))
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = _build_model(config, len(train_set.classes), frozen, device, memory_format, record)
@@ -147,6 +161,8 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
                        num_workers=config.data.num_workers, memory_format=memory_format)
     train_batches = make_loader(train_set, config.data.pipeline, config.train.batch_size, train=True, **loader_args)
     test_batches = make_loader(test_set, config.data.pipeline, config.train.eval_batch_size, train=False, **loader_args)
+    val_batches = None if val_set is None else make_loader(val_set, config.data.pipeline, config.train.eval_batch_size,
+                                                           train=False, **loader_args)
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
     log.info("%s (%s), %d of %d parameters train, %d training / %d test images, on %s, %s",
              config.model.name, record["init"], record["params_trainable"], record["params_total"],
@@ -164,9 +180,12 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
                 raise TransferlabError(f"epoch {epoch}, batch {error.batch}: the training loss is not finite "
                                        "(NaN or inf); try a lower optim.lr or precision=fp32") from error
             tested = evaluate(forward, test_batches.epoch(epoch), device, amp_dtype)
-            entry = _history_entry(epoch, trained, tested)
+            validated = None if val_batches is None else evaluate(forward, val_batches.epoch(epoch), device, amp_dtype)
+            entry = _history_entry(epoch, trained, tested, validated)
             record["history"].append(entry)
             record.update(test_acc=tested.accuracy, test_loss=tested.loss)
+            if validated is not None:
+                record.update(val_acc=validated.accuracy, val_loss=validated.loss)
             save_checkpoint(checkpoint_path, model, optimizer, scaler, epoch, record["history"], record["config"])
             write_record(run_dir, record)
             metric_logger.log_epoch(entry)
@@ -206,7 +225,9 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     record["history"] = list(checkpoint.history)
     record["resumed_after_epoch"] = checkpoint.epoch
     if checkpoint.history:
-        record.update(test_acc=checkpoint.history[-1]["test_acc"], test_loss=checkpoint.history[-1]["test_loss"])
+        last = checkpoint.history[-1]
+        record.update(test_acc=last["test_acc"], test_loss=last["test_loss"])
+        record.update({key: last[key] for key in ("val_acc", "val_loss") if key in last})
     log.info("resuming from %s after epoch %d", path, checkpoint.epoch)
     return checkpoint.epoch
 
@@ -223,13 +244,16 @@ def write_samples(path: Path, data: ImageSet, count: int = 32) -> None:
     os.replace(temporary, path)
 
 
-def _history_entry(epoch: int, trained: EpochResult, tested: EpochResult) -> dict[str, Any]:
+def _history_entry(epoch: int, trained: EpochResult, tested: EpochResult,
+                   validated: EpochResult | None = None) -> dict[str, Any]:
+    validation = {} if validated is None else {"val_loss": validated.loss, "val_acc": validated.accuracy}
     return {
         "epoch": epoch,
         "train_loss": trained.loss,
         "train_acc": trained.accuracy,
         "test_loss": tested.loss,
         "test_acc": tested.accuracy,
+        **validation,
         "epoch_seconds": trained.seconds,
         "eval_seconds": tested.seconds,
         "images_per_second": trained.images_per_second,

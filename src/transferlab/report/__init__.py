@@ -29,6 +29,7 @@ from transferlab.report.reading import (
 )
 from transferlab.report.studies import STRATEGIES, make_groups
 from transferlab.report.tables import REFERENCE, cell, csv_text, group_table, markdown_table, short_names
+from transferlab.report.tuning import split_trials, tuning_sections
 
 __all__ = ["REFERENCE", "SECTION_BUILDERS", "STRATEGIES", "Section", "cell", "flatten", "main", "short_names"]
 
@@ -63,9 +64,10 @@ def main(args: list[str]) -> int:
     options = parse_args(args)
     out = Path(options.out)
     runs, skipped = read_runs(find_run_files(options.paths, out))
+    runs, trials = split_trials(runs)
     for line in skipped:
         print(f"transferlab report: warning: skipped {line}", file=sys.stderr)
-    if not runs:
+    if not runs and not trials:
         print(f"transferlab report: error: no readable {RUN_FILE} under {', '.join(options.paths)}", file=sys.stderr)
         return 1
 
@@ -74,7 +76,7 @@ def main(args: list[str]) -> int:
         print(f"transferlab report: warning: {line}", file=sys.stderr)
 
     out.mkdir(parents=True, exist_ok=True)
-    sections = [section for build in SECTION_BUILDERS for section in build(completed, out)]
+    sections = [section for build in SECTION_BUILDERS for section in build(completed, out)] + tuning_sections(runs, trials)
     samples = draw_samples(completed, out)
     not_completed = not_completed_frame(runs)
     for section in sections:
