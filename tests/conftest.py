@@ -124,3 +124,24 @@ def write_image_folder(root: Path, per_class: int = 8, splits: tuple[str, ...] =
                 image.save(folder / f"{split}_{name}_{index}{extension}",
                            format="JPEG" if extension.lower() in (".jpg", ".jpeg") else "PNG")
     return root
+
+
+def write_cifar100(root: Path, num_train: int = 200, num_test: int = 100, seed: int = 0) -> Path:
+    """cifar-100-python.tar.gz in CIFAR-100's own format (pickled train, test and meta, with fine and
+    coarse labels) with random images; returns the archive's path."""
+    rng = np.random.default_rng(seed)
+    folder = root / "build" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, count in (("train", num_train), ("test", num_test)):
+        fine = [int(i % 100) for i in range(count)]
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"batch_label": name, "fine_labels": fine, "coarse_labels": [f // 5 for f in fine],
+                         "data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
+                         "filenames": [f"{name}_{i}.png" for i in range(count)]}, handle)
+    with open(folder / "meta", "wb") as handle:
+        pickle.dump({"fine_label_names": [f"fine{k:02d}" for k in range(100)],
+                     "coarse_label_names": [f"coarse{k:02d}" for k in range(20)]}, handle)
+    archive = root / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-100-python")
+    return archive

@@ -35,8 +35,8 @@ commands:
   study    the whole study: the sweeps experiment=part_a, part_b and part_c (12 runs)
            e.g. transferlab study    or, a dry run: transferlab study data=synthetic train.epochs=1
   report   tables and figures from finished runs: transferlab report [PATH ...] [--out DIR]
-  prepare  download and verify CIFAR-10 and the pretrained weights for offline machines:
-           transferlab prepare [model=NAME] [data.root=DIR]
+  prepare  download and verify CIFAR-10 (or data=cifar100; data=imagefolder: decode its cache) and the
+           pretrained weights for offline machines: transferlab prepare [data=NAME] [model=NAME] [data.root=DIR]
 
 Run `transferlab COMMAND --help` for a command's options."""
 

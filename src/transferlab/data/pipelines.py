@@ -189,13 +189,14 @@ def fits_on_device(num_bytes: int, device: torch.device) -> bool:
 
 
 class DeviceLoader:
-    """Batches of an ImageSet, augmented on ``device``. When the set already lives there, batches
-    are indexed in place; otherwise (too big for the device) each batch is gathered in host memory
-    by a background thread, one batch ahead, and copied over."""
+    """Batches of an ImageSet, augmented on ``device`` (by default where the set lives). Batches
+    are indexed in place, or with ``stream`` (a set too big for the device) gathered from the set
+    in host memory by a background thread, one batch ahead, and copied over."""
 
     def __init__(self, data: ImageSet, batch_size: int, image_size: int, train: bool, seed: int,
                  memory_format: torch.memory_format = torch.contiguous_format,
-                 transforms: Transforms = PROTOCOL_TRANSFORMS, device: torch.device | None = None):
+                 transforms: Transforms = PROTOCOL_TRANSFORMS, device: torch.device | None = None,
+                 stream: bool = False):
         self.data = data
         self.batch_size = batch_size
         self.image_size = image_size
@@ -204,15 +205,12 @@ class DeviceLoader:
         self.memory_format = memory_format
         self.transforms = transforms
         self.device = data.images.device if device is None else torch.device(device)
+        self.stream = stream
         self.labels = data.labels.to(self.device)
         self.mean, self.std = normalization(transforms.normalize, self.device)
 
     def __len__(self) -> int:
         return math.ceil(len(self.data) / self.batch_size)
-
-    @property
-    def resident(self) -> bool:
-        return self.data.images.device == self.device
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count, device, augment = len(self.data), self.device, self.transforms.augment
@@ -252,7 +250,7 @@ class DeviceLoader:
     def _uint8_batches(self, on_host: tuple[torch.Tensor, ...],
                        on_device: tuple[torch.Tensor, ...]) -> Iterator[torch.Tensor]:
         """The uint8 images of each batch of indices, on the device."""
-        if self.resident:
+        if not self.stream:
             for index in on_device:
                 yield self.data.images[index]
             return
@@ -346,6 +344,6 @@ def make_loader(data: ImageSet, pipeline: str, batch_size: int, image_size: int,
             log.info("the %s images (%.1f GB) take more than half of the free memory of %s: their batches are "
                      "streamed from host memory", "training" if train else "test", data.images.nbytes / 1e9, device)
         return DeviceLoader(data.to(device) if resident else data, batch_size, image_size, train, seed,
-                            memory_format, transforms, device)
+                            memory_format, transforms, device, stream=not resident)
     return ReferenceLoader(data, batch_size, image_size, train, seed, device, num_workers, memory_format,
                            transforms)
