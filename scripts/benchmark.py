@@ -125,6 +125,12 @@ def study_configs(base: dict) -> list[dict]:
     return part_a + part_b + part_c
 
 
+def save_results(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=sorted(MODES), default="gpu" if torch.cuda.is_available() else "cpu")
@@ -180,10 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the 12-run study ({base['train'].get('epochs', 10)} epochs each, evaluation included): "
                   f"{seconds / 60:,.1f} min")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"benchmark-{args.mode}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {path}")
+    save_results(results, args.out / f"benchmark-{args.mode}.json")
     return 0
 
 

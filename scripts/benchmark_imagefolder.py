@@ -22,7 +22,6 @@ Figures are printed and saved as JSON (--out).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 import torchvision
 
-from benchmark import measure  # scripts/benchmark.py: one timed training pass
+from benchmark import measure, save_results  # scripts/benchmark.py: one timed training pass, saving JSON
 from transferlab.data import Transforms, load_imagefolder, make_synthetic
 from transferlab.engine import configure_determinism, select_device
 
@@ -55,7 +54,7 @@ def write_folder(root: Path, count: int, classes: int = 10, seed: int = 0) -> No
 
     rng = np.random.default_rng(seed)
     for index in range(count):
-        split = "val" if index % 6 == 5 else "train"
+        split = "val" if (index // classes) % 6 == 5 else "train"  # every class in both splits
         folder = root / split / f"class{index % classes:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         width, height = PHOTO_SIZES[index % len(PHOTO_SIZES)]
@@ -137,10 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"training {args.model} at {settings['image_size']}x{settings['image_size']}, {name}: "
                   f"{statistics.median(values):,.0f} images/s (median of {args.repeats})")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"benchmark-imagefolder-{args.mode}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {path}")
+    save_results(results, args.out / f"benchmark-imagefolder-{args.mode}.json")
     return 0
 
 
