@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import torch
@@ -14,6 +15,9 @@ from transferlab.locks import file_lock
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR100_ARCHIVE = "cifar-100-python.tar.gz"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"  # both datasets' page
+# Runs of one sweep that start at once would all download and unpack into the same data.root, and
+# torchvision writes neither atomically: one process prepares the root while the others wait.
+ROOT_LOCK_FILE = ".transferlab-prepare.lock"
 
 
 def load_cifar10(root: str | Path, download: bool) -> tuple[ImageSet, ImageSet]:
@@ -34,9 +38,10 @@ def _load_cifar(dataset_class, title: str, archive: str, root: str | Path,
                 download: bool) -> tuple[ImageSet, ImageSet]:
     root = Path(root).expanduser()
     try:
-        # Parallel runs of a sweep share data.root: one downloads and unpacks, the others wait for it.
-        # Without download nothing is written, so a read-only data.root needs no lock file.
-        with file_lock(root / f".{archive}.lock") if download else contextlib.nullcontext():
+        # Locked while torchvision may write into it; a root we cannot write to (prepared by someone
+        # else), or a missing one that we will not download into, is only read.
+        writes = os.access(root, os.W_OK) if root.exists() else download
+        with file_lock(root / ROOT_LOCK_FILE) if writes else contextlib.nullcontext():
             train = dataset_class(str(root), train=True, download=download)
             test = dataset_class(str(root), train=False, download=download)
     except (RuntimeError, OSError) as error:  # not found / corrupt, or no network (URLError)
