@@ -6,9 +6,11 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from transferlab.data import (
-    CIFAR10_MEAN, CIFAR10_STD, CROP_PADDING, DeviceLoader, ImageSet, ReferenceLoader, batch_crop, batch_flip,
-    batch_normalize, batch_resize, make_synthetic, reference_transform,
+    CIFAR10_MEAN, CIFAR10_STD, CROP_PADDING, PROTOCOL_TRANSFORMS, STATISTICS, DeviceLoader, ImageSet, ReferenceLoader,
+    Transforms, batch_crop, batch_flip, batch_normalize, batch_resize, batch_resized_crop, fits_on_device,
+    make_synthetic, random_resized_boxes, reference_transform,
 )
+from transferlab.data.pipelines import IMAGENET_MEAN, IMAGENET_STD
 
 # PIL resizes in two separable passes and rounds to uint8 after each, so it can sit up to
 # 2 x 0.5/255 away from exact bilinear interpolation; 1e-6 absorbs float32 rounding on our side.
@@ -138,3 +140,75 @@ def test_both_pipelines_give_the_same_batches_shapes_and_labels():
     for (a, la), (b, lb) in zip(device.epoch(1), reference.epoch(1), strict=True):
         assert a.shape == b.shape and torch.equal(la, lb)
         assert (a - b).abs().max() <= TOLERANCE / min(CIFAR10_STD)
+
+
+IMAGE_FOLDER_TRANSFORMS = Transforms(augment="random_resized_crop", normalize="imagenet", test_crop=0.75)
+
+
+def test_random_resized_crop_is_torchvisions_resized_crop_of_each_box():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8, generator=generator)
+    boxes = random_resized_boxes(8, 40, 40, (0.08, 1.0), generator)
+    ours = batch_resized_crop(images.float() / 255, boxes, 32)
+    for image, box, mine in zip(images, boxes.tolist(), ours):
+        exact = TF.resized_crop(image.float() / 255, *box, [32, 32], antialias=False)
+        assert torch.allclose(mine, exact, atol=1e-5)
+        if box[2] <= 32 and box[3] <= 32:  # enlarging, where PIL's filter is plain bilinear too
+            pil = TF.to_tensor(TF.resized_crop(Image.fromarray(image.permute(1, 2, 0).numpy()), *box, [32, 32]))
+            assert (mine - pil).abs().max() <= TOLERANCE
+
+
+def test_random_resized_boxes_follow_torchvisions_rules():
+    from torchvision.transforms import RandomResizedCrop
+
+    boxes = random_resized_boxes(2000, 50, 80, (0.2, 0.6), torch.Generator().manual_seed(1))
+    top, left, height, width = boxes.T
+    assert (top >= 0).all() and (left >= 0).all() and (top + height <= 50).all() and (left + width <= 80).all()
+    area = (height * width).float() / (50 * 80)
+    assert area.min() > 0.18 and area.max() < 0.62 and area.std() > 0.1  # (rounding to whole pixels)
+    aspect = width.float() / height
+    assert aspect.min() > 0.7 and aspect.max() < 1.4
+    assert len({tuple(b) for b in boxes.tolist()}) > 1900  # random, ...
+    assert torch.equal(boxes, random_resized_boxes(2000, 50, 80, (0.2, 0.6), torch.Generator().manual_seed(1)))
+    # ... and where no try can fit, torchvision's fallback: the whole image cut to the ratio range, centred.
+    [fallback] = random_resized_boxes(1, 20, 60, (1.0, 1.0), torch.Generator().manual_seed(0)).tolist()
+    assert fallback == list(RandomResizedCrop.get_params(torch.zeros(3, 20, 60), [1.0, 1.0], [3 / 4, 4 / 3]))
+
+
+def test_the_test_view_is_the_reference_resize_and_centre_crop_with_the_datasets_statistics():
+    generator = torch.Generator().manual_seed(2)
+    data = ImageSet(torch.randint(0, 256, (6, 3, 80, 80), dtype=torch.uint8, generator=generator),
+                    torch.arange(6), tuple("abcdef"))
+    loader = DeviceLoader(data, batch_size=6, image_size=48, train=False, seed=0, transforms=IMAGE_FOLDER_TRANSFORMS)
+    [(ours, _)] = list(loader.epoch(1))
+    transform = reference_transform(48, train=False, transforms=IMAGE_FOLDER_TRANSFORMS)
+    assert [type(step).__name__ for step in transform.transforms] == [
+        "Resize", "CenterCrop", "ToTensor", "Normalize"]
+    assert transform.transforms[0].size == 64 and tuple(transform.transforms[-1].mean) == IMAGENET_MEAN
+    for i in range(6):
+        reference = transform(Image.fromarray(data.images[i].permute(1, 2, 0).numpy()))
+        # Shrinking 80 -> 64: torch's antialiased bilinear against PIL's, within 2/255 before normalising.
+        assert (ours[i] - reference).abs().max() <= 2 * TOLERANCE / min(IMAGENET_STD)
+
+
+def test_normalisation_uses_the_chosen_statistics():
+    data = ImageSet(torch.full((2, 3, 8, 8), 255, dtype=torch.uint8), torch.arange(2), ("a", "b"))
+    for name, (mean, std) in STATISTICS.items():
+        loader = DeviceLoader(data, 2, 8, train=False, seed=0, transforms=Transforms(normalize=name))
+        [(images, _)] = list(loader.epoch(1))
+        assert torch.allclose(images[0, :, 0, 0], torch.tensor([(1 - m) / s for m, s in zip(mean, std)]))
+
+
+@pytest.mark.parametrize("transforms", [PROTOCOL_TRANSFORMS, IMAGE_FOLDER_TRANSFORMS])
+def test_streamed_batches_are_the_resident_batches(transforms):
+    data, _ = make_synthetic(40, 1, seed=0)
+    resident = DeviceLoader(data, 16, 24, train=True, seed=3, transforms=transforms)
+    streamed = DeviceLoader(data, 16, 24, train=True, seed=3, transforms=transforms, stream=True)
+    for (a, la), (b, lb) in zip(resident.epoch(2), streamed.epoch(2), strict=True):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+
+
+def test_a_set_streams_when_it_would_take_over_half_the_free_gpu_memory(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 4000))
+    assert fits_on_device(500, torch.device("cuda")) and not fits_on_device(501, torch.device("cuda"))
+    assert fits_on_device(10**15, torch.device("cpu"))

@@ -9,7 +9,7 @@ import torchvision
 from transferlab.records import METRIC_COLUMNS
 from transferlab.run import run_training
 
-from conftest import tiny_config, write_cifar10
+from conftest import tiny_config, write_cifar10, write_cifar100, write_image_folder
 
 
 def test_a_synthetic_run_learns(tmp_path):
@@ -169,3 +169,44 @@ def test_tensorboard_logger_missing_says_what_to_install(tmp_path, monkeypatch):
     assert record["status"] == "failed"
     assert "logger=tensorboard needs the tensorboard package" in record["error"]
     assert "pip install 'transferlab[tensorboard]'" in record["error"]
+
+
+def _loads_into_plain_torchvision(path, name: str, num_classes: int) -> torch.nn.Module:
+    model = torchvision.models.get_model(name, num_classes=num_classes)  # no transferlab code
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model
+
+
+def test_a_cifar100_run_has_a_100_class_head_and_its_model_loads_into_torchvision(tmp_path, skip_md5):
+    write_cifar100(tmp_path / "cifar", num_train=100, num_test=40)
+    config = tiny_config("data=cifar100", f"data.root={tmp_path / 'cifar'}", "data.fraction=0.5", "save_model=true")
+    record = run_training(config, tmp_path / "run")
+    assert record["status"] == "completed", record.get("error")
+    assert (record["data"], record["dataset"], record["num_classes"]) == ("cifar100", "cifar100", 100)
+    assert record["classes"][:2] == ["fine00", "fine01"] and len(record["classes"]) == 100
+    assert record["transforms"]["normalize"] == "cifar100"
+    assert record["transforms"]["train"] == "Resize(32), RandomCrop(32, padding=4), RandomHorizontalFlip()"
+    model = _loads_into_plain_torchvision(tmp_path / "run" / "model.pt", "resnet18", 100)
+    assert model.fc.out_features == 100
+
+
+@pytest.mark.parametrize("pipeline", ["device", "reference"])
+def test_an_image_folder_run_has_one_output_per_class_folder_and_says_what_it_used(tmp_path, pipeline):
+    import numpy as np
+
+    root = write_image_folder(tmp_path / "birds", per_class=6, classes=("crow", "finch", "owl", "wren"))
+    config = tiny_config("data=imagefolder", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}",
+                         "data.stored_size=40", f"data.pipeline={pipeline}",
+                         "data.num_workers=0", "save_model=true")
+    record = run_training(config, tmp_path / "run")
+    assert record["status"] == "completed", record.get("error")
+    assert (record["data"], record["dataset"], record["num_classes"]) == ("imagefolder", "birds", 4)
+    assert record["classes"] == ["crow", "finch", "owl", "wren"]
+    assert (record["num_train_images"], record["num_test_images"]) == (24, 24)
+    assert record["data_source"] == {"root": str(root), "train": "train/", "test": "val/"}
+    assert record["transforms"]["train"] == "RandomResizedCrop(32, scale=(0.08, 1.0)), RandomHorizontalFlip()"
+    assert record["transforms"]["test"] == "Resize(37), CenterCrop(32)" and record["transforms"]["normalize"] == "imagenet"
+    model = _loads_into_plain_torchvision(tmp_path / "run" / "model.pt", "resnet18", 4)
+    assert model.fc.out_features == 4
+    samples = np.load(tmp_path / "run" / "samples.npz")
+    assert list(samples["classes"]) == record["classes"] and samples["images"].shape[1:] == (40, 40, 3)

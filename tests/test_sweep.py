@@ -5,6 +5,7 @@ import itertools
 import json
 from pathlib import Path
 
+import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from transferlab.config import validate
@@ -177,3 +178,32 @@ def test_study_runs_all_twelve_runs_of_the_three_parts(tmp_path):
     assert sorted((r["fraction"], r["pretrained"]) for r in part_a) == [
         (0.1, False), (0.1, True), (0.2, False), (0.2, True), (0.5, False), (0.5, True)]
     assert all(r["status"] == "completed" for part in counts for r in records(tmp_path / "outputs" / part).values())
+
+
+def test_runs_on_two_image_folders_get_two_run_folders_and_neither_is_skipped(tmp_path):
+    from conftest import write_image_folder
+
+    for name in ("birds", "cars"):
+        write_image_folder(tmp_path / name, per_class=4, classes=("a", "b"))
+    sweep = ["train", "-m", *DRY_RUN, "data=imagefolder", "data.root=birds,cars", "data.cache_dir=cache",
+             "data.stored_size=36", "model.pretrained=false", "name=mine"]
+    result = transferlab(*sweep, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped:" not in result.stdout
+    runs = records(tmp_path / "outputs" / "mine")
+    assert sorted(record["dataset"] for record in runs.values()) == ["birds", "cars"]
+    assert all(record["status"] == "completed" for record in runs.values())
+
+
+def test_a_completed_run_on_another_image_folder_is_not_taken_for_this_one(tmp_path):
+    from transferlab.config import as_dict
+    from transferlab.records import write_record
+    from transferlab.sweep import RunFolderTaken, completed_run
+
+    def config(root: str) -> dict:
+        return as_dict(validate(compose_config(["data=imagefolder", f"data.root={root}"])))
+
+    write_record(tmp_path, {"status": "completed", "config": config("/photos/birds"), "history": []})
+    assert completed_run(tmp_path, config("/photos/birds")) is not None
+    with pytest.raises(RunFolderTaken):
+        completed_run(tmp_path, config("/photos/cars"))

@@ -39,8 +39,8 @@ commands:
   report   tables and figures from finished runs: transferlab report [PATH ...] [--out DIR]
   tune     tune optim.lr per arm of a part on a validation split, then run each arm's best:
            transferlab tune part_a [--trials 8] [OVERRIDES ...]  (needs transferlab[optuna])
-  prepare  download and verify CIFAR-10 and the pretrained weights for offline machines:
-           transferlab prepare [model=NAME] [data.root=DIR]
+  prepare  download and verify CIFAR-10 (or data=cifar100; data=imagefolder: decode its cache) and the
+           pretrained weights for offline machines: transferlab prepare [data=NAME] [model=NAME] [data.root=DIR]
 
 Run `transferlab COMMAND --help` for a command's options."""
 

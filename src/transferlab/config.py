@@ -18,13 +18,18 @@ from transferlab.errors import ConfigError, TransferlabError
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-DATASETS = ("cifar10", "synthetic")
+DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic")
 PIPELINES = ("device", "reference")
+# The training augmentations and normalisation statistics a dataset can be given (see data/pipelines.py).
+AUGMENTATIONS = ("pad_crop_flip", "random_resized_crop", "flip", "none")
+NORMALIZATIONS = ("cifar10", "cifar100", "imagenet")
 OPTIMIZERS = ("sgd", "adamw")
 PROGRESS = ("auto", "on", "off")
 LOGGERS = ("none", "tensorboard")
 # Settings that change where or how visibly a run happens, not its results.
-NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "data.root", "data.num_workers")
+# data.root is one of them except for data=imagefolder, where the folder is the dataset (see result_config).
+NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "data.root", "data.num_workers",
+                   "data.cache_dir", "data.decode_workers")
 
 
 # A study's folder inside outputs/: one plain folder name, never a path (no '/', '..' or leading '.').
@@ -81,10 +86,25 @@ class DataConfig:
     # Share of the training subset held out (stratified, by subset_seed) and scored every epoch, for
     # tuning without the test set; 0 trains on the whole subset, as the protocol does.
     val_fraction: float = 0.0
+    # Transforms (defaults: the protocol's; conf/data/<name>.yaml sets each dataset's own).
+    augment: str = "pad_crop_flip"
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # area share of random_resized_crop
+    normalize: str = "cifar10"
+    # Test images are resized to image_size / test_crop and centre-cropped to image_size (1.0: plain resize).
+    test_crop: float = 1.0
+    # data=imagefolder: decoded once to stored_size x stored_size and cached in cache_dir (null: ~/.cache/transferlab),
+    # by decode_workers processes (0: one per CPU core); test_fraction of train/ is held out as the test split
+    # when the folder has neither val/ nor test/.
+    stored_size: int = 256
+    cache_dir: Optional[str] = None
+    decode_workers: int = 0
+    test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         _choice("data.name", self.name, DATASETS)
         _choice("data.pipeline", self.pipeline, PIPELINES)
+        _choice("data.augment", self.augment, AUGMENTATIONS)
+        _choice("data.normalize", self.normalize, NORMALIZATIONS)
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"data.fraction={self.fraction} is not allowed; it must be in (0, 1]")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -93,6 +113,15 @@ class DataConfig:
         _at_least("data.num_workers", self.num_workers, 0)
         _at_least("data.num_train", self.num_train, 1)
         _at_least("data.num_test", self.num_test, 1)
+        _at_least("data.stored_size", self.stored_size, 8)
+        _at_least("data.decode_workers", self.decode_workers, 0)
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"data.test_fraction={self.test_fraction} is not allowed; it must be in (0, 1)")
+        if not 0.0 < self.test_crop <= 1.0:
+            raise ConfigError(f"data.test_crop={self.test_crop} is not allowed; it must be in (0, 1]")
+        if len(self.crop_scale) != 2 or not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
+            raise ConfigError(f"data.crop_scale={list(self.crop_scale)} is not allowed; give [low, high] with "
+                              "0 < low <= high <= 1")
 
 
 @dataclass
@@ -161,9 +190,13 @@ DEFAULT_DIRNAME = "defaults"
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 
 
-def run_dirname(override_dirname: str) -> str:
+def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "") -> str:
     """The folder of a run inside outputs/<name>/: its overrides ('defaults' when it has none),
-    with '/' replaced, and cut short with a hash of the whole when it is too long for a file name."""
+    with '/' replaced, and cut short with a hash of the whole when it is too long for a file name.
+    data.root is left out of the overrides (a CIFAR-10 copy elsewhere is the same data) except for
+    data=imagefolder, whose folder is the dataset: runs on two folders must not share a run folder."""
+    if data_name == "imagefolder":
+        override_dirname = ",".join(filter(None, [override_dirname, f"data.root={data_root}"]))
     name = (override_dirname or DEFAULT_DIRNAME).replace("/", "_")
     if len(name.encode()) <= MAX_DIRNAME:
         return name
@@ -258,9 +291,13 @@ def as_dict(config: Config) -> dict[str, Any]:
 
 
 def result_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict without the keys that cannot change a run's results."""
+    """A config dict without the keys that cannot change a run's results (data.root stays for
+    data=imagefolder: there the folder is the dataset)."""
     node = OmegaConf.create(config)
+    image_folder = OmegaConf.select(node, "data.name") == "imagefolder"
     for key in NOT_RESULT_KEYS:
+        if image_folder and key == "data.root":
+            continue
         parent, _, leaf = key.rpartition(".")
         container = OmegaConf.select(node, parent) if parent else node
         if isinstance(container, DictConfig) and leaf in container:

@@ -19,11 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from transferlab import __version__
 from transferlab.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, restore, save_checkpoint
 from transferlab.config import Config, DataConfig, as_dict, result_config
-from transferlab.data import ImageSet, load_cifar10, make_loader, make_synthetic, stratified_split, subset_indices
+from transferlab.data import (
+    ImageSet, Transforms, describe_source, load_cifar10, load_cifar100, load_imagefolder, make_loader, make_synthetic,
+    stratified_split, subset_indices,
+)
 from transferlab.engine import (
     EpochResult, NonFiniteLoss, ProgressBar, configure_determinism, evaluate, make_optimizer,
     recording_nondeterministic_ops, select_amp_dtype, select_device, train_one_epoch,
@@ -39,14 +43,22 @@ from transferlab.records import SAMPLES_FILE, utc_now, write_record
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
+SAMPLE_SIZE = 96  # the largest side of the sample images kept for the report
 
 
-def load_datasets(data: DataConfig) -> tuple[ImageSet, ImageSet]:
+def load_datasets(data: DataConfig, show_progress: bool = False) -> tuple[ImageSet, ImageSet]:
     """(training subset, full test set) for the data config."""
     if data.name == "synthetic":
         train, test = make_synthetic(data.num_train, data.num_test, seed=data.subset_seed)
+    elif data.name == "imagefolder":
+        train, test = load_imagefolder(data.root, data.stored_size, data.test_fraction, data.subset_seed,
+                                       data.cache_dir, data.decode_workers, show_progress)
+    elif data.name == "cifar100":
+        train, test = load_cifar100(data.root, data.download)
     else:
         train, test = load_cifar10(data.root, data.download)
+    if data.fraction == 1.0:  # all of it: an image folder's training images stay memory-mapped, uncopied
+        return train, test
     return train.subset(subset_indices(len(train), data.fraction, data.subset_seed)), test
 
 
@@ -60,6 +72,15 @@ def hold_out_validation(train: ImageSet, fraction: float, seed: int) -> tuple[Im
         raise ConfigError(f"data.val_fraction={fraction} holds out no image of the {len(train)}-image training "
                           "subset; raise data.val_fraction or data.fraction")
     return train.subset(kept), train.subset(held_out)
+
+
+def dataset_name(data: DataConfig) -> str:
+    """A short human name of the data: the dataset's, or an image folder's own folder name."""
+    return Path(data.root).expanduser().resolve().name if data.name == "imagefolder" else data.name
+
+
+def transforms_of(data: DataConfig) -> Transforms:
+    return Transforms(data.augment, data.normalize, data.test_crop, tuple(data.crop_scale))
 
 
 def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
@@ -136,7 +157,8 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     record.update(device=str(device), device_name=_device_name(device),
                   precision="fp32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."))
 
-    train_set, test_set = load_datasets(config.data)
+    show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
+    train_set, test_set = load_datasets(config.data, show_progress)
     train_set, val_set = hold_out_validation(train_set, config.data.val_fraction, config.data.subset_seed)
     record.update(num_train_images=len(train_set), num_test_images=len(test_set),
                   num_val_images=len(val_set) if val_set is not None else 0,
@@ -158,12 +180,12 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
 
     write_samples(run_dir / SAMPLES_FILE, train_set)
     loader_args = dict(image_size=config.data.image_size, seed=config.seed, device=device,
-                       num_workers=config.data.num_workers, memory_format=memory_format)
+                       num_workers=config.data.num_workers, memory_format=memory_format,
+                       transforms=transforms_of(config.data))
     train_batches = make_loader(train_set, config.data.pipeline, config.train.batch_size, train=True, **loader_args)
     test_batches = make_loader(test_set, config.data.pipeline, config.train.eval_batch_size, train=False, **loader_args)
     val_batches = None if val_set is None else make_loader(val_set, config.data.pipeline, config.train.eval_batch_size,
                                                            train=False, **loader_args)
-    show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
     log.info("%s (%s), %d of %d parameters train, %d training / %d test images, on %s, %s",
              config.model.name, record["init"], record["params_trainable"], record["params_total"],
              len(train_set), len(test_set), record["device_name"], record["precision"])
@@ -238,8 +260,12 @@ def write_samples(path: Path, data: ImageSet, count: int = 32) -> None:
     import numpy as np
 
     count = min(count, len(data))
+    images = data.images[:count]
+    if images.shape[-1] > SAMPLE_SIZE:  # an image folder's stored images: thumbnails are enough for a grid
+        images = F.interpolate(images.float(), size=(SAMPLE_SIZE, SAMPLE_SIZE), mode="bilinear", antialias=True)
+        images = images.round().clamp(0, 255).to(torch.uint8)
     temporary = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(temporary, images=data.images[:count].permute(0, 2, 3, 1).cpu().numpy(),
+    np.savez_compressed(temporary, images=images.permute(0, 2, 3, 1).cpu().numpy(),
                         labels=data.labels[:count].cpu().numpy(), classes=np.array(data.classes))
     os.replace(temporary, path)
 
@@ -274,13 +300,15 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         init = f"file:{config.model.weights}"
     else:
         init = "IMAGENET1K_V1" if config.model.pretrained else "random"
-    return {
+    record = {
         "status": "running",
         "name": config.name,
         "model": config.model.name,
         "pretrained": config.model.pretrained or config.model.weights is not None,
         "init": init,
         "data": config.data.name,
+        "dataset": dataset_name(config.data),
+        "transforms": transforms_of(config.data).describe(config.data.image_size),
         "fraction": config.data.fraction,
         "image_size": config.data.image_size,
         "freeze": "custom" if config.freeze.modules is not None else config.freeze.name,
@@ -304,6 +332,9 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         "pid": os.getpid(),
         "slurm_job_id": _slurm_job_id(),
     }
+    if config.data.name == "imagefolder":
+        record["data_source"] = describe_source(config.data.root, config.data.test_fraction)
+    return record
 
 
 def _slurm_job_id() -> str | None:
