@@ -8,7 +8,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from transferlab.data import DeviceLoader, make_synthetic
-from transferlab.engine import NonFiniteLoss, ProgressBar, evaluate, select_amp_dtype, select_device, train_one_epoch
+from transferlab.engine import (
+    NonFiniteLoss, ProgressBar, evaluate, recording_nondeterministic_ops, select_amp_dtype, select_device,
+    train_one_epoch,
+)
 from transferlab.errors import ConfigError
 
 
@@ -166,3 +169,35 @@ def test_every_optimizer_implementation_takes_the_same_step(implementation):
         return model.weight.detach()
 
     assert torch.allclose(one_step(implementation), one_step("auto"), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [3, 50, 57])
+def test_a_non_finite_loss_is_reported_at_the_batch_where_it_first_happened(bad):
+    """Checked every 50 batches and at the end, but the batch named is the first with a NaN loss
+    (once the weights are NaN every later loss is too)."""
+    def poisoned():
+        for step, (images, labels) in enumerate(batches(60), start=1):
+            if step == bad:
+                images = images.clone()
+                images[0, 0] = float("nan")
+            yield images, labels
+
+    model = nn.Linear(4, 2)
+    with pytest.raises(NonFiniteLoss) as error:
+        train_one_epoch(model, poisoned(), torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"))
+    assert error.value.batch == bad
+
+
+def test_recording_nondeterministic_ops_names_each_op_once_and_lets_other_warnings_through():
+    import warnings
+
+    ops = []
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with pytest.warns(UserWarning, match="an unrelated warning"), recording_nondeterministic_ops(ops):
+            for _ in range(3):  # put_ (accumulate=False) has no deterministic implementation, on the CPU too
+                torch.zeros(4).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))
+            warnings.warn("an unrelated warning")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert ops == ["put_"]
