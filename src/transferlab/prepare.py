@@ -8,18 +8,18 @@ import re
 from pathlib import Path
 
 import torch
-import torchvision
 
 from transferlab.data import load_cifar10
 from transferlab.errors import TransferlabError
-from transferlab.models import MODELS, PRETRAINED_WEIGHTS
+from transferlab.models import pretrained_weights
 
 HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: name-<sha256 prefix>.pth
+STUDY_MODELS = ("alexnet", "resnet18", "vgg16")  # the protocol's, prepared when no model is named
 
 
 def weights_file(model_name: str) -> tuple[str, Path]:
-    """(download address, cache path) of a model's IMAGENET1K_V1 weights."""
-    url = torchvision.models.get_model_weights(model_name)[PRETRAINED_WEIGHTS].url
+    """(download address, cache path) of the weights ``model.pretrained=true`` loads for a model."""
+    url = pretrained_weights(model_name).url
     return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 
@@ -77,15 +77,16 @@ def prepare(data_root: Path, model_names: list[str], weights: bool = True) -> tu
 def main(args: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in args):
         print("usage: transferlab prepare [model=NAME] [data.root=DIR] [model.pretrained=false]\n\n"
-              "Downloads and verifies CIFAR-10 into data.root and the IMAGENET1K_V1 weights into torch's cache\n"
-              f"(all of {', '.join(MODELS)} unless model=NAME is given), so that runs need no internet.\n"
+              "Downloads and verifies CIFAR-10 into data.root and the ImageNet weights that model.pretrained=true\n"
+              f"loads into torch's cache (those of {', '.join(STUDY_MODELS)} unless model=NAME names any torchvision\n"
+              "model), so that runs need no internet.\n"
               "Anything already in place is only verified.")
         return 0
     from transferlab.config import compose_config
 
     config = compose_config(args)
-    chosen = any(arg.startswith("model=") for arg in args)
-    ready, problems = prepare(Path(config.data.root), [config.model.name] if chosen else list(MODELS),
+    chosen = any(arg.startswith(("model=", "model.name=")) for arg in args)
+    ready, problems = prepare(Path(config.data.root), [config.model.name] if chosen else list(STUDY_MODELS),
                               weights=config.model.pretrained)
     for line in ready:
         print(f"ok: {line}")

@@ -32,8 +32,8 @@ from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.gpus import claimed_gpu
 from transferlab.loggers import make_logger
 from transferlab.models import (
-    apply_freeze, build_model, check_image_size, count_parameters, frozen_modules, model_spec,
-    trainable_parameter_names,
+    apply_freeze, build_model, check_image_size, check_model_name, count_parameters, frozen_modules, head_name,
+    pretrained_weights, trainable_parameter_names, unfreeze,
 )
 from transferlab.records import SAMPLES_FILE, utc_now, write_record
 
@@ -112,9 +112,7 @@ def _run_device(name: str) -> Iterator[torch.device]:
 
 
 def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str, Any]) -> None:
-    check_image_size(config.model.name, config.data.image_size)
-    frozen = frozen_modules(config.model.name, config.freeze.name, config.freeze.modules)
-    record["frozen_modules"] = list(frozen)
+    check_model_name(config.model.name)
     amp_dtype = select_amp_dtype(config.precision, device)
     configure_determinism(config.seed, config.deterministic, device)
     record.update(device=str(device), device_name=_device_name(device),
@@ -124,7 +122,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     record.update(num_train_images=len(train_set), num_test_images=len(test_set),
                   num_classes=len(train_set.classes), classes=list(train_set.classes))
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = _build_model(config, len(train_set.classes), frozen, device, memory_format, record)
+    model = _build_model(config, len(train_set.classes), device, memory_format, record)
     optimizer = make_optimizer(
         config.optim.name, [p for p in model.parameters() if p.requires_grad], lr=config.optim.lr,
         momentum=config.optim.momentum, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
@@ -132,8 +130,9 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     first_epoch = 1
+    unfreeze_at = config.freeze.unfreeze_at_epoch
     if config.resume and checkpoint_path.exists():
-        first_epoch = _resume(checkpoint_path, model, optimizer, scaler, record) + 1
+        first_epoch = _resume(checkpoint_path, model, optimizer, scaler, record, unfreeze_at) + 1
     forward = torch.compile(model) if config.train.compile else model
 
     write_samples(run_dir / SAMPLES_FILE, train_set)
@@ -150,6 +149,8 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     metric_logger = make_logger(config.logger, run_dir)
     try:
         for epoch in range(first_epoch, epochs + 1):
+            if unfreeze_at is not None and epoch == unfreeze_at + 1:
+                _start_fine_tuning(model, optimizer, record)
             bar = ProgressBar(f"epoch {epoch}/{epochs}", len(train_batches), sys.stdout) if show_progress else None
             try:
                 trained = train_one_epoch(forward, train_batches.epoch(epoch), optimizer, device, amp_dtype, scaler,
@@ -177,12 +178,19 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
         checkpoint_path.unlink(missing_ok=True)
 
 
-def _build_model(config: Config, num_classes: int, frozen: tuple[str, ...], device: torch.device,
-                 memory_format: torch.memory_format, record: dict[str, Any]) -> torch.nn.Module:
+def _build_model(config: Config, num_classes: int, device: torch.device, memory_format: torch.memory_format,
+                 record: dict[str, Any]) -> torch.nn.Module:
     model = build_model(config.model.name, config.model.pretrained, config.model.weights, num_classes)
+    if config.model.weights is not None:
+        record["init"] = f"file:{config.model.weights}"
+    else:
+        record["init"] = pretrained_weights(config.model.name).name if config.model.pretrained else "random"
+    check_image_size(model, config.model.name, config.data.image_size)
+    frozen = frozen_modules(model, config.model.name, config.freeze.name, config.freeze.modules)
+    record["frozen_modules"] = list(frozen)
     trainable = trainable_parameter_names(model, frozen)
     if not trainable:
-        head = model_spec(config.model.name).head
+        head = head_name(config.model.name, model)
         raise ConfigError(f"freeze.modules={list(frozen)} leaves no parameter to train; keep {head} out of it")
     apply_freeze(model, trainable)
     model.to(device, memory_format=memory_format)
@@ -191,11 +199,15 @@ def _build_model(config: Config, num_classes: int, frozen: tuple[str, ...], devi
 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler | None, record: dict[str, Any]) -> int:
-    """Restore the run from its checkpoint; the number of epochs it had finished."""
+            scaler: torch.amp.GradScaler | None, record: dict[str, Any], unfreeze_at: int | None) -> int:
+    """Restore the run from its checkpoint; the number of epochs it had finished. An LP-FT run
+    whose checkpoint is from after the switch switches first, so that the optimizer has the
+    checkpoint's parameter groups."""
     checkpoint = load_checkpoint(path)
     if result_config(checkpoint.config) != result_config(record["config"]):
         raise CheckpointError(f"{path} was written by a run of another config; delete it or pass resume=false")
+    if unfreeze_at is not None and checkpoint.epoch > unfreeze_at:
+        _start_fine_tuning(model, optimizer, record)
     restore(checkpoint, model, optimizer, scaler, path)
     record["history"] = list(checkpoint.history)
     record["resumed_after_epoch"] = checkpoint.epoch
@@ -203,6 +215,15 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
         record.update(test_acc=checkpoint.history[-1]["test_acc"], test_loss=checkpoint.history[-1]["test_loss"])
     log.info("resuming from %s after epoch %d", path, checkpoint.epoch)
     return checkpoint.epoch
+
+
+def _start_fine_tuning(model: torch.nn.Module, optimizer: torch.optim.Optimizer, record: dict[str, Any]) -> None:
+    """LP-FT's switch: the frozen parameters train from now on, in a new parameter group of the
+    optimizer with its settings (learning rate, momentum, ...)."""
+    optimizer.add_param_group({"params": unfreeze(model)})
+    record["params_trainable_after_unfreeze"] = count_parameters(model)[1]
+    log.info("fine-tuning from now on: %d of %d parameters train", record["params_trainable_after_unfreeze"],
+             record["params_total"])
 
 
 def write_samples(path: Path, data: ImageSet, count: int = 32) -> None:
@@ -240,16 +261,12 @@ def _save_state_dict(model: torch.nn.Module, path: Path) -> None:
 
 
 def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    if config.model.weights is not None:
-        init = f"file:{config.model.weights}"
-    else:
-        init = "IMAGENET1K_V1" if config.model.pretrained else "random"
     return {
         "status": "running",
         "name": config.name,
         "model": config.model.name,
         "pretrained": config.model.pretrained or config.model.weights is not None,
-        "init": init,
+        "init": None,  # IMAGENET1K_V1 (or the model's weights enum), random or file:PATH; set once it is known
         "data": config.data.name,
         "fraction": config.data.fraction,
         "image_size": config.data.image_size,
@@ -262,6 +279,7 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         "classes": None,
         "params_total": None,
         "params_trainable": None,
+        **({"params_trainable_after_unfreeze": None} if config.freeze.unfreeze_at_epoch is not None else {}),
         "history": [],
         "test_acc": None,
         "test_loss": None,
