@@ -84,6 +84,14 @@ def test_every_model_gets_a_fresh_head_in_place_of_its_imagenet_classifier_and_f
     assert len(trainable) == len(names) - len(list(model.get_submodule(first_block).parameters()))
 
 
+def test_a_model_whose_last_layer_is_no_classifier_is_refused():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 10), nn.BatchNorm1d(10))
+    with pytest.raises(ConfigError, match=r"^Sequential: its last layer with parameters, 3, is a BatchNorm1d, "
+                                          r"not a classifier transferlab can replace"):
+        find_head(model)
+    assert find_head(model[:3]) == "2"
+
+
 @pytest.mark.parametrize("name, size", [("googlenet", 64), ("inception_v3", 75), ("squeezenet1_1", 32)])
 def test_models_with_aux_or_convolutional_heads_return_plain_logits_while_training(name, size):
     model = meta_model(name, num_classes=7).train()

@@ -63,8 +63,9 @@ def weight_files(tmp_path_factory):
 BAD_INPUTS = [
     (["data.fraction=0"], "data.fraction=0.0 is not allowed; it must be in (0, 1]"),
     (["data.fraction=1.5"], "data.fraction=1.5 is not allowed; it must be in (0, 1]"),
-    (["model=resnet50"], "Could not find 'model/resnet50'; choose one of 'model': alexnet, resnet18, vgg16"),
-    (["freeze=all"], "Could not find 'freeze/all'; choose one of 'freeze': early, last_only, middle, none"),
+    (["model=resnt50"], "Could not find 'model/resnt50' (did you mean resnet50 or"),
+    (["model.name=resnt50"], "model.name='resnt50' is not a torchvision classification model; did you mean resnet50"),
+    (["freeze=all"], "Could not find 'freeze/all'; choose one of 'freeze': early, last_only, lp_ft, middle, none"),
     (["freeze.modules=[layer9]"], "unknown module(s) layer9; this model's modules are: conv1, bn1, layer1"),
     (["model.weights=MISSING"], "no such file"),
     (["model.weights=WEIGHTS/tensor.pt"], "is not a state_dict"),

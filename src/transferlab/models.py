@@ -24,7 +24,6 @@ from transferlab.errors import ConfigError, TransferlabError
 
 DEFAULT_NUM_CLASSES = 10  # CIFAR-10's; a run passes its dataset's class count
 PRETRAINED_WEIGHTS = "IMAGENET1K_V1"  # the protocol's; models that lack it use their DEFAULT weights
-STAGE_PRESETS = ("early", "middle")  # the freeze presets that need a model's stages from MODELS
 
 
 @dataclass(frozen=True)
