@@ -221,7 +221,8 @@ def test_prepare_takes_any_model_and_its_pretrained_weights(tmp_path, monkeypatc
 
 def test_a_small_model_outside_the_table_trains_end_to_end(tmp_path):
     """SqueezeNet 1.1, whose head is a 1x1 convolution, as a linear probe."""
-    record = run_training(tiny_config("model.name=squeezenet1_1", "freeze=last_only", "save_model=true"), tmp_path)
+    record = run_training(tiny_config("model.name=squeezenet1_1", "freeze=last_only", "save_model=true",
+                                      "data.num_train=64", "data.num_test=32"), tmp_path)
     assert record["status"] == "completed", record.get("error")
     assert record["params_trainable"] == 512 * 10 + 10 and record["frozen_modules"] == ["features"]
     assert json.loads((tmp_path / "run.json").read_text())["init"] == "random"
