@@ -25,8 +25,9 @@ def test_help_lists_the_commands(tmp_path):
 def test_hydras_own_flags_work(tmp_path):
     help_text = transferlab("train", "--help", cwd=tmp_path)
     assert help_text.returncode == 0
-    assert "model: alexnet, resnet18, vgg16" in help_text.stdout
-    assert "freeze: early, last_only, middle, none" in help_text.stdout
+    [models] = [line for line in help_text.stdout.splitlines() if line.startswith("model: ")]
+    assert {"alexnet", "resnet18", "vgg16", "efficientnet_b0", "vit_h_14"} <= set(models[7:].split(", "))
+    assert "freeze: early, last_only, lp_ft, middle, none" in help_text.stdout
     job = transferlab("train", "--cfg", "job", "model=alexnet", "data.fraction=0.1", cwd=tmp_path)
     assert job.returncode == 0
     assert "name: alexnet" in job.stdout and "fraction: 0.1" in job.stdout and "lr: 0.001" in job.stdout
@@ -63,8 +64,9 @@ def weight_files(tmp_path_factory):
 BAD_INPUTS = [
     (["data.fraction=0"], "data.fraction=0.0 is not allowed; it must be in (0, 1]"),
     (["data.fraction=1.5"], "data.fraction=1.5 is not allowed; it must be in (0, 1]"),
-    (["model=resnet50"], "Could not find 'model/resnet50'; choose one of 'model': alexnet, resnet18, vgg16"),
-    (["freeze=all"], "Could not find 'freeze/all'; choose one of 'freeze': early, last_only, middle, none"),
+    (["model=resnt50"], "Could not find 'model/resnt50' (did you mean resnet50 or"),
+    (["model.name=resnt50"], "model.name='resnt50' is not a torchvision classification model; did you mean resnet50"),
+    (["freeze=all"], "Could not find 'freeze/all'; choose one of 'freeze': early, last_only, lp_ft, middle, none"),
     (["freeze.modules=[layer9]"], "unknown module(s) layer9; this model's modules are: conv1, bn1, layer1"),
     (["model.weights=MISSING"], "no such file"),
     (["model.weights=WEIGHTS/tensor.pt"], "is not a state_dict"),

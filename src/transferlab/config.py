@@ -5,6 +5,7 @@ names) need the model table and happen where the model is built."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ OPTIMIZER_IMPLEMENTATIONS = ("auto", "for_loop", "foreach", "fused")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PROGRESS = ("auto", "on", "off")
 LOGGERS = ("none", "tensorboard")
+FREEZE_PRESETS = ("none", "early", "middle", "last_only")
 # Settings that change where or how visibly a run happens, not its results.
 # data.root is one of them except for data=imagefolder, where the folder is the dataset (see result_config).
 NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "data.root", "data.num_workers",
@@ -72,6 +74,16 @@ class FreezeConfig:
     name: str = "none"
     # Dotted module names to freeze instead of the preset, e.g. [layer1, layer2.0].
     modules: Optional[list[str]] = None
+    # LP-FT: the frozen modules train from epoch unfreeze_at_epoch + 1 on (null: they never do).
+    unfreeze_at_epoch: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _choice("freeze.name", self.name, FREEZE_PRESETS)
+        if self.unfreeze_at_epoch is not None:
+            _at_least("freeze.unfreeze_at_epoch", self.unfreeze_at_epoch, 1)
+            if self.modules == [] or (self.modules is None and self.name == "none"):
+                raise ConfigError(f"freeze.unfreeze_at_epoch={self.unfreeze_at_epoch} needs something frozen to "
+                                  "unfreeze; use it with freeze=last_only, early, middle or freeze.modules=[...]")
 
 
 @dataclass
@@ -193,8 +205,14 @@ class Config:
         _choice("progress", self.progress, PROGRESS)
         _choice("logger", self.logger, LOGGERS)
         check_name(self.name)
+        unfreeze_at = self.freeze.unfreeze_at_epoch
+        if unfreeze_at is not None and unfreeze_at >= self.train.epochs:
+            raise ConfigError(f"freeze.unfreeze_at_epoch={unfreeze_at} is not allowed; it must be < "
+                              f"train.epochs={self.train.epochs} (the frozen modules train from epoch "
+                              f"{unfreeze_at + 1} on)")
 
 
+MAX_LISTED_OPTIONS = 20  # a config group with more options is not listed in full in an error line
 DEFAULT_DIRNAME = "defaults"
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 
@@ -213,6 +231,11 @@ def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "")
     return f"{name.encode()[:MAX_DIRNAME - 13].decode(errors='ignore')}-{digest}"
 
 
+def half_of(epochs: int) -> int:
+    """conf/freeze/lp_ft.yaml's switch: a linear probe for the first half of the epochs."""
+    return int(epochs) // 2
+
+
 def config_dir() -> Path:
     """The folder of transferlab's configs: ``transferlab/conf`` in an installed package (the wheel
     ships the top-level conf/ there), else the checkout's own top-level conf/ (an editable install,
@@ -227,13 +250,22 @@ def config_dir() -> Path:
 
 
 def register_with_hydra() -> None:
-    """Put the schema in Hydra's ConfigStore (conf/config.yaml lists it first in its defaults) and
-    register the resolvers that name run folders."""
+    """Put the schema in Hydra's ConfigStore (conf/config.yaml lists it first in its defaults), make
+    every torchvision classification model an option of the `model` group (conf/model/ has files
+    for the models of the table in transferlab.models; those win), and register the resolvers
+    (run folders, lp_ft's switch)."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="transferlab_schema", node=Config)
+    from transferlab.models import model_names
+
+    store = ConfigStore.instance()
+    store.store(name="transferlab_schema", node=Config)
+    with_files = {path.stem for path in (config_dir() / "model").glob("*.yaml")}
+    for name in set(model_names()) - with_files:
+        store.store(group="model", name=name, node={"name": name})
     OmegaConf.register_new_resolver("transferlab_dirname", run_dirname, replace=True)
     OmegaConf.register_new_resolver("transferlab_name", check_name, replace=True)
+    OmegaConf.register_new_resolver("transferlab_half_of", half_of, replace=True)
 
 
 def compose_config(overrides: list[str]) -> Config:
@@ -265,7 +297,12 @@ def composition_error_line(error: Exception) -> str:
         head, _, options = text.partition("Available options in")
         group, _, names = options.partition(":")
         missing = head.replace("In 'config':", "").strip()
-        line = f"{missing}; choose one of {group.strip()}: {', '.join(names.split())}"
+        wanted = missing.rpartition("/")[2].rstrip("'")
+        close = difflib.get_close_matches(wanted, names.split(), n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        if len(names.split()) > MAX_LISTED_OPTIONS:  # the model group: every torchvision model
+            return f"{missing}{hint}; {group.strip()} has {len(names.split())} options: transferlab train --help lists them"
+        line = f"{missing}{hint}; choose one of {group.strip()}: {', '.join(names.split())}"
         if "hydra/launcher" in group:
             line += " (the submitit and joblib launchers come with pip install 'transferlab[cluster]')"
         if "hydra/sweeper" in group:

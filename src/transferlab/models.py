@@ -1,13 +1,19 @@
 """The model table, model building (pretrained, scratch or a local state_dict) and freezing.
 
-Every model-specific fact lives in ``MODELS``. Freezing is data: ``trainable_parameter_names``
-is a pure function of a model and a list of dotted module names.
+Any torchvision classification model can be built (``model.name``, one of
+``torchvision.models.list_models(module=torchvision.models)``). Every model-specific fact lives in
+``MODELS``; a model that is not in it gets the generic treatment: its head is found as its final
+classifier layer (``find_head``), its minimum image size is torchvision's own, and only the
+presets that need no stages (``none``, ``last_only``) apply. Freezing is data:
+``trainable_parameter_names`` is a pure function of a model and a list of dotted names.
 """
 
 from __future__ import annotations
 
+import difflib
+import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,16 +23,21 @@ from torch import nn
 from transferlab.errors import ConfigError, TransferlabError
 
 DEFAULT_NUM_CLASSES = 10  # CIFAR-10's; a run passes its dataset's class count
-PRETRAINED_WEIGHTS = "IMAGENET1K_V1"
+PRETRAINED_WEIGHTS = "IMAGENET1K_V1"  # the protocol's; models that lack it use their DEFAULT weights
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What transferlab needs to know about one torchvision architecture."""
+    """What transferlab knows about one torchvision architecture beyond the generic rules."""
 
-    head: str  # dotted name of the ImageNet classifier that is replaced by Linear(in_features, number of classes)
-    min_image_size: int  # smaller inputs collapse to nothing inside the network
-    freeze_presets: Mapping[str, tuple[str, ...]]  # preset name -> dotted modules it freezes
+    head: str  # dotted name of the ImageNet classifier that is replaced by a fresh num_classes-way layer
+    # Smaller inputs collapse to nothing inside the network; None: torchvision's own minimum
+    # (the ``min_size`` in the meta data of the model's weights).
+    min_image_size: int | None = None
+    freeze_presets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # early/middle -> dotted modules
+    # Auxiliary classifiers that only feed an extra training loss; transferlab drops them and trains
+    # the main head alone (with them the model returns a tuple while training).
+    aux_heads: tuple[str, ...] = ()
 
 
 _ALEXNET_CONVS = ("features.0", "features.3", "features.6", "features.8", "features.10")
@@ -37,88 +48,206 @@ _VGG16_BLOCKS = (
     ("features.17", "features.19", "features.21"),
     ("features.24", "features.26", "features.28"),
 )
+_VIT_B_16_BLOCKS = tuple(f"encoder.layers.encoder_layer_{i}" for i in range(12))
 
-# ResNet18's presets are the protocol's. AlexNet and VGG16 follow the same idea over their own
-# stages (AlexNet: its five convolutions; VGG16: its five conv blocks): "early" freezes the first
-# two stages, "middle" two stages in the middle, "last_only" everything but the new head.
+
+def _features(*indices: int) -> tuple[str, ...]:
+    return tuple(f"features.{i}" for i in indices)
+
+
+# ResNet18's presets are the protocol's: "early" freezes its first two stages (layer1, layer2, at
+# 56 and 28 pixels for a 224-pixel input), "middle" the two in the middle (layer2, layer3, at 28 and
+# 14 pixels), never the stem. AlexNet and VGG16 follow the same idea over their own stages
+# (AlexNet: its five convolutions; VGG16: its five conv blocks). The CNNs added later take the
+# blocks that work at ResNet18's resolutions; ViT-B/16, whose blocks all work at one resolution,
+# takes the first half of its 12 encoder blocks for "early" and the middle half for "middle".
+# "none" and "last_only" (everything but the new head) are the same rule for every model.
 MODELS: dict[str, ModelSpec] = {
     "alexnet": ModelSpec(
         head="classifier.6",
         min_image_size=63,
-        freeze_presets={
-            "none": (),
-            "early": _ALEXNET_CONVS[0:2],
-            "middle": _ALEXNET_CONVS[2:4],
-            "last_only": ("features", "classifier.1", "classifier.4"),
-        },
+        freeze_presets={"early": _ALEXNET_CONVS[0:2], "middle": _ALEXNET_CONVS[2:4]},
     ),
     "resnet18": ModelSpec(
         head="fc",
         min_image_size=32,
-        freeze_presets={
-            "none": (),
-            "early": ("layer1", "layer2"),
-            "middle": ("layer2", "layer3"),
-            "last_only": ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"),
-        },
+        freeze_presets={"early": ("layer1", "layer2"), "middle": ("layer2", "layer3")},
     ),
     "vgg16": ModelSpec(
         head="classifier.6",
         min_image_size=32,
-        freeze_presets={
-            "none": (),
-            "early": _VGG16_BLOCKS[0] + _VGG16_BLOCKS[1],
-            "middle": _VGG16_BLOCKS[2] + _VGG16_BLOCKS[3],
-            "last_only": ("features", "classifier.0", "classifier.3"),
-        },
+        freeze_presets={"early": _VGG16_BLOCKS[0] + _VGG16_BLOCKS[1], "middle": _VGG16_BLOCKS[2] + _VGG16_BLOCKS[3]},
     ),
+    "resnet50": ModelSpec(
+        head="fc",
+        min_image_size=32,
+        freeze_presets={"early": ("layer1", "layer2"), "middle": ("layer2", "layer3")},
+    ),
+    "efficientnet_b0": ModelSpec(  # stages features.1-7; features.2 works at 56 px, 3 at 28, 4-5 at 14
+        head="classifier.1",
+        freeze_presets={"early": _features(2, 3), "middle": _features(3, 4, 5)},
+    ),
+    "mobilenet_v3_large": ModelSpec(  # blocks features.1-15; 2-3 at 56 px, 4-6 at 28, 7-12 at 14
+        head="classifier.3",
+        freeze_presets={"early": _features(2, 3, 4, 5, 6), "middle": _features(*range(4, 13))},
+    ),
+    "convnext_tiny": ModelSpec(  # stages features.1/3/5/7, each after its downsampling layer features.2/4/6
+        head="classifier.2",
+        freeze_presets={"early": _features(1, 2, 3), "middle": _features(2, 3, 4, 5)},
+    ),
+    "vit_b_16": ModelSpec(
+        head="heads.head",
+        freeze_presets={"early": _VIT_B_16_BLOCKS[0:6], "middle": _VIT_B_16_BLOCKS[3:9]},
+    ),
+    "googlenet": ModelSpec(head="fc", aux_heads=("aux1", "aux2")),
+    "inception_v3": ModelSpec(head="fc", aux_heads=("AuxLogits",)),
 }
 
 
-def model_spec(name: str) -> ModelSpec:
-    if name not in MODELS:
-        raise ConfigError(f"model.name={name!r} is not allowed; choose one of: {', '.join(MODELS)}")
-    return MODELS[name]
+def model_names() -> list[str]:
+    """Every torchvision classification model transferlab can build."""
+    return torchvision.models.list_models(module=torchvision.models)
 
 
-def frozen_modules(model_name: str, preset: str, modules: list[str] | None) -> tuple[str, ...]:
-    """The dotted module names to freeze: the explicit list when given, else the preset's."""
+def check_model_name(name: str) -> None:
+    names = model_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"model.name={name!r} is not a torchvision classification model{hint} "
+                          "(torchvision.models.list_models(module=torchvision.models) lists them all)")
+
+
+def pretrained_weights(name: str) -> torchvision.models.WeightsEnum:
+    """The ImageNet weights ``model.pretrained=true`` means: IMAGENET1K_V1, the protocol's, where
+    torchvision has them, else the model's DEFAULT weights (vit_h_14, regnet_y_128gf)."""
+    check_model_name(name)
+    weights = torchvision.models.get_model_weights(name)
+    return weights[PRETRAINED_WEIGHTS] if PRETRAINED_WEIGHTS in weights.__members__ else weights.DEFAULT
+
+
+def find_head(model: nn.Module) -> str:
+    """The dotted name of a model's final classifier layer: the last module (in definition order)
+    that holds parameters of its own, which must be a Linear or a 1x1 Conv2d (SqueezeNet's)."""
+    owners = [name for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))]
+    head = owners[-1] if owners else ""
+    layer = model.get_submodule(head)
+    if not (isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1))):
+        raise ConfigError(f"{type(model).__name__}: its last layer with parameters, {head or '(none)'}, is a "
+                          f"{type(layer).__name__}, not a classifier transferlab can replace; choose another model.name")
+    return head
+
+
+def head_name(model_name: str, model: nn.Module) -> str:
+    """The head of ``model`` (built as ``model_name``): the table's, else the one found generically."""
+    return MODELS[model_name].head if model_name in MODELS else find_head(model)
+
+
+def frozen_modules(model: nn.Module, model_name: str, preset: str, modules: list[str] | None) -> tuple[str, ...]:
+    """The dotted names to freeze in ``model`` (built as ``model_name``): the explicit list when
+    given, else the preset's. ``early``/``middle`` need the model's stages from ``MODELS``."""
     if modules is not None:
         return tuple(modules)
-    presets = model_spec(model_name).freeze_presets
+    if preset == "none":
+        return ()
+    if preset == "last_only":
+        return tuple(_all_but(model, head_name(model_name, model)))
+    presets = MODELS[model_name].freeze_presets if model_name in MODELS else {}
     if preset not in presets:
-        raise ConfigError(f"freeze.name={preset!r} is not allowed; choose one of: {', '.join(presets)}")
+        with_stages = [name for name, spec in MODELS.items() if preset in spec.freeze_presets]
+        raise ConfigError(
+            f"freeze={preset} needs the stages of the model, which transferlab knows for {', '.join(with_stages)} "
+            f"only; for {model_name} use freeze=none, freeze=last_only or freeze.modules=[...] with its blocks: "
+            f"{', '.join(freezable_module_names(model))}"
+        )
     return presets[preset]
 
 
-def check_image_size(model_name: str, image_size: int) -> None:
-    minimum = model_spec(model_name).min_image_size
+def _all_but(module: nn.Module, head: str, prefix: str = "") -> list[str]:
+    """The fewest dotted names (modules, or parameters held directly, like ViT's class_token) that
+    cover every parameter outside ``head``."""
+    names = [f"{prefix}{name}" for name, _ in module.named_parameters(recurse=False)]
+    for child_name, child in module.named_children():
+        name = f"{prefix}{child_name}"
+        if head.startswith(f"{name}."):
+            names += _all_but(child, head, f"{name}.")
+        elif name != head and any(True for _ in child.parameters()):
+            names.append(name)
+    return names
+
+
+def min_image_size(model_name: str) -> int:
+    spec = MODELS.get(model_name)
+    if spec is not None and spec.min_image_size is not None:
+        return spec.min_image_size
+    return max(pretrained_weights(model_name).meta["min_size"])
+
+
+def check_image_size(model: nn.Module, model_name: str, image_size: int) -> None:
+    """Refuse an image size ``model`` cannot take: other than the one size of a vision
+    transformer, below the model's minimum, or one its layers cannot divide (MaxViT's windows)."""
+    fixed = getattr(model, "image_size", None)  # torchvision's ViTs take exactly this size
+    if isinstance(fixed, int):
+        if image_size != fixed:
+            raise ConfigError(f"data.image_size={image_size} does not fit {model_name}; it needs exactly {fixed}")
+        return
+    minimum = min_image_size(model_name)
     if image_size < minimum:
-        raise ConfigError(
-            f"data.image_size={image_size} is too small for {model_name}; it needs at least {minimum}"
-        )
+        raise ConfigError(f"data.image_size={image_size} is too small for {model_name}; it needs at least {minimum}")
+    problem = _forward_problem(model, image_size)
+    if problem is not None:
+        raise ConfigError(f"data.image_size={image_size} does not fit {model_name}: {problem}")
+
+
+def _forward_problem(model: nn.Module, image_size: int) -> str | None:
+    """Why one image of ``image_size`` cannot pass through ``model``, or None. Runs on the meta
+    device, with every parameter and buffer swapped for a meta tensor: shapes only, no arithmetic."""
+    meta = {name: torch.empty_like(tensor, device="meta")
+            for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers())}
+    training = model.training
+    model.eval()  # BatchNorm's statistics stay untouched
+    try:
+        with torch.no_grad():
+            torch.func.functional_call(model, meta, (torch.empty(1, 3, image_size, image_size, device="meta"),))
+    except (RuntimeError, AssertionError, ValueError) as error:
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    finally:
+        model.train(training)
+    return None
 
 
 def build_model(name: str, pretrained: bool, weights_path: str | None = None,
                 num_classes: int = DEFAULT_NUM_CLASSES) -> nn.Module:
-    """A torchvision model with a fresh ``num_classes``-way head, initialised from ImageNet weights,
-    from a local state_dict (``weights_path``, which wins over ``pretrained``) or at random."""
-    spec = model_spec(name)
+    """A torchvision model with a fresh ``num_classes``-way head, initialised from ImageNet weights
+    (``pretrained_weights``), from a local state_dict (``weights_path``, which wins over
+    ``pretrained``) or at random."""
+    check_model_name(name)
     if weights_path is not None:
-        model = torchvision.models.get_model(name, weights=None)
-        _load_state_dict_file(model, spec.head, Path(weights_path), num_classes)
+        model = _architecture(name, weights=None)
+        _load_state_dict_file(model, name, Path(weights_path), num_classes)
         return model
-    weights = torchvision.models.get_model_weights(name)[PRETRAINED_WEIGHTS] if pretrained else None
+    weights = pretrained_weights(name) if pretrained else None
     try:
-        model = torchvision.models.get_model(name, weights=weights)
+        model = _architecture(name, weights)
     except (OSError, RuntimeError) as error:  # urllib's URLError is an OSError
         file_name = Path(weights.url).name
         raise TransferlabError(
-            f"could not load the {PRETRAINED_WEIGHTS} weights of {name} ({error}); on an offline machine put "
+            f"could not load the {weights.name} weights of {name} ({error}); on an offline machine put "
             f"{file_name} into {Path(torch.hub.get_dir()) / 'checkpoints'}, or pass model.weights=PATH, "
             "or model.pretrained=false"
         ) from error
-    _replace_head(model, spec.head, num_classes)
+    _replace_head(model, head_name(name, model), num_classes)
+    return model
+
+
+def _architecture(name: str, weights: torchvision.models.WeightsEnum | None) -> nn.Module:
+    """The ImageNet-shaped model, without auxiliary classifiers."""
+    model = torchvision.models.get_model(name, weights=weights)
+    aux_heads = MODELS[name].aux_heads if name in MODELS else ()
+    for aux in aux_heads:
+        setattr(model, aux, None)
+    if aux_heads:
+        model.aux_logits = False  # GoogLeNet and Inception v3 then return plain logits while training
     return model
 
 
@@ -126,13 +255,18 @@ def _replace_head(model: nn.Module, head: str, num_classes: int) -> None:
     parent_name, _, child_name = head.rpartition(".")
     parent = model.get_submodule(parent_name)
     old = parent.get_submodule(child_name)
-    setattr(parent, child_name, nn.Linear(old.in_features, num_classes))
+    if isinstance(old, nn.Conv2d):  # SqueezeNet classifies with a 1x1 convolution before its pooling
+        new = nn.Conv2d(old.in_channels, num_classes, kernel_size=1)
+    else:
+        new = nn.Linear(old.in_features, num_classes)
+    setattr(parent, child_name, new.to(old.weight.device))
 
 
-def _load_state_dict_file(model: nn.Module, head: str, path: Path, num_classes: int) -> None:
+def _load_state_dict_file(model: nn.Module, name: str, path: Path, num_classes: int) -> None:
     """Load an ImageNet (1000-class head) or a transferlab (``num_classes`` head) state_dict
     into ``model``, an ImageNet-shaped architecture, and leave ``model`` with a ``num_classes`` head.
-    An ImageNet head is replaced by a fresh one, as with the downloaded weights."""
+    An ImageNet head is replaced by a fresh one, as with the downloaded weights; the weights of
+    auxiliary classifiers, which ``model`` does not have, are ignored."""
     if not path.is_file():
         raise ConfigError(f"model.weights={str(path)!r}: no such file")
     try:
@@ -144,6 +278,9 @@ def _load_state_dict_file(model: nn.Module, head: str, path: Path, num_classes: 
         raise ConfigError(
             f"model.weights={str(path)!r} is not a state_dict (a mapping of parameter names to tensors)"
         )
+    aux_prefixes = tuple(f"{aux}." for aux in (MODELS[name].aux_heads if name in MODELS else ()))
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(aux_prefixes)}
+    head = head_name(name, model)
     head_weight = state_dict.get(f"{head}.weight")
     if head_weight is not None and head_weight.shape[0] == num_classes:
         _replace_head(model, head, num_classes)
@@ -186,17 +323,17 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
 
 
 def trainable_parameter_names(model: nn.Module, frozen: tuple[str, ...] | list[str]) -> list[str]:
-    """Names of the parameters that train when the modules named in ``frozen`` are frozen.
-    An unknown module name is a ConfigError that lists the model's modules."""
-    modules = dict(model.named_modules())
-    unknown = [name for name in frozen if name not in modules or name == ""]
+    """Names of the parameters that train when the modules (or parameters) named in ``frozen`` are
+    frozen. An unknown name is a ConfigError that lists the model's modules."""
+    known = set(dict(model.named_modules())) | {name for name, _ in model.named_parameters()}
+    unknown = [name for name in frozen if name not in known or name == ""]
     if unknown:
         raise ConfigError(
             f"freeze.modules: unknown module(s) {', '.join(unknown)}; this model's modules are: "
             f"{', '.join(freezable_module_names(model))}"
         )
     prefixes = tuple(f"{name}." for name in frozen)
-    return [name for name, _ in model.named_parameters() if not name.startswith(prefixes)]
+    return [name for name, _ in model.named_parameters() if name not in frozen and not name.startswith(prefixes)]
 
 
 def freezable_module_names(model: nn.Module, max_depth: int = 2) -> list[str]:
@@ -221,3 +358,12 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return total, trainable
+
+
+def unfreeze(model: nn.Module) -> list[nn.Parameter]:
+    """Switch ``requires_grad`` on for every frozen parameter (LP-FT's switch from the linear probe
+    to fine-tuning); the parameters switched, in the model's order, for the optimizer to take."""
+    frozen = [parameter for parameter in model.parameters() if not parameter.requires_grad]
+    for parameter in frozen:
+        parameter.requires_grad_(True)
+    return frozen

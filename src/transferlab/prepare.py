@@ -10,19 +10,19 @@ import sys
 from pathlib import Path
 
 import torch
-import torchvision
 
 from transferlab.config import DataConfig, compose_config
 from transferlab.data import load_cifar10, load_cifar100, load_imagefolder
 from transferlab.errors import TransferlabError
-from transferlab.models import MODELS, PRETRAINED_WEIGHTS
+from transferlab.models import pretrained_weights
 
 HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: name-<sha256 prefix>.pth
+STUDY_MODELS = ("alexnet", "resnet18", "vgg16")  # the protocol's, prepared when no model is named
 
 
 def weights_file(model_name: str) -> tuple[str, Path]:
-    """(download address, cache path) of a model's IMAGENET1K_V1 weights."""
-    url = torchvision.models.get_model_weights(model_name)[PRETRAINED_WEIGHTS].url
+    """(download address, cache path) of the weights ``model.pretrained=true`` loads for a model."""
+    url = pretrained_weights(model_name).url
     return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 
@@ -111,13 +111,14 @@ def main(args: list[str]) -> int:
         print("usage: transferlab prepare [data=cifar10|cifar100|imagefolder] [data.root=DIR] [model=NAME] "
               "[model.pretrained=false]\n\n"
               "Downloads and verifies the data (CIFAR-10 unless data=... is given) into data.root and the\n"
-              f"IMAGENET1K_V1 weights into torch's cache (all of {', '.join(MODELS)} unless model=NAME is given),\n"
-              "so that runs need no internet. Anything already in place is only verified. data=imagefolder\n"
+              "ImageNet weights that model.pretrained=true loads into torch's cache (those of\n"
+              f"{', '.join(STUDY_MODELS)} unless model=NAME names any torchvision model), so that runs need no\n"
+              "internet. Anything already in place is only verified. data=imagefolder\n"
               "checks the folder and decodes it into its cache, so that runs start at once.")
         return 0
     config = compose_config(args)
-    chosen = any(arg.startswith("model=") for arg in args)
-    ready, problems = prepare(config.data, [config.model.name] if chosen else list(MODELS),
+    chosen = any(arg.startswith(("model=", "model.name=")) for arg in args)
+    ready, problems = prepare(config.data, [config.model.name] if chosen else list(STUDY_MODELS),
                               weights=config.model.pretrained)
     for line in ready:
         print(f"ok: {line}")

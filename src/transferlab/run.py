@@ -41,8 +41,8 @@ from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.loggers import make_logger
 from transferlab.models import (
-    apply_freeze, build_model, check_image_size, count_parameters, frozen_modules, model_spec,
-    trainable_parameter_names,
+    apply_freeze, build_model, check_image_size, check_model_name, count_parameters, frozen_modules, head_name,
+    pretrained_weights, trainable_parameter_names, unfreeze,
 )
 from transferlab.records import RUN_FILE, SAMPLES_FILE, utc_now, write_record
 
@@ -172,9 +172,7 @@ def _run_device(name: str) -> Iterator[torch.device]:
 
 
 def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str, Any]) -> None:
-    check_image_size(config.model.name, config.data.image_size)
-    frozen = frozen_modules(config.model.name, config.freeze.name, config.freeze.modules)
-    record["frozen_modules"] = list(frozen)
+    check_model_name(config.model.name)
     amp_dtype = select_amp_dtype(config.precision, device)
     configure_determinism(config.seed, config.deterministic, device)
     record.update(device=str(device), device_name=_device_name(device),
@@ -187,7 +185,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
                   num_val_images=len(val_set) if val_set is not None else 0,
                   num_classes=len(train_set.classes), classes=list(train_set.classes))
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = _build_model(config, len(train_set.classes), frozen, device, memory_format, record)
+    model = _build_model(config, len(train_set.classes), device, memory_format, record)
     optimizer = make_optimizer(
         config.optim.name, [p for p in model.parameters() if p.requires_grad], lr=config.optim.lr,
         momentum=config.optim.momentum, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
@@ -197,10 +195,11 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     checkpoint_path = run_dir / CHECKPOINT_FILE
     _remove_leftover_temporaries(run_dir)
     first_epoch = 1
+    unfreeze_at = config.freeze.unfreeze_at_epoch
     # force=true re-runs from the first epoch: a checkpoint kept from the run it replaces
     # (keep_checkpoint=true) or left by another config is no start for it.
     if config.resume and not config.force and checkpoint_path.exists():
-        first_epoch = _resume(checkpoint_path, model, optimizer, scaler, record) + 1
+        first_epoch = _resume(checkpoint_path, model, optimizer, scaler, record, unfreeze_at) + 1
         write_record(run_dir, record)
     forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
 
@@ -221,6 +220,8 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     writer = CheckpointWriter(checkpoint_path, record["history"], record.setdefault("checkpoint_seconds", 0.0))
     try:
         for epoch in range(first_epoch, epochs + 1):
+            if unfreeze_at is not None and epoch == unfreeze_at + 1:
+                _start_fine_tuning(model, optimizer, record)
             bar = ProgressBar(f"epoch {epoch}/{epochs}", len(train_batches), sys.stdout) if show_progress else None
             try:
                 trained = train_one_epoch(forward, train_batches.epoch(epoch), optimizer, device, amp_dtype, scaler,
@@ -309,12 +310,19 @@ def _remove_leftover_temporaries(run_dir: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def _build_model(config: Config, num_classes: int, frozen: tuple[str, ...], device: torch.device,
-                 memory_format: torch.memory_format, record: dict[str, Any]) -> torch.nn.Module:
+def _build_model(config: Config, num_classes: int, device: torch.device, memory_format: torch.memory_format,
+                 record: dict[str, Any]) -> torch.nn.Module:
     model = build_model(config.model.name, config.model.pretrained, config.model.weights, num_classes)
+    if config.model.weights is not None:
+        record["init"] = f"file:{config.model.weights}"
+    else:
+        record["init"] = pretrained_weights(config.model.name).name if config.model.pretrained else "random"
+    check_image_size(model, config.model.name, config.data.image_size)
+    frozen = frozen_modules(model, config.model.name, config.freeze.name, config.freeze.modules)
+    record["frozen_modules"] = list(frozen)
     trainable = trainable_parameter_names(model, frozen)
     if not trainable:
-        head = model_spec(config.model.name).head
+        head = head_name(config.model.name, model)
         raise ConfigError(f"freeze.modules={list(frozen)} leaves no parameter to train; keep {head} out of it")
     apply_freeze(model, trainable)
     model.to(device, memory_format=memory_format)
@@ -323,11 +331,15 @@ def _build_model(config: Config, num_classes: int, frozen: tuple[str, ...], devi
 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler | None, record: dict[str, Any]) -> int:
-    """Restore the run from its checkpoint; the number of epochs it had finished."""
+            scaler: torch.amp.GradScaler | None, record: dict[str, Any], unfreeze_at: int | None) -> int:
+    """Restore the run from its checkpoint; the number of epochs it had finished. An LP-FT run
+    whose checkpoint is from after the switch switches first, so that the optimizer has the
+    checkpoint's parameter groups."""
     checkpoint = load_checkpoint(path)
     if result_config(checkpoint.config) != result_config(record["config"]):
         raise CheckpointError(f"{path} was written by a run of another config; delete it or pass resume=false")
+    if unfreeze_at is not None and checkpoint.epoch > unfreeze_at:
+        _start_fine_tuning(model, optimizer, record)
     restore(checkpoint, model, optimizer, scaler, path)
     record["history"] = list(checkpoint.history)
     record["resumed_after_epoch"] = checkpoint.epoch
@@ -338,6 +350,15 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
         record.update({key: last[key] for key in ("val_acc", "val_loss") if key in last})
     log.info("resuming from %s after epoch %d", path, checkpoint.epoch)
     return checkpoint.epoch
+
+
+def _start_fine_tuning(model: torch.nn.Module, optimizer: torch.optim.Optimizer, record: dict[str, Any]) -> None:
+    """LP-FT's switch: the frozen parameters train from now on, in a new parameter group of the
+    optimizer with its settings (learning rate, momentum, ...)."""
+    optimizer.add_param_group({"params": unfreeze(model)})
+    record["params_trainable_after_unfreeze"] = count_parameters(model)[1]
+    log.info("fine-tuning from now on: %d of %d parameters train", record["params_trainable_after_unfreeze"],
+             record["params_total"])
 
 
 def write_samples(path: Path, data: ImageSet, count: int = 32) -> None:
@@ -379,16 +400,12 @@ def _state_dict_on_host(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    if config.model.weights is not None:
-        init = f"file:{config.model.weights}"
-    else:
-        init = "IMAGENET1K_V1" if config.model.pretrained else "random"
     record = {
         "status": "running",
         "name": config.name,
         "model": config.model.name,
         "pretrained": config.model.pretrained or config.model.weights is not None,
-        "init": init,
+        "init": None,  # IMAGENET1K_V1 (or the model's weights enum), random or file:PATH; set once it is known
         "data": config.data.name,
         "dataset": dataset_name(config.data),
         "transforms": transforms_of(config.data).describe(config.data.image_size),
@@ -403,6 +420,7 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         "classes": None,
         "params_total": None,
         "params_trainable": None,
+        **({"params_trainable_after_unfreeze": None} if config.freeze.unfreeze_at_epoch is not None else {}),
         "history": [],
         "test_acc": None,
         "test_loss": None,
