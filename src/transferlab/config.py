@@ -20,7 +20,7 @@ DATASETS = ("cifar10", "synthetic")
 PIPELINES = ("device", "reference")
 OPTIMIZERS = ("sgd", "adamw")
 PROGRESS = ("auto", "on", "off")
-LOGGERS = ("none", "tensorboard")
+LOGGERS = ("none", "tensorboard", "mlflow")
 # Settings that change where or how visibly a run happens, not its results.
 NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "data.root", "data.num_workers")
 

@@ -30,7 +30,7 @@ from transferlab.engine import (
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.gpus import claimed_gpu
-from transferlab.loggers import make_logger
+from transferlab.loggers import NoLogger, make_logger
 from transferlab.models import (
     apply_freeze, build_model, check_image_size, count_parameters, frozen_modules, model_spec,
     trainable_parameter_names,
@@ -57,10 +57,13 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
     RunInterrupted; the last epoch-end checkpoint stays for ``resume``."""
     run_dir = Path(run_dir)
     record = _new_record(config, overrides)
+    # Made before run.json is rewritten: a resumed run's MLflow run id is read from it.
+    metric_logger = make_logger(config.logger, run_dir, config.resume and (run_dir / CHECKPOINT_FILE).exists())
     write_record(run_dir, record)
     try:
+        metric_logger.start(record)  # a tracker that cannot be used fails the run here, before any training
         with _sigterm_interrupts(), _run_device(config.device) as device:
-            _train(config, device, run_dir, record)
+            _train(config, device, run_dir, record, metric_logger)
         record["status"] = "completed"
     except TransferlabError as error:
         record.update(status="failed", error=str(error))
@@ -78,6 +81,7 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
     finally:
         record["finished_at"] = utc_now()
         write_record(run_dir, record)
+        metric_logger.end(record)  # the final status, and run.json among the tracked files
     return record
 
 
@@ -111,7 +115,8 @@ def _run_device(name: str) -> Iterator[torch.device]:
         yield torch.device("cuda", index)
 
 
-def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str, Any]) -> None:
+def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str, Any],
+           metric_logger: NoLogger) -> None:
     check_image_size(config.model.name, config.data.image_size)
     frozen = frozen_modules(config.model.name, config.freeze.name, config.freeze.modules)
     record["frozen_modules"] = list(frozen)
@@ -147,7 +152,6 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
              len(train_set), len(test_set), record["device_name"], record["precision"])
 
     epochs = config.train.epochs
-    metric_logger = make_logger(config.logger, run_dir)
     try:
         for epoch in range(first_epoch, epochs + 1):
             bar = ProgressBar(f"epoch {epoch}/{epochs}", len(train_batches), sys.stdout) if show_progress else None
