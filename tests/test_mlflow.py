@@ -8,10 +8,9 @@ import sys
 
 import pytest
 
-import transferlab.run as run_module
 from transferlab.checkpoint import CHECKPOINT_FILE
 from transferlab.errors import RunInterrupted
-from transferlab.loggers import PARENT_RUN_ENV
+from transferlab.loggers import PARENT_RUN_ENV, MlflowLogger
 from transferlab.records import read_record
 from transferlab.report.reading import find_run_files, flatten
 from transferlab.run import run_training
@@ -79,17 +78,15 @@ def test_a_run_is_one_mlflow_run_with_its_config_metrics_tags_and_files(client, 
 
 
 def test_an_interrupted_run_is_killed_and_resumes_into_the_same_mlflow_run(client, tmp_path, monkeypatch):
-    real_evaluate, calls = run_module.evaluate, []
+    real_log_epoch = MlflowLogger.log_epoch
 
-    def evaluate_then_interrupt(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
+    def log_then_interrupt(self, entry):
+        real_log_epoch(self, entry)
+        raise KeyboardInterrupt  # Ctrl-C once epoch 1 is checkpointed and tracked
 
     config = tiny_config(*SMALL, "train.epochs=2", "logger=mlflow", "name=study_b")
     with monkeypatch.context() as patch:
-        patch.setattr(run_module, "evaluate", evaluate_then_interrupt)
+        patch.setattr(MlflowLogger, "log_epoch", log_then_interrupt)
         with pytest.raises(RunInterrupted):
             run_training(config, tmp_path)
     [interrupted] = runs_of(client, "study_b")

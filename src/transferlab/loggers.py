@@ -8,6 +8,7 @@ and files). After ``start``, a tracker that fails only warns: the run's results 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,8 @@ TAGS = {
 }
 
 
-class NoLogger:
-    """The interface, and logger=none."""
+class MetricLogger:
+    """What run.py calls on every logger; as it is, logger=none."""
 
     def start(self, record: dict[str, Any]) -> None:
         pass
@@ -51,7 +53,7 @@ class NoLogger:
         pass
 
 
-class TensorBoardLogger(NoLogger):
+class TensorBoardLogger(MetricLogger):
     """Writes each epoch's metrics as TensorBoard scalars under <run dir>/tensorboard/."""
 
     def __init__(self, run_dir: Path):
@@ -107,14 +109,20 @@ def mlflow_client(uri: str):
     return MlflowClient(uri)
 
 
-def _store_error(uri: str, error: Exception) -> TransferlabError:
-    """One line for a store that cannot be used: the OS's reason when there is one (connection
-    refused, name not known) rather than MLflow's whole request report."""
-    text = str(error)
-    reason = re.search(r"\[Errno -?\d+\][^\"')]*", text)
-    short = reason.group(0).strip() if reason else " ".join(text.split())[:300]
-    return TransferlabError(f"logger=mlflow: cannot use the MLflow tracking store {uri} ({short}); start its server "
-                            "or fix MLFLOW_TRACKING_URI, or pass logger=none")
+@contextlib.contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """A failure of the store at ``uri`` as one TransferlabError line: the OS's reason when there is
+    one (connection refused, name not known) rather than MLflow's whole request report."""
+    try:
+        yield
+    except TransferlabError:
+        raise
+    except Exception as error:
+        text = str(error)
+        reason = re.search(r"\[Errno -?\d+\][^\"')]*", text)
+        short = reason.group(0).strip() if reason else " ".join(text.split())[:300]
+        raise TransferlabError(f"logger=mlflow: cannot use the MLflow tracking store {uri} ({short}); start its "
+                               "server or fix MLFLOW_TRACKING_URI, or pass logger=none") from error
 
 
 def experiment_id(client, name: str, artifact_root: str | None) -> str:
@@ -143,7 +151,7 @@ def config_params(config: dict[str, Any]) -> dict[str, str]:
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in flatten(config).items()}
 
 
-class MlflowLogger(NoLogger):
+class MlflowLogger(MetricLogger):
     """One MLflow run per transferlab run, in the experiment named after the study; a resumed run
     continues the MLflow run whose id its run.json kept; a sweep's runs are children of the
     sweep's parent run (PARENT_RUN_ENV)."""
@@ -158,8 +166,8 @@ class MlflowLogger(NoLogger):
         if self.run_id is not None:
             record[RUN_ID_KEY] = self.run_id  # kept even when the store cannot be reached now
         uri, artifact_root = tracking_store()
-        client = mlflow_client(uri)
-        try:
+        with store_errors(uri):
+            client = mlflow_client(uri)
             experiment = experiment_id(client, record["name"], artifact_root)
             run = self._continued_run(client) or client.create_run(
                 experiment, run_name=self.run_dir.name,
@@ -173,10 +181,6 @@ class MlflowLogger(NoLogger):
             client.log_batch(run.info.run_id, tags=tags)
             for first in range(0, len(params), MAX_PARAMS_PER_CALL):
                 client.log_batch(run.info.run_id, params=params[first:first + MAX_PARAMS_PER_CALL])
-        except TransferlabError:
-            raise
-        except Exception as error:
-            raise _store_error(uri, error) from error
         self.client, self.run_id = client, run.info.run_id
         record[RUN_ID_KEY] = self.run_id
         log.info("MLflow run %s in experiment %r of %s", self.run_id, record["name"], uri)
@@ -192,6 +196,8 @@ class MlflowLogger(NoLogger):
         except MlflowException as error:
             if error.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
+            run = None
+        if run is None or run.info.lifecycle_stage == "deleted":
             log.warning("MLflow run %s (in run.json) is not in this tracking store; starting a new one", self.run_id)
             return None
         client.update_run(self.run_id, status="RUNNING")
@@ -212,7 +218,7 @@ class MlflowLogger(NoLogger):
         def finish() -> None:
             from mlflow.entities import RunTag
 
-            tags = [RunTag(key, str(record.get(key))) for key in ("status", "device", "precision")]
+            tags = [RunTag(key, str(record[key])) for key in ("status", "device", "precision") if record.get(key)]
             self.client.log_batch(self.run_id, tags=tags)
             for name in (RUN_FILE, METRICS_FILE, record.get("model_file")):
                 if name and (self.run_dir / name).exists():
@@ -239,7 +245,7 @@ def _resumed_mlflow_run(run_dir: Path) -> str | None:
         return None
 
 
-def make_logger(name: str, run_dir: Path, resuming: bool = False) -> NoLogger:
+def make_logger(name: str, run_dir: Path, resuming: bool = False) -> MetricLogger:
     """The logger for ``logger=name``; ``resuming``: the run continues from its checkpoint (then an
     MLflow run continues the MLflow run in the folder's run.json). Call it before run.json is
     rewritten."""
@@ -247,15 +253,16 @@ def make_logger(name: str, run_dir: Path, resuming: bool = False) -> NoLogger:
         return TensorBoardLogger(run_dir)
     if name == "mlflow":
         return MlflowLogger(run_dir, _resumed_mlflow_run(run_dir) if resuming else None)
-    return NoLogger()
+    return MetricLogger()
 
 
 class MlflowSweepCallback(Callback):
     """With logger=mlflow, groups a sweep's runs under one MLflow parent run, made in the launching
     process before any job starts (so an unusable store stops the sweep there, with one line).
     The same sweep command run again continues its parent, and a new parent that got no run (all
-    were skipped) is deleted at the end, so a sweep of skipped runs leaves nothing new. The jobs get the parent's id and store through ``hydra.job.env_set``, which
-    every launcher (joblib, submitit) applies in the job's own process."""
+    were skipped) is deleted at the end, so a sweep of skipped runs leaves nothing new. The jobs
+    get the parent's id and store through ``hydra.job.env_set``, which every launcher (joblib,
+    submitit) applies in the job's own process."""
 
     def __init__(self) -> None:
         self.client = None
@@ -269,8 +276,8 @@ class MlflowSweepCallback(Callback):
         sweep = sweep_key(list(config.hydra.overrides.task))
         uri, artifact_root = tracking_store()
         try:
-            client = mlflow_client(uri)
-            try:
+            with store_errors(uri):
+                client = mlflow_client(uri)
                 experiment = experiment_id(client, config.name, artifact_root)
                 key = hashlib.sha1(sweep.encode()).hexdigest()
                 found = client.search_runs([experiment], filter_string=f"tags.sweep_key = '{key}'", max_results=1)
@@ -282,10 +289,6 @@ class MlflowSweepCallback(Callback):
                         "sweep": sweep, "sweep_key": key, "run_dir": str(Path(config.hydra.sweep.dir).resolve())},
                     ).info.run_id
                     self.made_parent = True
-            except TransferlabError:
-                raise
-            except Exception as error:
-                raise _store_error(uri, error) from error
         except TransferlabError as error:
             print(f"transferlab: error: {error}", file=sys.stderr)  # Hydra turns a callback's exception into a warning
             raise SystemExit(1) from error

@@ -30,7 +30,7 @@ from transferlab.engine import (
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.gpus import claimed_gpu
-from transferlab.loggers import NoLogger, make_logger
+from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
     apply_freeze, build_model, check_image_size, count_parameters, frozen_modules, model_spec,
     trainable_parameter_names,
@@ -116,7 +116,7 @@ def _run_device(name: str) -> Iterator[torch.device]:
 
 
 def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str, Any],
-           metric_logger: NoLogger) -> None:
+           metric_logger: MetricLogger) -> None:
     check_image_size(config.model.name, config.data.image_size)
     frozen = frozen_modules(config.model.name, config.freeze.name, config.freeze.modules)
     record["frozen_modules"] = list(frozen)
