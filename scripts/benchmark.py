@@ -29,7 +29,7 @@ import torch
 import torchvision
 
 from transferlab.config import validate
-from transferlab.data import make_loader, make_synthetic
+from transferlab.data import PROTOCOL_TRANSFORMS, Transforms, make_loader, make_synthetic
 from transferlab.engine import (
     configure_determinism, make_optimizer, select_amp_dtype, select_device, train_one_epoch,
 )
@@ -44,7 +44,7 @@ MODES = {
 
 
 def measure(model_name: str, pipeline: str, data, settings: dict, device: torch.device, compile_model: bool,
-            workers: int) -> dict:
+            workers: int, transforms: Transforms = PROTOCOL_TRANSFORMS) -> dict:
     """One timed training pass over ``data`` after a short warm-up; images/s and peak memory."""
     amp_dtype = select_amp_dtype(settings["precision"], device)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -52,10 +52,10 @@ def measure(model_name: str, pipeline: str, data, settings: dict, device: torch.
     forward = torch.compile(model) if compile_model else model
     optimizer = make_optimizer("sgd", list(model.parameters()), 0.001, 0.9, 0.0, (0.9, 0.999))
     loader = make_loader(data, pipeline, settings["batch_size"], settings["image_size"], train=True, seed=0,
-                         device=device, num_workers=workers, memory_format=memory_format)
+                         device=device, num_workers=workers, memory_format=memory_format, transforms=transforms)
     warmup = make_loader(data.subset(torch.arange(min(len(data), 3 * settings["batch_size"]))), pipeline,
                          settings["batch_size"], settings["image_size"], train=True, seed=0, device=device,
-                         num_workers=workers, memory_format=memory_format)
+                         num_workers=workers, memory_format=memory_format, transforms=transforms)
     train_one_epoch(forward, warmup.epoch(0), optimizer, device, amp_dtype)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -114,7 +114,7 @@ def timed_runs(configs: list[dict], folder: Path) -> float:
 
 
 def study_configs(base: dict) -> list[dict]:
-    """The study's 12 runs (PROTOCOL.md), from random weights."""
+    """The study's 12 runs (docs/study.md), from random weights."""
     def run(model: str, fraction: float, freeze: str = "none") -> dict:
         return {**base, "model": {"name": model, "pretrained": False},
                 "data": {**base["data"], "fraction": fraction}, "freeze": {"name": freeze}}
@@ -123,6 +123,12 @@ def study_configs(base: dict) -> list[dict]:
     part_b = [run(m, 0.5) for m in ("resnet18", "vgg16")]
     part_c = [run("resnet18", 0.5, f) for f in ("none", "early", "middle", "last_only")]
     return part_a + part_b + part_c
+
+
+def save_results(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"saved {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,10 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the 12-run study ({base['train'].get('epochs', 10)} epochs each, evaluation included): "
                   f"{seconds / 60:,.1f} min")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"benchmark-{args.mode}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {path}")
+    save_results(results, args.out / f"benchmark-{args.mode}.json")
     return 0
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
+from hydra import compose, initialize_config_dir
 
 import transferlab.config as config_module
-from transferlab.config import Config, register_with_hydra
+from transferlab.config import Config, config_dir, register_with_hydra
 
 # A CPU run of a few seconds: small images, a few hundred generated images, no download.
 TINY = [
@@ -24,6 +24,10 @@ TINY = [
     "device=cpu", "progress=off",
 ]
 
+
+# A sweep's runs of a second or so each, for the launcher tests.
+DRY_RUN = ["data=synthetic", "data.image_size=32", "data.num_train=48", "data.num_test=24", "train.epochs=1",
+           "model.pretrained=false", "device=cpu", "progress=off"]
 
 TRANSFERLAB = str(Path(sys.executable).parent / "transferlab")  # the installed console script
 
@@ -51,7 +55,7 @@ def start_transferlab(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
 def compose_config(overrides: list[str], return_hydra_config: bool = False):
     """The real conf/ composed with ``overrides``, as Hydra would for `transferlab train`."""
     register_with_hydra()
-    with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
@@ -91,3 +95,57 @@ def skip_md5(monkeypatch):
     import torchvision.datasets.utils as utils
 
     monkeypatch.setattr(utils, "check_md5", lambda *args, **kwargs: True)
+
+
+IMAGE_FOLDER_CLASSES = ("cat", "dog", "owl")
+# (extension, Pillow mode, width, height): PNG and JPEG, mixed sizes, every common mode.
+IMAGE_KINDS = [(".png", "RGB", 40, 30), (".jpg", "RGB", 64, 64), (".png", "L", 23, 50), (".png", "RGBA", 50, 50),
+               (".png", "P", 36, 36), (".jpeg", "L", 48, 32), (".JPG", "CMYK", 32, 40), (".png", "I;16", 30, 30)]
+
+
+def write_image_folder(root: Path, per_class: int = 8, splits: tuple[str, ...] = ("train", "val"),
+                       classes: tuple[str, ...] = IMAGE_FOLDER_CLASSES, seed: int = 0) -> Path:
+    """An image folder as torchvision's ImageFolder reads it: root/<split>/<class>/<file>, each class a
+    colour of its own with noise (so it can be learnt), in the mixed formats, sizes and modes of IMAGE_KINDS."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            colour = np.array([(label * 97) % 256, (label * 181 + 60) % 256, (255 - label * 71) % 256])
+            for index in range(per_class):
+                extension, mode, width, height = IMAGE_KINDS[index % len(IMAGE_KINDS)]
+                pixels = (colour + rng.normal(0, 25, size=(height, width, 3))).clip(0, 255).astype(np.uint8)
+                image = Image.fromarray(pixels)
+                if mode == "I;16":
+                    image = Image.fromarray((pixels.mean(axis=2) * 257).astype(np.uint16))
+                elif mode == "P":
+                    image = image.convert("P", palette=Image.Palette.ADAPTIVE)
+                elif mode != "RGB":
+                    image = image.convert(mode)
+                image.save(folder / f"{split}_{name}_{index}{extension}",
+                           format="JPEG" if extension.lower() in (".jpg", ".jpeg") else "PNG")
+    return root
+
+
+def write_cifar100(root: Path, num_train: int = 200, num_test: int = 100, seed: int = 0) -> Path:
+    """cifar-100-python.tar.gz in CIFAR-100's own format (pickled train, test and meta, with fine and
+    coarse labels) with random images; returns the archive's path."""
+    rng = np.random.default_rng(seed)
+    folder = root / "build" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, count in (("train", num_train), ("test", num_test)):
+        fine = [int(i % 100) for i in range(count)]
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"batch_label": name, "fine_labels": fine, "coarse_labels": [f // 5 for f in fine],
+                         "data": rng.integers(0, 256, size=(count, 3072), dtype=np.uint8),
+                         "filenames": [f"{name}_{i}.png" for i in range(count)]}, handle)
+    with open(folder / "meta", "wb") as handle:
+        pickle.dump({"fine_label_names": [f"fine{k:02d}" for k in range(100)],
+                     "coarse_label_names": [f"coarse{k:02d}" for k in range(20)]}, handle)
+    archive = root / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-100-python")
+    return archive

@@ -12,7 +12,7 @@ from conftest import TRANSFERLAB, cli_env, transferlab
 
 # What bash would show after Tab, for each partial command line (the cursor at its end).
 EXPECTED = {
-    "transferlab ": "train study report prepare",
+    "transferlab ": "train study report prepare tune",
     "transferlab st": "study",
     "transferlab train mod": "model. model=",
     "transferlab train model=v": "model=vgg16",

@@ -24,6 +24,8 @@ def test_defaults_reproduce_the_protocol():
     ("model", "vgg16", "name", "vgg16"),
     ("freeze", "last_only", "name", "last_only"),
     ("data", "synthetic", "name", "synthetic"),
+    ("data", "cifar100", "name", "cifar100"),
+    ("data", "imagefolder", "name", "imagefolder"),
     ("optim", "adamw", "name", "adamw"),
 ])
 def test_each_group_option_composes(group, option, key, value):
@@ -54,6 +56,14 @@ def test_synthetic_keeps_the_protocol_schedule_and_transforms():
     ("data.num_train=0", "data.num_train=0 is not allowed; it must be >= 1"),
     ("optim.momentum=-0.5", "optim.momentum=-0.5 is not allowed; it must be >= 0.0"),
     ("optim.betas=[0.9]", "optim.betas=[0.9] is not allowed; give two values in [0, 1)"),
+    ("data.augment=cutmix", "data.augment='cutmix' is not allowed; choose one of: pad_crop_flip, random_resized_crop"),
+    ("data.normalize=mnist", "data.normalize='mnist' is not allowed; choose one of: cifar10, cifar100, imagenet"),
+    ("data.test_fraction=0", "data.test_fraction=0.0 is not allowed; it must be in (0, 1)"),
+    ("data.test_fraction=1", "data.test_fraction=1.0 is not allowed; it must be in (0, 1)"),
+    ("data.test_crop=0", "data.test_crop=0.0 is not allowed; it must be in (0, 1]"),
+    ("data.crop_scale=[0.5,0.2]", "data.crop_scale=[0.5, 0.2] is not allowed; give [low, high] with 0 < low <= high"),
+    ("data.stored_size=4", "data.stored_size=4 is not allowed; it must be >= 8"),
+    ("data.decode_workers=-1", "data.decode_workers=-1 is not allowed; it must be >= 0"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as error:
@@ -82,3 +92,31 @@ def test_run_folder_names_are_safe_and_distinct():
     long_a, long_b = ",".join(f"key{i}=value" for i in range(40)), ",".join(f"key{i}=value" for i in range(41))
     assert len(run_dirname(long_a).encode()) <= 200 and run_dirname(long_a) != run_dirname(long_b)
     assert run_dirname(long_a).startswith("key0=value,key1=value")
+
+
+def test_each_dataset_gets_its_own_transforms_and_cifar10_keeps_the_protocols():
+    def transforms(data: str) -> tuple:
+        d = validate(compose_config([f"data={data}"])).data
+        return d.augment, d.normalize, d.test_crop, d.image_size
+
+    assert transforms("cifar10") == transforms("synthetic") == ("pad_crop_flip", "cifar10", 1.0, 224)
+    assert transforms("cifar100") == ("pad_crop_flip", "cifar100", 1.0, 224)
+    assert transforms("imagefolder") == ("random_resized_crop", "imagenet", 0.875, 224)
+    folder = validate(compose_config(["data=imagefolder", "data.normalize=cifar10", "data.augment=flip"])).data
+    assert (folder.normalize, folder.augment, folder.stored_size) == ("cifar10", "flip", 256)  # a user can switch
+
+
+def test_an_image_folder_is_part_of_the_result_and_of_the_run_folder():
+    from transferlab.config import as_dict, result_config, run_dirname
+
+    def result(*overrides: str) -> dict:
+        return result_config(as_dict(validate(compose_config(list(overrides)))))
+
+    # Where CIFAR-10 lives, or where an image folder's cache lives, does not change results ...
+    assert result("data.root=/a") == result("data.root=/b")
+    assert result("data=imagefolder", "data.cache_dir=/a") == result("data=imagefolder", "data.cache_dir=/b")
+    # ... but an image folder is the dataset itself.
+    assert result("data=imagefolder", "data.root=/a") != result("data=imagefolder", "data.root=/b")
+    assert run_dirname("model=alexnet", "cifar10", "/a") == run_dirname("model=alexnet", "cifar10", "/b")
+    assert run_dirname("data=imagefolder", "imagefolder", "/photos/birds") == "data=imagefolder,data.root=_photos_birds"
+    assert run_dirname("", "imagefolder", "a") != run_dirname("", "imagefolder", "b")

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from transferlab.data import ImageSet, load_cifar10, make_synthetic, stratified_split, subset_indices
+from transferlab.data import ImageSet, load_cifar10, load_cifar100, make_synthetic, stratified_split, subset_indices
 from transferlab.errors import TransferlabError
 from transferlab.run import load_datasets
 
-from conftest import tiny_config, write_cifar10
+from conftest import tiny_config, write_cifar10, write_cifar100
 
 
 def test_subset_sizes_match_the_fraction():
@@ -75,3 +75,20 @@ def test_stratified_split_holds_out_the_same_share_of_every_class_by_seed_alone(
     assert not torch.equal(stratified_split(labels, 0.2, seed=4)[1], held)
     tiny = torch.tensor([0, 0, 1, 1, 1])  # 0.1 of two images rounds to none: one is held out all the same
     assert torch.bincount(tiny[stratified_split(tiny, 0.1, seed=0)[1]]).tolist() == [1, 1]
+
+
+def test_cifar100_archive_is_read_by_torchvisions_loader_with_its_100_fine_classes(tmp_path, skip_md5):
+    write_cifar100(tmp_path, num_train=300, num_test=100)
+    train, test = load_cifar100(tmp_path, download=True)  # extracts the pre-placed archive, no network
+    assert (tmp_path / "cifar-100-python" / "train").exists()
+    assert train.images.shape == (300, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert test.images.shape == (100, 3, 32, 32)
+    assert len(train.classes) == 100 and train.classes[:2] == ("fine00", "fine01")
+    assert train.labels[:3].tolist() == [0, 1, 2] and int(train.labels.max()) == 99  # fine labels, not coarse
+
+
+def test_missing_cifar100_says_where_to_put_its_archive(tmp_path):
+    with pytest.raises(TransferlabError) as error:
+        load_cifar100(tmp_path / "empty", download=False)
+    assert "CIFAR-100 is not in data.root=" in str(error.value)
+    assert "put cifar-100-python.tar.gz" in str(error.value)

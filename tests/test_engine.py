@@ -4,7 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from transferlab.engine import ProgressBar, evaluate, select_amp_dtype, select_device, train_one_epoch
+from transferlab.engine import (
+    NonFiniteLoss, ProgressBar, evaluate, recording_nondeterministic_ops, select_amp_dtype, select_device,
+    train_one_epoch,
+)
 from transferlab.errors import ConfigError
 
 
@@ -72,3 +75,35 @@ def test_progress_bar_shows_batches_loss_accuracy_and_rate(capsys):
     train_one_epoch(model, batches(3), optimizer, torch.device("cpu"), on_batch=bar)
     text = stream.getvalue()
     assert "epoch 1/1 [" in text and "3/3" in text and "loss " in text and "acc " in text and "img/s" in text
+
+
+@pytest.mark.parametrize("bad", [3, 50, 57])
+def test_a_non_finite_loss_is_reported_at_the_batch_where_it_first_happened(bad):
+    """Checked every 50 batches and at the end, but the batch named is the first with a NaN loss
+    (once the weights are NaN every later loss is too)."""
+    def poisoned():
+        for step, (images, labels) in enumerate(batches(60), start=1):
+            if step == bad:
+                images = images.clone()
+                images[0, 0] = float("nan")
+            yield images, labels
+
+    model = nn.Linear(4, 2)
+    with pytest.raises(NonFiniteLoss) as error:
+        train_one_epoch(model, poisoned(), torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"))
+    assert error.value.batch == bad
+
+
+def test_recording_nondeterministic_ops_names_each_op_once_and_lets_other_warnings_through():
+    import warnings
+
+    ops = []
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with pytest.warns(UserWarning, match="an unrelated warning"), recording_nondeterministic_ops(ops):
+            for _ in range(3):  # put_ (accumulate=False) has no deterministic implementation, on the CPU too
+                torch.zeros(4).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))
+            warnings.warn("an unrelated warning")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert ops == ["put_"]

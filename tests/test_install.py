@@ -1,29 +1,83 @@
-"""A non-editable install carries its configs and runs from any directory."""
+"""The standard build (sdist, then a wheel built from that sdist, as PyPI, pip and `uv build` do)
+ships the configs, and the installed wheel runs from any directory; an editable install and the
+checkout read the top-level conf/ itself."""
 
 import os
 import subprocess
 import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
+import pytest
+
+from transferlab.config import config_dir
+
 REPO = Path(__file__).resolve().parents[1]
+CONF_FILES = sorted(str(p.relative_to(REPO / "conf")) for p in (REPO / "conf").rglob("*.yaml"))
 
 
-def test_non_editable_install_runs_from_another_directory(tmp_path):
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "uv", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                    "--python", sys.executable, str(REPO)], check=True, capture_output=True, text=True, timeout=300)
-    installed_conf = target / "transferlab" / "conf"
-    assert (installed_conf / "config.yaml").is_file() and not installed_conf.is_symlink()
-    assert (installed_conf / "model" / "alexnet.yaml").is_file()
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(target)}  # ahead of the editable install of this checkout
-    where = subprocess.run([sys.executable, "-c", "import transferlab; print(transferlab.__file__)"],
-                           cwd=elsewhere, env=env, capture_output=True, text=True, check=True)
-    assert where.stdout.strip().startswith(str(target))
-    run = subprocess.run(
-        [sys.executable, "-m", "transferlab.cli", "train", "data=synthetic", "data.image_size=32", "data.num_train=64",
-         "data.num_test=32", "model.pretrained=false", "train.epochs=1", "device=cpu", "progress=off"],
-        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory):
+    """(sdist, wheel, site): built once per test session, offline, with this environment's
+    hatchling (no build isolation), and the wheel alone installed into ``site``."""
+    root = tmp_path_factory.mktemp("build")
+    dist, site = root / "dist", root / "site"
+    uv = [sys.executable, "-m", "uv"]
+    subprocess.run([*uv, "build", "--offline", "--no-build-isolation", "--python", sys.executable,
+                    "--out-dir", str(dist), str(REPO)], check=True, capture_output=True, text=True, timeout=300)
+    [sdist], [wheel] = dist.glob("*.tar.gz"), dist.glob("*.whl")
+    subprocess.run([*uv, "pip", "install", "--offline", "--quiet", "--no-deps", "--target", str(site),
+                    "--python", sys.executable, str(wheel)], check=True, capture_output=True, text=True, timeout=300)
+    return sdist, wheel, site
+
+
+def test_the_wheel_built_from_the_sdist_carries_every_config(installed_wheel):
+    sdist, wheel, _ = installed_wheel
+    with tarfile.open(sdist) as archive:
+        members = {m.name.split("/", 1)[1]: m for m in archive.getmembers() if "/" in m.name}
+    assert {f"conf/{name}" for name in CONF_FILES} <= set(members)  # the sdist keeps conf/ where users edit it
+    assert not any(m.issym() or m.islnk() for m in members.values())
+    with zipfile.ZipFile(wheel) as archive:
+        for name in CONF_FILES:
+            assert archive.read(f"transferlab/conf/{name}") == (REPO / "conf" / name).read_bytes(), name
+        assert "hydra_plugins/transferlab_sweeper.py" in archive.namelist()
+
+
+def python_in(site: Path, cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Python with ``site`` (the installed wheel) ahead of this checkout's editable install."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["PYTHONPATH"] = str(site)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_installed_wheel_composes_and_trains_from_another_directory(installed_wheel, tmp_path):
+    _, _, site = installed_wheel
+    where = python_in(site, tmp_path, "-c", "import transferlab.config as c; print(c.__file__); print(c.config_dir())")
+    module, conf = where.stdout.split()
+    assert module.startswith(str(site)) and conf == str(site / "transferlab" / "conf"), where.stdout + where.stderr
+    job = python_in(site, tmp_path, "-m", "transferlab.cli", "train", "--cfg", "job", "model=alexnet", "data=synthetic")
+    assert job.returncode == 0, job.stdout + job.stderr
+    assert "name: alexnet" in job.stdout and "name: synthetic" in job.stdout and "lr: 0.001" in job.stdout
+    assert not list(tmp_path.iterdir())
+    run = python_in(site, tmp_path, "-m", "transferlab.cli", "train", "-m", "data=synthetic", "data.image_size=32",
+                    "data.num_train=64", "data.num_test=32", "model.pretrained=false", "train.epochs=1", "device=cpu",
+                    "progress=off")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert len(list((elsewhere / "outputs" / "runs").glob("*/run.json"))) == 1
+    assert "1 run(s) ran, 0 did not complete" in run.stdout  # the installed sweeper plugin summarised the sweep
+    assert len(list((tmp_path / "outputs" / "runs").glob("*/run.json"))) == 1
+
+
+def test_the_checkout_and_an_editable_install_read_the_top_level_conf():
+    assert config_dir() == REPO / "conf"  # these tests import transferlab from src/ (editable install)
+    assert not (REPO / "src" / "transferlab" / "conf").exists()  # no link: links break on Windows and in sdists
+
+
+def test_the_declared_torch_floor_has_what_the_code_uses():
+    """fp16 runs use torch.amp.GradScaler(device), which torch has since 2.3."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    [torch_requirement] = [r for r in map(Requirement, requires("transferlab")) if r.name == "torch"]
+    assert not torch_requirement.specifier.contains("2.2.2") and torch_requirement.specifier.contains("2.3.0")

@@ -3,6 +3,8 @@
 import json
 import subprocess
 import sys
+import tempfile
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,22 +12,23 @@ import torch
 import transferlab.gpus as gpus
 import transferlab.run as run_module
 
-from conftest import compose_config, transferlab
-
-DRY_RUN = ["data=synthetic", "data.image_size=32", "data.num_train=48", "data.num_test=24", "train.epochs=1",
-           "model.pretrained=false", "device=cpu", "progress=off"]
+from conftest import DRY_RUN, compose_config, start_transferlab, transferlab
 
 
 @pytest.mark.parametrize("launcher", [["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
                                       ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
                          ids=["submitit_local", "joblib"])
 def test_a_sweep_runs_through_a_parallel_launcher(tmp_path, launcher):
-    result = transferlab("train", "-m", "experiment=part_c", "freeze=none,last_only", *DRY_RUN, *launcher, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
+    command = start_transferlab("train", "-m", "experiment=part_c", "freeze=none,last_only", *DRY_RUN, *launcher,
+                                cwd=tmp_path)
+    output, _ = command.communicate(timeout=600)
+    assert command.returncode == 0, output
     records = [json.loads(p.read_text()) for p in (tmp_path / "outputs" / "part_c").glob("*/run.json")]
     assert sorted(r["freeze"] for r in records) == ["last_only", "none"]
     assert all(r["status"] == "completed" for r in records)
-    assert "2 run(s) ran, 0 did not complete" in result.stdout + result.stderr
+    assert "2 run(s) ran, 0 did not complete" in output
+    # The launcher ran them, not Hydra's basic launcher inside the command's own process.
+    assert all(r["pid"] != command.pid for r in records), [r["pid"] for r in records]
 
 
 def test_slurm_launcher_config_is_what_sbatch_needs(tmp_path, monkeypatch):
@@ -62,8 +65,8 @@ def test_a_missing_launcher_says_what_to_install(tmp_path):
 
 def test_each_process_claims_a_different_gpu(tmp_path):
     code = ("import sys, time; from pathlib import Path; from transferlab.gpus import try_claim; "
-            "claim = try_claim(2, Path(sys.argv[1])); print(claim[0] if claim else 'none', flush=True); "
-            "time.sleep(30 if claim else 0)")
+            "claim = try_claim(['GPU-a', 'GPU-b'], Path(sys.argv[1])); print(claim[0] if claim else 'none', "
+            "flush=True); time.sleep(30 if claim else 0)")
     holders = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
                for _ in range(2)]
     try:
@@ -73,17 +76,39 @@ def test_each_process_claims_a_different_gpu(tmp_path):
         assert third.stdout.strip() == "none"  # both GPUs are held
         holders[0].kill()
         holders[0].wait()
-        assert gpus.try_claim(2, tmp_path) is not None  # a killed run's claim is released with its process
+        assert gpus.try_claim(["GPU-a", "GPU-b"], tmp_path) is not None  # released with the killed process
     finally:
         for holder in holders:
             holder.kill()
+
+
+def test_a_gpu_lock_follows_the_gpu_not_its_index(tmp_path):
+    # Under CUDA_VISIBLE_DEVICES=1 a run sees GPU b as its GPU 0; a run that sees both must still get a.
+    held = gpus.try_claim(["GPU-b"], tmp_path)
+    assert held is not None and held[0] == 0
+    claim = gpus.try_claim(["GPU-a", "GPU-b"], tmp_path)
+    assert claim is not None and claim[0] == 0  # index 0 of this view is GPU a, which nobody holds
+    assert gpus.try_claim(["GPU-b", "GPU-a"], tmp_path) is None  # both held, whatever their order here
+
+
+def test_gpu_locks_live_in_one_folder_whatever_tmpdir_says(monkeypatch, tmp_path):
+    monkeypatch.delenv(gpus.LOCK_DIR_ENV, raising=False)
+    folders = set()
+    for tmpdir in ("/var/tmp", str(tmp_path)):  # Slurm gives every job its own TMPDIR
+        monkeypatch.setenv("TMPDIR", tmpdir)
+        monkeypatch.setattr(tempfile, "tempdir", None)  # forget the cached temp directory
+        folders.add(gpus.default_lock_dir())
+    assert len(folders) == 1
+    monkeypatch.setenv(gpus.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    assert gpus.default_lock_dir() == tmp_path / "locks"
 
 
 def test_runs_on_a_multi_gpu_machine_get_distinct_gpus(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
-    monkeypatch.setattr(gpus, "default_lock_dir", lambda: tmp_path)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(uuid=f"uuid-{index}"))
+    monkeypatch.setenv(gpus.LOCK_DIR_ENV, str(tmp_path))
     with run_module._run_device("cuda") as first, run_module._run_device("auto") as second:
         assert {first, second} == {torch.device("cuda", 0), torch.device("cuda", 1)}
     with run_module._run_device("cuda") as again:

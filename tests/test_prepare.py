@@ -9,7 +9,9 @@ import torchvision
 import transferlab.prepare as prepare_module
 from transferlab.prepare import main, prepare, sha256_matches, weights_file
 
-from conftest import write_cifar10
+from transferlab.config import DataConfig
+
+from conftest import write_cifar10, write_cifar100, write_image_folder
 
 
 @pytest.fixture
@@ -66,6 +68,26 @@ def test_corrupt_cached_weights_are_reported(tmp_path, offline, skip_md5):
     _, path = weights_file("alexnet")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"truncated download")
-    ready, problems = prepare(tmp_path / "data", ["alexnet"])
+    ready, problems = prepare(DataConfig(root=str(tmp_path / "data")), ["alexnet"])
     assert ready == [f"CIFAR-10: in place and verified, {tmp_path / 'data'}"]
     assert problems == [f"alexnet weights: {path} does not match its SHA-256; delete it and run transferlab prepare again"]
+
+
+def test_prepare_fetches_or_verifies_cifar100_when_asked(tmp_path, offline, skip_md5, capsys):
+    assert main(["data=cifar100", f"data.root={tmp_path / 'data'}", "model.pretrained=false"]) == 1
+    assert "error: CIFAR-100: CIFAR-100 is not in data.root=" in capsys.readouterr().out
+    write_cifar100(tmp_path / "data")
+    assert main(["data=cifar100", f"data.root={tmp_path / 'data'}", "model.pretrained=false"]) == 0
+    output = capsys.readouterr().out
+    assert f"ok: CIFAR-100: in place and verified, {tmp_path / 'data'}" in output and "CIFAR-10:" not in output
+
+
+def test_prepare_decodes_an_image_folder_into_its_cache(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "birds", per_class=3, splits=("train",))
+    run = ["data=imagefolder", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}", "model.pretrained=false"]
+    assert main(run) == 0
+    assert f"ok: image folder {root}: 6 training and 3 test images in 3 classes" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache" / "imagefolder").glob("*/images.npy"))) == 1
+    (root / "train" / "cat" / "train_cat_0.png").write_bytes(b"not a png")
+    assert main(run) == 1
+    assert "error: image folder: " in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """Checkpoints, resume after a kill, SIGTERM, NaN losses and refused checkpoints."""
 
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -70,6 +71,41 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path):
     assert not (killed_dir / CHECKPOINT_FILE).exists()  # removed once completed (keep_checkpoint=false)
 
 
+# AlexNet's dropout draws from the global torch RNG, so only a restored RNG state lets a resumed
+# run draw the masks the uninterrupted one drew. Training only the head keeps it fast; the dropout
+# before it still decides what the head learns.
+ALEXNET_RUN = [*TINY, "model=alexnet", "data.image_size=64", "data.num_train=96", "data.num_test=32",
+               "train.eval_batch_size=32", "train.epochs=2", "freeze=last_only", "deterministic=true", "save_model=true"]
+
+
+def test_a_killed_and_resumed_alexnet_run_restores_the_rng_and_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    import transferlab.run as run_module
+
+    whole = run_training(tiny_config(*ALEXNET_RUN), tmp_path / "whole")
+    assert whole["status"] == "completed", whole.get("error")
+
+    real_evaluate, calls = run_module.evaluate, []
+
+    def killed_in_epoch_2(*args, **kwargs):  # after epoch 2's training drew its dropout masks
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "evaluate", killed_in_epoch_2)
+    with pytest.raises(RunInterrupted):
+        run_training(tiny_config(*ALEXNET_RUN), tmp_path / "killed")
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "killed" / CHECKPOINT_FILE).epoch == 1
+
+    resumed = run_training(tiny_config(*ALEXNET_RUN), tmp_path / "killed")
+    assert resumed["status"] == "completed" and resumed["resumed_after_epoch"] == 1
+    assert [[e[m] for m in METRICS] for e in resumed["history"]] == [[e[m] for m in METRICS] for e in whole["history"]]
+    weights_a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    weights_b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
 def test_sigterm_stops_cleanly_marks_interrupted_and_resumes(tmp_path):
     process, run_dir = start_and_wait_for_an_epoch("term", tmp_path)
     process.send_signal(signal.SIGTERM)
@@ -87,10 +123,35 @@ def test_sigterm_stops_cleanly_marks_interrupted_and_resumes(tmp_path):
     assert load_checkpoint(run_dir / CHECKPOINT_FILE).epoch == 3  # kept
 
 
-def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(tmp_path):
-    record = run_training(tiny_config("optim.lr=1e12", "train.epochs=2"), tmp_path)
+def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(tmp_path, monkeypatch):
+    """Epoch 2's third batch (of 10) holds a NaN image: the run stops there and says so."""
+    import transferlab.run as run_module
+
+    real_make_loader = run_module.make_loader
+
+    class PoisonedLoader:
+        def __init__(self, loader):
+            self.loader = loader
+
+        def __len__(self):
+            return len(self.loader)
+
+        def epoch(self, epoch):
+            for batch, (images, labels) in enumerate(self.loader.epoch(epoch), start=1):
+                if (epoch, batch) == (2, 3):
+                    images = images.clone()
+                    images[0, 0, 0, 0] = float("nan")
+                yield images, labels
+
+    def make_loader(*args, train, **kwargs):
+        loader = real_make_loader(*args, train=train, **kwargs)
+        return PoisonedLoader(loader) if train else loader
+
+    monkeypatch.setattr(run_module, "make_loader", make_loader)
+    record = run_training(tiny_config("train.epochs=3"), tmp_path)
     assert record["status"] == "failed"
-    assert "epoch 1, batch " in record["error"] and "the training loss is not finite" in record["error"]
+    assert record["error"].startswith("epoch 2, batch 3: the training loss is not finite"), record["error"]
+    assert [e["epoch"] for e in record["history"]] == [1]
 
 
 @pytest.fixture
@@ -116,12 +177,30 @@ def interrupted_run(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_resume_continues_from_the_checkpoint(interrupted_run):
+def test_resume_continues_from_the_checkpoint_and_resume_false_starts_over(interrupted_run, tmp_path_factory):
+    copy = tmp_path_factory.mktemp("copy") / "run"
+    shutil.copytree(interrupted_run, copy)
     record = run_training(tiny_config("train.epochs=2"), interrupted_run)
     assert record["status"] == "completed" and record["resumed_after_epoch"] == 1
     assert [e["epoch"] for e in record["history"]] == [1, 2]
-    fresh = run_training(tiny_config("train.epochs=2", "resume=false"), interrupted_run / "fresh")
-    assert "resumed_after_epoch" not in fresh
+    assert load_checkpoint(copy / CHECKPOINT_FILE).epoch == 1  # the same folder, checkpoint and all
+    fresh = run_training(tiny_config("train.epochs=2", "resume=false"), copy)
+    assert fresh["status"] == "completed" and "resumed_after_epoch" not in fresh
+    assert [e["epoch"] for e in fresh["history"]] == [1, 2]
+    assert fresh["history"][0]["epoch_seconds"] != record["history"][0]["epoch_seconds"]  # epoch 1 trained again
+
+
+def test_force_trains_from_the_first_epoch_whatever_checkpoint_the_folder_holds(tmp_path):
+    kept = run_training(tiny_config("deterministic=true", "keep_checkpoint=true"), tmp_path)
+    assert kept["status"] == "completed" and load_checkpoint(tmp_path / CHECKPOINT_FILE).epoch == 1
+    forced = run_training(tiny_config("deterministic=true", "keep_checkpoint=true", "force=true"), tmp_path)
+    assert forced["status"] == "completed" and "resumed_after_epoch" not in forced
+    assert forced["history"][0]["train_loss"] == kept["history"][0]["train_loss"]  # epoch 1 trained again
+    assert forced["history"][0]["epoch_seconds"] != kept["history"][0]["epoch_seconds"]
+    # A checkpoint of another config (kept from the run being replaced) is no obstacle either.
+    other = run_training(tiny_config("deterministic=true", "force=true", "optim.lr=0.01"), tmp_path)
+    assert other["status"] == "completed", other.get("error")
+    assert "resumed_after_epoch" not in other and not (tmp_path / CHECKPOINT_FILE).exists()
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -9,7 +9,7 @@ import torchvision
 from transferlab.records import METRIC_COLUMNS
 from transferlab.run import run_training
 
-from conftest import tiny_config, write_cifar10
+from conftest import tiny_config, write_cifar10, write_cifar100, write_image_folder
 
 
 def test_a_synthetic_run_learns(tmp_path):
@@ -75,6 +75,43 @@ def test_a_run_starts_from_a_saved_model(tmp_path):
         assert torch.equal(model.state_dict()[key], value), key
 
 
+def test_a_run_starts_from_a_weights_file_end_to_end(tmp_path):
+    """model.weights=FILE with an ImageNet-shaped state_dict: the run loads it, replaces the head,
+    trains and records where it started; the frozen modules still hold the file's weights."""
+    source = torchvision.models.resnet18(weights=None).state_dict()
+    weights = tmp_path / "imagenet.pth"
+    torch.save(source, weights)
+    config = tiny_config(f"model.weights={weights}", "freeze.modules=[conv1,layer1]", "save_model=true")
+    record = run_training(config, tmp_path / "run")
+    assert record["status"] == "completed", record.get("error")
+    assert (record["init"], record["pretrained"]) == (f"file:{weights}", True)
+    trained = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    for key in ("conv1.weight", "layer1.0.conv1.weight", "layer1.1.conv2.weight"):
+        assert torch.equal(trained[key], source[key]), key
+    assert not torch.equal(trained["layer4.1.conv2.weight"], source["layer4.1.conv2.weight"])  # it trained
+    assert trained["fc.weight"].shape == (10, 512)
+
+
+def test_a_deterministic_run_records_the_ops_that_had_no_deterministic_implementation(tmp_path, monkeypatch):
+    """deterministic=true only warns (warn_only) where torch has no deterministic kernel; run.json
+    names those ops. On the CPU a training step has none, so one is added to it."""
+    import transferlab.run as run_module
+
+    real_train_one_epoch = run_module.train_one_epoch
+
+    def train_with_put(*args, **kwargs):
+        torch.zeros(4).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))  # warns on the CPU too
+        return real_train_one_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_one_epoch", train_with_put)
+    record = run_training(tiny_config("deterministic=true", "train.epochs=2"), tmp_path / "checked")
+    assert record["status"] == "completed", record.get("error")
+    assert record["nondeterministic_ops"] == ["put_"]
+    assert json.loads((tmp_path / "checked" / "run.json").read_text())["nondeterministic_ops"] == ["put_"]
+    unchecked = run_training(tiny_config("deterministic=false"), tmp_path / "unchecked")
+    assert unchecked["status"] == "completed" and unchecked["nondeterministic_ops"] is None
+
+
 def test_the_real_cifar10_path_trains(tmp_path, skip_md5):
     write_cifar10(tmp_path / "cifar", train_per_batch=40, num_test=60)
     config = tiny_config("data=cifar10", f"data.root={tmp_path / 'cifar'}", "data.fraction=0.5")
@@ -132,3 +169,44 @@ def test_tensorboard_logger_missing_says_what_to_install(tmp_path, monkeypatch):
     assert record["status"] == "failed"
     assert "logger=tensorboard needs the tensorboard package" in record["error"]
     assert "pip install 'transferlab[tensorboard]'" in record["error"]
+
+
+def _loads_into_plain_torchvision(path, name: str, num_classes: int) -> torch.nn.Module:
+    model = torchvision.models.get_model(name, num_classes=num_classes)  # no transferlab code
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model
+
+
+def test_a_cifar100_run_has_a_100_class_head_and_its_model_loads_into_torchvision(tmp_path, skip_md5):
+    write_cifar100(tmp_path / "cifar", num_train=100, num_test=40)
+    config = tiny_config("data=cifar100", f"data.root={tmp_path / 'cifar'}", "data.fraction=0.5", "save_model=true")
+    record = run_training(config, tmp_path / "run")
+    assert record["status"] == "completed", record.get("error")
+    assert (record["data"], record["dataset"], record["num_classes"]) == ("cifar100", "cifar100", 100)
+    assert record["classes"][:2] == ["fine00", "fine01"] and len(record["classes"]) == 100
+    assert record["transforms"]["normalize"] == "cifar100"
+    assert record["transforms"]["train"] == "Resize(32), RandomCrop(32, padding=4), RandomHorizontalFlip()"
+    model = _loads_into_plain_torchvision(tmp_path / "run" / "model.pt", "resnet18", 100)
+    assert model.fc.out_features == 100
+
+
+@pytest.mark.parametrize("pipeline", ["device", "reference"])
+def test_an_image_folder_run_has_one_output_per_class_folder_and_says_what_it_used(tmp_path, pipeline):
+    import numpy as np
+
+    root = write_image_folder(tmp_path / "birds", per_class=6, classes=("crow", "finch", "owl", "wren"))
+    config = tiny_config("data=imagefolder", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}",
+                         "data.stored_size=40", f"data.pipeline={pipeline}",
+                         "data.num_workers=0", "save_model=true")
+    record = run_training(config, tmp_path / "run")
+    assert record["status"] == "completed", record.get("error")
+    assert (record["data"], record["dataset"], record["num_classes"]) == ("imagefolder", "birds", 4)
+    assert record["classes"] == ["crow", "finch", "owl", "wren"]
+    assert (record["num_train_images"], record["num_test_images"]) == (24, 24)
+    assert record["data_source"] == {"root": str(root), "train": "train/", "test": "val/"}
+    assert record["transforms"]["train"] == "RandomResizedCrop(32, scale=(0.08, 1.0)), RandomHorizontalFlip()"
+    assert record["transforms"]["test"] == "Resize(37), CenterCrop(32)" and record["transforms"]["normalize"] == "imagenet"
+    model = _loads_into_plain_torchvision(tmp_path / "run" / "model.pt", "resnet18", 4)
+    assert model.fc.out_features == 4
+    samples = np.load(tmp_path / "run" / "samples.npz")
+    assert list(samples["classes"]) == record["classes"] and samples["images"].shape[1:] == (40, 40, 3)

@@ -5,6 +5,7 @@ import itertools
 import json
 from pathlib import Path
 
+import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from transferlab.config import validate
@@ -83,13 +84,14 @@ def test_a_failing_run_does_not_stop_the_sweep_and_rerunning_trains_nothing(tmp_
     assert len(failed) == 4 and all("freeze.modules=[layer9]" in name for name in failed)
     assert all("unknown module(s) layer9" in runs[name]["error"] for name in failed)
     assert sum(r["status"] == "completed" for r in runs.values()) == 4
-    assert "8 run(s) ran, 4 did not complete" in output
+    assert "8 run(s) ran, 4 did not complete, 0 skipped (completed before)" in output
     assert all(f"not completed: {name}" in output for name in failed)
 
     second = transferlab(*sweep, cwd=tmp_path)
     output = second.stdout + second.stderr
     assert second.returncode == 1  # the failed runs were tried again and failed again
-    assert output.count("skipped:") == 4 and "4 run(s) ran, 4 did not complete" in output
+    assert output.count("skipped:") == 4
+    assert "4 run(s) ran, 4 did not complete, 4 skipped (completed before)" in output
     again = records(tmp_path / "outputs" / "part_c")
     for name, record in runs.items():
         if record["status"] == "completed":
@@ -121,6 +123,42 @@ def test_force_reruns_and_a_changed_config_is_refused(tmp_path):
     assert json.loads(config_file.read_text())["config"]["optim"]["lr"] == 0.5  # never overwritten
 
 
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder``, by relative path, with its content."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_sweep_counts_what_its_jobs_did_and_leaves_refused_and_skipped_folders_as_they_were(tmp_path):
+    sweep = ["train", "-m", *DRY_RUN, "model.pretrained=false", "name=taken", "seed=1,2"]
+    assert transferlab(*sweep, cwd=tmp_path).returncode == 0
+    runs = tmp_path / "outputs" / "taken"
+    [edited, skewed] = sorted(p.parent for p in runs.glob("*/run.json"))
+    record = json.loads((edited / "run.json").read_text())
+    record["config"]["optim"]["lr"] = 0.5  # as if conf/ had been edited since
+    (edited / "run.json").write_text(json.dumps(record))
+    record = json.loads((skewed / "run.json").read_text())
+    record["finished_at"] = "2999-01-01T00:00:00+00:00"  # written on a node whose clock runs ahead
+    (skewed / "run.json").write_text(json.dumps(record))
+    before = {folder: folder_bytes(folder) for folder in (edited, skewed)}
+
+    again = transferlab(*sweep, "progress=on", cwd=tmp_path)  # progress: another overrides.yaml, the same folders
+    output = again.stdout + again.stderr
+    assert again.returncode == 1, output
+    assert "1 run(s) ran, 1 did not complete, 1 skipped (completed before)" in output
+    assert f"not completed: {edited.name} (failed: " in output and "holds a completed run of a different config" in output
+    assert {folder: folder_bytes(folder) for folder in (edited, skewed)} == before  # .hydra/, train.log included
+
+
+def test_a_name_that_is_not_a_plain_folder_name_is_refused_before_anything_is_written(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    for mode in ([], ["-m"]):
+        result = transferlab("train", *mode, *DRY_RUN, "name=../x", cwd=work)
+        assert result.returncode == 1
+        assert "name='../x' is not allowed; it must be a non-empty folder name, not a path" in result.stderr
+        assert sorted(p.name for p in tmp_path.rglob("*")) == ["work"]  # neither ../x nor outputs/
+
+
 def test_study_runs_all_twelve_runs_of_the_three_parts(tmp_path):
     import torch
     import torchvision
@@ -140,3 +178,32 @@ def test_study_runs_all_twelve_runs_of_the_three_parts(tmp_path):
     assert sorted((r["fraction"], r["pretrained"]) for r in part_a) == [
         (0.1, False), (0.1, True), (0.2, False), (0.2, True), (0.5, False), (0.5, True)]
     assert all(r["status"] == "completed" for part in counts for r in records(tmp_path / "outputs" / part).values())
+
+
+def test_runs_on_two_image_folders_get_two_run_folders_and_neither_is_skipped(tmp_path):
+    from conftest import write_image_folder
+
+    for name in ("birds", "cars"):
+        write_image_folder(tmp_path / name, per_class=4, classes=("a", "b"))
+    sweep = ["train", "-m", *DRY_RUN, "data=imagefolder", "data.root=birds,cars", "data.cache_dir=cache",
+             "data.stored_size=36", "model.pretrained=false", "name=mine"]
+    result = transferlab(*sweep, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped:" not in result.stdout
+    runs = records(tmp_path / "outputs" / "mine")
+    assert sorted(record["dataset"] for record in runs.values()) == ["birds", "cars"]
+    assert all(record["status"] == "completed" for record in runs.values())
+
+
+def test_a_completed_run_on_another_image_folder_is_not_taken_for_this_one(tmp_path):
+    from transferlab.config import as_dict
+    from transferlab.records import write_record
+    from transferlab.sweep import RunFolderTaken, completed_run
+
+    def config(root: str) -> dict:
+        return as_dict(validate(compose_config(["data=imagefolder", f"data.root={root}"])))
+
+    write_record(tmp_path, {"status": "completed", "config": config("/photos/birds"), "history": []})
+    assert completed_run(tmp_path, config("/photos/birds")) is not None
+    with pytest.raises(RunFolderTaken):
+        completed_run(tmp_path, config("/photos/cars"))

@@ -3,6 +3,7 @@
     transferlab train [OVERRIDES ...]      one run, or a sweep with -m (Hydra)
     transferlab study [OVERRIDES ...]     the three sweeps of the study
     transferlab report [PATH ...] [--out DIR]
+    transferlab tune PART [--trials N] [OVERRIDES ...]
     transferlab prepare [model=NAME] [data.root=DIR]
 """
 
@@ -22,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from transferlab.config import composition_error_line
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
+from transferlab.tuning import SweepRefused, is_optuna_sweep, objective
 
 USAGE = """usage: transferlab COMMAND [ARGS ...]
 
@@ -36,34 +38,44 @@ commands:
   study    the whole study: the sweeps experiment=part_a, part_b and part_c (12 runs)
            e.g. transferlab study    or, a dry run: transferlab study data=synthetic train.epochs=1
   report   tables and figures from finished runs: transferlab report [PATH ...] [--out DIR]
-  prepare  download and verify CIFAR-10 and the pretrained weights for offline machines:
-           transferlab prepare [model=NAME] [data.root=DIR]
+  tune     tune optim.lr per arm of a part on a validation split, then run each arm's best:
+           transferlab tune part_a [--trials 8] [OVERRIDES ...]  (needs transferlab[optuna])
+  prepare  download and verify CIFAR-10 (or data=cifar100; data=imagefolder: decode its cache) and the
+           pretrained weights for offline machines: transferlab prepare [data=NAME] [model=NAME] [data.root=DIR]
 
 Run `transferlab COMMAND --help` for a command's options."""
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def _train_app(cfg: DictConfig) -> dict:
+def _train_job(cfg: DictConfig) -> dict | float | None:
+    """One Hydra job (a run, or one run of a sweep): its run record; under the Optuna sweeper, which
+    maximises what a job returns, its validation accuracy (never a test figure)."""
     from transferlab.sweep import run_job
 
-    hydra_config = HydraConfig.get()
-    return run_job(cfg, Path(hydra_config.runtime.output_dir), list(hydra_config.overrides.task))
+    hydra_config = HydraConfig.instance().cfg  # the `hydra` node of this job, as Hydra would save it
+    record = run_job(cfg, Path(hydra_config.hydra.runtime.output_dir), hydra_config)
+    return objective(record) if is_optuna_sweep(hydra_config.hydra) else record
 
 
 def train(args: list[str]) -> int:
-    from transferlab.config import register_with_hydra
+    from transferlab.config import config_dir, register_with_hydra
 
     register_with_hydra()
+    train_app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_train_job)
     saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [saved_argv[0], *args]  # Hydra parses sys.argv
     # Let composition errors reach us instead of Hydra's multi-line report, unless the user asked for it.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        _train_app()
+        train_app()
     except (HydraException, OmegaConfBaseException) as error:
         if saved_full_error:
             raise
+        cause = _transferlab_cause(error)
+        if cause is not None:  # raised by one of our resolvers (e.g. a bad name)
+            raise cause from None
         raise ConfigError(composition_error_line(error)) from error
+    except SweepRefused as refused:
+        raise ConfigError(str(refused)) from None
     except ValueError as error:  # Hydra's check of its own flags; runs never raise out of their job
         raise ConfigError(str(error)) from error
     except OSError as error:  # Hydra could not make the run folder or write its files
@@ -73,6 +85,13 @@ def train(args: list[str]) -> int:
         if saved_full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
     return 0
+
+
+def _transferlab_cause(error: BaseException) -> TransferlabError | None:
+    """The TransferlabError that Hydra or OmegaConf wrapped into ``error``, if any."""
+    while error is not None and not isinstance(error, TransferlabError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 STUDY_PARTS = ("part_a", "part_b", "part_c")
@@ -104,6 +123,12 @@ def prepare(args: list[str]) -> int:
     return prepare_main(args)
 
 
+def tune(args: list[str]) -> int:
+    from transferlab.tuning import tune as tune_main
+
+    return tune_main(args)
+
+
 def report(args: list[str]) -> int:
     from transferlab.report import main as report_main
 
@@ -111,7 +136,7 @@ def report(args: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "train": train, "study": study, "report": report, "prepare": prepare,
+    "train": train, "study": study, "report": report, "prepare": prepare, "tune": tune,
 }
 
 COMPLETION_FLAGS = ("-sc", "--shell-completion")  # Hydra's

@@ -6,23 +6,43 @@ names) need the model table and happen where the model is built."""
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, TransferlabError
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-DATASETS = ("cifar10", "synthetic")
+DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic")
 PIPELINES = ("device", "reference")
+# The training augmentations and normalisation statistics a dataset can be given (see data/pipelines.py).
+AUGMENTATIONS = ("pad_crop_flip", "random_resized_crop", "flip", "none")
+NORMALIZATIONS = ("cifar10", "cifar100", "imagenet")
 OPTIMIZERS = ("sgd", "adamw")
 PROGRESS = ("auto", "on", "off")
 LOGGERS = ("none", "tensorboard", "mlflow")
 # Settings that change where or how visibly a run happens, not its results.
-NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "data.root", "data.num_workers")
+# data.root is one of them except for data=imagefolder, where the folder is the dataset (see result_config).
+NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "data.root", "data.num_workers",
+                   "data.cache_dir", "data.decode_workers")
+
+
+# A study's folder inside outputs/: one plain folder name, never a path (no '/', '..' or leading '.').
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_name(name: str) -> str:
+    """``name`` when it is a plain folder name, else a ConfigError. Hydra makes the run folder
+    from it, so this runs as a resolver of the folder's path, before anything is written."""
+    if not NAME_PATTERN.fullmatch(str(name)):
+        raise ConfigError(f"name={name!r} is not allowed; it must be a non-empty folder name, not a path "
+                          "(letters, digits, '.', '_' and '-', starting with a letter or digit)")
+    return str(name)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -63,16 +83,45 @@ class DataConfig:
     # Sizes of data=synthetic; CIFAR-10's sizes are fixed by the dataset.
     num_train: int = 5000
     num_test: int = 1000
+    # Share of the training subset held out (stratified, by subset_seed) and scored every epoch, for
+    # tuning without the test set; 0 trains on the whole subset, as the protocol does.
+    val_fraction: float = 0.0
+    # Transforms (defaults: the protocol's; conf/data/<name>.yaml sets each dataset's own).
+    augment: str = "pad_crop_flip"
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # area share of random_resized_crop
+    normalize: str = "cifar10"
+    # Test images are resized to image_size / test_crop and centre-cropped to image_size (1.0: plain resize).
+    test_crop: float = 1.0
+    # data=imagefolder: decoded once to stored_size x stored_size and cached in cache_dir (null: ~/.cache/transferlab),
+    # by decode_workers processes (0: one per CPU core); test_fraction of train/ is held out as the test split
+    # when the folder has neither val/ nor test/.
+    stored_size: int = 256
+    cache_dir: Optional[str] = None
+    decode_workers: int = 0
+    test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         _choice("data.name", self.name, DATASETS)
         _choice("data.pipeline", self.pipeline, PIPELINES)
+        _choice("data.augment", self.augment, AUGMENTATIONS)
+        _choice("data.normalize", self.normalize, NORMALIZATIONS)
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"data.fraction={self.fraction} is not allowed; it must be in (0, 1]")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={self.val_fraction} is not allowed; it must be in [0, 1)")
         _at_least("data.image_size", self.image_size, 8)
         _at_least("data.num_workers", self.num_workers, 0)
         _at_least("data.num_train", self.num_train, 1)
         _at_least("data.num_test", self.num_test, 1)
+        _at_least("data.stored_size", self.stored_size, 8)
+        _at_least("data.decode_workers", self.decode_workers, 0)
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"data.test_fraction={self.test_fraction} is not allowed; it must be in (0, 1)")
+        if not 0.0 < self.test_crop <= 1.0:
+            raise ConfigError(f"data.test_crop={self.test_crop} is not allowed; it must be in (0, 1]")
+        if len(self.crop_scale) != 2 or not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
+            raise ConfigError(f"data.crop_scale={list(self.crop_scale)} is not allowed; give [low, high] with "
+                              "0 < low <= high <= 1")
 
 
 @dataclass
@@ -134,17 +183,20 @@ class Config:
         _choice("precision", self.precision, PRECISIONS)
         _choice("progress", self.progress, PROGRESS)
         _choice("logger", self.logger, LOGGERS)
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"name={self.name!r} is not allowed; it must be a non-empty folder name")
+        check_name(self.name)
 
 
 DEFAULT_DIRNAME = "defaults"
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 
 
-def run_dirname(override_dirname: str) -> str:
+def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "") -> str:
     """The folder of a run inside outputs/<name>/: its overrides ('defaults' when it has none),
-    with '/' replaced, and cut short with a hash of the whole when it is too long for a file name."""
+    with '/' replaced, and cut short with a hash of the whole when it is too long for a file name.
+    data.root is left out of the overrides (a CIFAR-10 copy elsewhere is the same data) except for
+    data=imagefolder, whose folder is the dataset: runs on two folders must not share a run folder."""
+    if data_name == "imagefolder":
+        override_dirname = ",".join(filter(None, [override_dirname, f"data.root={data_root}"]))
     name = (override_dirname or DEFAULT_DIRNAME).replace("/", "_")
     if len(name.encode()) <= MAX_DIRNAME:
         return name
@@ -152,25 +204,45 @@ def run_dirname(override_dirname: str) -> str:
     return f"{name.encode()[:MAX_DIRNAME - 13].decode(errors='ignore')}-{digest}"
 
 
+def config_dir() -> Path:
+    """The folder of transferlab's configs: ``transferlab/conf`` in an installed package (the wheel
+    ships the top-level conf/ there), else the checkout's own top-level conf/ (an editable install,
+    or running from the source tree), so that edits there take effect."""
+    package = Path(__file__).resolve().parent
+    candidates = (package / "conf", package.parents[1] / "conf")
+    for candidate in candidates:
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise TransferlabError(f"transferlab's configs are missing: no config.yaml in {' or '.join(map(str, candidates))}; "
+                           "reinstall transferlab")
+
+
 def register_with_hydra() -> None:
     """Put the schema in Hydra's ConfigStore (conf/config.yaml lists it first in its defaults) and
-    register the resolver that names run folders."""
+    register the resolvers that name run folders."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="transferlab_schema", node=Config)
     OmegaConf.register_new_resolver("transferlab_dirname", run_dirname, replace=True)
+    OmegaConf.register_new_resolver("transferlab_name", check_name, replace=True)
 
 
 def compose_config(overrides: list[str]) -> Config:
     """conf/ composed with ``overrides`` and validated, outside of a Hydra run (for commands
     other than `train`)."""
-    from hydra import compose, initialize_config_module
+    return validate(compose_with_hydra(overrides, with_hydra=False))
+
+
+def compose_with_hydra(overrides: list[str], with_hydra: bool = True) -> DictConfig:
+    """conf/ composed with ``overrides`` (no sweeps), with the ``hydra`` section a run of them gets
+    (its run folder, ``hydra.run.dir``, and sweeper); not validated."""
+    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
     register_with_hydra()
     try:
-        with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
-            return validate(compose(config_name="config", overrides=overrides))
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(composition_error_line(error)) from error
 
@@ -187,6 +259,8 @@ def composition_error_line(error: Exception) -> str:
         line = f"{missing}; choose one of {group.strip()}: {', '.join(names.split())}"
         if "hydra/launcher" in group:
             line += " (the submitit and joblib launchers come with pip install 'transferlab[cluster]')"
+        if "hydra/sweeper" in group:
+            line += " (the optuna sweeper comes with pip install 'transferlab[optuna]')"
         return line
     key = getattr(cause, "full_key", None)
     message = str(cause).strip().splitlines()[0]
@@ -217,9 +291,13 @@ def as_dict(config: Config) -> dict[str, Any]:
 
 
 def result_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict without the keys that cannot change a run's results."""
+    """A config dict without the keys that cannot change a run's results (data.root stays for
+    data=imagefolder: there the folder is the dataset)."""
     node = OmegaConf.create(config)
+    image_folder = OmegaConf.select(node, "data.name") == "imagefolder"
     for key in NOT_RESULT_KEYS:
+        if image_folder and key == "data.root":
+            continue
         parent, _, leaf = key.rpartition(".")
         container = OmegaConf.select(node, parent) if parent else node
         if isinstance(container, DictConfig) and leaf in container:

@@ -8,9 +8,11 @@ when it is shown).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +54,35 @@ def configure_determinism(seed: int, deterministic: bool, device: torch.device) 
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cudnn.benchmark = not deterministic
+
+
+# How torch words the warning of an operation without a deterministic implementation under
+# torch.use_deterministic_algorithms(True, warn_only=True): "<op> does not have a deterministic ...".
+NONDETERMINISTIC_WARNING = " does not have a deterministic implementation"
+
+
+@contextlib.contextmanager
+def recording_nondeterministic_ops(ops: list[str]) -> Iterator[list[str]]:
+    """Append to ``ops`` the name of each operation that warns, inside the block, that it ran
+    without a deterministic implementation (each name once). ``deterministic=true`` only warns
+    (warn_only), so this is what tells a run that was deterministic from one that was not. Other
+    warnings are shown as usual."""
+    with warnings.catch_warnings():  # restores the filters and warnings.showwarning on exit
+        show = warnings.showwarning
+
+        def record(message, category, filename, lineno, file=None, line=None):
+            text = str(message)
+            if NONDETERMINISTIC_WARNING not in text:
+                show(message, category, filename, lineno, file, line)
+                return
+            op = text.split(NONDETERMINISTIC_WARNING)[0].strip()
+            if op not in ops:
+                ops.append(op)
+
+        warnings.showwarning = record
+        # Every occurrence reaches `record`, not only the first of each source line.
+        warnings.filterwarnings("always", message=f".*{NONDETERMINISTIC_WARNING}", category=UserWarning)
+        yield ops
 
 
 @dataclass(frozen=True)

@@ -1,32 +1,45 @@
 """One GPU per run on a machine with several: each run claims the first GPU that no other
 transferlab run on this machine holds, through an exclusive lock file per GPU, and keeps it until
 it ends. Parallel launchers (joblib, submitit_local) need nothing more than one job per GPU.
-Locks die with their process, so a killed run never leaves a GPU claimed."""
+Locks die with their process, so a killed run never leaves a GPU claimed.
+
+A lock is named by the GPU's UUID, not its index (which CUDA_VISIBLE_DEVICES renumbers), and lives
+in one folder that does not follow TMPDIR (which Slurm sets per job), so every run on the machine
+agrees on which GPU a lock stands for."""
 
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+import torch
+
 log = logging.getLogger(__name__)
+LOCK_DIR_ENV = "TRANSFERLAB_GPU_LOCK_DIR"
 
 
 def default_lock_dir() -> Path:
-    return Path(tempfile.gettempdir()) / f"transferlab-gpu-locks-{os.getuid()}"
+    """$TRANSFERLAB_GPU_LOCK_DIR, else /tmp/transferlab-gpu-locks-<uid> (never $TMPDIR)."""
+    return Path(os.environ.get(LOCK_DIR_ENV) or f"/tmp/transferlab-gpu-locks-{os.getuid()}")
 
 
-def try_claim(count: int, lock_dir: Path) -> tuple[int, IO] | None:
-    """(index, open lock file) of the first of ``count`` GPUs not claimed by another process, or None."""
+def visible_gpu_uuids() -> list[str]:
+    """The UUIDs of the GPUs this process sees, by index."""
+    return [str(torch.cuda.get_device_properties(index).uuid) for index in range(torch.cuda.device_count())]
+
+
+def try_claim(uuids: Sequence[str], lock_dir: Path) -> tuple[int, IO] | None:
+    """(index, open lock file) of the first of the GPUs ``uuids`` (by index) that no other process
+    claimed, or None."""
     lock_dir.mkdir(parents=True, exist_ok=True)
-    for index in range(count):
-        handle = open(lock_dir / f"gpu{index}.lock", "a+")
+    for index, uuid in enumerate(uuids):
+        handle = open(lock_dir / f"gpu-{uuid}.lock", "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -41,16 +54,16 @@ def try_claim(count: int, lock_dir: Path) -> tuple[int, IO] | None:
 
 
 @contextmanager
-def claimed_gpu(count: int, lock_dir: Path | None = None, poll_seconds: float = 5.0) -> Iterator[int]:
-    """The index of a GPU this process holds for the duration of the block; waits while all
-    ``count`` GPUs are held by other runs."""
+def claimed_gpu(uuids: Sequence[str], lock_dir: Path | None = None, poll_seconds: float = 5.0) -> Iterator[int]:
+    """The index of one of the GPUs ``uuids`` (by index) that this process holds for the duration
+    of the block; waits while all are held by other runs."""
     lock_dir = lock_dir or default_lock_dir()
-    claim = try_claim(count, lock_dir)
+    claim = try_claim(uuids, lock_dir)
     if claim is None:
-        log.info("all %d GPUs are held by other transferlab runs; waiting for one to finish", count)
+        log.info("all %d GPUs are held by other transferlab runs; waiting for one to finish", len(uuids))
     while claim is None:
         time.sleep(poll_seconds)
-        claim = try_claim(count, lock_dir)
+        claim = try_claim(uuids, lock_dir)
     index, handle = claim
     try:
         yield index

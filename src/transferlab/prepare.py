@@ -1,16 +1,19 @@
-"""`transferlab prepare`: fetch and verify CIFAR-10 and the pretrained weights ahead of time, so
-that a machine without internet (a cluster's compute node) can then run everything."""
+"""`transferlab prepare`: fetch and verify the data (CIFAR-10 or CIFAR-100; an image folder is
+checked and decoded into its cache) and the pretrained weights ahead of time, so that a machine
+without internet (a cluster's compute node) can then run everything."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from pathlib import Path
 
 import torch
 import torchvision
 
-from transferlab.data import load_cifar10
+from transferlab.config import DataConfig, compose_config
+from transferlab.data import load_cifar10, load_cifar100, load_imagefolder
 from transferlab.errors import TransferlabError
 from transferlab.models import MODELS, PRETRAINED_WEIGHTS
 
@@ -53,16 +56,45 @@ def prepare_weights(model_name: str) -> str:
 
 
 def prepare_cifar10(root: Path) -> str:
+    return _prepare_cifar("CIFAR-10", load_cifar10, root)
+
+
+def prepare_cifar100(root: Path) -> str:
+    return _prepare_cifar("CIFAR-100", load_cifar100, root)
+
+
+def _prepare_cifar(title: str, load, root: Path) -> str:
     try:
-        load_cifar10(root, download=True)  # torchvision checks the MD5 of the archive and of every file
+        load(root, download=True)  # torchvision checks the MD5 of the archive and of every file
     except TransferlabError as error:
-        raise TransferlabError(f"CIFAR-10: {error}") from error
-    return f"CIFAR-10: in place and verified, {Path(root).expanduser()}"
+        raise TransferlabError(f"{title}: {error}") from error
+    return f"{title}: in place and verified, {Path(root).expanduser()}"
 
 
-def prepare(data_root: Path, model_names: list[str], weights: bool = True) -> tuple[list[str], list[str]]:
+def prepare_imagefolder(data: DataConfig) -> str:
+    """Check the folder and decode it into the cache (a no-op when the cache is already there)."""
+    try:
+        train, test = load_imagefolder(data.root, data.stored_size, data.test_fraction, data.subset_seed,
+                                       data.cache_dir, data.decode_workers, show_progress=sys.stderr.isatty())
+    except TransferlabError as error:
+        raise TransferlabError(f"image folder: {error}") from error
+    return (f"image folder {Path(data.root).expanduser()}: {len(train)} training and {len(test)} test images in "
+            f"{len(train.classes)} classes, decoded and cached at {data.stored_size}x{data.stored_size}")
+
+
+def prepare_data(data: DataConfig) -> str:
+    if data.name == "cifar100":
+        return prepare_cifar100(Path(data.root))
+    if data.name == "imagefolder":
+        return prepare_imagefolder(data)
+    if data.name == "synthetic":
+        return "synthetic data: generated in-process, nothing to fetch"
+    return prepare_cifar10(Path(data.root))
+
+
+def prepare(data: DataConfig, model_names: list[str], weights: bool = True) -> tuple[list[str], list[str]]:
     """(what is ready, what could not be made ready), one line each."""
-    steps = [lambda: prepare_cifar10(data_root)]
+    steps = [lambda: prepare_data(data)]
     if weights:
         steps += [lambda name=name: prepare_weights(name) for name in model_names]
     ready, problems = [], []
@@ -76,16 +108,16 @@ def prepare(data_root: Path, model_names: list[str], weights: bool = True) -> tu
 
 def main(args: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in args):
-        print("usage: transferlab prepare [model=NAME] [data.root=DIR] [model.pretrained=false]\n\n"
-              "Downloads and verifies CIFAR-10 into data.root and the IMAGENET1K_V1 weights into torch's cache\n"
-              f"(all of {', '.join(MODELS)} unless model=NAME is given), so that runs need no internet.\n"
-              "Anything already in place is only verified.")
+        print("usage: transferlab prepare [data=cifar10|cifar100|imagefolder] [data.root=DIR] [model=NAME] "
+              "[model.pretrained=false]\n\n"
+              "Downloads and verifies the data (CIFAR-10 unless data=... is given) into data.root and the\n"
+              f"IMAGENET1K_V1 weights into torch's cache (all of {', '.join(MODELS)} unless model=NAME is given),\n"
+              "so that runs need no internet. Anything already in place is only verified. data=imagefolder\n"
+              "checks the folder and decodes it into its cache, so that runs start at once.")
         return 0
-    from transferlab.config import compose_config
-
     config = compose_config(args)
     chosen = any(arg.startswith("model=") for arg in args)
-    ready, problems = prepare(Path(config.data.root), [config.model.name] if chosen else list(MODELS),
+    ready, problems = prepare(config.data, [config.model.name] if chosen else list(MODELS),
                               weights=config.model.pretrained)
     for line in ready:
         print(f"ok: {line}")

@@ -18,6 +18,8 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
 SAMPLES_FILE = "samples.npz"  # images (N, H, W, 3) uint8, labels (N,), classes (10,) str
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "images_per_second")
+# Columns after those, only in runs that have a validation split (data.val_fraction > 0).
+VALIDATION_COLUMNS = ("val_loss", "val_acc")
 STATUSES = ("running", "completed", "failed", "interrupted")
 
 
@@ -38,10 +40,12 @@ def write_atomic(path: Path, text: str) -> None:
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:
     """run.json and metrics.csv (one row per finished epoch) from one record."""
     write_atomic(run_dir / RUN_FILE, json.dumps(record, indent=2, sort_keys=False) + "\n")
+    history = record.get("history", [])
+    columns = [*METRIC_COLUMNS, *(c for c in VALIDATION_COLUMNS if any(c in entry for entry in history))]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(record.get("history", []))
+    writer.writerows(history)
     write_atomic(run_dir / METRICS_FILE, buffer.getvalue())
 
 

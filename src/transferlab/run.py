@@ -19,17 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from transferlab import __version__
 from transferlab.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, restore, save_checkpoint
 from transferlab.config import Config, DataConfig, as_dict, result_config
-from transferlab.data import ImageSet, load_cifar10, make_loader, make_synthetic, subset_indices
+from transferlab.data import (
+    ImageSet, Transforms, describe_source, load_cifar10, load_cifar100, load_imagefolder, make_loader, make_synthetic,
+    stratified_split, subset_indices,
+)
 from transferlab.engine import (
-    EpochResult, NonFiniteLoss, ProgressBar, configure_determinism, evaluate, make_optimizer, select_amp_dtype,
-    select_device, train_one_epoch,
+    EpochResult, NonFiniteLoss, ProgressBar, configure_determinism, evaluate, make_optimizer,
+    recording_nondeterministic_ops, select_amp_dtype, select_device, train_one_epoch,
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
-from transferlab.gpus import claimed_gpu
+from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
     apply_freeze, build_model, check_image_size, count_parameters, frozen_modules, model_spec,
@@ -39,15 +43,44 @@ from transferlab.records import SAMPLES_FILE, utc_now, write_record
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
+SAMPLE_SIZE = 96  # the largest side of the sample images kept for the report
 
 
-def load_datasets(data: DataConfig) -> tuple[ImageSet, ImageSet]:
+def load_datasets(data: DataConfig, show_progress: bool = False) -> tuple[ImageSet, ImageSet]:
     """(training subset, full test set) for the data config."""
     if data.name == "synthetic":
         train, test = make_synthetic(data.num_train, data.num_test, seed=data.subset_seed)
+    elif data.name == "imagefolder":
+        train, test = load_imagefolder(data.root, data.stored_size, data.test_fraction, data.subset_seed,
+                                       data.cache_dir, data.decode_workers, show_progress)
+    elif data.name == "cifar100":
+        train, test = load_cifar100(data.root, data.download)
     else:
         train, test = load_cifar10(data.root, data.download)
+    if data.fraction == 1.0:  # all of it: an image folder's training images stay memory-mapped, uncopied
+        return train, test
     return train.subset(subset_indices(len(train), data.fraction, data.subset_seed)), test
+
+
+def hold_out_validation(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
+    """(images that train, validation split): a stratified ``fraction`` of the training subset, fixed
+    by ``seed``, that never trains; (train, None) for fraction 0."""
+    if fraction == 0:
+        return train, None
+    kept, held_out = stratified_split(train.labels, fraction, seed)
+    if len(held_out) == 0:
+        raise ConfigError(f"data.val_fraction={fraction} holds out no image of the {len(train)}-image training "
+                          "subset; raise data.val_fraction or data.fraction")
+    return train.subset(kept), train.subset(held_out)
+
+
+def dataset_name(data: DataConfig) -> str:
+    """A short human name of the data: the dataset's, or an image folder's own folder name."""
+    return Path(data.root).expanduser().resolve().name if data.name == "imagefolder" else data.name
+
+
+def transforms_of(data: DataConfig) -> Transforms:
+    return Transforms(data.augment, data.normalize, data.test_crop, tuple(data.crop_scale))
 
 
 def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
@@ -58,11 +91,15 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
     run_dir = Path(run_dir)
     record = _new_record(config, overrides)
     # Made before run.json is rewritten: a resumed run's MLflow run id is read from it.
-    metric_logger = make_logger(config.logger, run_dir, config.resume and (run_dir / CHECKPOINT_FILE).exists())
+    metric_logger = make_logger(config.logger, run_dir, _resumes(config, run_dir / CHECKPOINT_FILE))
     write_record(run_dir, record)
     try:
         metric_logger.start(record)  # a tracker that cannot be used fails the run here, before any training
-        with _sigterm_interrupts(), _run_device(config.device) as device:
+        # deterministic=true: the ops that warn go straight into the record's list, so every rewrite
+        # of run.json carries them.
+        ops = record["nondeterministic_ops"]
+        recording = recording_nondeterministic_ops(ops) if ops is not None else contextlib.nullcontext()
+        with _sigterm_interrupts(), recording, _run_device(config.device) as device:
             _train(config, device, run_dir, record, metric_logger)
         record["status"] = "completed"
     except TransferlabError as error:
@@ -110,7 +147,7 @@ def _run_device(name: str) -> Iterator[torch.device]:
     if count <= 1:
         yield device
         return
-    with claimed_gpu(count) as index:
+    with claimed_gpu(visible_gpu_uuids()) as index:
         torch.cuda.set_device(index)
         yield torch.device("cuda", index)
 
@@ -125,8 +162,11 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     record.update(device=str(device), device_name=_device_name(device),
                   precision="fp32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."))
 
-    train_set, test_set = load_datasets(config.data)
+    show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
+    train_set, test_set = load_datasets(config.data, show_progress)
+    train_set, val_set = hold_out_validation(train_set, config.data.val_fraction, config.data.subset_seed)
     record.update(num_train_images=len(train_set), num_test_images=len(test_set),
+                  num_val_images=len(val_set) if val_set is not None else 0,
                   num_classes=len(train_set.classes), classes=list(train_set.classes))
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = _build_model(config, len(train_set.classes), frozen, device, memory_format, record)
@@ -137,16 +177,18 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     first_epoch = 1
-    if config.resume and checkpoint_path.exists():
+    if _resumes(config, checkpoint_path):
         first_epoch = _resume(checkpoint_path, model, optimizer, scaler, record) + 1
     forward = torch.compile(model) if config.train.compile else model
 
     write_samples(run_dir / SAMPLES_FILE, train_set)
     loader_args = dict(image_size=config.data.image_size, seed=config.seed, device=device,
-                       num_workers=config.data.num_workers, memory_format=memory_format)
+                       num_workers=config.data.num_workers, memory_format=memory_format,
+                       transforms=transforms_of(config.data))
     train_batches = make_loader(train_set, config.data.pipeline, config.train.batch_size, train=True, **loader_args)
     test_batches = make_loader(test_set, config.data.pipeline, config.train.eval_batch_size, train=False, **loader_args)
-    show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
+    val_batches = None if val_set is None else make_loader(val_set, config.data.pipeline, config.train.eval_batch_size,
+                                                           train=False, **loader_args)
     log.info("%s (%s), %d of %d parameters train, %d training / %d test images, on %s, %s",
              config.model.name, record["init"], record["params_trainable"], record["params_total"],
              len(train_set), len(test_set), record["device_name"], record["precision"])
@@ -162,9 +204,12 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
                 raise TransferlabError(f"epoch {epoch}, batch {error.batch}: the training loss is not finite "
                                        "(NaN or inf); try a lower optim.lr or precision=fp32") from error
             tested = evaluate(forward, test_batches.epoch(epoch), device, amp_dtype)
-            entry = _history_entry(epoch, trained, tested)
+            validated = None if val_batches is None else evaluate(forward, val_batches.epoch(epoch), device, amp_dtype)
+            entry = _history_entry(epoch, trained, tested, validated)
             record["history"].append(entry)
             record.update(test_acc=tested.accuracy, test_loss=tested.loss)
+            if validated is not None:
+                record.update(val_acc=validated.accuracy, val_loss=validated.loss)
             save_checkpoint(checkpoint_path, model, optimizer, scaler, epoch, record["history"], record["config"])
             write_record(run_dir, record)
             metric_logger.log_epoch(entry)
@@ -194,6 +239,13 @@ def _build_model(config: Config, num_classes: int, frozen: tuple[str, ...], devi
     return model
 
 
+def _resumes(config: Config, checkpoint_path: Path) -> bool:
+    """Whether the run continues from its checkpoint. force=true re-runs from the first epoch: a
+    checkpoint kept from the run it replaces (keep_checkpoint=true) or left by another config is
+    no start for it."""
+    return config.resume and not config.force and checkpoint_path.exists()
+
+
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scaler: torch.amp.GradScaler | None, record: dict[str, Any]) -> int:
     """Restore the run from its checkpoint; the number of epochs it had finished."""
@@ -204,7 +256,9 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     record["history"] = list(checkpoint.history)
     record["resumed_after_epoch"] = checkpoint.epoch
     if checkpoint.history:
-        record.update(test_acc=checkpoint.history[-1]["test_acc"], test_loss=checkpoint.history[-1]["test_loss"])
+        last = checkpoint.history[-1]
+        record.update(test_acc=last["test_acc"], test_loss=last["test_loss"])
+        record.update({key: last[key] for key in ("val_acc", "val_loss") if key in last})
     log.info("resuming from %s after epoch %d", path, checkpoint.epoch)
     return checkpoint.epoch
 
@@ -215,19 +269,26 @@ def write_samples(path: Path, data: ImageSet, count: int = 32) -> None:
     import numpy as np
 
     count = min(count, len(data))
+    images = data.images[:count]
+    if images.shape[-1] > SAMPLE_SIZE:  # an image folder's stored images: thumbnails are enough for a grid
+        images = F.interpolate(images.float(), size=(SAMPLE_SIZE, SAMPLE_SIZE), mode="bilinear", antialias=True)
+        images = images.round().clamp(0, 255).to(torch.uint8)
     temporary = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(temporary, images=data.images[:count].permute(0, 2, 3, 1).cpu().numpy(),
+    np.savez_compressed(temporary, images=images.permute(0, 2, 3, 1).cpu().numpy(),
                         labels=data.labels[:count].cpu().numpy(), classes=np.array(data.classes))
     os.replace(temporary, path)
 
 
-def _history_entry(epoch: int, trained: EpochResult, tested: EpochResult) -> dict[str, Any]:
+def _history_entry(epoch: int, trained: EpochResult, tested: EpochResult,
+                   validated: EpochResult | None = None) -> dict[str, Any]:
+    validation = {} if validated is None else {"val_loss": validated.loss, "val_acc": validated.accuracy}
     return {
         "epoch": epoch,
         "train_loss": trained.loss,
         "train_acc": trained.accuracy,
         "test_loss": tested.loss,
         "test_acc": tested.accuracy,
+        **validation,
         "epoch_seconds": trained.seconds,
         "eval_seconds": tested.seconds,
         "images_per_second": trained.images_per_second,
@@ -248,13 +309,15 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         init = f"file:{config.model.weights}"
     else:
         init = "IMAGENET1K_V1" if config.model.pretrained else "random"
-    return {
+    record = {
         "status": "running",
         "name": config.name,
         "model": config.model.name,
         "pretrained": config.model.pretrained or config.model.weights is not None,
         "init": init,
         "data": config.data.name,
+        "dataset": dataset_name(config.data),
+        "transforms": transforms_of(config.data).describe(config.data.image_size),
         "fraction": config.data.fraction,
         "image_size": config.data.image_size,
         "freeze": "custom" if config.freeze.modules is not None else config.freeze.name,
@@ -269,11 +332,26 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         "history": [],
         "test_acc": None,
         "test_loss": None,
+        # The operations that ran without a deterministic implementation; null: not checked.
+        "nondeterministic_ops": [] if config.deterministic else None,
         "started_at": utc_now(),
         "finished_at": None,
         "versions": _versions(),
         "host": platform.node(),
+        "pid": os.getpid(),
+        "slurm_job_id": _slurm_job_id(),
     }
+    if config.data.name == "imagefolder":
+        record["data_source"] = describe_source(config.data.root, config.data.test_fraction)
+    return record
+
+
+def _slurm_job_id() -> str | None:
+    """The Slurm job this run executes in, named as squeue names it (``ARRAYID_TASK`` for an element
+    of a job array, which is how hydra/launcher=slurm submits a sweep); None outside Slurm."""
+    if "SLURM_ARRAY_JOB_ID" in os.environ:
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID")
 
 
 def _device_name(device: torch.device) -> str:

@@ -4,14 +4,16 @@ the process exit non-zero when a run (or any run of a sweep) did not complete.
 A run's folder is named by its overrides (outputs/<name>/<overrides>), so running the same
 command again finds the same folder: a completed run with the same config is skipped, a failed
 or unfinished one is run again, and a completed run of a different config is never overwritten
-unless ``force=true``.
+unless ``force=true``: its folder is left byte for byte as it was, and the run counts as not
+completed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
-from datetime import datetime
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +23,34 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.config import as_dict, result_config, validate
 from transferlab.errors import TransferlabError
-from transferlab.records import RUN_FILE, read_record, utc_now, write_record
+from transferlab.records import RUN_FILE, read_record, utc_now, write_atomic, write_record
 from transferlab.run import run_training
 
 log = logging.getLogger(__name__)
+LOG_FILE = "train.log"
+HYDRA_DIR = ".hydra"
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+SKIPPED = "skipped"  # set in the record a job returns (never on disk) when it trained nothing
 
 
 class RunFolderTaken(TransferlabError):
     """The run folder holds a completed run of another config."""
 
 
+def completed_record(run_dir: Path) -> dict[str, Any] | None:
+    """The record in ``run_dir`` when it is a completed run's."""
+    try:
+        record = read_record(run_dir / RUN_FILE)
+    except ValueError:  # missing or not a run record
+        return None
+    return record if record["status"] == "completed" else None
+
+
 def completed_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     """The completed record in ``run_dir`` when it was made by the same config, None when the
     folder holds no completed run. A completed run of another config is an error."""
-    path = run_dir / RUN_FILE
-    if not path.exists():
-        return None
-    try:
-        record = read_record(path)
-    except ValueError:
-        return None
-    if record["status"] != "completed":
-        return None
-    if result_config(record["config"]) != result_config(config):
+    record = completed_record(run_dir)
+    if record is not None and result_config(record["config"]) != result_config(config):
         raise RunFolderTaken(
             f"{run_dir} holds a completed run of a different config; pass force=true to replace it, "
             "or choose another name=..."
@@ -51,33 +58,98 @@ def completed_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | Non
     return record
 
 
-def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    """One Hydra job: the finished (or skipped) run's record. Never raises for a failed run,
-    so that one failure does not stop a sweep; Ctrl-C does propagate."""
+def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:
+    """One Hydra job: the finished run's record, or the completed record it skipped (marked
+    ``skipped``). Never raises for a failed run, so that one failure does not stop a sweep;
+    Ctrl-C does propagate. ``hydra_cfg`` is the job's ``hydra`` node, saved into .hydra/."""
+    overrides = list(hydra_cfg.hydra.overrides.task)
     try:
         config = validate(cfg)
-        if not config.force:
-            finished = completed_run(run_dir, as_dict(config))
-            if finished is not None:
-                log.info("skipped: %s already completed with this config (test acc %.2f%%); force=true re-runs it",
-                         run_dir, 100 * finished["test_acc"])
-                return finished
+        finished = None if config.force else completed_run(run_dir, as_dict(config))
     except TransferlabError as error:
-        log.error("run not started: %s", error)
         record = {"status": "failed", "config": OmegaConf.to_container(cfg), "overrides": overrides,
                   "error": str(error), "history": [], "finished_at": utc_now()}
-        if not isinstance(error, RunFolderTaken):  # never overwrite another config's results
+        if isinstance(error, RunFolderTaken) or completed_record(run_dir) is not None:
+            log.error("run not started: %s", error)  # and nothing written: the results stay as they are
+            return record
+        with run_folder_files(run_dir, cfg, hydra_cfg):
+            log.error("run not started: %s", error)
             write_record(run_dir, record)
         return record
-    return run_training(config, run_dir, overrides)
+    if finished is not None:
+        log.info("skipped: %s already completed with this config (test acc %.2f%%); force=true re-runs it",
+                 run_dir, 100 * finished["test_acc"])
+        return {**finished, SKIPPED: True}
+    with run_folder_files(run_dir, cfg, hydra_cfg):
+        return run_training(config, run_dir, overrides)
+
+
+@contextlib.contextmanager
+def run_folder_files(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> Iterator[None]:
+    """Write what Hydra would have written before the job (.hydra/config.yaml, hydra.yaml and
+    overrides.yaml) and log the block to the run's train.log. The job calls this only once the
+    folder is its to write (Hydra's own output_subdir and log file are off in conf/config.yaml)."""
+    hydra_dir = run_dir / HYDRA_DIR
+    write_atomic(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_atomic(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg))
+    write_atomic(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task))
+    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(logging.DEBUG)  # the console shows INFO; the log keeps the debug tracebacks too
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+@dataclass
+class SweepSummary:
+    """What the jobs of a sweep did, by run folder name."""
+
+    completed: list[str] = field(default_factory=list)  # trained to completion by this sweep
+    skipped: list[str] = field(default_factory=list)  # had completed before with the same config
+    not_completed: list[str] = field(default_factory=list)  # "folder (status: error)"
+
+
+def summarize_sweep(job_returns: Iterable[JobReturn]) -> SweepSummary:
+    """Count a sweep's runs from what each job returned (never from files, which a refused run
+    leaves alone and a skipped one leaves as they were)."""
+    summary = SweepSummary()
+    for job in job_returns:
+        folder = Path(str(job.hydra_cfg.hydra.runtime.output_dir)).name if job.hydra_cfg else str(job.overrides)
+        if job.status != JobStatus.COMPLETED:  # the job raised: a bug, not a recorded failure
+            summary.not_completed.append(f"{folder} (error: {job._return_value!r})")
+            continue
+        record = job.return_value
+        if not isinstance(record, dict):
+            summary.not_completed.append(f"{folder} (returned no run record)")
+        elif record.get(SKIPPED):
+            summary.skipped.append(folder)
+        elif record.get("status") == "completed":
+            summary.completed.append(folder)
+        else:
+            summary.not_completed.append(f"{folder} ({record.get('status')}: {record.get('error', '')})")
+    return summary
+
+
+def finish_sweep(job_returns: Iterable[JobReturn], sweep_dir: Path) -> None:
+    """Log the sweep's summary; exit 1 when a run did not complete."""
+    summary = summarize_sweep(job_returns)
+    ran = len(summary.completed) + len(summary.not_completed)  # a refused run ran (and did not complete)
+    log.info("sweep finished in %s: %d run(s) ran, %d did not complete, %d skipped (completed before)",
+             sweep_dir, ran, len(summary.not_completed), len(summary.skipped))
+    for line in summary.not_completed:
+        log.error("not completed: %s", line)
+    if summary.not_completed:
+        raise SystemExit(1)
 
 
 class RunStatusCallback(Callback):
-    """Makes ``transferlab train`` exit 1 when its run, or any run of its sweep, did not complete,
-    and ends a sweep with a summary that names the failed runs."""
-
-    def __init__(self) -> None:
-        self.sweep_started = 0.0
+    """Makes ``transferlab train`` exit 1 when its single run did not complete (a sweep's exit
+    status is the sweeper's: see finish_sweep)."""
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn | None = None, **kwargs: Any) -> None:
         if job_return is None:
@@ -86,27 +158,4 @@ class RunStatusCallback(Callback):
             raise SystemExit(1)
         record = job_return.return_value
         if not isinstance(record, dict) or record.get("status") != "completed":
-            raise SystemExit(1)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.sweep_started = float(int(time.time()))  # records keep whole seconds
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        ran, failed = [], []
-        for path in sorted(sweep_dir.glob(f"*/{RUN_FILE}")):
-            try:
-                record = read_record(path)
-            except ValueError:
-                continue
-            finished = record.get("finished_at")
-            if not finished or datetime.fromisoformat(finished).timestamp() < self.sweep_started:
-                continue  # not run by this sweep (skipped, or from an earlier one)
-            ran.append(path.parent)
-            if record["status"] != "completed":
-                failed.append(f"{path.parent.name} ({record['status']}: {record.get('error', '')})")
-        log.info("sweep finished in %s: %d run(s) ran, %d did not complete", sweep_dir, len(ran), len(failed))
-        if failed:
-            for line in failed:
-                log.error("not completed: %s", line)
             raise SystemExit(1)

@@ -1,16 +1,22 @@
-"""Data: one module per source (cifar, synthetic) and one for the input pipelines; every source
-gives ImageSets (uint8 images, labels, class names) that both pipelines take."""
+"""Data: one module per source (cifar, imagefolder with its on-disk cache, synthetic) and one for
+the input pipelines; every source gives ImageSets (uint8 images, labels, class names) that both
+pipelines take."""
 
-from transferlab.data.cifar import CIFAR10_ARCHIVE, CIFAR10_URL, load_cifar10
+from transferlab.data.cifar import CIFAR10_ARCHIVE, CIFAR10_URL, CIFAR100_ARCHIVE, load_cifar10, load_cifar100
+from transferlab.data.imagefolder import describe_source, load_imagefolder, scan_folder
 from transferlab.data.images import ImageSet, stratified_split, subset_indices
 from transferlab.data.pipelines import (
-    CIFAR10_MEAN, CIFAR10_STD, CROP_PADDING, DeviceLoader, ReferenceLoader, batch_crop, batch_flip, batch_normalize,
-    batch_resize, epoch_generator, make_loader, reference_transform,
+    CIFAR10_MEAN, CIFAR10_STD, CROP_PADDING, PROTOCOL_TRANSFORMS, STATISTICS, DeviceLoader, ReferenceLoader,
+    Transforms, batch_center_crop, batch_crop, batch_flip, batch_normalize, batch_resize, batch_resized_crop,
+    epoch_generator, fits_on_device, make_loader, normalization, random_resized_boxes, reference_transform,
 )
 from transferlab.data.synthetic import make_synthetic
 
 __all__ = [
-    "CIFAR10_ARCHIVE", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10_URL", "CROP_PADDING", "DeviceLoader", "ImageSet",
-    "ReferenceLoader", "batch_crop", "batch_flip", "batch_normalize", "batch_resize", "epoch_generator",
-    "load_cifar10", "make_loader", "make_synthetic", "reference_transform", "stratified_split", "subset_indices",
+    "CIFAR100_ARCHIVE", "CIFAR10_ARCHIVE", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10_URL", "CROP_PADDING",
+    "PROTOCOL_TRANSFORMS", "STATISTICS", "DeviceLoader", "ImageSet", "ReferenceLoader", "Transforms",
+    "batch_center_crop", "batch_crop", "batch_flip", "batch_normalize", "batch_resize", "batch_resized_crop",
+    "describe_source", "epoch_generator", "fits_on_device", "load_cifar10", "load_cifar100", "load_imagefolder",
+    "make_loader", "make_synthetic", "normalization", "random_resized_boxes", "reference_transform",
+    "scan_folder", "stratified_split", "subset_indices",
 ]

@@ -1,11 +1,13 @@
 """`transferlab report [PATH ...] [--out DIR]`: run records in, tables and figures out.
 
-Every run.json under the PATHs (default outputs/) is read. Completed runs are grouped by study (the
-record's ``name``: part_a, part_b, part_c, or any other sweep) and, within a study, by every setting
-that is not one of the study's own swept keys, so that a dry run on synthetic data is never averaged
-with a CIFAR-10 run. Each group gives a table (CSV and Markdown, and printed) and PNG figures;
-report.md puts them on one page. Runs that did not complete are listed, never averaged in. The same
-runs give byte-identical report.md, CSV and Markdown files.
+Every run.json under the PATHs (default outputs/) is read. A study, settings and seed run more than
+once counts once (the run that finished last; the others are named in a warning). Completed runs
+are grouped by study (the record's ``name``: part_a, part_b, part_c, lpft, or any other sweep) and,
+within a study, by every setting that is not one of the study's own swept keys, the precision and
+device a run actually used among them, so that a dry run on synthetic data is never averaged with a
+CIFAR-10 run, nor a bf16 GPU run with an fp32 CPU run. Each group gives a table (CSV and Markdown,
+and printed) and PNG figures; report.md puts them on one page. Runs that did not complete are
+listed, never averaged in. The same runs give byte-identical report.md, CSV and Markdown files.
 
 This module never imports torch (nor anything that does): the report reads records, it never trains.
 """
@@ -14,16 +16,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pandas as pd
 
 from transferlab.records import RUN_FILE, write_atomic
 from transferlab.report.figures import draw_group_figures, draw_samples
 from transferlab.report.page import Section, report_markdown
-from transferlab.report.reading import completed_frame, find_run_files, flatten, not_completed_frame, read_runs
+from transferlab.report.reading import (
+    completed_frame, find_run_files, flatten, not_completed_frame, one_per_seed, read_runs,
+)
 from transferlab.report.studies import STRATEGIES, make_groups
 from transferlab.report.tables import REFERENCE, cell, csv_text, group_table, markdown_table, short_names
+from transferlab.report.tuning import split_trials, tuning_sections
 
-__all__ = ["REFERENCE", "STRATEGIES", "cell", "flatten", "main", "short_names"]
+__all__ = ["REFERENCE", "SECTION_BUILDERS", "STRATEGIES", "Section", "cell", "flatten", "main", "short_names"]
 
 DEFAULT_PATH = "outputs"
 DEFAULT_OUT = "outputs/report"
@@ -40,28 +48,44 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     return parser.parse_args(args)
 
 
+def group_sections(runs: pd.DataFrame, out: Path) -> list[Section]:
+    """A section per group of runs of each study: its table, with the reference where it applies, and
+    its figures."""
+    return [Section(group.stem, group.title, group_table(group), draw_group_figures(group, out),
+                    group.part.question, group.note) for group in make_groups(runs)]
+
+
+# What the report shows, in this order: each builder turns the completed runs (one per study,
+# settings and seed) into sections, writing its figures into the output folder.
+SECTION_BUILDERS: list[Callable[[pd.DataFrame, Path], list[Section]]] = [group_sections]
+
+
 def main(args: list[str]) -> int:
     options = parse_args(args)
     out = Path(options.out)
     runs, skipped = read_runs(find_run_files(options.paths, out))
+    runs, trials = split_trials(runs)
     for line in skipped:
         print(f"transferlab report: warning: skipped {line}", file=sys.stderr)
-    if not runs:
+    if not runs and not trials:
         print(f"transferlab report: error: no readable {RUN_FILE} under {', '.join(options.paths)}", file=sys.stderr)
         return 1
 
+    completed, repeats = one_per_seed(completed_frame(runs))
+    for line in repeats:
+        print(f"transferlab report: warning: {line}", file=sys.stderr)
+
     out.mkdir(parents=True, exist_ok=True)
-    groups = make_groups(completed_frame(runs))
-    sections = [Section(group, group_table(group), draw_group_figures(group, out)) for group in groups]
-    samples_from = draw_samples(groups, out)
+    sections = [section for build in SECTION_BUILDERS for section in build(completed, out)] + tuning_sections(runs, trials)
+    samples = draw_samples(completed, out)
     not_completed = not_completed_frame(runs)
     for section in sections:
-        write_atomic(out / f"{section.group.stem}.csv", csv_text(section.table))
-        write_atomic(out / f"{section.group.stem}.md", f"## {section.group.title}\n\n{markdown_table(section.table)}")
-        print(f"\n{section.group.title}\n\n{markdown_table(section.table)}", end="")
+        write_atomic(out / f"{section.stem}.csv", csv_text(section.table))
+        write_atomic(out / f"{section.stem}.md", f"## {section.title}\n\n{markdown_table(section.table)}")
+        print(f"\n{section.title}\n\n{markdown_table(section.table)}", end="")
     if len(not_completed):
         print(f"\nRuns that did not complete\n\n{markdown_table(not_completed)}", end="")
-    report = report_markdown(options.paths, len(runs), sections, samples_from, not_completed, skipped)
+    report = report_markdown(options.paths, len(runs), sections, samples, not_completed, skipped, repeats)
     write_atomic(out / REPORT_FILE, report)
     print(f"\n{len(runs)} run records read, {len(not_completed)} did not complete; "
           f"report: {(out / REPORT_FILE).as_posix()}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +12,9 @@ import pandas as pd
 
 from transferlab.records import SAMPLES_FILE
 from transferlab.report.studies import Group
-from transferlab.report.tables import ACC, LOSS, PRE_ACC, PRE_LOSS, SCRATCH_ACC, SCRATCH_LOSS, percent_label
-
-SAMPLES_FIGURE = "samples.png"
+from transferlab.report.tables import (
+    ACC, LOSS, PRE_ACC, PRE_LOSS, SCRATCH_ACC, SCRATCH_LOSS, per_class, percent_label,
+)
 
 # Per-epoch metrics: axis label, and the factor that turns a stored value into the plotted one.
 METRICS = {
@@ -74,12 +76,14 @@ MARKERS = "osD^vPX*"  # distinct shapes, so that lines lying on top of each othe
 
 def curve_figure(group: Group, metric: str):
     """One line per series over the epochs (Part A: a colour per fraction, dashed from scratch);
-    a band of ± one standard deviation where runs repeat."""
+    a band of ± one standard deviation where runs repeat; a dotted vertical line where an LP-FT
+    series unfreezes its frozen modules."""
     plt = pyplot()
     label, scale = METRICS[metric]
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
     colours = plt.get_cmap("tab10")
     epochs = epochs_frame(group.runs)
+    switches = {run.series: run.config.get("freeze.unfreeze_at_epoch") for run in group.runs.itertuples()}
     for index, (series, at) in enumerate(epochs.groupby("series", sort=False) if metric in epochs else []):
         stats = _stats(at, "epoch", metric, scale)
         by_fraction = group.part.compares_init
@@ -89,6 +93,9 @@ def curve_figure(group: Group, metric: str):
                 label=_wrap(series, 32))
         low, high = (stats["mean"] - stats["std"]).clip(lower=0), stats["mean"] + stats["std"]
         ax.fill_between(stats.index, low, high.clip(upper=100) if scale > 1 else high, color=colour, alpha=0.15)
+        if (switch := switches[series]) is not None:
+            ax.axvline(switch + 0.5, linestyle=":", linewidth=1.5, color=colour,
+                       label=_wrap(f"{series}: all train from epoch {switch + 1}", 32))
     ax.set_xticks(sorted(epochs["epoch"].unique()))
     _finish(ax, f"{group.title}\n{_metric_name(metric)} per epoch{_repeats_note(group.runs)}", "epoch", label,
             group.part.row_title)
@@ -97,7 +104,7 @@ def curve_figure(group: Group, metric: str):
 
 def bar_figure(group: Group, metric: str):
     """One bar per table row: the mean of its runs, an error bar of one standard deviation where
-    runs repeat, and a black diamond for PROTOCOL.md's result where the group has one."""
+    runs repeat, and a black diamond for the reference's result where the group has one."""
     plt = pyplot()
     label, scale = METRICS[metric]
     stats = _stats(group.runs, "series", metric, scale)
@@ -112,7 +119,7 @@ def bar_figure(group: Group, metric: str):
     reference = [group.reference.get(row, {}).get(METRIC_COLUMNS[metric]) for row in rows]
     if any(r is not None for r in reference):
         ax.scatter(x, [np.nan if r is None else r for r in reference], marker="D", color="black", zorder=3,
-                   label="reference (PROTOCOL.md)")
+                   label="reference (one seed; docs/study.md)")
     ax.set_xticks(x, [_wrap(s) + (f"\n(n={n})" if repeats else "") for s, n in zip(stats.index, stats["count"])],
                   fontsize=9)
     if scale > 1:
@@ -123,34 +130,50 @@ def bar_figure(group: Group, metric: str):
     return fig
 
 
-def fraction_figure(group: Group, metric: str):
-    """Part A: the metric after the last epoch against the share of the training set, pretrained
-    vs from scratch, with PROTOCOL.md's points (dotted) where the group has them."""
+# Part A's arms: legend, colour, and the reference column of each metric.
+ARMS = {
+    "pretrained": ("pretrained (ImageNet weights)", "tab:blue", {"test_acc": PRE_ACC, "test_loss": PRE_LOSS}),
+    "scratch": ("from scratch (random init)", "tab:orange", {"test_acc": SCRATCH_ACC, "test_loss": SCRATCH_LOSS}),
+}
+
+
+def data_figure(group: Group, metric: str, per_class_axis: bool):
+    """A sweep over data.fraction: the metric after the last epoch against the training data used, a
+    line per arm (Part A: pretrained vs from scratch), with the reference's points (dotted) where the
+    group has them. The x axis is the share of the training set, or (``per_class_axis``) the training
+    images per class on a log axis, which compares datasets of any size and class count."""
     plt = pyplot()
     label, scale = METRICS[metric]
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
-    columns = {"test_acc": (PRE_ACC, SCRATCH_ACC), "test_loss": (PRE_LOSS, SCRATCH_LOSS)}[metric]
-    arms = (("pretrained (ImageNet weights)", True, "tab:blue", columns[0]),
-            ("from scratch (random init)", False, "tab:orange", columns[1]))
+    runs = group.runs.assign(arm=group.runs.apply(group.part.arm, axis=1))
+    by_fraction = runs.groupby("fraction")  # x positions and tick labels, in fraction order
+    x_of = by_fraction["images_per_class"].mean() if per_class_axis else 100 * by_fraction["fraction"].first()
     references = []
-    for name, pretrained, colour, column in arms:
-        runs = group.runs[group.runs["pretrained"] == pretrained]
-        if runs.empty:
-            continue
-        stats = _stats(runs, "fraction", metric, scale)
-        ax.plot(100 * stats.index, stats["mean"], "-o", color=colour, label=name)
+    for index, (arm, at) in enumerate(runs.groupby("arm", sort=False)):
+        name, colour, columns = ARMS.get(arm, (arm, plt.get_cmap("tab10")(index % 10), {}))
+        stats = _stats(at, "fraction", metric, scale)
+        x = x_of[stats.index]
+        ax.plot(x, stats["mean"], "-o", color=colour, label=name)
         if stats["count"].max() > 1:
-            ax.errorbar(100 * stats.index, stats["mean"], yerr=stats["std"], fmt="none", ecolor=colour, capsize=5)
-        points = [(100 * f, group.reference.get(percent_label(f), {}).get(column)) for f in stats.index]
+            ax.errorbar(x, stats["mean"], yerr=stats["std"], fmt="none", ecolor=colour, capsize=5)
+        points = [(x_of[f], group.reference.get(percent_label(f), {}).get(columns.get(metric))) for f in stats.index]
         if points := [(f, r) for f, r in points if r is not None]:
-            references.append((points, colour, f"{name.split(' (')[0]}, reference (PROTOCOL.md)"))
+            references.append((points, colour, f"{name.split(' (')[0]}, reference (one seed; docs/study.md)"))
     for points, colour, name in references:  # after ours, so that the legend lists ours first
         ax.plot(*zip(*points), ":", marker="D", color=colour, label=name)
-    images = group.runs.groupby("fraction")["train_images"].first()
-    ax.set_xticks(100 * images.index, [percent_label(f) + (f"\n({n:,.0f} images)" if pd.notna(n) else "")
-                                       for f, n in images.items()])
-    _finish(ax, f"{group.title}\n{_metric_name(metric)} after the last epoch, by training data"
-                f"{_repeats_note(group.runs)}", "training data used (% of the training set)", label)
+    images = by_fraction["train_images"].first()
+    if per_class_axis:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(plt.NullLocator())  # only the ticks of the runs' own sizes
+        ax.set_xticks(list(x_of), [f"{per_class(pd.Series([v]))}\n({percent_label(f)})" for f, v in x_of.items()])
+        xlabel = "training images per class (log scale)"
+    else:
+        ax.set_xticks(list(x_of), [percent_label(f) + (f"\n({n:,.0f} images)" if pd.notna(n) else "")
+                                   for f, n in images.items()])
+        xlabel = "training data used (% of the training set)"
+    what = "by training images per class" if per_class_axis else "by training data"
+    _finish(ax, f"{group.title}\n{_metric_name(metric)} after the last epoch, {what}{_repeats_note(group.runs)}",
+            xlabel, label)
     return fig
 
 
@@ -166,13 +189,14 @@ def samples_figure(path: Path, title: str):
         ax.axis("off")
     for ax, image, label in zip(axes.flat, images, labels):
         ax.imshow(image, interpolation="nearest")
-        ax.set_title(str(classes[label]), fontsize=9)
+        ax.set_title(_wrap(str(classes[label]), 16), fontsize=9)  # the dataset's own names, any count
     fig.suptitle(title)
     return fig
 
 
 FIGURES = {"curve": (curve_figure, "{what} per epoch"), "bars": (bar_figure, "{what} by {rows}"),
-           "vs_fraction": (fraction_figure, "{what} vs training data")}
+           "vs_fraction": (partial(data_figure, per_class_axis=False), "{what} vs training data"),
+           "vs_per_class": (partial(data_figure, per_class_axis=True), "{what} vs training images per class")}
 
 
 def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
@@ -180,6 +204,8 @@ def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
     plt = pyplot()
     written = []
     for kind, metric in group.part.figures:
+        if kind == "vs_per_class" and group.runs["images_per_class"].isna().any():
+            continue  # records written before run.json had num_classes
         draw, caption = FIGURES[kind]
         file = f"{group.stem}-{metric}-{kind}.png"
         fig = draw(group, metric)
@@ -190,15 +216,20 @@ def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
     return written
 
 
-def draw_samples(groups: list[Group], out: Path) -> str | None:
-    """samples.png from the first run, in report order, that kept a samples.npz; its folder, or None."""
-    for run in (run for group in groups for run in group.runs.sort_values("path").itertuples()):
-        source = Path(run.path) / SAMPLES_FILE
-        if source.is_file():
-            plt = pyplot()
-            fig = samples_figure(source, f"Sample training images (data={run.config.get('data.name')}), "
-                                         "before augmentation, with their classes")
-            fig.savefig(out / SAMPLES_FIGURE, bbox_inches="tight")
-            plt.close(fig)
-            return run.path
-    return None
+def draw_samples(runs: pd.DataFrame, out: Path) -> list[tuple[str, str, str]]:
+    """A grid of sample images per dataset, from the dataset's first run (by folder) that kept a
+    samples.npz; (file name, dataset, run folder) of each."""
+    plt = pyplot()
+    written = []
+    for dataset, of_dataset in runs.groupby("dataset", sort=True) if len(runs) else []:
+        for run in of_dataset.sort_values("path").itertuples():
+            source = Path(run.path) / SAMPLES_FILE
+            if source.is_file():
+                file = f"samples-{re.sub(r'[^A-Za-z0-9_.-]+', '_', dataset).strip('_')}.png"
+                fig = samples_figure(source, f"Sample training images of {dataset}, before augmentation, "
+                                             "with their classes")
+                fig.savefig(out / file, bbox_inches="tight")
+                plt.close(fig)
+                written.append((file, dataset, run.path))
+                break
+    return written

@@ -1,7 +1,14 @@
-"""Reading run records: every run.json under the given paths, as one row per completed run."""
+"""Reading run records: every run.json under the given paths, as one row per observation.
+
+A completed run's *settings* are its config as it actually ran: ``precision`` and ``device`` are
+what the run used (a bf16 GPU run and an fp32 CPU run of ``precision=auto`` are different
+settings), and ``data.name`` names the dataset (an image folder's own name). The same study,
+settings and seed is one observation however often it was run: the report keeps the run that
+finished last and names the ones it left out."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +20,8 @@ from transferlab.records import RUN_FILE, read_record
 
 # Settings that never split a group: repeats differ in seed, the rest cannot change a result.
 IGNORED_KEYS = ("name", "seed", *NOT_RESULT_KEYS)
+# How torch names an autocast dtype (records before the contract's short names) -> the short name.
+PRECISION_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
 def find_run_files(paths: list[str], out: Path) -> list[Path]:
@@ -56,34 +65,81 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def settings(record: dict[str, Any]) -> dict[str, Any]:
+    """The flat config of a run as it actually ran: the settings that can change its results."""
+    config = {k: v for k, v in flatten(record["config"]).items() if k not in IGNORED_KEYS}
+    if record.get("precision"):
+        config["precision"] = PRECISION_NAMES.get(record["precision"], record["precision"])
+    if record.get("device"):
+        config["device"] = str(record["device"]).split(":")[0]  # cuda:1 and cuda:0 are one setting
+    config["data.name"] = dataset_label(record)
+    return config
+
+
+def dataset_label(record: dict[str, Any]) -> str:
+    """The dataset's name, and its source where the two differ: ``cifar10``, ``flowers (imagefolder)``."""
+    source = record["config"].get("data", {}).get("name", record.get("data"))
+    dataset = record.get("dataset") or record.get("data") or source
+    return str(dataset) if dataset == source else f"{dataset} ({source})"
+
+
 def completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
-    """One row per completed run: what the tables and figures need, and its flat config."""
+    """One row per completed run: what the tables and figures need, and its settings (as ``config``)."""
     rows = []
     for path, record in runs:
         if record["status"] != "completed":
             continue
-        config = {k: v for k, v in flatten(record["config"]).items() if k not in IGNORED_KEYS}
+        config = settings(record)
         history = record.get("history") or []
+        num_classes = record.get("num_classes") or len(record.get("classes") or []) or None
+        train_images = record.get("num_train_images")
         rows.append({
             "path": path.parent.as_posix(),
             "name": record.get("name") or record["config"].get("name", "runs"),
             "seed": record.get("seed", record["config"].get("seed")),
+            "finished_at": record.get("finished_at") or "",
+            "dataset": config["data.name"],
             "fraction": config.get("data.fraction"),
             "model": config.get("model.name"),
             "pretrained": bool(config.get("model.pretrained") or config.get("model.weights")),
-            "strategy": strategy_label(config.get("freeze.name"), config.get("freeze.modules")),
+            "strategy": strategy_label(config.get("freeze.name"), config.get("freeze.modules"),
+                                       config.get("freeze.unfreeze_at_epoch")),
             "test_acc": record.get("test_acc"),
             "test_loss": record.get("test_loss"),
             "params_total": record.get("params_total"),
             "params_trainable": record.get("params_trainable"),
+            "params_trainable_after": record.get("params_trainable_after_unfreeze"),
             "frozen": ", ".join(record.get("frozen_modules") or []) or "nothing",
-            "train_images": record.get("num_train_images"),
+            "train_images": train_images,
+            "images_per_class": train_images / num_classes if train_images and num_classes else None,
+            "run_as": run_as(config.get("precision"), config.get("deterministic"),
+                             record.get("nondeterministic_ops")),
             "epoch_seconds": _mean(h.get("epoch_seconds") for h in history),
             "images_per_second": _mean(h.get("images_per_second") for h in history),
             "history": history,
             "config": config,
         })
     return pd.DataFrame(rows)
+
+
+def one_per_seed(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The runs with one run per (study, settings, seed), and a line for each set of repeats.
+
+    Of runs that repeat one another (a plain run and the same run in a sweep, a run copied elsewhere),
+    the one that finished last is kept (the newest result, as if the command had been run again),
+    the one whose folder sorts last where they finished together; the others are left out."""
+    if runs.empty:
+        return runs, []
+    identity = runs.apply(lambda run: (run["name"], json.dumps(run["config"], sort_keys=True), run["seed"]), axis=1)
+    ordered = runs.assign(identity=identity).sort_values(["finished_at", "path"])
+    kept, lines = [], []
+    for (name, _, seed), copies in ordered.groupby("identity", sort=False):
+        kept.append(copies.index[-1])
+        if len(copies) > 1:
+            left_out = ", ".join(sorted(copies["path"].iloc[:-1]))
+            lines.append(f"one run (study {name}, same settings, seed {seed}) in {len(copies)} folders: "
+                         f"kept {copies['path'].iloc[-1]} (finished last), left out {left_out}")
+    return runs.loc[sorted(kept)], sorted(lines)
 
 
 def not_completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
@@ -94,8 +150,19 @@ def not_completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["run", "status", "error"])
 
 
-def strategy_label(preset: str | None, modules: list[str] | None) -> str:
-    return f"custom [{', '.join(modules)}]" if modules is not None else str(preset)
+def strategy_label(preset: str | None, modules: list[str] | None, unfreeze_at: int | None = None) -> str:
+    label = f"custom [{', '.join(modules)}]" if modules is not None else str(preset)
+    return label if unfreeze_at is None else f"{label}, all train from epoch {unfreeze_at + 1}"
+
+
+def run_as(precision: str | None, deterministic: bool | None, nondeterministic_ops: list[str] | None) -> str:
+    """How a run computed: ``bf16, not deterministic``; a deterministic run that used
+    non-deterministic operations says how many."""
+    if not deterministic:
+        return f"{precision}, not deterministic"
+    if nondeterministic_ops:
+        return f"{precision}, deterministic but for {len(nondeterministic_ops)} op(s)"
+    return f"{precision}, deterministic"
 
 
 def _mean(values) -> float:

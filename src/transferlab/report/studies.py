@@ -1,4 +1,5 @@
-"""The studies the report knows (Parts A, B, C, any other sweep) and the grouping of runs into them."""
+"""The studies the report knows (Parts A, B, C, the LP-FT comparison, any other sweep) and the
+grouping of runs into them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from transferlab.report.lpft import lpft_row, lpft_table
 from transferlab.report.tables import (
     REFERENCE, display, fraction_table, model_table, percent_label, sort_key, short_names, strategy_table,
     sweep_table,
@@ -18,12 +20,14 @@ from transferlab.report.tables import (
 HEADLINE_KEYS = ("data.name", "data.image_size", "train.epochs")  # always named in a group's title
 STRATEGIES = ("none", "early", "middle", "last_only")  # Part C's rows, in this order
 
-# PROTOCOL.md's training on CIFAR-10. A group with all of these settings (and its part's own, in
-# Part.protocol) is laid beside REFERENCE; any other group gets no reference column.
+# The study's training on CIFAR-10 (docs/study.md). A group with all of these settings (and its
+# part's own, in Part.protocol) is laid beside REFERENCE; any other group gets no reference column.
+# A key a record does not have (it predates the key) counts as the study's value.
 PROTOCOL_SETTINGS = {
     "data.name": "cifar10", "data.image_size": 224, "train.epochs": 10, "train.batch_size": 64,
     "train.eval_batch_size": 128, "optim.name": "sgd", "optim.lr": 0.001, "optim.momentum": 0.9,
-    "optim.weight_decay": 0, "freeze.modules": None, "model.weights": None,
+    "optim.weight_decay": 0, "freeze.modules": None, "freeze.unfreeze_at_epoch": None, "model.weights": None,
+    "data.val_fraction": 0,
 }
 
 
@@ -41,6 +45,8 @@ class Part:
     figures: tuple[tuple[str, str], ...]  # (kind, metric) of each figure it draws
     protocol: dict[str, Any]  # settings, beyond PROTOCOL_SETTINGS, under which REFERENCE applies
     compares_init: bool = False  # Part A: pretrained vs scratch within each row
+    # A sweep over data.fraction: a run -> its line in the figures against the training data used
+    arm: Callable[[pd.Series], str] | None = None
 
 
 TRAINING_FIGURES = (("curve", "train_loss"), ("curve", "train_acc"), ("bars", "test_acc"), ("bars", "test_loss"),
@@ -52,8 +58,10 @@ PARTS = {
         row=lambda run: (run["fraction"], percent_label(run["fraction"])),
         series=lambda run: f"{percent_label(run['fraction'])}, {'pretrained' if run['pretrained'] else 'scratch'}",
         table=fraction_table,
-        figures=(("vs_fraction", "test_acc"), ("vs_fraction", "test_loss"), ("curve", "test_acc")),
+        figures=(("vs_fraction", "test_acc"), ("vs_fraction", "test_loss"), ("vs_per_class", "test_acc"),
+                 ("curve", "test_acc")),
         protocol={"model.name": "alexnet"}, compares_init=True,
+        arm=lambda run: "pretrained" if run["pretrained"] else "scratch",
     ),
     "part_b": Part(
         label="Part B", question="Pretrained ResNet18 vs VGG16, trained on 50 % of the training set.",
@@ -69,6 +77,13 @@ PARTS = {
         figures=TRAINING_FIGURES,
         protocol={"model.name": "resnet18", "data.fraction": 0.5, "model.pretrained": True},
     ),
+    "lpft": Part(
+        label="LP-FT", question="Pretrained ResNet18 on 50 % of the training set: full fine-tuning, a linear probe, "
+                                "and a linear probe then full fine-tuning (LP-FT).",
+        swept=("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch"), row_title="strategy",
+        row=lpft_row, series=lambda run: run["row"], table=lpft_table,
+        figures=(("curve", "test_acc"), ("curve", "train_loss"), ("bars", "test_acc")), protocol={},
+    ),
 }
 
 
@@ -81,9 +96,16 @@ def sweep_part(name: str, keys: tuple[str, ...]) -> Part:
         values = [run["config"].get(k) for k in keys]
         return tuple(sort_key(v) for v in values), ", ".join(f"{names[k]}={display(v)}" for k, v in zip(keys, values))
 
+    others = tuple(k for k in keys if k != "data.fraction")
+
+    def arm(run: pd.Series) -> str:
+        return ", ".join(f"{names[k]}={display(run['config'].get(k))}" for k in others) or "these runs"
+
+    by_fraction = len(others) < len(keys)
+    figures = (("vs_per_class", "test_acc"),) if by_fraction else ()
     return Part(label=f"Sweep {name}", question="", swept=keys, row_title=", ".join(names.values()), row=row,
-                series=lambda run: row(run)[1],
-                table=partial(sweep_table, keys=keys), figures=(("curve", "test_acc"),), protocol={})
+                series=lambda run: row(run)[1], table=partial(sweep_table, keys=keys),
+                figures=(*figures, ("curve", "test_acc")), protocol={}, arm=arm if by_fraction else None)
 
 
 def _strategy_order(strategy: str) -> tuple[int, str]:
@@ -99,7 +121,7 @@ class Group:
     title: str
     note: str  # how it stands to the protocol
     runs: pd.DataFrame  # in table order, with columns row, row_order and series
-    reference: dict[str, dict[str, float]]  # row label -> column -> PROTOCOL.md's value; {} when not comparable
+    reference: dict[str, dict[str, float]]  # row label -> column -> the reference's value; {} when not comparable
 
 
 def varying_keys(configs: pd.Series) -> tuple[str, ...]:
@@ -140,17 +162,21 @@ def label_rows(part: Part, runs: pd.DataFrame) -> pd.DataFrame:
 
 def make_group(part: Part, stem: str, name: str, runs: pd.DataFrame, split_keys: list[str]) -> Group:
     config = runs["config"].iloc[0]  # every member shares the keys outside part.swept
-    title_keys = [k for k in HEADLINE_KEYS if k not in part.swept] + [k for k in split_keys if k not in HEADLINE_KEYS]
+    title_keys = [*HEADLINE_KEYS, *(k for k in split_keys if k not in HEADLINE_KEYS)]
     names = short_names(title_keys)
-    title = f"{part.label} — " + ", ".join(f"{names[k]}={display(config.get(k))}" for k in title_keys)
+    # The dataset leads every title, also where a sweep varies it.
+    values = {k: " or ".join(sorted({display(c.get(k)) for c in runs["config"]})) for k in title_keys}
+    title = f"{part.label} — " + ", ".join(f"{names[k]}={values[k]}" for k in title_keys
+                                            if k == "data.name" or k not in part.swept)
     wanted = {k: v for k, v in {**PROTOCOL_SETTINGS, **part.protocol}.items() if k not in part.swept}
-    differ = [k for k, v in wanted.items() if config.get(k) != v]
+    differ = [k for k, v in wanted.items() if config.get(k, v) != v]
     reference = REFERENCE.get(name, {}) if not differ else {}
     if reference:
-        note = "These runs follow the protocol on CIFAR-10: the reference columns are PROTOCOL.md's results (one seed)."
+        note = ("These runs follow the study's recipe on CIFAR-10 (docs/study.md): the reference columns are the "
+                "reference implementation's results (one seed each).")
     elif name in REFERENCE:
         off = short_names(differ)
-        note = ("No reference column: these runs differ from the protocol on CIFAR-10 in "
+        note = ("No reference column: these runs differ from the study's recipe on CIFAR-10 in "
                 + ", ".join(f"{off[k]}={display(config.get(k))}" for k in differ) + ".")
     else:
         note = ""

@@ -1,4 +1,5 @@
-"""The tables: one per study, with PROTOCOL.md's reference figures beside ours where they apply."""
+"""The tables: one per study, with the study's reference figures (docs/study.md) beside ours where
+they apply, and in every table the precision and determinism its runs used."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ if TYPE_CHECKING:
 
 # Table column names; a reference column is named "reference <column>".
 ACC, LOSS, SECONDS, IMAGES_PER_SECOND, N = "test acc (%)", "test loss", "seconds per epoch", "images/s", "n"
+PER_CLASS, TRAINABLE, RUN_AS = "images per class", "trainable / total params", "precision, determinism"
 PRE_ACC, SCRATCH_ACC, DIFFERENCE = "pretrained acc (%)", "scratch acc (%)", "difference (points)"
 PRE_LOSS, SCRATCH_LOSS = "pretrained loss", "scratch loss"
 
-# PROTOCOL.md's reference results (one seed each): study -> table row -> column -> value.
+# The reference implementation's results (one seed each; docs/study.md): study -> table row -> column -> value.
 REFERENCE: dict[str, dict[str, dict[str, float]]] = {
     "part_a": {
         "10 %": {PRE_ACC: 82.99, SCRATCH_ACC: 12.89, DIFFERENCE: 70.10},
@@ -34,6 +36,7 @@ REFERENCE: dict[str, dict[str, dict[str, float]]] = {
         "last_only": {ACC: 79.87, LOSS: 0.5901, SECONDS: 17.6},
     },
 }
+REFERENCE_RUN_AS = "fp32, deterministic"  # how the reference computed: fp32, cuDNN deterministic
 
 
 def percent_label(fraction: float) -> str:
@@ -54,6 +57,27 @@ def integers(values: pd.Series) -> str:
     return " or ".join(f"{int(v):,}" for v in sorted(values.dropna().unique()))
 
 
+def per_class(values: pd.Series) -> str:
+    """Training images per class: whole numbers with thousands separators, small ones to 3 digits."""
+    shown = sorted({f"{v:,.0f}" if v >= 100 else f"{v:.3g}" for v in values.dropna()})
+    return " or ".join(shown)
+
+
+def trainable_params(runs: pd.DataFrame) -> str:
+    """Trainable parameters at the start, '→' those after an LP-FT switch."""
+    after = runs["params_trainable_after"].dropna()
+    return integers(runs["params_trainable"]) + (f" → {integers(after)}" if len(after) else "")
+
+
+def trainable(runs: pd.DataFrame) -> str:
+    return f"{trainable_params(runs)} / {integers(runs['params_total'])}"
+
+
+def seeds(runs: pd.DataFrame) -> str:
+    """n: the distinct seeds behind a cell (a repeated config and seed was already left out)."""
+    return str(runs["seed"].nunique())
+
+
 def by_row(runs: pd.DataFrame):
     return runs.groupby("row", sort=False)
 
@@ -64,11 +88,11 @@ def fraction_table(runs: pd.DataFrame) -> pd.DataFrame:
         pre, scratch = at[at["pretrained"]], at[~at["pretrained"]]
         difference = 100 * (pre["test_acc"].mean() - scratch["test_acc"].mean())
         rows.append({
-            "fraction": label,
+            "fraction": label, PER_CLASS: per_class(at["images_per_class"]),
             PRE_ACC: cell(100 * pre["test_acc"], 2), SCRATCH_ACC: cell(100 * scratch["test_acc"], 2),
             DIFFERENCE: "" if np.isnan(difference) else f"{difference:.2f}",
             PRE_LOSS: cell(pre["test_loss"], 4), SCRATCH_LOSS: cell(scratch["test_loss"], 4),
-            N: str(len(pre)) if len(pre) == len(scratch) else f"{len(pre)} pretrained, {len(scratch)} scratch",
+            N: seeds(pre) if seeds(pre) == seeds(scratch) else f"{seeds(pre)} pretrained, {seeds(scratch)} scratch",
         })
     return pd.DataFrame(rows)
 
@@ -77,7 +101,7 @@ def model_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{
         "model": label, ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4),
         "params": integers(at["params_total"]), SECONDS: cell(at["epoch_seconds"], 2),
-        IMAGES_PER_SECOND: cell(at["images_per_second"], 0), N: str(len(at)),
+        IMAGES_PER_SECOND: cell(at["images_per_second"], 0), N: seeds(at),
     } for label, at in by_row(runs)])
 
 
@@ -85,17 +109,21 @@ def strategy_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([{
         "strategy": label, "frozen": at["frozen"].iloc[0],
         ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4),
-        "trainable / total params": f"{integers(at['params_trainable'])} / {integers(at['params_total'])}",
-        SECONDS: cell(at["epoch_seconds"], 2), N: str(len(at)),
+        TRAINABLE: trainable(at), SECONDS: cell(at["epoch_seconds"], 2), N: seeds(at),
     } for label, at in by_row(runs)])
 
 
 def sweep_table(runs: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
+    """A row per setting of ``keys``; a sweep over data.fraction also shows images per class, one
+    over freeze settings the trainable parameters."""
     names = short_names(keys)
+    by_fraction, by_freeze = "data.fraction" in keys, any(k.startswith("freeze.") for k in keys)
     return pd.DataFrame([{
         **{names[k]: display(at["config"].iloc[0].get(k)) for k in keys},
-        ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4), SECONDS: cell(at["epoch_seconds"], 2),
-        N: str(len(at)),
+        **({PER_CLASS: per_class(at["images_per_class"])} if by_fraction else {}),
+        ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4),
+        **({TRAINABLE: trainable(at)} if by_freeze else {}),
+        SECONDS: cell(at["epoch_seconds"], 2), N: seeds(at),
     } for _, at in by_row(runs)])
 
 
@@ -127,10 +155,14 @@ def short_names(keys: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def group_table(group: Group) -> pd.DataFrame:
-    """The group's table, with PROTOCOL.md's figure beside each of our columns that has one."""
+    """The group's table, with how its runs computed before n, and the reference's figure beside
+    each of our columns that has one."""
     table = group.part.table(group.runs)
+    table.insert(table.columns.get_loc(N), RUN_AS, [" or ".join(sorted(set(at["run_as"])))
+                                                    for _, at in by_row(group.runs)])
     if not group.reference:
         return table
+    table.insert(table.columns.get_loc(RUN_AS) + 1, f"reference {RUN_AS}", REFERENCE_RUN_AS)
     rows = table.iloc[:, 0]
     for column in [c for c in table.columns if any(c in ref for ref in group.reference.values())]:
         values = [group.reference.get(row, {}).get(column) for row in rows]

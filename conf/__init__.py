@@ -1,1 +1,0 @@
-# Makes the configs importable as transferlab.conf, which is how Hydra finds them in an installed package.
