@@ -49,7 +49,7 @@ def test_synthetic_keeps_the_protocol_schedule_and_transforms():
     ("data.pipeline=gpu", "data.pipeline='gpu' is not allowed; choose one of: device, reference"),
     ("optim.lr=0", "optim.lr=0.0 is not allowed"),
     ("progress=maybe", "progress='maybe' is not allowed"),
-    ("logger=wandb", "logger='wandb' is not allowed; choose one of: none, tensorboard"),
+    ("logger=wandb", "logger='wandb' is not allowed; choose one of: none, tensorboard, mlflow"),
     ("name=a/b", "name='a/b' is not allowed; it must be a non-empty folder name"),
     ("data.image_size=4", "data.image_size=4 is not allowed; it must be >= 8"),
     ("data.num_workers=-1", "data.num_workers=-1 is not allowed; it must be >= 0"),

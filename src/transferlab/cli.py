@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -138,12 +139,53 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": train, "study": study, "report": report, "prepare": prepare, "tune": tune,
 }
 
+COMPLETION_FLAGS = ("-sc", "--shell-completion")  # Hydra's
+# Commands whose arguments are Hydra overrides of conf/ (study's are given to every part's sweep,
+# prepare's are composed like train's), so Hydra completes them.
+OVERRIDE_COMMANDS = ("train", "study", "prepare")
+COMMAND_WORD = re.compile(r"(\s*\S+\s+)(\S*)(\s.*)?", re.DOTALL)  # app, command word, the rest
+
+
+def is_completion_request(argv: list[str]) -> bool:
+    """`transferlab -sc ...` (what the installed shell script calls) or `transferlab train -sc ...`."""
+    return argv[0] in COMPLETION_FLAGS or (argv[0] in OVERRIDE_COMMANDS and any(a in COMPLETION_FLAGS for a in argv))
+
+
+def shell_completion(argv: list[str]) -> int:
+    """Hydra's shell completion for the whole command. ``install=SHELL`` and ``uninstall=SHELL``
+    print Hydra's script (it registers `transferlab` and calls `transferlab -sc query=SHELL` with
+    COMP_LINE set to the line typed so far). A query completes the command names in the first
+    word, and after train, study or prepare hands Hydra the line without the command word, which
+    it would otherwise read as an override."""
+    args = [arg for arg in argv if arg not in (*COMPLETION_FLAGS, *COMMANDS)]
+    query = next((arg.partition("=")[2] for arg in args if arg.startswith("query=")), None)
+    try:
+        if query is None:
+            return train(["-sc", *args])
+        parts = COMMAND_WORD.fullmatch(os.environ.get("COMP_LINE", ""))
+        if parts is None:  # the cursor is still on `transferlab`
+            return 0
+        app, command, rest = parts.groups()
+        if rest is None:  # the cursor is on the command word
+            separator = "\n" if query == "fish" else " "  # how Hydra's scripts for these shells read the reply
+            print(separator.join(name for name in COMMANDS if name.startswith(command)))
+            return 0
+        if command not in OVERRIDE_COMMANDS:
+            return 0  # report takes paths: the shell's own file completion applies
+        os.environ["COMP_LINE"] = app + rest.lstrip()
+        return train(["-sc", *args])
+    except TransferlabError as error:
+        print(f"transferlab: error: {' '.join(str(error).split())}", file=sys.stderr)  # Hydra's are multi-line
+        return 1
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if is_completion_request(argv):
+        return shell_completion(argv)
     command, args = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"transferlab: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)

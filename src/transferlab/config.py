@@ -30,7 +30,7 @@ OPTIMIZERS = ("sgd", "adamw")
 OPTIMIZER_IMPLEMENTATIONS = ("auto", "for_loop", "foreach", "fused")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PROGRESS = ("auto", "on", "off")
-LOGGERS = ("none", "tensorboard")
+LOGGERS = ("none", "tensorboard", "mlflow")
 FREEZE_PRESETS = ("none", "early", "middle", "last_only")
 # Settings that change where or how visibly a run happens, not its results.
 # data.root is one of them except for data=imagefolder, where the folder is the dataset (see result_config).

@@ -39,7 +39,7 @@ from transferlab.engine import (
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.gpus import claimed_gpu, visible_gpu_uuids
-from transferlab.loggers import make_logger
+from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
     apply_freeze, build_model, check_image_size, check_model_name, count_parameters, frozen_modules, head_name,
     pretrained_weights, trainable_parameter_names, unfreeze,
@@ -95,14 +95,17 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
     RunInterrupted; the last epoch-end checkpoint stays for ``resume``."""
     run_dir = Path(run_dir)
     record = _new_record(config, overrides)
+    # Made before run.json is rewritten: a resumed run's MLflow run id is read from it.
+    metric_logger = make_logger(config.logger, run_dir, _resumes(config, run_dir / CHECKPOINT_FILE))
     write_record(run_dir, record)
     try:
+        metric_logger.start(record)  # a tracker that cannot be used fails the run here, before any training
         # deterministic=true: the ops that warn go straight into the record's list, so every rewrite
         # of run.json carries them.
         ops = record["nondeterministic_ops"]
         recording = recording_nondeterministic_ops(ops) if ops is not None else contextlib.nullcontext()
         with _sigterm_interrupts(), recording, _run_device(config.device) as device:
-            _train(config, device, run_dir, record)
+            _train(config, device, run_dir, record, metric_logger)
         record["status"] = "completed"
     except TransferlabError as error:
         record.update(status="failed", error=str(error))
@@ -119,7 +122,10 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
         log.debug("traceback:\n%s", record["traceback"])
     finally:
         record["finished_at"] = utc_now()
-        _write_final_record(run_dir, record)
+        try:
+            _write_final_record(run_dir, record)
+        finally:
+            metric_logger.end(record)  # the final status, and run.json among the tracked files
     if record["status"] == "completed" and not config.keep_checkpoint:
         (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # only once run.json says completed
     return record
@@ -171,7 +177,8 @@ def _run_device(name: str) -> Iterator[torch.device]:
         yield torch.device("cuda", index)
 
 
-def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str, Any]) -> None:
+def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str, Any],
+           metric_logger: MetricLogger) -> None:
     check_model_name(config.model.name)
     amp_dtype = select_amp_dtype(config.precision, device)
     configure_determinism(config.seed, config.deterministic, device)
@@ -196,9 +203,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     _remove_leftover_temporaries(run_dir)
     first_epoch = 1
     unfreeze_at = config.freeze.unfreeze_at_epoch
-    # force=true re-runs from the first epoch: a checkpoint kept from the run it replaces
-    # (keep_checkpoint=true) or left by another config is no start for it.
-    if config.resume and not config.force and checkpoint_path.exists():
+    if _resumes(config, checkpoint_path):
         first_epoch = _resume(checkpoint_path, model, optimizer, scaler, record, unfreeze_at) + 1
         write_record(run_dir, record)
     forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
@@ -216,7 +221,6 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
              len(train_set), len(test_set), record["device_name"], record["precision"])
 
     epochs = config.train.epochs
-    metric_logger = make_logger(config.logger, run_dir)
     writer = CheckpointWriter(checkpoint_path, record["history"], record.setdefault("checkpoint_seconds", 0.0))
     try:
         for epoch in range(first_epoch, epochs + 1):
@@ -328,6 +332,13 @@ def _build_model(config: Config, num_classes: int, device: torch.device, memory_
     model.to(device, memory_format=memory_format)
     record["params_total"], record["params_trainable"] = count_parameters(model)
     return model
+
+
+def _resumes(config: Config, checkpoint_path: Path) -> bool:
+    """Whether the run continues from its checkpoint. force=true re-runs from the first epoch: a
+    checkpoint kept from the run it replaces (keep_checkpoint=true) or left by another config is
+    no start for it."""
+    return config.resume and not config.force and checkpoint_path.exists()
 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -26,7 +26,8 @@ PRECISION_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 def find_run_files(paths: list[str], out: Path) -> list[Path]:
     """Every run.json under ``paths`` (a path may also be a run.json itself), sorted, none under
-    ``out``. Each comes back as the given path joined with its place below it, so that what the
+    ``out`` and none in a hidden folder below them (such as outputs/.mlflow/, where MLflow keeps
+    copies of run.json). Each comes back as the given path joined with its place below it, so that what the
     report shows depends on the arguments, not on the working directory."""
     out = out.resolve()
     found: dict[Path, Path] = {}
@@ -34,6 +35,8 @@ def find_run_files(paths: list[str], out: Path) -> list[Path]:
         root = Path(given)
         files = [root] if root.is_file() else sorted(root.rglob(RUN_FILE)) if root.is_dir() else []
         for file in files:
+            if any(part.startswith(".") for part in file.relative_to(root).parts[:-1]):
+                continue
             resolved = file.resolve()
             if out not in resolved.parents and resolved not in found:
                 found[resolved] = root / file.relative_to(root) if file != root else root
