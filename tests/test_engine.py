@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from transferlab.data import DeviceLoader, make_synthetic
 from transferlab.engine import (
-    NonFiniteLoss, ProgressBar, evaluate, recording_nondeterministic_ops, select_amp_dtype, select_device,
+    NonFiniteLoss, ProgressBar, evaluate, precision_name, recording_nondeterministic_ops, select_amp_dtype, select_device,
     train_one_epoch,
 )
 from transferlab.errors import ConfigError
@@ -201,3 +201,9 @@ def test_recording_nondeterministic_ops_names_each_op_once_and_lets_other_warnin
     finally:
         torch.use_deterministic_algorithms(False)
     assert ops == ["put_"]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
+def test_a_run_records_its_precision_as_the_setting_names_it(precision):
+    # run.json's precision is what the report groups on: the setting's own names, never torch's dtype names.
+    assert precision_name(select_amp_dtype(precision, torch.device("cpu"))) == precision

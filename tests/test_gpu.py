@@ -20,7 +20,7 @@ CUDA = torch.device("cuda")
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
-@pytest.mark.parametrize("precision, recorded", [("auto", "bfloat16"), ("fp16", "float16"), ("fp32", "fp32")])
+@pytest.mark.parametrize("precision, recorded", [("auto", "bf16"), ("fp16", "fp16"), ("fp32", "fp32")])
 def test_a_cuda_run_learns_in_each_precision(tmp_path, precision, recorded):
     config = tiny_config("device=cuda", f"precision={precision}", "data.num_train=2000", "data.num_test=500",
                          "train.epochs=3", "train.batch_size=64")

@@ -51,6 +51,11 @@ def select_amp_dtype(precision: str, device: torch.device) -> torch.dtype | None
     return AMP_DTYPES[precision]
 
 
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    """The precision a run used, named as the ``precision`` setting names it (bf16, fp16, fp32)."""
+    return next(name for name, dtype in AMP_DTYPES.items() if dtype == amp_dtype)
+
+
 def configure_determinism(seed: int, deterministic: bool, device: torch.device) -> None:
     """Seed every RNG; ``deterministic`` trades cuDNN's autotuner for repeatable kernels."""
     import os

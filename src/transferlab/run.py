@@ -35,7 +35,7 @@ from transferlab.data import (
 )
 from transferlab.engine import (
     EpochResult, NonFiniteLoss, ProgressBar, configure_determinism, evaluate, make_optimizer,
-    recording_nondeterministic_ops, select_amp_dtype, select_device, train_one_epoch,
+    precision_name, recording_nondeterministic_ops, select_amp_dtype, select_device, train_one_epoch,
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.gpus import claimed_gpu, visible_gpu_uuids
@@ -183,7 +183,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     amp_dtype = select_amp_dtype(config.precision, device)
     configure_determinism(config.seed, config.deterministic, device)
     record.update(device=str(device), device_name=_device_name(device),
-                  precision="fp32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."))
+                  precision=precision_name(amp_dtype))
 
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
     train_set, test_set = load_datasets(config.data, show_progress)
