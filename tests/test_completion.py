@@ -7,15 +7,21 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torchvision
 
 from conftest import TRANSFERLAB, cli_env, transferlab
+from transferlab.config import config_dir
+
+# The model group's options: every torchvision classification model (the table's have a file in conf/model/).
+MODEL_OPTIONS = sorted(set(torchvision.models.list_models(module=torchvision.models))
+                       | {path.stem for path in config_dir().joinpath("model").glob("*.yaml")})
 
 # What bash would show after Tab, for each partial command line (the cursor at its end).
 EXPECTED = {
     "transferlab ": "train study report prepare tune",
     "transferlab st": "study",
     "transferlab train mod": "model. model=",
-    "transferlab train model=v": "model=vgg16",
+    "transferlab train model=v": " ".join(f"model={name}" for name in MODEL_OPTIONS if name.startswith("v")),
     "transferlab train -m freeze=early data.fr": "data.fraction=",
     "transferlab study optim=": "optim=adamw optim=sgd",
     "transferlab prepare mo": "model. model=",
@@ -71,5 +77,6 @@ def test_fish_completes_commands_and_overrides(tmp_path):
     result = subprocess.run(["fish", "--no-config", "-c", script], cwd=tmp_path, env=shell_env(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    answers = [part.split() for part in result.stdout.split("#")]
-    assert answers == [["study"], ["model=vgg16"], ["freeze.", "freeze="]]
+    answers = [sorted(part.split()) for part in result.stdout.split("#")]
+    assert answers == [["study"], [f"model={name}" for name in MODEL_OPTIONS if name.startswith("v")],
+                       ["freeze.", "freeze="]]
