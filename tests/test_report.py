@@ -302,7 +302,7 @@ def protocol_record(template: dict, test_acc: float, test_loss: float, **config:
     record = copy.deepcopy(template)
     for section, values in [*PROTOCOL.items(), *config.items()]:
         record["config"][section].update(values)
-    record.update(data="cifar10", image_size=224, test_acc=test_acc, test_loss=test_loss,
+    record.update(data="cifar10", dataset="cifar10", image_size=224, test_acc=test_acc, test_loss=test_loss,
                   fraction=record["config"]["data"]["fraction"], pretrained=record["config"]["model"]["pretrained"])
     return record
 

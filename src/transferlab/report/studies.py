@@ -27,7 +27,7 @@ PROTOCOL_SETTINGS = {
     "data.name": "cifar10", "data.image_size": 224, "train.epochs": 10, "train.batch_size": 64,
     "train.eval_batch_size": 128, "optim.name": "sgd", "optim.lr": 0.001, "optim.momentum": 0.9,
     "optim.weight_decay": 0, "freeze.modules": None, "freeze.unfreeze_at_epoch": None, "model.weights": None,
-    "data.val_fraction": 0,
+    "data.val_fraction": 0, "data.augment": "pad_crop_flip", "data.normalize": "cifar10", "data.test_crop": 1.0,
 }
 
 
