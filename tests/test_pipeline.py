@@ -54,7 +54,7 @@ def test_test_transform_matches_the_reference_after_normalization():
     assert torch.equal(labels, test.labels)
 
 
-# PROTOCOL.md's normalisation, written out here so that a change of the code's constants shows.
+# The study's normalisation (docs/study.md), written out here so that a change of the code's constants shows.
 PROTOCOL_MEAN = (0.4914, 0.4822, 0.4465)
 PROTOCOL_STD = (0.2023, 0.1994, 0.2010)
 
