@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 
 
+@pytest.mark.slow
 def test_benchmark_cpu_mode_writes_its_table_and_json(tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--mode", "cpu", "--models", "resnet18", "--repeats", "2", "--images", "64",
@@ -23,12 +26,14 @@ def test_benchmark_cpu_mode_writes_its_table_and_json(tmp_path):
     assert row["ratio_device_over_reference"] == row["device_images_per_second"] / row["reference_images_per_second"]
 
 
+@pytest.mark.slow
 def test_benchmark_rejects_bad_repeats(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--repeats", "0", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "--repeats=0 is not allowed; it must be >= 1" in result.stderr
 
 
+@pytest.mark.slow
 def test_benchmark_levers_time_each_setting_against_the_default(tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--mode", "cpu", "--models", "alexnet", "--repeats", "1", "--images", "64",

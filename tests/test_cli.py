@@ -22,6 +22,7 @@ def test_help_lists_the_commands(tmp_path):
     assert unknown.returncode == 2 and "unknown command 'fly'; choose one of: train, study, report, prepare" in unknown.stderr
 
 
+@pytest.mark.slow
 def test_hydras_own_flags_work(tmp_path):
     help_text = transferlab("train", "--help", cwd=tmp_path)
     assert help_text.returncode == 0
@@ -36,6 +37,7 @@ def test_hydras_own_flags_work(tmp_path):
     assert not list(tmp_path.iterdir())  # none of these trains or writes a run
 
 
+@pytest.mark.slow
 def test_a_run_writes_its_record_and_metrics(tmp_path):
     result = transferlab("train", *TINY, "train.epochs=2", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -82,6 +84,7 @@ BAD_INPUTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, message", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
 def test_bad_input_exits_nonzero_with_one_clear_line(tmp_path, weight_files, overrides, message):
     if "device=cuda" in overrides and torch.cuda.is_available():

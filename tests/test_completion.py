@@ -49,6 +49,7 @@ def shell_env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_bash_completes_commands_groups_options_and_keys(tmp_path):
     result = subprocess.run(["bash", "--norc", "--noprofile", "-c", BASH_DRIVER], input="\n".join(EXPECTED) + "\n",
                             cwd=tmp_path, env=shell_env(), capture_output=True, text=True, timeout=300)
@@ -57,12 +58,14 @@ def test_bash_completes_commands_groups_options_and_keys(tmp_path):
     assert suggested == EXPECTED
 
 
+@pytest.mark.slow
 def test_a_query_through_train_reads_the_overrides_after_train(tmp_path):
     result = transferlab("train", "-sc", "query=bash", cwd=tmp_path, COMP_LINE="transferlab train model=resnet18 fre")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["freeze.", "freeze="]
 
 
+@pytest.mark.slow
 def test_an_unknown_shell_is_one_line(tmp_path):
     result = transferlab("-sc", "install=tcsh", cwd=tmp_path)
     assert result.returncode == 1

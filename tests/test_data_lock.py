@@ -5,6 +5,8 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
 import transferlab.data.cifar as cifar
 from transferlab.data import load_cifar10
 
@@ -40,6 +42,7 @@ print(len(train), len(test), sorted(set(train.labels.tolist())) == list(range(10
 """
 
 
+@pytest.mark.slow
 def test_parallel_runs_unpack_a_data_root_once(tmp_path):
     root, log, go = tmp_path / "data", tmp_path / "unpack.log", tmp_path / "go"
     root.mkdir()

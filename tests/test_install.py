@@ -51,6 +51,7 @@ def python_in(site: Path, cwd: Path, *args: str, timeout: int = 300) -> subproce
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_composes_and_trains_from_another_directory(installed_wheel, tmp_path):
     _, _, site = installed_wheel
     where = python_in(site, tmp_path, "-c", "import transferlab.config as c; print(c.__file__); print(c.config_dir())")

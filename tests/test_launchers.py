@@ -18,6 +18,7 @@ from conftest import DRY_RUN, compose_config, start_transferlab, transferlab
 @pytest.mark.parametrize("launcher", [["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
                                       ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
                          ids=["submitit_local", "joblib"])
+@pytest.mark.slow
 def test_a_sweep_runs_through_a_parallel_launcher(tmp_path, launcher):
     command = start_transferlab("train", "-m", "experiment=part_c", "freeze=none,last_only", *DRY_RUN, *launcher,
                                 cwd=tmp_path)
@@ -56,6 +57,7 @@ def test_slurm_launcher_config_is_what_sbatch_needs(tmp_path, monkeypatch):
         assert line in script, script
 
 
+@pytest.mark.slow
 def test_a_missing_launcher_says_what_to_install(tmp_path):
     result = transferlab("train", "hydra/launcher=ray", cwd=tmp_path)
     assert result.returncode == 1
@@ -63,6 +65,7 @@ def test_a_missing_launcher_says_what_to_install(tmp_path):
     assert "pip install 'transferlab[cluster]'" in result.stderr
 
 
+@pytest.mark.slow
 def test_each_process_claims_a_different_gpu(tmp_path):
     code = ("import sys, time; from pathlib import Path; from transferlab.gpus import try_claim; "
             "claim = try_claim(['GPU-a', 'GPU-b'], Path(sys.argv[1])); print(claim[0] if claim else 'none', "

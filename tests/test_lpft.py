@@ -92,6 +92,7 @@ def test_the_frozen_modules_join_the_optimizer_at_the_switch(uninterrupted, star
     assert not torch.equal(weights["layer1.0.conv1.weight"], start["layer1.0.conv1.weight"])  # trained after all
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stopped_after, groups", [(1, 1), (2, 2)], ids=["before the switch", "after the switch"])
 def test_a_run_stopped_on_either_side_of_the_switch_resumes_exactly(tmp_path, monkeypatch, uninterrupted,
                                                                     start_weights, stopped_after, groups):

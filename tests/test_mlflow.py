@@ -55,6 +55,7 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_run_is_one_mlflow_run_with_its_config_metrics_tags_and_files(client, tmp_path):
     overrides = ["train.epochs=2", "save_model=true", "logger=mlflow", "name=study_a"]
     record = run_training(tiny_config(*SMALL, *overrides), tmp_path, overrides)
@@ -77,6 +78,7 @@ def test_a_run_is_one_mlflow_run_with_its_config_metrics_tags_and_files(client, 
     assert find_run_files(["outputs"], tmp_path / "report") == []  # the report never reads the store's copies
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_is_killed_and_resumes_into_the_same_mlflow_run(client, tmp_path, monkeypatch):
     real_log_epoch = MlflowLogger.log_epoch
 
@@ -114,6 +116,7 @@ def test_an_interrupted_run_is_killed_and_resumes_into_the_same_mlflow_run(clien
     assert [step for step, _ in steps(client, tracked.info.run_id, "test_acc")] == [1, 2]
 
 
+@pytest.mark.slow
 def test_a_failed_run_ends_failed_with_its_record(client, tmp_path):
     record = run_training(tiny_config(*SMALL, "optim.lr=1e12", "logger=mlflow", "name=study_c"), tmp_path)
     assert record["status"] == "failed" and "not finite" in record["error"]
@@ -130,6 +133,7 @@ def test_mlflow_missing_says_what_to_install(tmp_path, monkeypatch):
     assert record["error"] == "logger=mlflow needs MLflow; install it with pip install 'transferlab[mlflow]'"
 
 
+@pytest.mark.slow
 def test_parallel_jobs_of_a_sweep_are_children_of_one_parent_and_a_rerun_adds_nothing(client, store_dir):
     sweep = ["train", "-m", "experiment=part_c", "freeze=none,last_only", *DRY_RUN]
     result = transferlab(*sweep, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=store_dir)
@@ -152,6 +156,7 @@ def test_parallel_jobs_of_a_sweep_are_children_of_one_parent_and_a_rerun_adds_no
     assert sorted(run.info.run_id for run in runs_of(client, "part_c")) == sorted(run.info.run_id for run in tracked)
 
 
+@pytest.mark.slow
 def test_an_unreachable_tracking_server_stops_a_sweep_before_any_run(tmp_path):
     result = transferlab("train", "-m", "experiment=part_c", "freeze=none,early", *DRY_RUN, cwd=tmp_path,
                          MLFLOW_TRACKING_URI=f"http://127.0.0.1:{closed_port()}", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",

@@ -252,6 +252,7 @@ def test_runs_that_did_not_complete_are_listed_and_never_averaged(made):
     assert "alexnet" not in part_b  # the failed run is in no table
 
 
+@pytest.mark.slow
 def test_the_report_is_byte_identical_when_run_again(study, made, monkeypatch):
     monkeypatch.chdir(study)
     assert report.main(["outputs", "--out", "outputs/report"]) == 0
@@ -505,6 +506,7 @@ def test_the_lpft_experiment_has_its_table_and_figures(tmp_path, capsys):
     assert "all train from epoch 3" in switches[0].get_label().replace("\n", " ")
 
 
+@pytest.mark.slow
 def test_fraction_sweeps_show_images_per_class_on_a_log_axis(tmp_path, capsys):
     from transferlab.report.figures import data_figure
     from transferlab.report.reading import completed_frame

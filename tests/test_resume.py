@@ -45,6 +45,7 @@ def only_run(folder: Path) -> Path:
     return run_json.parent
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path):
     reference = transferlab("train", *SLOW_RUN, "name=whole", cwd=tmp_path)
     assert reference.returncode == 0, reference.stdout + reference.stderr
@@ -78,6 +79,7 @@ ALEXNET_RUN = [*TINY, "model=alexnet", "data.image_size=64", "data.num_train=96"
                "train.eval_batch_size=32", "train.epochs=2", "freeze=last_only", "deterministic=true", "save_model=true"]
 
 
+@pytest.mark.slow
 def test_a_killed_and_resumed_alexnet_run_restores_the_rng_and_equals_an_uninterrupted_one(tmp_path, monkeypatch):
     import transferlab.run as run_module
 
@@ -106,6 +108,7 @@ def test_a_killed_and_resumed_alexnet_run_restores_the_rng_and_equals_an_uninter
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_marks_interrupted_and_resumes(tmp_path):
     process, run_dir = start_and_wait_for_an_epoch("term", tmp_path)
     process.send_signal(signal.SIGTERM)
@@ -177,6 +180,7 @@ def interrupted_run(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint_and_resume_false_starts_over(interrupted_run, tmp_path_factory):
     copy = tmp_path_factory.mktemp("copy") / "run"
     shutil.copytree(interrupted_run, copy)
@@ -190,6 +194,7 @@ def test_resume_continues_from_the_checkpoint_and_resume_false_starts_over(inter
     assert fresh["history"][0]["epoch_seconds"] != record["history"][0]["epoch_seconds"]  # epoch 1 trained again
 
 
+@pytest.mark.slow
 def test_force_trains_from_the_first_epoch_whatever_checkpoint_the_folder_holds(tmp_path):
     kept = run_training(tiny_config("deterministic=true", "keep_checkpoint=true"), tmp_path)
     assert kept["status"] == "completed" and load_checkpoint(tmp_path / CHECKPOINT_FILE).epoch == 1
@@ -234,6 +239,7 @@ def test_a_checkpoint_that_does_not_fit_loads_nothing(interrupted_run):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_a_failed_runs_log_holds_its_traceback(tmp_path):
     result = transferlab("train", *TINY, "freeze.modules=[layer9]", cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr

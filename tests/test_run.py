@@ -12,6 +12,7 @@ from transferlab.run import run_training
 from conftest import tiny_config, write_cifar10, write_cifar100, write_image_folder
 
 
+@pytest.mark.slow
 def test_a_synthetic_run_learns(tmp_path):
     config = tiny_config("data.num_train=1000", "data.num_test=300", "train.epochs=3")
     record = run_training(config, tmp_path)
@@ -55,6 +56,7 @@ def test_same_seed_same_result(tmp_path):
     assert first["test_acc"] == second["test_acc"]
 
 
+@pytest.mark.slow
 def test_saved_model_loads_into_plain_torchvision(tmp_path):
     config = tiny_config("model=alexnet", "data.image_size=64", "save_model=true", "train.batch_size=64")
     record = run_training(config, tmp_path)
@@ -75,6 +77,7 @@ def test_a_run_starts_from_a_saved_model(tmp_path):
         assert torch.equal(model.state_dict()[key], value), key
 
 
+@pytest.mark.slow
 def test_a_run_starts_from_a_weights_file_end_to_end(tmp_path):
     """model.weights=FILE with an ImageNet-shaped state_dict: the run loads it, replaces the head,
     trains and records where it started; the frozen modules still hold the file's weights."""
@@ -92,6 +95,7 @@ def test_a_run_starts_from_a_weights_file_end_to_end(tmp_path):
     assert trained["fc.weight"].shape == (10, 512)
 
 
+@pytest.mark.slow
 def test_a_deterministic_run_records_the_ops_that_had_no_deterministic_implementation(tmp_path, monkeypatch):
     """deterministic=true only warns (warn_only) where torch has no deterministic kernel; run.json
     names those ops. On the CPU a training step has none, so one is added to it."""
@@ -135,6 +139,7 @@ def test_failures_are_recorded(tmp_path, override, message):
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_the_reference_pipeline_trains_like_the_device_pipeline(tmp_path):
     """Same data, same seed: the two pipelines draw different crops, but both learn."""
     results = {}
@@ -147,6 +152,7 @@ def test_the_reference_pipeline_trains_like_the_device_pipeline(tmp_path):
     assert min(results.values()) > 0.3, results  # chance is 0.1
 
 
+@pytest.mark.slow
 def test_tensorboard_logger_writes_events_tensorboard_reads(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

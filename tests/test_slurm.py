@@ -45,6 +45,7 @@ def submitted_jobs(sweep_dir) -> set[str]:
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 @pytest.mark.skipif(not NODES, reason=NO_CLUSTER)
 def test_a_sweep_runs_as_slurm_jobs(tmp_path):
     command = start_transferlab("train", "-m", "experiment=part_c", "freeze=none,last_only", *DRY_RUN,
@@ -62,6 +63,7 @@ def test_a_sweep_runs_as_slurm_jobs(tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 @pytest.mark.skipif(not NODES, reason=NO_CLUSTER)
 def test_a_request_no_node_can_meet_stops_with_one_line(tmp_path):
     too_many = max(node.cpus for node in NODES) + 1  # Slurm keeps such a job pending (PartitionConfig)

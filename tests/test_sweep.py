@@ -73,6 +73,7 @@ def records(folder: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/run.json")}
 
 
+@pytest.mark.slow
 def test_a_failing_run_does_not_stop_the_sweep_and_rerunning_trains_nothing(tmp_path):
     sweep = ["train", "-m", "experiment=part_c", *DRY_RUN, "model.pretrained=false", "freeze.modules=[layer9],null"]
     first = transferlab(*sweep, cwd=tmp_path)
@@ -98,6 +99,7 @@ def test_a_failing_run_does_not_stop_the_sweep_and_rerunning_trains_nothing(tmp_
             assert again[name] == record  # untouched: nothing was trained
 
 
+@pytest.mark.slow
 def test_force_reruns_and_a_changed_config_is_refused(tmp_path):
     run = ["train", *DRY_RUN, "model.pretrained=false", "name=solo"]
     assert transferlab(*run, cwd=tmp_path).returncode == 0
@@ -128,6 +130,7 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_sweep_counts_what_its_jobs_did_and_leaves_refused_and_skipped_folders_as_they_were(tmp_path):
     sweep = ["train", "-m", *DRY_RUN, "model.pretrained=false", "name=taken", "seed=1,2"]
     assert transferlab(*sweep, cwd=tmp_path).returncode == 0
@@ -149,6 +152,7 @@ def test_a_sweep_counts_what_its_jobs_did_and_leaves_refused_and_skipped_folders
     assert {folder: folder_bytes(folder) for folder in (edited, skewed)} == before  # .hydra/, train.log included
 
 
+@pytest.mark.slow
 def test_a_name_that_is_not_a_plain_folder_name_is_refused_before_anything_is_written(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
@@ -159,6 +163,7 @@ def test_a_name_that_is_not_a_plain_folder_name_is_refused_before_anything_is_wr
         assert sorted(p.name for p in tmp_path.rglob("*")) == ["work"]  # neither ../x nor outputs/
 
 
+@pytest.mark.slow
 def test_study_runs_all_twelve_runs_of_the_three_parts(tmp_path):
     import torch
     import torchvision
@@ -180,6 +185,7 @@ def test_study_runs_all_twelve_runs_of_the_three_parts(tmp_path):
     assert all(r["status"] == "completed" for part in counts for r in records(tmp_path / "outputs" / part).values())
 
 
+@pytest.mark.slow
 def test_runs_on_two_image_folders_get_two_run_folders_and_neither_is_skipped(tmp_path):
     from conftest import write_image_folder
 

@@ -74,6 +74,7 @@ def test_an_optuna_sweep_that_would_minimise_is_refused():
         ["hydra/sweeper=optuna", "data.val_fraction=0.2", "hydra.sweeper.direction=maximize"]))
 
 
+@pytest.mark.slow
 def test_an_optuna_sweep_without_a_validation_split_is_refused_before_any_trial(tmp_path):
     result = transferlab("train", "-m", *TUNE_RUN, "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
                          "optim.lr=tag(log,interval(0.001,0.1))", cwd=tmp_path)
@@ -127,6 +128,7 @@ def test_tune_runs_each_arms_best_validation_setting_as_a_normal_run(tuned):
         assert run["num_train_images"] == chosen["num_train_images"] + chosen["num_val_images"]
 
 
+@pytest.mark.slow
 def test_tuning_again_skips_every_finished_trial_and_run(tuned):
     before = {json.dumps(r["config"]): r["started_at"] for r in records(tuned / "outputs")}
     again = transferlab("tune", "part_a", "--trials", "2", "--val-fraction", "0.3", *TUNE_RUN,
@@ -156,6 +158,7 @@ def test_the_report_lays_fixed_beside_tuned_and_leaves_trials_out(tuned):
     assert "part_a-tuning" not in report  # no trial's test accuracy is shown
 
 
+@pytest.mark.slow
 def test_a_failed_trial_does_not_stop_the_study(tmp_path):
     result = transferlab("tune", "part_a", "--trials", "2", *TUNE_RUN, "data.fraction=1.0", "model.pretrained=false",
                          "freeze.modules=[layer9]", cwd=tmp_path)  # every trial fails at its start
