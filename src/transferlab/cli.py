@@ -27,8 +27,8 @@ from transferlab.tuning import SweepRefused, is_optuna_sweep, objective
 
 USAGE = """usage: transferlab COMMAND [ARGS ...]
 
-transferlab: how much does ImageNet pretraining help on CIFAR-10, with how much data,
-for which model, with which layers trained?
+transferlab: how much does pretraining help, with how much data, for which model, with which
+layers trained? On CIFAR-10, CIFAR-100 or your own image folder.
 
 commands:
   train    train and evaluate one run, or a sweep with -m (Hydra overrides: KEY=VALUE ...)
@@ -36,7 +36,8 @@ commands:
                 transferlab train -m experiment=part_a
            transferlab train --help lists every setting
   study    the whole study: the sweeps experiment=part_a, part_b and part_c (12 runs)
-           e.g. transferlab study    or, a dry run: transferlab study data=synthetic train.epochs=1
+           e.g. transferlab study    or, a dry run without downloads:
+                transferlab study data=synthetic data.image_size=64 model.pretrained=false train.epochs=1
   report   tables and figures from finished runs: transferlab report [PATH ...] [--out DIR]
   tune     tune optim.lr per arm of a part on a validation split, then run each arm's best:
            transferlab tune part_a [--trials 8] [OVERRIDES ...]  (needs transferlab[optuna])
