@@ -247,13 +247,17 @@ class Config:
 MAX_LISTED_OPTIONS = 20  # a config group with more options is not listed in full in an error line
 DEFAULT_DIRNAME = "defaults"
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
+FIRST_REPEAT = "repeat=0"  # the run itself: `repeat=0,1,2` finds it where the run without repeat= is
 
 
 def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "") -> str:
     """The folder of a run inside outputs/<name>/: its overrides ('defaults' when it has none),
     with '/' replaced, and cut short with a hash of the whole when it is too long for a file name.
     data.root is left out of the overrides (a CIFAR-10 copy elsewhere is the same data) except for
-    data=imagefolder, whose folder is the dataset: runs on two folders must not share a run folder."""
+    data=imagefolder, whose folder is the dataset: runs on two folders must not share a run folder.
+    repeat=0 is left out too: it is the same run as no repeat= at all, so a sweep repeat=0,1,2 after
+    a plain sweep skips the runs that sweep completed."""
+    override_dirname = ",".join(item for item in override_dirname.split(",") if item != FIRST_REPEAT)
     if data_name == "imagefolder":
         override_dirname = ",".join(filter(None, [override_dirname, f"data.root={data_root}"]))
     name = (override_dirname or DEFAULT_DIRNAME).replace("/", "_")
