@@ -19,7 +19,8 @@ def old_uniform_draw(num_items: int, fraction: float, seed: int) -> torch.Tensor
 
 
 # An unbalanced 3-class set, shuffled: 500, 300 and 200 images.
-UNBALANCED = torch.tensor([0] * 500 + [1] * 300 + [2] * 200)[torch.randperm(1000, generator=torch.Generator().manual_seed(0))]
+UNBALANCED = torch.tensor([0] * 500 + [1] * 300 + [2] * 200)[
+    torch.randperm(1000, generator=torch.Generator().manual_seed(0))]
 CLASSES = ("ant", "bee", "cow")
 
 
