@@ -4,35 +4,103 @@ import pytest
 import torch
 
 from transferlab.data import ImageSet, load_cifar10, load_cifar100, make_synthetic, stratified_split, subset_indices
-from transferlab.errors import TransferlabError
+from transferlab.data.images import smallest_fraction, stratified_count
+from transferlab.errors import ConfigError, TransferlabError
 from transferlab.run import load_datasets
 
 from conftest import tiny_config, write_cifar10, write_cifar100
 
 
-def test_subset_sizes_match_the_fraction():
-    for fraction, size in [(0.1, 5000), (0.2, 10000), (0.5, 25000), (1.0, 50000)]:
-        indices = subset_indices(50_000, fraction, seed=42)
-        assert len(indices) == size
-        assert len(set(indices.tolist())) == size
-        assert 0 <= int(indices.min()) and int(indices.max()) < 50_000
+def old_uniform_draw(num_items: int, fraction: float, seed: int) -> torch.Tensor:
+    """transferlab's subset before data.sampling existed, as it was written then."""
+    size = max(1, round(fraction * num_items))
+    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))
+    return order[:size].sort().values
 
 
-def test_subsets_are_deterministic_and_nested():
-    ten, twenty, fifty = (set(subset_indices(50_000, f, seed=42).tolist()) for f in (0.1, 0.2, 0.5))
-    assert ten == set(subset_indices(50_000, 0.1, seed=42).tolist())
+# An unbalanced 3-class set, shuffled: 500, 300 and 200 images.
+UNBALANCED = torch.tensor([0] * 500 + [1] * 300 + [2] * 200)[
+    torch.randperm(1000, generator=torch.Generator().manual_seed(0))]
+CLASSES = ("ant", "bee", "cow")
+
+
+def per_class(indices: torch.Tensor, labels: torch.Tensor = UNBALANCED) -> list[int]:
+    return torch.bincount(labels[indices], minlength=3).tolist()
+
+
+def test_a_stratified_subset_keeps_each_classs_share():
+    for fraction, counts in [(0.1, [50, 30, 20]), (0.2, [100, 60, 40]), (0.5, [250, 150, 100]), (0.003, [2, 1, 1]),
+                             (1.0, [500, 300, 200])]:
+        indices = subset_indices(UNBALANCED, CLASSES, seed=42, fraction=fraction)
+        assert per_class(indices) == counts, fraction
+        assert len(set(indices.tolist())) == len(indices) and torch.equal(indices, indices.sort().values)
+
+
+def test_stratified_subsets_are_nested_across_fractions_and_across_k_and_fixed_by_the_seed():
+    def draw(seed: int = 42, **size) -> set[int]:
+        return set(subset_indices(UNBALANCED, CLASSES, seed, **size).tolist())
+
+    ten, twenty, fifty = (draw(fraction=f) for f in (0.1, 0.2, 0.5))
     assert ten < twenty < fifty
-    assert ten != set(subset_indices(50_000, 0.1, seed=7).tolist())
+    by_k = [draw(per_class=k) for k in (1, 2, 5, 10, 25, 100, 200)]
+    assert all(smaller < larger for smaller, larger in zip(by_k, by_k[1:]))
+    assert [per_class(torch.tensor(sorted(s))) for s in by_k[:3]] == [[1, 1, 1], [2, 2, 2], [5, 5, 5]]
+    assert draw(fraction=0.1) == ten and draw(per_class=5) == by_k[2]  # the seed alone fixes the draw
+    assert draw(seed=43, fraction=0.1) != ten and draw(seed=43, per_class=5) != by_k[2]
+    assert per_class(torch.tensor(sorted(draw(seed=43, fraction=0.1)))) == [50, 30, 20]
+
+
+def test_uniform_sampling_is_the_draw_of_before_stratified_subsets():
+    labels = torch.arange(50_000) % 10
+    for fraction, seed in [(0.1, 42), (0.2, 42), (0.5, 42), (1.0, 42), (0.1, 7), (0.3, 123)]:
+        drawn = subset_indices(labels, tuple("abcdefghij"), seed, fraction=fraction, sampling="uniform")
+        assert torch.equal(drawn, old_uniform_draw(50_000, fraction, seed)), (fraction, seed)
+    # ... and, unlike it, refuses a draw that leaves a class out.
+    with pytest.raises(ConfigError, match=r"^data.fraction=0.0001 with data.sampling=uniform draws no image of class"):
+        subset_indices(labels, tuple("abcdefghij"), 42, fraction=0.0001, sampling="uniform")
+
+
+@pytest.mark.parametrize("size, message", [
+    (dict(fraction=0.002), "data.fraction=0.002 gives class 'cow' (200 training image(s)) no image; the smallest "
+                           "data.fraction allowed here is 0.0025"),
+    (dict(per_class=201), "data.per_class=201 is more than class 'cow' has (200 training image(s)); data.per_class "
+                          "must be at most 200 here"),
+])
+def test_a_subset_that_would_leave_a_class_short_is_refused_in_one_line(size, message):
+    with pytest.raises(ConfigError) as error:
+        subset_indices(UNBALANCED, CLASSES, 42, **size)
+    assert str(error.value) == message
+    if "fraction" in size:  # the smallest fraction it names does draw one image of the smallest class
+        assert per_class(subset_indices(UNBALANCED, CLASSES, 42, fraction=0.0025)) == [1, 1, 1]
+
+
+def test_the_smallest_fraction_allowed_takes_one_image_and_a_bit_less_takes_none():
+    for count in (1, 3, 7, 10, 140, 5000):
+        smallest = smallest_fraction(count)
+        assert stratified_count(smallest, count) == 1, count
+        assert stratified_count(smallest * 0.99, count) == 0, count
+    assert stratified_count(0.05, 10) == 1 and stratified_count(0.1, 5000) == 500 and stratified_count(0.3, 32) == 10
 
 
 def test_every_model_and_init_trains_on_the_same_images():
     runs = [tiny_config("data.fraction=0.3", *extra) for extra in
             ([], ["model=alexnet", "data.image_size=64"], ["model=vgg16", "model.pretrained=true"], ["seed=5"])]
-    subsets = [load_datasets(config.data)[0] for config in runs]
+    subsets = [load_datasets(config.data, config.effective_subset_seed)[0] for config in runs]
     for subset in subsets[1:]:
         assert torch.equal(subset.images, subsets[0].images)
         assert torch.equal(subset.labels, subsets[0].labels)
-    assert len(subsets[0]) == round(0.3 * 320)
+    assert torch.bincount(subsets[0].labels).tolist() == [10] * 10  # 0.3 of each class's 32 images
+
+
+def test_a_repeat_draws_another_subset_of_the_same_data_and_k_per_class_works_for_synthetic_data():
+    first, again, repeat = (tiny_config("data.fraction=null", "data.per_class=5", *extra)
+                            for extra in ([], [], ["repeat=1"]))
+    (train, test), (same, _), (other, other_test) = (load_datasets(c.data, c.effective_subset_seed)
+                                                     for c in (first, again, repeat))
+    assert torch.bincount(train.labels).tolist() == torch.bincount(other.labels).tolist() == [5] * 10
+    assert torch.equal(train.images, same.images)
+    assert not torch.equal(train.images, other.images)
+    assert torch.equal(test.images, other_test.images)  # every repeat is scored on the same test images
 
 
 def test_synthetic_data_is_deterministic_cifar_shaped_and_balanced():

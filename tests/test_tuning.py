@@ -28,7 +28,7 @@ def records(folder: Path) -> list[dict]:
 
 def test_the_validation_split_is_a_stratified_seed_fixed_share_of_the_training_subset():
     config = tiny_config("data.fraction=0.5", "data.val_fraction=0.25")
-    subset, _ = load_datasets(config.data)
+    subset, _ = load_datasets(config.data, config.effective_subset_seed)
     train, val = hold_out_validation(subset, 0.25, seed=config.data.subset_seed)
     assert len(train) + len(val) == len(subset) == 160
     assert torch.bincount(val.labels, minlength=10).tolist() == (torch.bincount(subset.labels, minlength=10) * 0.25

@@ -21,6 +21,9 @@ DEVICES = ("auto", "cuda", "cpu", "mps")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic")
 PIPELINES = ("device", "reference")
+# How the training subset is drawn (data/images.py subset_indices): each class keeps its share, or
+# a uniformly random share of all images (transferlab's draw before data.sampling existed).
+SAMPLINGS = ("stratified", "uniform")
 # The training augmentations and normalisation statistics a dataset can be given (see data/pipelines.py).
 AUGMENTATIONS = ("pad_crop_flip", "random_resized_crop", "flip", "none")
 NORMALIZATIONS = ("cifar10", "cifar100", "imagenet")
@@ -91,7 +94,11 @@ class DataConfig:
     name: str = "cifar10"
     root: str = "data"
     download: bool = True
-    fraction: float = 0.5
+    # The training subset: a share of the training set (fraction), or K images of every class
+    # (per_class; conf/data/cifar10.yaml then turns the default fraction off), drawn by subset_seed.
+    fraction: Optional[float] = 0.5
+    per_class: Optional[int] = None
+    sampling: str = "stratified"
     image_size: int = 224
     subset_seed: int = 42
     pipeline: str = "device"
@@ -121,8 +128,19 @@ class DataConfig:
         _choice("data.pipeline", self.pipeline, PIPELINES)
         _choice("data.augment", self.augment, AUGMENTATIONS)
         _choice("data.normalize", self.normalize, NORMALIZATIONS)
-        if not 0.0 < self.fraction <= 1.0:
+        _choice("data.sampling", self.sampling, SAMPLINGS)
+        if self.fraction is not None and self.per_class is not None:
+            raise ConfigError(f"data.fraction={self.fraction} and data.per_class={self.per_class} are both set; give "
+                              "one of them (data.fraction=null data.per_class=K where a config sets data.fraction)")
+        if self.fraction is None and self.per_class is None:
+            raise ConfigError("data.fraction=null needs data.per_class=K (images per class); give one of them")
+        if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"data.fraction={self.fraction} is not allowed; it must be in (0, 1]")
+        if self.per_class is not None:
+            _at_least("data.per_class", self.per_class, 1)
+            if self.sampling == "uniform":
+                raise ConfigError(f"data.per_class={self.per_class} takes K images of every class, which "
+                                  "data.sampling=uniform cannot; use data.sampling=stratified")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={self.val_fraction} is not allowed; it must be in [0, 1)")
         _at_least("data.image_size", self.image_size, 8)
@@ -186,6 +204,9 @@ class Config:
     # The study a run belongs to (experiment configs set it); sweeps are written to outputs/<name>/.
     name: str = "runs"
     seed: int = 42
+    # A replicate of the run: it trains with seed + repeat on the subset drawn by data.subset_seed +
+    # repeat (effective_seed, effective_subset_seed); repeat=0,1,2 repeats a sweep (docs/repeats.md).
+    repeat: int = 0
     device: str = "auto"
     precision: str = "auto"
     deterministic: bool = False
@@ -205,23 +226,38 @@ class Config:
         _choice("progress", self.progress, PROGRESS)
         _choice("logger", self.logger, LOGGERS)
         check_name(self.name)
+        _at_least("repeat", self.repeat, 0)
         unfreeze_at = self.freeze.unfreeze_at_epoch
         if unfreeze_at is not None and unfreeze_at >= self.train.epochs:
             raise ConfigError(f"freeze.unfreeze_at_epoch={unfreeze_at} is not allowed; it must be < "
                               f"train.epochs={self.train.epochs} (the frozen modules train from epoch "
                               f"{unfreeze_at + 1} on)")
 
+    @property
+    def effective_seed(self) -> int:
+        """The seed of the initialisation, batch order and augmentation: seed + repeat."""
+        return self.seed + self.repeat
+
+    @property
+    def effective_subset_seed(self) -> int:
+        """The seed that draws the training subset and its validation split: data.subset_seed + repeat."""
+        return self.data.subset_seed + self.repeat
+
 
 MAX_LISTED_OPTIONS = 20  # a config group with more options is not listed in full in an error line
 DEFAULT_DIRNAME = "defaults"
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
+FIRST_REPEAT = "repeat=0"  # the run itself: `repeat=0,1,2` finds it where the run without repeat= is
 
 
 def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "") -> str:
     """The folder of a run inside outputs/<name>/: its overrides ('defaults' when it has none),
     with '/' replaced, and cut short with a hash of the whole when it is too long for a file name.
     data.root is left out of the overrides (a CIFAR-10 copy elsewhere is the same data) except for
-    data=imagefolder, whose folder is the dataset: runs on two folders must not share a run folder."""
+    data=imagefolder, whose folder is the dataset: runs on two folders must not share a run folder.
+    repeat=0 is left out too: it is the same run as no repeat= at all, so a sweep repeat=0,1,2 after
+    a plain sweep skips the runs that sweep completed."""
+    override_dirname = ",".join(item for item in override_dirname.split(",") if item != FIRST_REPEAT)
     if data_name == "imagefolder":
         override_dirname = ",".join(filter(None, [override_dirname, f"data.root={data_root}"]))
     name = (override_dirname or DEFAULT_DIRNAME).replace("/", "_")
@@ -229,6 +265,12 @@ def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "")
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:12]
     return f"{name.encode()[:MAX_DIRNAME - 13].decode(errors='ignore')}-{digest}"
+
+
+def fraction_default(per_class: Optional[int], default: float) -> Optional[float]:
+    """conf/data/cifar10.yaml's data.fraction: ``default``, or null when data.per_class is set, so
+    that data.per_class=K alone replaces the default share and with data.fraction=F fails."""
+    return None if per_class is not None else default
 
 
 def half_of(epochs: int) -> int:
@@ -253,7 +295,7 @@ def register_with_hydra() -> None:
     """Put the schema in Hydra's ConfigStore (conf/config.yaml lists it first in its defaults), make
     every torchvision classification model an option of the `model` group (conf/model/ has files
     for the models of the table in transferlab.models; those win), and register the resolvers
-    (run folders, lp_ft's switch)."""
+    (run folders, lp_ft's switch, the default data.fraction)."""
     from hydra.core.config_store import ConfigStore
 
     from transferlab.models import model_names
@@ -266,6 +308,7 @@ def register_with_hydra() -> None:
     OmegaConf.register_new_resolver("transferlab_dirname", run_dirname, replace=True)
     OmegaConf.register_new_resolver("transferlab_name", check_name, replace=True)
     OmegaConf.register_new_resolver("transferlab_half_of", half_of, replace=True)
+    OmegaConf.register_new_resolver("transferlab_fraction_default", fraction_default, replace=True)
 
 
 def compose_config(overrides: list[str]) -> Config:

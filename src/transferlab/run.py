@@ -30,8 +30,8 @@ from transferlab.checkpoint import (
 )
 from transferlab.config import Config, DataConfig, as_dict, result_config
 from transferlab.data import (
-    ImageSet, Transforms, describe_source, load_cifar10, load_cifar100, load_imagefolder, make_loader, make_synthetic,
-    stratified_split, subset_indices,
+    ImageSet, Transforms, describe_source, images_per_class, load_cifar10, load_cifar100, load_imagefolder, make_loader,
+    make_synthetic, stratified_split, subset_indices,
 )
 from transferlab.engine import (
     EpochResult, NonFiniteLoss, ProgressBar, configure_determinism, evaluate, make_optimizer,
@@ -51,8 +51,10 @@ MODEL_FILE = "model.pt"
 SAMPLE_SIZE = 96  # the largest side of the sample images kept for the report
 
 
-def load_datasets(data: DataConfig, show_progress: bool = False) -> tuple[ImageSet, ImageSet]:
-    """(training subset, full test set) for the data config."""
+def load_datasets(data: DataConfig, subset_seed: int, show_progress: bool = False) -> tuple[ImageSet, ImageSet]:
+    """(training subset, full test set) for the data config, the subset drawn by ``subset_seed``
+    (a run's Config.effective_subset_seed). The images themselves (data=synthetic, and an image
+    folder's held-out test split) follow data.subset_seed alone: every repeat is tested alike."""
     if data.name == "synthetic":
         train, test = make_synthetic(data.num_train, data.num_test, seed=data.subset_seed)
     elif data.name == "imagefolder":
@@ -62,9 +64,11 @@ def load_datasets(data: DataConfig, show_progress: bool = False) -> tuple[ImageS
         train, test = load_cifar100(data.root, data.download)
     else:
         train, test = load_cifar10(data.root, data.download)
-    if data.fraction == 1.0:  # all of it: an image folder's training images stay memory-mapped, uncopied
+    indices = subset_indices(train.labels, train.classes, subset_seed, fraction=data.fraction,
+                             per_class=data.per_class, sampling=data.sampling)
+    if len(indices) == len(train):  # all of it: an image folder's training images stay memory-mapped, uncopied
         return train, test
-    return train.subset(subset_indices(len(train), data.fraction, data.subset_seed)), test
+    return train.subset(indices), test
 
 
 def hold_out_validation(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
@@ -181,14 +185,15 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
            metric_logger: MetricLogger) -> None:
     check_model_name(config.model.name)
     amp_dtype = select_amp_dtype(config.precision, device)
-    configure_determinism(config.seed, config.deterministic, device)
+    configure_determinism(config.effective_seed, config.deterministic, device)
     record.update(device=str(device), device_name=_device_name(device),
                   precision=precision_name(amp_dtype))
 
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
-    train_set, test_set = load_datasets(config.data, show_progress)
-    train_set, val_set = hold_out_validation(train_set, config.data.val_fraction, config.data.subset_seed)
-    record.update(num_train_images=len(train_set), num_test_images=len(test_set),
+    train_set, test_set = load_datasets(config.data, config.effective_subset_seed, show_progress)
+    train_set, val_set = hold_out_validation(train_set, config.data.val_fraction, config.effective_subset_seed)
+    record.update(num_train_images=len(train_set), train_images_per_class=images_per_class(train_set),
+                  num_test_images=len(test_set),
                   num_val_images=len(val_set) if val_set is not None else 0,
                   num_classes=len(train_set.classes), classes=list(train_set.classes))
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -209,7 +214,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
 
     write_samples(run_dir / SAMPLES_FILE, train_set)
-    loader_args = dict(image_size=config.data.image_size, seed=config.seed, device=device,
+    loader_args = dict(image_size=config.data.image_size, seed=config.effective_seed, device=device,
                        num_workers=config.data.num_workers, memory_format=memory_format,
                        transforms=transforms_of(config.data))
     train_batches = make_loader(train_set, config.data.pipeline, config.train.batch_size, train=True, **loader_args)
@@ -420,11 +425,18 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         "data": config.data.name,
         "dataset": dataset_name(config.data),
         "transforms": transforms_of(config.data).describe(config.data.image_size),
-        "fraction": config.data.fraction,
+        "fraction": config.data.fraction,  # null with data.per_class
+        "per_class": config.data.per_class,
+        # How the training subset was drawn: a run drawn another way trained on other images.
+        "subset": {"sampling": config.data.sampling, "seed": config.effective_subset_seed,
+                   "fraction": config.data.fraction, "per_class": config.data.per_class},
         "image_size": config.data.image_size,
         "freeze": "custom" if config.freeze.modules is not None else config.freeze.name,
         "frozen_modules": None,
-        "seed": config.seed,
+        # The replicate (docs/repeats.md) and the seeds it ran with: seed + repeat, data.subset_seed + repeat.
+        "repeat": config.repeat,
+        "seed": config.effective_seed,
+        "subset_seed": config.effective_subset_seed,
         "config": as_dict(config),
         "overrides": list(overrides),
         "num_classes": None,

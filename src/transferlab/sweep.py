@@ -50,12 +50,18 @@ def completed_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | Non
     """The completed record in ``run_dir`` when it was made by the same config, None when the
     folder holds no completed run. A completed run of another config is an error."""
     record = completed_record(run_dir)
-    if record is not None and result_config(record["config"]) != result_config(config):
+    if record is None or result_config(record["config"]) == result_config(config):
+        return record
+    if "sampling" not in record["config"].get("data", {}):  # recorded before subsets were stratified
         raise RunFolderTaken(
-            f"{run_dir} holds a completed run of a different config; pass force=true to replace it, "
-            "or choose another name=..."
+            f"{run_dir} holds a completed run of a different config: its training subset was drawn by the old "
+            "uniform sampling (its config has no data.sampling); data.sampling=uniform reproduces it, force=true "
+            "replaces it"
         )
-    return record
+    raise RunFolderTaken(
+        f"{run_dir} holds a completed run of a different config; pass force=true to replace it, "
+        "or choose another name=..."
+    )
 
 
 def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:

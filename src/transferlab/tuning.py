@@ -139,7 +139,8 @@ def tune(args: list[str]) -> int:
         base = [f"experiment={options.part}", *arm, *shared]
         trials = compose_with_hydra([*base, f"data.val_fraction={options.val_fraction}",
                                      f"name={options.part}{TRIALS_SUFFIX}"])
-        plans.append((",".join(arm) or "defaults", base, Path(trials.hydra.run.dir), validate(trials).seed))
+        plans.append((",".join(arm) or "defaults", base, Path(trials.hydra.run.dir),
+                      validate(trials).effective_seed))
     failed = []
     for label, base, trials_dir, seed in plans:
         print(f"transferlab tune: {label}: {options.trials} trial(s) of {TUNED_KEY} in {trials_dir}")
