@@ -362,6 +362,8 @@ def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
         fig = draw(group, metric)
         fig.savefig(out / file, bbox_inches="tight")
         plt.close(fig)
+        if not group.legend_title:  # one arm: nothing to go by
+            caption = caption.replace(" by {rows}", " after the last epoch")
         written.append((file, f"{group.part.label}: " + caption.format(what=_metric_name(metric),
                                                                        rows=group.legend_title)))
     return written
