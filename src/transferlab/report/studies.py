@@ -245,54 +245,75 @@ HEADING_KEYS = {key for facet in FACETS for key in facet.keys} | {
     "data.sampling", "optim.name", "optim.lr", "train.epochs", "data.image_size"}
 
 
+class Shared:
+    """What every run of a group shares: a value, or None where the runs differ."""
+
+    def __init__(self, runs: pd.DataFrame):
+        self.runs = runs
+
+    def column(self, name: str) -> Any:
+        return self._one(self.runs[name])
+
+    def key(self, key: str) -> Any:
+        return self._one(self.runs["config"].map(lambda config: config.get(key)))
+
+    def label(self, facet: str) -> Any:
+        return self._one(self.runs.apply(FACET_BY_NAME[facet].label, axis=1))
+
+    @staticmethod
+    def _one(values: pd.Series) -> Any:
+        distinct = {json.dumps(None if _missing(v) else v, sort_keys=True, default=str) for v in values}
+        return None if len(distinct) != 1 or _missing(values.iloc[0]) else values.iloc[0]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
 def heading(runs: pd.DataFrame, split_keys: list[str]) -> str:
     """The settings every run of ``runs`` shares, in words: the model, its initialisation, the data
     and how much of it, the freeze strategy, the optimizer and learning rate, epochs and image size,
     then any other setting that sets this group apart from the study's others. What varies is left
     to the table's columns and the figures' legends; the dataset is always named."""
-    def shared(column: str | Callable[[pd.Series], Any]):
-        values = runs[column] if isinstance(column, str) else runs.apply(column, axis=1)
-        distinct = {json.dumps(v, sort_keys=True, default=str) for v in values}
-        return values.iloc[0] if len(distinct) == 1 else None
-
-    config = lambda key: (lambda run: run["config"].get(key))  # noqa: E731
+    shared = Shared(runs)
     parts = []
-    if (model := shared("model")) is not None:
+    if (model := shared.column("model")) is not None:
         parts.append(str(model))
-    if (init := shared(FACET_BY_NAME["init"].label)) is not None:
-        weights = shared("init")
-        parts.append(f"pretrained ({weights})" if init == "pretrained" and weights and weights != "random" else init)
-    parts.append(data_words(runs, shared, config))
-    if (freeze := shared(FACET_BY_NAME["freeze"].label)) is not None:
-        frozen = shared("frozen")
-        preset = freeze if freeze in STRATEGIES or freeze.startswith("custom") else None
-        parts.append("all layers train" if freeze == "none" else
-                     f"freeze={preset}" + (f" ({frozen} frozen)" if frozen and frozen != "nothing" else "") if preset
-                     else freeze)
-    optimizer, lr = shared(config("optim.name")), shared(config("optim.lr"))
+    if (init := shared.label("init")) is not None:
+        weights = shared.column("init")  # the weights' name, as run.json records it
+        parts.append(f"pretrained ({weights})" if init == "pretrained" and weights not in (None, "random") else init)
+    parts.append(data_words(runs, shared))
+    if (freeze := shared.label("freeze")) is not None:
+        frozen = shared.column("frozen")
+        if freeze == "none":
+            parts.append("all layers train")
+        elif freeze in STRATEGIES or freeze.startswith("custom"):
+            parts.append(f"freeze={freeze}" + (f" ({frozen} frozen)" if frozen and frozen != "nothing" else ""))
+        else:  # in words already: "linear probe, then fine-tune after epoch 5"
+            parts.append(freeze)
+    optimizer, lr = shared.key("optim.name"), shared.key("optim.lr")
     if optimizer is not None or lr is not None:
-        parts.append(" ".join(p for p in (optimizer, f"lr={display(lr)}" if lr is not None else None) if p))
-    if (epochs := shared(config("train.epochs"))) is not None:
+        parts.append(" ".join(p for p in (optimizer, None if lr is None else f"lr={display(lr)}") if p))
+    if (epochs := shared.key("train.epochs")) is not None:
         parts.append(f"{epochs} epochs")
-    if (size := shared(config("data.image_size"))) is not None:
+    if (size := shared.key("data.image_size")) is not None:
         parts.append(f"{size} px")
     names = short_names(split_keys)
     parts += [f"{names[k]}={display(runs['config'].iloc[0].get(k))}" for k in split_keys if k not in HEADING_KEYS]
     return ", ".join(parts)
 
 
-def data_words(runs: pd.DataFrame, shared, config) -> str:
+def data_words(runs: pd.DataFrame, shared: Shared) -> str:
     """``cifar10, 30 % of the training set (15,000 images, stratified by class)``."""
     text = " or ".join(sorted(set(runs["dataset"])))
-    per_class, fraction = shared("per_class"), shared("fraction")
-    amount = (f"{int(per_class)} images per class" if per_class is not None and not pd.isna(per_class) else
-              f"{percent_label(fraction)} of the training set" if fraction is not None and not pd.isna(fraction)
-              else None)
+    per_class, fraction = shared.column("per_class"), shared.column("fraction")
+    amount = (f"{int(per_class)} images per class" if per_class is not None else
+              f"{percent_label(fraction)} of the training set" if fraction is not None else None)
     details = []
-    if amount and (images := shared("train_images")) is not None:
-        details.append(f"{images:,} images")
-    sampling = shared(config("data.sampling"))
-    if sampling is not None and not runs["per_class"].notna().any():
+    if amount and (images := shared.column("train_images")) is not None:
+        details.append(f"{int(images):,} images")
+    sampling = shared.key("data.sampling")
+    if sampling is not None and not runs["per_class"].notna().any():  # K per class says how it was drawn
         details.append(SAMPLING_WORDS.get(sampling, f"sampling={sampling}"))
     if amount:
         text += f", {amount}"
