@@ -23,7 +23,7 @@ from scipy import stats as scipy_stats
 from transferlab import report
 
 from conftest import start_transferlab, transferlab
-from report_records import groups_of, hand_record, make_report, read_csv, read_frame, write_record
+from report_records import groups_of, hand_record, make_report, read_frame, write_record
 
 # Sweeps of seconds: 40 generated images, 2 epochs of one or two batches. One thread per process,
 # because the sweeps run side by side.
@@ -410,7 +410,8 @@ def test_the_reference_column_appears_only_for_protocol_cifar10_runs(study, made
     assert shown["none"]["reference precision, determinism"] == "fp32, deterministic"
     part_a = read_frame(tmp_path / "out" / "part_a.csv")
     assert list(part_a["pretrained"]) == [True, False] and list(part_a["test_acc_mean"]) == [80.0, 40.0]
-    assert list(part_a["reference_test_acc"]) == [89.68, 51.06] and list(part_a["reference_test_loss"]) == [0.3249, 1.3601]
+    assert list(part_a["reference_test_acc"]) == [89.68, 51.06]
+    assert list(part_a["reference_test_loss"]) == [0.3249, 1.3601]
     [difference] = read_frame(tmp_path / "out" / "part_a-differences.csv").itertuples()
     assert difference.difference_mean == pytest.approx(40.0) and difference.reference_difference == 38.62
     assert not [c for c in read_frame(tmp_path / "out" / "part_b.csv").columns if "reference" in c]
@@ -485,8 +486,8 @@ def test_runs_group_on_the_precision_and_device_they_used_not_on_auto(tmp_path, 
                                          nondeterministic_ops=["aten::index_put", "aten::scatter"]),
     }, capsys)
     titles = re.findall(r"^## (Part B .*)$", markdown, flags=re.MULTILINE)
-    recipe = ("resnet18, pretrained, cifar10, 50 % of the training set (25,000 images, stratified by class), all layers "
-              "train, sgd lr=0.001, 10 epochs, 224 px")
+    recipe = ("resnet18, pretrained, cifar10, 50 % of the training set (25,000 images, stratified by class), "
+              "all layers train, sgd lr=0.001, 10 epochs, 224 px")
     assert titles == [f"Part B — {recipe}, {setting}" for setting in (
         "deterministic=false, device=cpu, precision=fp32", "deterministic=false, device=cuda, precision=bf16",
         "deterministic=true, device=cpu, precision=fp32")]
@@ -593,7 +594,8 @@ def test_every_heading_names_the_dataset_and_each_image_folder_is_its_own_group(
         "cifar100": hand_record("name=datasets", data="cifar100", dataset="cifar100", keys={"data.name": "cifar100"}),
     }, capsys)
     headings = re.findall(r"^## (.*)$", markdown, flags=re.MULTILINE)
-    rest = "50 % of the training set (25,000 images, stratified by class), all layers train, sgd lr=0.001, 10 epochs, 224 px"
+    rest = ("50 % of the training set (25,000 images, stratified by class), all layers train, sgd lr=0.001, 10 epochs, "
+            "224 px")
     assert headings == [
         f"Part C — resnet18, pretrained, flowers (imagefolder), {rest}",  # data.root never splits: the dataset does
         f"Part C — resnet18, pretrained, pets (imagefolder), {rest}",
@@ -623,7 +625,8 @@ def test_a_section_builder_adds_its_own_table_to_the_report(tmp_path, capsys, mo
     import pandas as pd
 
     def extra(runs, out):
-        return [report.Section("extra", "Extra — data=cifar10", [report.Table("extra", pd.DataFrame({"runs": [len(runs)]}))])]
+        table = report.Table("extra", pd.DataFrame({"runs": [len(runs)]}))
+        return [report.Section("extra", "Extra — data=cifar10", [table])]
 
     monkeypatch.setattr(report, "SECTION_BUILDERS", [*report.SECTION_BUILDERS, extra])
     out, markdown, _ = make_report(tmp_path, {"a": hand_record(), "b": hand_record(seed=1)}, capsys)

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from report_records import groups_of, hand_record, make_report, read_frame
+from transferlab import report
+
+from report_records import groups_of, hand_record, make_report, read_frame, write_record
 
 ARM_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_ci95_low", "test_acc_ci95_high", "n"]
 DIFFERENCE_COLUMNS = ["compared", "arm", "baseline", "n", "difference_mean", "ci95_low", "ci95_high",
@@ -71,8 +73,8 @@ def test_pretrained_minus_scratch_is_paired_by_seed_with_scipys_intervals(part_a
     assert math.isnan(rows.loc[0.2, "ci95_low"]) and math.isnan(rows.loc[0.2, "ci95_high"])
     low, high = t_interval([100 * (p - s) for p, s in zip(PRETRAINED[0.1], SCRATCH[0.1])])
     three = np.mean([40.0, 37.0, 44.0])
-    assert f"| 10 % | pretrained − from scratch | 3 | +{three:.2f} | [{low:.2f}, {high:.2f}] | needs ≥ 5 pairs | yes |" \
-           in markdown
+    assert (f"| 10 % | pretrained − from scratch | 3 | +{three:.2f} | [{low:.2f}, {high:.2f}] | needs ≥ 5 pairs | "
+            "yes |") in markdown
     assert "| 20 % | pretrained − from scratch | 1 | +36.00 | n=1: no interval |" in markdown
 
 
@@ -146,6 +148,9 @@ def test_headings_and_titles_are_read_from_the_runs_not_from_the_study(tmp_path,
     for figure in (curve_figure(group, "test_acc"), bar_figure(group, "test_acc")):
         title = figure.axes[0].get_title().replace("\n", " ")
         assert "from scratch" in title and "30 % of the training set" in title and "Pretrained" not in title
+    # Pretrained from what: the weights run.json names.
+    [pretrained] = groups_of({"a": hand_record("name=part_b", init="IMAGENET1K_V1")})
+    assert pretrained.title.startswith("Part B — resnet18, pretrained (IMAGENET1K_V1), cifar10, 50 % of the")
 
 
 def test_seed_and_subset_seed_replicates_are_one_row(tmp_path, capsys):
@@ -275,8 +280,9 @@ def test_part_c_and_lpft_compare_as_the_study_asks(tmp_path, capsys):
            "last_only": [0.70, 0.72, 0.71], "lp_ft": [0.93, 0.92, 0.95]}
     records = {f"part_c/{p}-{s}": hand_record("name=part_c", f"freeze={p}", seed=s, test_acc=a)
                for p in ("last_only", "middle", "none", "early") for s, a in zip(seeds, acc[p])}
+    lp_ft = {"params_trainable_after_unfreeze": 11_181_642}
     records |= {f"lpft/{p}-{s}": hand_record("name=lpft", f"freeze={p}", seed=s, test_acc=a,
-                                             **({"params_trainable_after_unfreeze": 11_181_642} if p == "lp_ft" else {}))
+                                             **(lp_ft if p == "lp_ft" else {}))
                 for p in ("none", "last_only", "lp_ft") for s, a in zip(seeds, acc[p])}
     out, markdown, _ = make_report(tmp_path, records, capsys)
     part_c = read_frame(out / "part_c-differences.csv")
@@ -292,11 +298,11 @@ def test_part_c_and_lpft_compare_as_the_study_asks(tmp_path, capsys):
         ("linear probe, then fine-tune after epoch 5", "linear probe")]
     for row, other in zip(lpft.itertuples(), ("none", "last_only")):
         assert row.difference_mean == pytest.approx(np.mean([100 * (a - b) for a, b in zip(acc["lp_ft"], acc[other])]))
-    _, rows = read_csv_rows(out / "lpft.md")
+    _, rows = markdown_table_rows(out / "lpft.md")
     assert [r[0] for r in rows] == ["full fine-tuning", "linear probe, then fine-tune after epoch 5", "linear probe"]
 
 
-def read_csv_rows(path):
+def markdown_table_rows(path):
     """(header, rows) of the Markdown table in a report .md file."""
     lines = [line for line in path.read_text().splitlines() if line.startswith("| ")]
     cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
@@ -388,11 +394,7 @@ def test_a_report_over_fifty_records_is_fast(tmp_path, capsys):
     records = {f"{f}-{p}-{s}": part_a(f, p, s, 0.5 + 0.01 * s) for f in (0.1, 0.2, 0.5) for p in (True, False)
                for s in range(1, 9)}
     for folder, record in records.items():
-        from report_records import write_record
-
         write_record(tmp_path / "runs" / folder, record)
-    from transferlab import report
-
     started = time.process_time()
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
     assert time.process_time() - started < 10.0  # CPU seconds, so that a loaded machine does not fail it

@@ -81,7 +81,8 @@ def init_order(run: pd.Series) -> tuple:
 
 def freeze_label(run: pd.Series) -> str:
     config = run["config"]
-    return strategy_label(config.get("freeze.name"), config.get("freeze.modules"), config.get("freeze.unfreeze_at_epoch"))
+    return strategy_label(config.get("freeze.name"), config.get("freeze.modules"),
+                          config.get("freeze.unfreeze_at_epoch"))
 
 
 def trainable_epochs(run: pd.Series) -> float:

@@ -8,7 +8,6 @@ curves over the epochs are offset sideways by a fraction of an epoch.
 
 from __future__ import annotations
 
-import math
 import re
 import textwrap
 from functools import partial
@@ -34,7 +33,7 @@ BOUNDS = {"train_loss": LOSS_BOUNDS, "test_loss": LOSS_BOUNDS, "train_acc": PERC
 REFERENCE_METRICS = {"test_acc": "test_acc", "test_loss": "test_loss"}  # a metric's key in REFERENCE
 MARKERS = "osD^vPX*<>"  # distinct shapes, so that lines lying on top of each other stay visible
 LINE_STYLES = ("-", "--", "-.", ":")
-INTERVAL_NOTE = "bands and bars: 95 % interval of the mean"
+INTERVAL_NOTE = "bands: 95 % interval of the mean"
 
 
 def pyplot():
@@ -158,7 +157,8 @@ def bar_figure(group: Group, metric: str):
     ax.set_xticks(x, [_wrap(arm.label) + f"\n(n={s.n})" for arm, s in zip(group.arms, summaries)], fontsize=9)
     if scale > 1:
         ax.set_ylim(0, 105)
-    _finish(ax, _title(group, f"{_metric_name(metric)} after the last epoch"), group.legend_title, label)
+    note = "; error bars: 95 % interval of the mean" if repeats else ""
+    _finish(ax, _title(group, f"{_metric_name(metric)} after the last epoch{note}"), group.legend_title, label)
     if len(ax.get_legend_handles_labels()[0]) < 2:  # a legend only to tell our bars from the reference
         ax.get_legend().remove()
     return fig
