@@ -1,11 +1,12 @@
-"""`transferlab report` on real tiny sweeps (generated data, CPU, a few seconds each): tables that
-match the run files, valid figures that report.md links, repeats as mean ± std, the runs that did
-not complete kept apart, and the reference column only where the protocol on CIFAR-10 was followed."""
+"""`transferlab report` on real tiny sweeps (generated data, CPU, a few seconds each) and on records
+written by hand: tables that match the run files, valid figures that report.md links, replicates as
+one row with mean, std, interval and n, the runs that did not complete kept apart, and the reference
+column only where the protocol on CIFAR-10 was followed. (Known differences and their intervals:
+test_report_comparisons.py; the statistics against scipy: test_report_stats.py.)"""
 
 import copy
-import functools
-import csv
 import json
+import math
 import re
 import shutil
 import statistics
@@ -15,11 +16,14 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from transferlab import report
 
 from conftest import start_transferlab, transferlab
+from report_records import groups_of, hand_record, make_report, read_frame, write_record
 
 # Sweeps of seconds: 40 generated images, 2 epochs of one or two batches. One thread per process,
 # because the sweeps run side by side.
@@ -32,7 +36,7 @@ SWEEPS = {
     "part_c": ["experiment=part_c", "data.image_size=32", "model.pretrained=false"],
     "lr_sweep": ["name=lr_sweep", "optim.lr=0.01,0.001", "seed=1,2", "data.image_size=32", "model.pretrained=false"],
 }
-PROTOCOL = {"data": {"name": "cifar10", "image_size": 224, "fraction": 0.5},
+PROTOCOL = {"data": {"name": "cifar10", "image_size": 224, "fraction": 0.5, "sampling": "stratified"},
             "train": {"epochs": 10, "batch_size": 64, "eval_batch_size": 128},
             "model": {"pretrained": True}}
 
@@ -54,12 +58,27 @@ def completed_records(root: Path, name: str) -> list[dict]:
     return list(completed_runs(root, name).values())
 
 
-def read_csv(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
-    """(columns, {first column: row}) of a report table."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
-    return reader.fieldnames, {row[reader.fieldnames[0]]: row for row in rows}
+def sampling_words(records: list[dict]) -> str:
+    """How the heading names the records' subsets: a record without data.sampling was drawn uniformly."""
+    [sampling] = {r["config"]["data"].get("sampling", "uniform") for r in records}
+    return {"stratified": "stratified by class", "uniform": "drawn uniformly"}[sampling]
+
+
+def per_class_text(record: dict) -> str:
+    """Training images per class as the report shows them: counted, or the mean (≈) without counts."""
+    counts = record.get("train_images_per_class")
+    if counts:
+        low, high = min(counts.values()), max(counts.values())
+        return f"{low}" if low == high else f"{low}–{high}"
+    return f"≈{record['num_train_images'] / record['num_classes']:.3g}"
+
+
+def markdown_rows(text: str) -> list[dict[str, str]]:
+    """The rows of the first Markdown table in ``text``, as {column: cell}."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    cells = [[c.strip() for c in line.strip()[2:-2].split(" | ")] for line in lines]
+    header, end = cells[0], next((i for i, c in enumerate(cells[2:], 2) if len(c) != len(cells[0])), len(cells))
+    return [dict(zip(header, row)) for row in cells[2:end]]
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -71,12 +90,6 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def mean_std(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
-def write_record(folder: Path, record: dict) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "run.json").write_text(json.dumps(record, indent=2))
-    return folder / "run.json"
 
 
 @pytest.fixture(scope="module")
@@ -130,82 +143,124 @@ def test_the_report_never_imports_torch():
     assert result.returncode == 0, result.stderr
 
 
+def t_interval(values) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    return scipy_stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=scipy_stats.sem(values))
+
+
+@pytest.mark.slow
 def test_part_a_table_matches_the_runs(study, made):
-    columns, rows = read_csv(made.out / "part_a.csv")
-    assert columns == ["fraction", "images per class", "pretrained acc (%)", "scratch acc (%)", "difference (points)",
-                       "pretrained loss", "scratch loss", "precision, determinism", "n"]
-    assert list(rows) == ["10 %", "20 %", "50 %"]
+    arms = read_frame(made.out / "part_a.csv")
+    assert list(arms.columns)[:7] == ["fraction", "pretrained", "test_acc_mean", "test_acc_std", "test_acc_ci95_low",
+                                      "test_acc_ci95_high", "n"]
+    assert list(zip(arms["fraction"], arms["pretrained"])) == [
+        (0.1, True), (0.1, False), (0.2, True), (0.2, False), (0.5, True), (0.5, False)]
     records = completed_records(study, "part_a")
     assert len(records) == 6
+    rows = {(row["fraction"], row["pretrained"]): row for _, row in arms.iterrows()}
+    shown = {(row["fraction"], row["init"]): row for row in markdown_rows(made.texts["part_a.md"].decode())}
     for record in records:
-        row = rows[f"{100 * record['fraction']:g} %"]
-        arm = "pretrained" if record["pretrained"] else "scratch"
-        assert row[f"{arm} acc (%)"] == f"{100 * record['test_acc']:.2f}"
-        assert row[f"{arm} loss"] == f"{record['test_loss']:.4f}"
-        assert row["n"] == "1"
-        assert row["images per class"] == f"{record['num_train_images'] / record['num_classes']:.3g}"
-    for fraction, row in rows.items():
-        accuracy = {r["pretrained"]: r["test_acc"] for r in records if f"{100 * r['fraction']:g} %" == fraction}
-        assert row["difference (points)"] == f"{100 * (accuracy[True] - accuracy[False]):.2f}"
+        row = rows[(record["fraction"], record["pretrained"])]
+        assert row["test_acc_mean"] == pytest.approx(100 * record["test_acc"])
+        assert row["test_loss_mean"] == pytest.approx(record["test_loss"])
+        assert row["n"] == 1 and math.isnan(row["test_acc_ci95_low"])
+        assert row["train_images"] == record["num_train_images"]
+        cells = shown[(f"{100 * record['fraction']:g} %", "pretrained" if record["pretrained"] else "from scratch")]
+        assert cells["test acc (%)"] == f"{100 * record['test_acc']:.2f}" and cells["95 % CI"] == "n=1: no interval"
+        assert cells["images per class"] == per_class_text(record)
+    differences = read_frame(made.out / "part_a-differences.csv")
+    for row in differences.itertuples():
+        accuracy = {r["pretrained"]: r["test_acc"] for r in records if r["fraction"] == row.fraction}
+        assert (row.arm, row.baseline, row.n) == ("pretrained", "from scratch", 1)
+        assert row.difference_mean == pytest.approx(100 * (accuracy[True] - accuracy[False]))
+        assert math.isnan(row.ci95_low)
 
 
+@pytest.mark.slow
 def test_part_b_table_matches_the_runs(study, made):
-    columns, rows = read_csv(made.out / "part_b.csv")
-    assert columns == ["model", "test acc (%)", "test loss", "params", "seconds per epoch", "images/s",
-                       "precision, determinism", "n"]
-    assert list(rows) == ["resnet18", "vgg16"]
+    arms = read_frame(made.out / "part_b.csv")
+    assert list(arms.columns)[:2] == ["model", "test_acc_mean"]
+    assert list(arms["model"]) == ["resnet18", "vgg16"]  # the smaller model first
+    shown = {row["model"]: row for row in markdown_rows(made.texts["part_b.md"].decode())}
     for record in completed_records(study, "part_b"):
-        row = rows[record["model"]]
+        [row] = [row for _, row in arms.iterrows() if row["model"] == record["model"]]
         epochs = record["history"]
-        assert row["test acc (%)"] == f"{100 * record['test_acc']:.2f}"
-        assert row["test loss"] == f"{record['test_loss']:.4f}"
-        assert row["params"] == f"{record['params_total']:,}"
-        assert row["seconds per epoch"] == f"{statistics.mean(e['epoch_seconds'] for e in epochs):.2f}"
-        assert row["images/s"] == f"{statistics.mean(e['images_per_second'] for e in epochs):.0f}"
-        assert row["precision, determinism"] == "fp32, not deterministic"  # a CPU run of precision=auto
-        assert row["n"] == "1"
+        assert row["test_acc_mean"] == pytest.approx(100 * record["test_acc"])
+        assert row["test_loss_mean"] == pytest.approx(record["test_loss"])
+        assert row["params_total"] == record["params_total"]
+        assert row["seconds_per_epoch_mean"] == pytest.approx(statistics.mean(e["epoch_seconds"] for e in epochs))
+        assert row["images_per_second_mean"] == pytest.approx(statistics.mean(e["images_per_second"] for e in epochs))
+        assert row["precision_determinism"] == "fp32, not deterministic"  # a CPU run of precision=auto
+        assert row["n"] == 1
+        cells = shown[record["model"]]
+        assert cells["params"] == f"{record['params_total']:,}" and cells["test loss"] == f"{record['test_loss']:.4f}"
+        assert cells["images/s"] == f"{statistics.mean(e['images_per_second'] for e in epochs):.0f}"
+    [difference] = read_frame(made.out / "part_b-differences.csv").itertuples()
+    accuracy = {r["model"]: r["test_acc"] for r in completed_records(study, "part_b")}
+    assert (difference.arm, difference.baseline) == ("vgg16", "resnet18")
+    assert difference.difference_mean == pytest.approx(100 * (accuracy["vgg16"] - accuracy["resnet18"]))
 
 
+@pytest.mark.slow
 def test_part_c_table_matches_the_runs(study, made):
-    columns, rows = read_csv(made.out / "part_c.csv")
-    assert columns == ["strategy", "frozen", "test acc (%)", "test loss", "trainable / total params",
-                       "seconds per epoch", "precision, determinism", "n"]
-    assert list(rows) == ["none", "early", "middle", "last_only"]  # the protocol's order, not the alphabet's
+    arms = read_frame(made.out / "part_c.csv")
+    assert list(arms["freeze"]) == ["none", "early", "middle", "last_only"]  # by trainable parameters, not alphabet
+    shown = {row["freeze"]: row for row in markdown_rows(made.texts["part_c.md"].decode())}
     for record in completed_records(study, "part_c"):
-        row = rows[record["freeze"]]
-        assert row["test acc (%)"] == f"{100 * record['test_acc']:.2f}"
-        assert row["test loss"] == f"{record['test_loss']:.4f}"
-        assert row["trainable / total params"] == f"{record['params_trainable']:,} / {record['params_total']:,}"
+        [row] = [row for _, row in arms.iterrows() if row["freeze"] == record["freeze"]]
+        assert row["test_acc_mean"] == pytest.approx(100 * record["test_acc"])
+        assert row["params_trainable"] == record["params_trainable"]
         assert row["frozen"] == (", ".join(record["frozen_modules"]) or "nothing")
-        assert row["n"] == "1"
-    assert rows["last_only"]["trainable / total params"] == "5,130 / 11,181,642"  # only the 512 -> 10 head
-    assert rows["early"]["frozen"] == "layer1, layer2"
+        cells = shown[record["freeze"]]
+        assert cells["trainable / total params"] == f"{record['params_trainable']:,} / {record['params_total']:,}"
+        assert cells["n"] == "1"
+    assert shown["last_only"]["trainable / total params"] == "5,130 / 11,181,642"  # only the 512 -> 10 head
+    assert shown["early"]["frozen"] == "layer1, layer2"
     assert "| none | nothing | " in made.texts["part_c.md"].decode()
+    differences = read_frame(made.out / "part_c-differences.csv")
+    assert list(differences["arm"]) == ["early", "middle", "last_only"] and set(differences["baseline"]) == {"none"}
 
 
-def test_repeats_show_mean_std_and_n_in_a_row_per_setting_the_sweep_varies(study, made):
-    columns, rows = read_csv(made.out / "lr_sweep.csv")
-    assert columns == ["lr", "test acc (%)", "test loss", "seconds per epoch", "precision, determinism",
-                       "n"]  # seed is not a setting
-    assert list(rows) == ["0.001", "0.01"]
+@pytest.mark.slow
+def test_replicates_show_mean_std_interval_and_n_in_a_row_per_setting_the_sweep_varies(study, made):
+    arms = read_frame(made.out / "lr_sweep.csv")
+    assert list(arms.columns)[:7] == ["lr", "test_acc_mean", "test_acc_std", "test_acc_ci95_low",
+                                      "test_acc_ci95_high", "n", "test_loss_mean"]  # seed is not a setting
+    assert list(arms["lr"]) == [0.001, 0.01]
     records = completed_records(study, "lr_sweep")
-    for lr, row in rows.items():
-        repeats = [r for r in records if f"{r['config']['optim']['lr']:g}" == lr]
+    shown = {row["lr"]: row for row in markdown_rows(made.texts["lr_sweep.md"].decode())}
+    for _, row in arms.iterrows():
+        repeats = [r for r in records if r["config"]["optim"]["lr"] == row["lr"]]
         assert sorted(r["seed"] for r in repeats) == [1, 2]
-        assert row["n"] == "2"  # the run still `running` is not one of them
-        assert row["test acc (%)"] == mean_std([100 * r["test_acc"] for r in repeats], 2)
-        assert row["test loss"] == mean_std([r["test_loss"] for r in repeats], 4)
+        accuracies = [100 * r["test_acc"] for r in repeats]
+        assert row["n"] == 2  # the run still `running` is not one of them
+        assert row["test_acc_mean"] == pytest.approx(statistics.mean(accuracies))
+        assert row["test_acc_std"] == pytest.approx(statistics.stdev(accuracies))
+        low, high = t_interval(accuracies)
+        assert (row["test_acc_ci95_low"], row["test_acc_ci95_high"]) == pytest.approx((max(low, 0), min(high, 100)))
+        assert row["replicates_vary"] == "seed"
+        cells = shown[f"{row['lr']:g}"]
+        assert cells["test acc (%)"] == mean_std(accuracies, 2)
+        assert cells["test loss"] == mean_std([r["test_loss"] for r in repeats], 4)
         seconds = [statistics.mean(e["epoch_seconds"] for e in r["history"]) for r in repeats]
-        assert row["seconds per epoch"] == mean_std(seconds, 2)
+        assert cells["seconds per epoch"] == mean_std(seconds, 2)
+    assert "Replicates: 2 runs per arm, differing in the seed (1, 2) on one training subset" in \
+           made.texts["lr_sweep.md"].decode()
+    [difference] = read_frame(made.out / "lr_sweep-differences.csv").itertuples()
+    by_seed = {(r["config"]["optim"]["lr"], r["seed"]): 100 * r["test_acc"] for r in records}
+    paired = [by_seed[(0.01, seed)] - by_seed[(0.001, seed)] for seed in (1, 2)]
+    assert difference.n == 2 and difference.difference_mean == pytest.approx(statistics.mean(paired))
 
 
+@pytest.mark.slow
 def test_every_figure_is_a_png_that_report_md_links(made):
     pngs = sorted(p.name for p in made.out.glob("*.png"))
-    expected = {"samples-synthetic.png", "part_a-test_acc-vs_fraction.png", "part_a-test_loss-vs_fraction.png",
-                "part_a-test_acc-vs_per_class.png", "part_a-test_acc-curve.png", "lr_sweep-test_acc-curve.png"}
+    expected = {"samples-synthetic.png", "part_a-test_acc-gain.png", "part_a-test_acc-vs_fraction.png",
+                "part_a-test_loss-vs_fraction.png", "part_a-test_acc-vs_per_class.png", "part_a-test_acc-curve.png",
+                "lr_sweep-test_acc-differences.png", "lr_sweep-test_acc-curve.png"}
     for part in ("part_b", "part_c"):
         expected |= {f"{part}-train_loss-curve.png", f"{part}-train_acc-curve.png", f"{part}-test_acc-bars.png",
-                     f"{part}-test_loss-bars.png", f"{part}-test_acc-curve.png"}
+                     f"{part}-test_loss-bars.png", f"{part}-test_acc-curve.png", f"{part}-test_acc-differences.png"}
     assert set(pngs) == expected
     for name in pngs:
         width, height = png_size(made.out / name)
@@ -216,22 +271,32 @@ def test_every_figure_is_a_png_that_report_md_links(made):
     assert sorted(linked) == pngs
 
 
+@pytest.mark.slow
 def test_report_md_reads_as_one_page(study, made):
     markdown = made.texts["report.md"].decode()
     assert "18 run records read from `outputs`: 16 completed, 2 did not complete; 1 file(s) skipped" in markdown
     headings = re.findall(r"^## (.*)$", markdown, flags=re.MULTILINE)
-    assert headings == ["Sample training images — data=synthetic", "Part A — data=synthetic, image_size=64, epochs=2",
-                        "Part B — data=synthetic, image_size=32, epochs=2",
-                        "Part C — data=synthetic, image_size=32, epochs=2",
-                        "Sweep lr_sweep — data=synthetic, image_size=32, epochs=2",
+    drawn = sampling_words(completed_records(study, "part_a"))
+    half = f"50 % of the training set (20 images, {drawn})"
+    assert headings == ["Sample training images — data=synthetic",
+                        f"Part A — alexnet, synthetic ({drawn}), all layers train, sgd lr=0.001, 2 epochs, 64 px",
+                        f"Part B — from scratch, synthetic, {half}, all layers train, sgd lr=0.001, 2 epochs, 32 px",
+                        f"Part C — resnet18, from scratch, synthetic, {half}, sgd lr=0.001, 2 epochs, 32 px",
+                        f"Study lr_sweep — resnet18, from scratch, synthetic, {half}, all layers train, sgd, 2 epochs, "
+                        "32 px",
                         "Runs that did not complete", "Files skipped"]
     heading, table = made.texts["part_b.md"].decode().split("\n\n", 1)
-    assert heading == "## Part B — data=synthetic, image_size=32, epochs=2" and table in markdown
+    assert heading == f"## {headings[2]}" and table in markdown
+    assert made.texts["part_b-differences.md"].decode().startswith(f"## {headings[2]}: paired differences\n\n")
     assert str(study) not in markdown  # paths are relative to the PATH given
     printed = made.result.stdout
-    assert "Part C — data=synthetic, image_size=32, epochs=2\n\n| strategy | frozen | test acc (%)" in printed
+    assert f"{headings[3]}\n\nOne run per arm (seed 42, subset seed 42): no replicates, so no intervals." in printed
+    assert "| freeze | frozen | trainable / total params | test acc (%) | 95 % CI | n |" in printed
+    assert "*Paired differences (the same seed and subset on both sides): early, middle, last_only against none.*" \
+           in markdown
 
 
+@pytest.mark.slow
 def test_a_truncated_record_is_skipped_with_a_warning(made):
     [warning] = [line for line in made.result.stderr.splitlines() if "warning" in line]
     assert warning.startswith("transferlab report: warning: skipped outputs/part_c/truncated/run.json: not readable "
@@ -239,6 +304,7 @@ def test_a_truncated_record_is_skipped_with_a_warning(made):
     assert "- `outputs/part_c/truncated/run.json: not readable as JSON" in made.texts["report.md"].decode()
 
 
+@pytest.mark.slow
 def test_runs_that_did_not_complete_are_listed_and_never_averaged(made):
     markdown = made.texts["report.md"].decode()
     section = markdown.split("## Runs that did not complete")[1].split("## ")[0]
@@ -248,8 +314,7 @@ def test_runs_that_did_not_complete_are_listed_and_never_averaged(made):
     assert rows[1].endswith("| failed | data.image_size=32 is too small for alexnet; it needs at least 63 |")
     assert len(rows) == 2
     assert "| outputs/lr_sweep/still-running | running |" in made.result.stdout
-    _, part_b = read_csv(made.out / "part_b.csv")
-    assert "alexnet" not in part_b  # the failed run is in no table
+    assert "alexnet" not in set(read_frame(made.out / "part_b.csv")["model"])  # the failed run is in no table
 
 
 @pytest.mark.slow
@@ -257,11 +322,13 @@ def test_the_report_is_byte_identical_when_run_again(study, made, monkeypatch):
     monkeypatch.chdir(study)
     assert report.main(["outputs", "--out", "outputs/report"]) == 0
     again = {p.name: p.read_bytes() for p in sorted(made.out.iterdir()) if p.suffix in (".md", ".csv")}
-    assert set(made.texts) == {"report.md", "part_a.csv", "part_a.md", "part_b.csv", "part_b.md", "part_c.csv",
-                               "part_c.md", "lr_sweep.csv", "lr_sweep.md"}
+    assert set(made.texts) == {"report.md", *(f"{stem}{kind}.{suffix}" for stem in ("part_a", "part_b", "part_c",
+                                                                                 "lr_sweep")
+                                              for kind in ("", "-differences") for suffix in ("csv", "md"))}
     assert again == made.texts
 
 
+@pytest.mark.slow
 def test_no_run_records_is_a_clear_error(tmp_path, monkeypatch, capsys):
     (tmp_path / "empty").mkdir()
     result = transferlab("report", "empty", cwd=tmp_path)
@@ -278,6 +345,7 @@ def test_no_run_records_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_different_settings_make_separate_groups(study, tmp_path, capsys):
     """A Part B run at another image size is its own group, titled by what sets it apart."""
     shutil.copytree(study / "outputs" / "part_b", tmp_path / "runs" / "part_b")
@@ -287,14 +355,14 @@ def test_different_settings_make_separate_groups(study, tmp_path, capsys):
     write_record(tmp_path / "runs" / "part_b" / "vgg16-at-48px", record)
 
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
-    assert "Part B — data=synthetic, image_size=32, epochs=2" in capsys.readouterr().out
-    _, small = read_csv(tmp_path / "out" / "part_b-1.csv")
-    _, large = read_csv(tmp_path / "out" / "part_b-2.csv")
-    assert list(small) == ["resnet18", "vgg16"] and list(large) == ["vgg16"]
-    assert small["vgg16"]["n"] == "1" and large["vgg16"]["n"] == "1"
+    assert ", 32 px\n" in capsys.readouterr().out
+    small, large = read_frame(tmp_path / "out" / "part_b-1.csv"), read_frame(tmp_path / "out" / "part_b-2.csv")
+    assert list(small["model"]) == ["resnet18", "vgg16"] and "model" not in large  # one model: named in its heading
+    assert list(small["n"]) == [1, 1] and list(large["n"]) == [1]
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert "## Part B — data=synthetic, image_size=48, epochs=2" in markdown
-    assert "![Part B: test accuracy by model](part_b-2-test_acc-bars.png)" in markdown
+    assert re.search(r"^## Part B — vgg16, from scratch, synthetic, .*, 48 px$", markdown, flags=re.MULTILINE)
+    assert "![Part B: test accuracy after the last epoch](part_b-2-test_acc-bars.png)" in markdown
+    assert "![Part B: test accuracy by model](part_b-1-test_acc-bars.png)" in markdown
     assert not (tmp_path / "out" / "part_b.csv").exists()
 
 
@@ -308,12 +376,14 @@ def protocol_record(template: dict, test_acc: float, test_loss: float, **config:
     return record
 
 
+@pytest.mark.slow
 def test_the_reference_column_appears_only_for_protocol_cifar10_runs(study, made, tmp_path, capsys):
     for name in ("part_a", "part_b", "part_c"):
-        columns, _ = read_csv(made.out / f"{name}.csv")
-        assert not [c for c in columns if "reference" in c]  # synthetic data: nothing to compare with
-    assert "No reference column: these runs differ from the study's recipe on CIFAR-10 in data=synthetic, " \
-           "image_size=32, epochs=2, batch_size=20, eval_batch_size=20, pretrained=false." in made.texts["report.md"].decode()
+        assert not [c for c in read_frame(made.out / f"{name}.csv").columns if "reference" in c]  # synthetic data
+    uniform = ", sampling=uniform" if sampling_words(completed_records(study, "part_b")) == "drawn uniformly" else ""
+    assert ("No reference column: these runs differ from the study's recipe on CIFAR-10 in data=synthetic, "
+            f"image_size=32, epochs=2, batch_size=20, eval_batch_size=20{uniform}, pretrained=false.") \
+           in made.texts["report.md"].decode()
 
     runs = tmp_path / "runs"
     for template in completed_records(study, "part_c"):
@@ -328,21 +398,25 @@ def test_the_reference_column_appears_only_for_protocol_cifar10_runs(study, made
     write_record(runs / "part_b" / "lr", protocol_record(template, 0.9, 0.2, optim={"lr": 0.01}))
 
     assert report.main([str(runs), "--out", str(tmp_path / "out")]) == 0
-    columns, rows = read_csv(tmp_path / "out" / "part_c.csv")
-    assert columns[2:5] == ["test acc (%)", "reference test acc (%)", "test loss"]
-    assert [rows[s]["reference test acc (%)"] for s in rows] == ["94.60", "93.58", "93.50", "79.87"]
-    assert rows["none"]["reference test loss"] == "0.1713"
-    assert rows["last_only"]["reference seconds per epoch"] == "17.60"
-    assert rows["none"]["reference precision, determinism"] == "fp32, deterministic"
-    columns, rows = read_csv(tmp_path / "out" / "part_a.csv")
-    assert list(rows) == ["50 %"]
-    assert rows["50 %"]["pretrained acc (%)"] == "80.00" and rows["50 %"]["reference pretrained acc (%)"] == "89.68"
-    assert rows["50 %"]["reference scratch loss"] == "1.3601"
-    assert rows["50 %"]["reference difference (points)"] == "38.62"
-    columns, _ = read_csv(tmp_path / "out" / "part_b.csv")
-    assert not [c for c in columns if "reference" in c]
+    part_c = read_frame(tmp_path / "out" / "part_c.csv")
+    assert list(part_c["reference_test_acc"]) == [94.60, 93.58, 93.50, 79.87]
+    assert list(part_c["reference_test_loss"])[0] == 0.1713
+    assert list(part_c["reference_seconds_per_epoch"])[-1] == 17.6
+    [header, *_] = [line for line in (tmp_path / "out" / "part_c.md").read_text().splitlines() if line.startswith("| ")]
+    assert "| test acc (%) | 95 % CI | n | reference test acc (%) | test loss | reference test loss |" in header
+    shown = {row["freeze"]: row for row in markdown_rows((tmp_path / "out" / "part_c.md").read_text())}
+    assert [shown[s]["reference test acc (%)"] for s in shown] == ["94.60", "93.58", "93.50", "79.87"]
+    assert shown["last_only"]["reference seconds per epoch"] == "17.60"
+    assert shown["none"]["reference precision, determinism"] == "fp32, deterministic"
+    part_a = read_frame(tmp_path / "out" / "part_a.csv")
+    assert list(part_a["pretrained"]) == [True, False] and list(part_a["test_acc_mean"]) == [80.0, 40.0]
+    assert list(part_a["reference_test_acc"]) == [89.68, 51.06]
+    assert list(part_a["reference_test_loss"]) == [0.3249, 1.3601]
+    [difference] = read_frame(tmp_path / "out" / "part_a-differences.csv").itertuples()
+    assert difference.difference_mean == pytest.approx(40.0) and difference.reference_difference == 38.62
+    assert not [c for c in read_frame(tmp_path / "out" / "part_b.csv").columns if "reference" in c]
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert "## Part C — data=cifar10, image_size=224, epochs=10" in markdown
+    assert "## Part C — resnet18, pretrained, cifar10, 50 % of the training set" in markdown
     assert "the reference columns are the reference implementation's results (one seed each)" in markdown
     assert "docs/study.md" in markdown
     assert "differ from the study's recipe on CIFAR-10 in lr=0.01." in markdown
@@ -350,10 +424,14 @@ def test_the_reference_column_appears_only_for_protocol_cifar10_runs(study, made
 
 
 def test_the_reference_table_is_consistent():
-    for fraction, row in report.REFERENCE["part_a"].items():
-        assert row["difference (points)"] == pytest.approx(row["pretrained acc (%)"] - row["scratch acc (%)"]), fraction
-    assert list(report.REFERENCE["part_c"]) == list(report.STRATEGIES)
-    assert report.REFERENCE["part_c"]["middle"]["test acc (%)"] == 93.50
+    from transferlab.report.studies import REFERENCE_DIFFERENCES
+
+    arms = {(s["data.fraction"], s["model.pretrained"]): v["test_acc"] for s, v in report.REFERENCE["part_a"]}
+    for settings, difference in REFERENCE_DIFFERENCES["part_a"]:
+        fraction = settings["data.fraction"]
+        assert difference == pytest.approx(arms[(fraction, True)] - arms[(fraction, False)]), fraction
+    assert [s["freeze.name"] for s, _ in report.REFERENCE["part_c"]] == list(report.STRATEGIES)
+    assert dict((s["freeze.name"], v) for s, v in report.REFERENCE["part_c"])["middle"]["test_acc"] == 93.50
 
 
 def test_cells_and_flat_configs():
@@ -361,80 +439,31 @@ def test_cells_and_flat_configs():
 
     assert report.cell(pd.Series([0.5]), 4) == "0.5000"
     assert report.cell(pd.Series([1.0, 2.0, 3.0]), 2) == "2.00 ± 1.00"
+    assert report.cell(pd.Series([1.0, float("nan"), 3.0]), 2) == "2.00 ± 1.41"  # only finite values count
     assert report.cell(pd.Series([], dtype=float), 2) == ""
     assert report.flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {"a.b": 1, "a.c.d": [1, 2], "e": None}
     assert report.short_names(["data.name", "data.image_size", "train.epochs", "optim.lr"]) == {
         "data.name": "data", "data.image_size": "image_size", "train.epochs": "epochs", "optim.lr": "lr"}
 
 
-# Records written by hand, in run.json's shape, for what tiny real runs cannot show (GPUs, other
-# datasets, repeats, LP-FT): fast, and each names the one thing it varies.
-@functools.cache
-def _config_json(overrides: tuple[str, ...]) -> str:
-    from transferlab.config import as_dict, compose_config
-
-    return json.dumps(as_dict(compose_config(list(overrides))))
-
-
-def hand_record(*overrides: str, seed: int = 42, test_acc: float = 0.5, test_loss: float = 1.0,
-                finished_at: str = "2026-01-01T10:00:00+00:00", keys: dict | None = None, **fields) -> dict:
-    """A completed record of the real config composed with ``overrides`` (``keys``: dotted config
-    keys set afterwards, e.g. one that another branch adds), with made-up results."""
-    config = json.loads(_config_json(overrides))
-    for key, value in (keys or {}).items():
-        *parents, leaf = key.split(".")
-        node = config
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    config["seed"] = seed
-    epochs = config["train"]["epochs"]
-    history = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": test_acc * e / epochs, "test_loss": test_loss,
-                "test_acc": test_acc * e / epochs, "epoch_seconds": 10.0, "eval_seconds": 1.0,
-                "images_per_second": 100.0} for e in range(1, epochs + 1)]
-    frozen = {"none": [], "early": ["layer1", "layer2"], "middle": ["layer2", "layer3"],
-              "last_only": ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]}[config["freeze"]["name"]]
-    record = {
-        "status": "completed", "name": config["name"], "model": config["model"]["name"],
-        "pretrained": config["model"]["pretrained"], "data": config["data"]["name"],
-        "dataset": config["data"]["name"], "fraction": config["data"]["fraction"],
-        "image_size": config["data"]["image_size"], "freeze": config["freeze"]["name"], "frozen_modules": frozen,
-        "seed": seed, "config": config, "num_classes": 10, "classes": [f"class {i}" for i in range(10)],
-        "params_total": 11_181_642, "params_trainable": 5_130 if frozen and frozen[0] == "conv1" else 11_181_642,
-        "num_train_images": round(50_000 * config["data"]["fraction"]), "num_test_images": 10_000,
-        "history": history, "test_acc": test_acc, "test_loss": test_loss, "device": "cpu", "precision": "fp32",
-        "started_at": "2026-01-01T09:00:00+00:00", "finished_at": finished_at,
-    }
-    record.update(fields)
-    return record
-
-
-def make_report(tmp_path: Path, records: dict[str, dict], capsys) -> tuple[Path, str, str]:
-    """Writes ``records`` ({folder: record}) under tmp_path/runs, runs the report into tmp_path/out;
-    (out, report.md, stderr)."""
-    for folder, record in records.items():
-        write_record(tmp_path / "runs" / folder, record)
-    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
-    return tmp_path / "out", (tmp_path / "out" / "report.md").read_text(), capsys.readouterr().err
-
-
 def test_one_config_and_seed_run_twice_counts_once_and_says_which(tmp_path, capsys):
-    """A plain run and the same run elsewhere (another hydra.run.dir) are one observation: n counts seeds."""
+    """A plain run and the same run elsewhere (another hydra.run.dir) are one observation: n counts replicates."""
     out, markdown, err = make_report(tmp_path, {
         "outputs/runs/defaults": hand_record(test_acc=0.70, finished_at="2026-01-01T10:00:00+00:00"),
         "elsewhere/again": hand_record(test_acc=0.80, finished_at="2026-01-02T10:00:00+00:00"),
         "outputs/runs/seed=1": hand_record(seed=1, test_acc=0.60),
     }, capsys)
-    _, rows = read_csv(out / "runs.csv")
-    [row] = rows.values()
-    assert row["n"] == "2"
-    assert row["test acc (%)"] == mean_std([80.0, 60.0], 2)  # the copy that finished last, and seed 1
+    [row] = read_frame(out / "runs.csv").itertuples()
+    assert row.n == 2
+    assert row.test_acc_mean == pytest.approx(70.0)  # the copy that finished last, and seed 1
+    assert mean_std([80.0, 60.0], 2) in markdown
     runs = tmp_path / "runs"
-    line = (f"one run (study runs, same settings, seed 42) in 2 folders: kept {(runs / 'elsewhere/again').as_posix()} "
-            f"(finished last), left out {(runs / 'outputs/runs/defaults').as_posix()}")
+    line = (f"one run (study runs, same settings, seed 42, subset seed 42) in 2 folders: kept "
+            f"{(runs / 'elsewhere/again').as_posix()} (finished last), left out "
+            f"{(runs / 'outputs/runs/defaults').as_posix()}")
     assert f"transferlab report: warning: {line}" in err.splitlines()
-    assert f"## Repeated runs counted once" in markdown and f"- {line}" in markdown
-    assert "1 run(s) repeat another's study, settings and seed, and count once" in markdown
+    assert "## Repeated runs counted once" in markdown and f"- {line}" in markdown
+    assert "1 run(s) repeat another's study, settings, seed and subset seed, and count once" in markdown
 
 
 def test_of_repeats_that_finished_together_the_last_folder_is_kept():
@@ -457,60 +486,63 @@ def test_runs_group_on_the_precision_and_device_they_used_not_on_auto(tmp_path, 
                                          nondeterministic_ops=["aten::index_put", "aten::scatter"]),
     }, capsys)
     titles = re.findall(r"^## (Part B .*)$", markdown, flags=re.MULTILINE)
-    assert titles == [f"Part B — data=cifar10, image_size=224, epochs=10, {setting}" for setting in (
+    recipe = ("resnet18, pretrained, cifar10, 50 % of the training set (25,000 images, stratified by class), "
+              "all layers train, sgd lr=0.001, 10 epochs, 224 px")
+    assert titles == [f"Part B — {recipe}, {setting}" for setting in (
         "deterministic=false, device=cpu, precision=fp32", "deterministic=false, device=cuda, precision=bf16",
         "deterministic=true, device=cpu, precision=fp32")]
-    tables = [read_csv(out / f"part_b-{index}.csv") for index in (1, 2, 3)]
-    for columns, _ in tables:
-        assert columns[-3:] == ["precision, determinism", "reference precision, determinism", "n"]
+    shown = [markdown_rows((out / f"part_b-{index}.md").read_text()) for index in (1, 2, 3)]
+    for [row] in shown:
+        assert list(row)[-2:] == ["precision, determinism", "reference precision, determinism"]
     assert [(row["test acc (%)"], row["precision, determinism"], row["reference precision, determinism"], row["n"])
-            for _, rows in tables for row in rows.values()] == [
+            for [row] in shown] == [
         ("80.00", "fp32, not deterministic", "fp32, deterministic", "1"),
         ("90.00", "bf16, not deterministic", "fp32, deterministic", "1"),
         ("70.00", "fp32, deterministic but for 2 op(s)", "fp32, deterministic", "1")]
+    assert list(read_frame(out / "part_b-2.csv")["precision_determinism"]) == ["bf16, not deterministic"]
 
 
 def test_the_lpft_experiment_has_its_table_and_figures(tmp_path, capsys):
     from transferlab.report.figures import curve_figure
-    from transferlab.report.reading import completed_frame
-    from transferlab.report.studies import make_groups
 
     lpft = ("name=lpft", "train.epochs=4")
     records = {
-        "freeze=none": hand_record(*lpft, test_acc=0.90, keys={"freeze.unfreeze_at_epoch": None}),
-        "freeze=last_only": hand_record(*lpft, "freeze=last_only", test_acc=0.80,
-                                        keys={"freeze.unfreeze_at_epoch": None}),
-        **{f"lpft-seed={seed}": hand_record(*lpft, "freeze=last_only", seed=seed, test_acc=acc,
-                                            keys={"freeze.unfreeze_at_epoch": 2},
+        **{f"freeze=none-{seed}": hand_record(*lpft, seed=seed, test_acc=acc)
+           for seed, acc in ((1, 0.90), (2, 0.91))},
+        **{f"freeze=last_only-{seed}": hand_record(*lpft, "freeze=last_only", seed=seed, test_acc=acc)
+           for seed, acc in ((1, 0.80), (2, 0.83))},
+        **{f"lpft-seed={seed}": hand_record(*lpft, "freeze=lp_ft", seed=seed, test_acc=acc,
                                             params_trainable_after_unfreeze=11_181_642)
            for seed, acc in ((1, 0.92), (2, 0.94))},
     }
     out, markdown, _ = make_report(tmp_path, records, capsys)
-    columns, rows = read_csv(out / "lpft.csv")
-    assert columns == ["strategy", "what trains when", "test acc (%)", "test loss", "trainable params",
-                       "total params", "seconds per epoch", "precision, determinism", "n"]
-    assert list(rows) == ["full fine-tuning", "linear probe", "LP-FT, switch after epoch 2"]
+    rows = {row["freeze"]: row for row in markdown_rows((out / "lpft.md").read_text())}
+    assert list(rows) == ["full fine-tuning", "linear probe, then fine-tune after epoch 2", "linear probe"]
     assert [rows[s]["what trains when"] for s in rows] == [
-        "everything in epochs 1–4", "the head in epochs 1–4", "the head in epochs 1–2, everything in 3–4"]
-    assert [rows[s]["trainable params"] for s in rows] == ["11,181,642", "5,130", "5,130 → 11,181,642"]
-    lp_ft = rows["LP-FT, switch after epoch 2"]
+        "everything in epochs 1–4", "the head in epochs 1–2, everything in 3–4", "the head in epochs 1–4"]
+    assert [rows[s]["trainable / total params"] for s in rows] == [
+        "11,181,642 / 11,181,642", "5,130 → 11,181,642 / 11,181,642", "5,130 / 11,181,642"]
+    lp_ft = rows["linear probe, then fine-tune after epoch 2"]
     assert lp_ft["test acc (%)"] == mean_std([92.0, 94.0], 2) and lp_ft["n"] == "2"
-    assert "## LP-FT — data=cifar10, image_size=224, epochs=4" in markdown
-    for figure in ("lpft-test_acc-curve.png", "lpft-train_loss-curve.png", "lpft-test_acc-bars.png"):
+    differences = read_frame(out / "lpft-differences.csv")
+    assert list(differences["baseline"]) == ["full fine-tuning", "linear probe"]
+    assert list(differences["difference_mean"]) == pytest.approx([2.5, 11.5])
+    assert "## LP-FT — resnet18, pretrained, cifar10, 50 % of the training set (25,000 images, stratified by class), " \
+           "sgd lr=0.001, 4 epochs, 224 px" in markdown
+    for figure in ("lpft-test_acc-curve.png", "lpft-train_loss-curve.png", "lpft-test_acc-bars.png",
+                   "lpft-test_acc-differences.png"):
         assert f"]({figure})" in markdown and png_size(out / figure)[0] > 200
 
-    [group] = make_groups(completed_frame([(Path(f) / "run.json", r) for f, r in records.items()]))
+    [group] = groups_of(records)
     ax = curve_figure(group, "test_acc").axes[0]
     switches = [line for line in ax.lines if list(line.get_xdata()) == [2.5, 2.5]]
-    assert len(switches) == 1  # between epoch 2 and 3, for the LP-FT series only
+    assert len(switches) == 1  # between epoch 2 and 3, for the LP-FT arm only
     assert "all train from epoch 3" in switches[0].get_label().replace("\n", " ")
 
 
 @pytest.mark.slow
 def test_fraction_sweeps_show_images_per_class_on_a_log_axis(tmp_path, capsys):
     from transferlab.report.figures import data_figure
-    from transferlab.report.reading import completed_frame
-    from transferlab.report.studies import make_groups
 
     cifar100 = dict(data="cifar100", dataset="cifar100", num_classes=100,
                     classes=[f"class {i}" for i in range(100)])
@@ -525,33 +557,32 @@ def test_fraction_sweeps_show_images_per_class_on_a_log_axis(tmp_path, capsys):
                 "name=frac", f"model={model}", f"data.fraction={fraction}", keys={"data.name": "cifar100"},
                 **cifar100)
     out, markdown, _ = make_report(tmp_path, records, capsys)
-    columns, rows = read_csv(out / "part_a.csv")
-    assert columns[:2] == ["fraction", "images per class"] and not [c for c in columns if "reference" in c]
-    assert [row["images per class"] for row in rows.values()] == ["50", "250"]  # 5,000 and 25,000 / 100 classes
-    with open(out / "frac.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    assert list(rows[0])[:3] == ["fraction", "model", "images per class"]
-    assert [(row["fraction"], row["model"], row["images per class"]) for row in rows] == [
-        ("0.1", "resnet18", "50"), ("0.1", "vgg16", "50"), ("0.5", "resnet18", "250"), ("0.5", "vgg16", "250")]
+    assert not [c for c in read_frame(out / "part_a.csv").columns if "reference" in c]
+    rows = markdown_rows((out / "part_a.md").read_text())
+    assert [row["images per class"] for row in rows] == ["≈50", "≈50", "≈250", "≈250"]  # 5,000 and 25,000 / 100
+    frac = read_frame(out / "frac.csv")
+    assert list(frac.columns)[:3] == ["fraction", "model", "test_acc_mean"]
+    assert list(zip(frac["fraction"], frac["model"], frac["train_images"])) == [
+        (0.1, "resnet18", 5000), (0.1, "vgg16", 5000), (0.5, "resnet18", 25000), (0.5, "vgg16", 25000)]
     assert "![Part A: test accuracy vs training images per class](part_a-test_acc-vs_per_class.png)" in markdown
     assert "](frac-test_acc-vs_per_class.png)" in markdown
 
-    groups = make_groups(completed_frame([(Path(f) / "run.json", r) for f, r in records.items()]))
+    groups = groups_of(records)
     for group in groups:
         ax = data_figure(group, "test_acc", per_class_axis=True).axes[0]
         assert ax.get_xscale() == "log"
         assert list(ax.get_xticks()) == [50, 250]
         assert ax.get_xlabel() == "training images per class (log scale)"
-    sweep_lines = data_figure(groups[1], "test_acc", per_class_axis=True).axes[0].get_legend_handles_labels()[1]
-    assert sweep_lines == ["model=resnet18", "model=vgg16"]  # a line per setting besides the fraction
+    legend = data_figure(groups[1], "test_acc", per_class_axis=True).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["resnet18", "vgg16"]  # a line per setting besides the data
+    assert legend.get_title().get_text() == "model"
 
 
 def test_freeze_comparisons_show_trainable_parameters(tmp_path, capsys):
     out, _, _ = make_report(tmp_path, {f"freeze={preset}": hand_record("name=frozen", f"freeze={preset}")
                                        for preset in ("none", "last_only")}, capsys)
-    columns, rows = read_csv(out / "frozen.csv")
-    assert columns == ["freeze", "test acc (%)", "test loss", "trainable / total params", "seconds per epoch",
-                       "precision, determinism", "n"]
+    assert list(read_frame(out / "frozen.csv").columns)[:2] == ["freeze", "test_acc_mean"]
+    rows = {row["freeze"]: row for row in markdown_rows((out / "frozen.md").read_text())}
     assert rows["last_only"]["trainable / total params"] == "5,130 / 11,181,642"
 
 
@@ -564,17 +595,16 @@ def test_every_heading_names_the_dataset_and_each_image_folder_is_its_own_group(
         "cifar100": hand_record("name=datasets", data="cifar100", dataset="cifar100", keys={"data.name": "cifar100"}),
     }, capsys)
     headings = re.findall(r"^## (.*)$", markdown, flags=re.MULTILINE)
+    rest = ("50 % of the training set (25,000 images, stratified by class), all layers train, sgd lr=0.001, 10 epochs, "
+            "224 px")
     assert headings == [
-        "Part C — data=flowers (imagefolder), image_size=224, epochs=10",  # data.root never splits: the dataset does
-        "Part C — data=pets (imagefolder), image_size=224, epochs=10",
-        "Sweep datasets — data=cifar10 or cifar100, image_size=224, epochs=10"]
-    _, rows = read_csv(out / "datasets.csv")
-    assert list(rows) == ["cifar10", "cifar100"]
+        f"Part C — resnet18, pretrained, flowers (imagefolder), {rest}",  # data.root never splits: the dataset does
+        f"Part C — resnet18, pretrained, pets (imagefolder), {rest}",
+        f"Study datasets — resnet18, pretrained, cifar10 or cifar100, {rest}"]
+    assert list(read_frame(out / "datasets.csv")["data"]) == ["cifar10", "cifar100"]
 
 
 def test_the_sample_grid_shows_the_dataset_own_class_names(tmp_path, capsys):
-    import numpy as np
-
     from transferlab.report.figures import samples_figure
 
     classes = np.array([f"name {i:03d}" for i in range(100)])
@@ -596,9 +626,10 @@ def test_a_section_builder_adds_its_own_table_to_the_report(tmp_path, capsys, mo
     import pandas as pd
 
     def extra(runs, out):
-        return [report.Section("extra", "Extra — data=cifar10", pd.DataFrame({"runs": [len(runs)]}))]
+        table = report.Table("extra", pd.DataFrame({"runs": [len(runs)]}))
+        return [report.Section("extra", "Extra — data=cifar10", [table])]
 
     monkeypatch.setattr(report, "SECTION_BUILDERS", [*report.SECTION_BUILDERS, extra])
     out, markdown, _ = make_report(tmp_path, {"a": hand_record(), "b": hand_record(seed=1)}, capsys)
-    assert markdown.index("## Sweep runs") < markdown.index("## Extra — data=cifar10\n\n| runs |\n| --- |\n| 2 |")
+    assert markdown.index("## Runs — resnet18") < markdown.index("## Extra — data=cifar10\n\n| runs |\n| --- |\n| 2 |")
     assert (out / "extra.csv").read_text() == "runs\n2\n"

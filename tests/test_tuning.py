@@ -144,14 +144,18 @@ def test_the_report_lays_fixed_beside_tuned_and_leaves_trials_out(tuned):
     fixed = {r["fraction"]: r for r in records(tuned / "outputs" / "part_a")}
     final = {r["fraction"]: r for r in records(tuned / "outputs" / "part_a-tuned")}
     with open(tuned / "outputs" / "report" / "part_a-tuned-vs-fixed.csv", newline="") as handle:
-        rows = {row["arm"]: row for row in csv.DictReader(handle)}
-    assert sorted(rows) == ["fraction=0.5", "fraction=1"]
-    for fraction, row in zip((0.5, 1.0), (rows["fraction=0.5"], rows["fraction=1"])):
-        assert row["fixed lr"] == "0.001" and row["tuned lr"] == f"{final[fraction]['tuning']['keys']['optim.lr']:.3g}"
-        assert row["fixed: test acc (%)"] == f"{100 * fixed[fraction]['test_acc']:.2f}"
-        assert row["tuned: test acc (%)"] == f"{100 * final[fraction]['test_acc']:.2f}"
-        assert row["tuned: validation acc (%)"] == f"{100 * final[fraction]['tuning']['best_val_acc']:.2f}"
+        rows = {float(row["fraction"]): row for row in csv.DictReader(handle)}  # the report's tidy numbers
+    assert sorted(rows) == [0.5, 1.0]
+    for fraction, row in rows.items():
+        assert float(row["fixed_lr"]) == 0.001
+        assert float(row["tuned_lr"]) == pytest.approx(final[fraction]["tuning"]["keys"]["optim.lr"])
+        assert float(row["fixed_test_acc_mean"]) == pytest.approx(100 * fixed[fraction]["test_acc"])
+        assert float(row["tuned_test_acc_mean"]) == pytest.approx(100 * final[fraction]["test_acc"])
+        assert float(row["tuned_val_acc_mean"]) == pytest.approx(100 * final[fraction]["tuning"]["best_val_acc"])
         assert row["trials"] == "2"
+        # Tuned minus fixed, paired by replicate: both ran seed 42 on subset seed 42.
+        assert row["n"] == "1" and float(row["difference_mean"]) == pytest.approx(
+            100 * (final[fraction]["test_acc"] - fixed[fraction]["test_acc"]))
     report = (tuned / "outputs" / "report" / "report.md").read_text()
     assert "## Part A — fixed learning rate vs tuned per arm" in report
     assert "4 tuning trial run(s) read (0 did not complete)" in report

@@ -1,13 +1,17 @@
 """`transferlab report [PATH ...] [--out DIR]`: run records in, tables and figures out.
 
-Every run.json under the PATHs (default outputs/) is read. A study, settings and seed run more than
-once counts once (the run that finished last; the others are named in a warning). Completed runs
-are grouped by study (the record's ``name``: part_a, part_b, part_c, lpft, or any other sweep) and,
-within a study, by every setting that is not one of the study's own swept keys, the precision and
-device a run actually used among them, so that a dry run on synthetic data is never averaged with a
-CIFAR-10 run, nor a bf16 GPU run with an fp32 CPU run. Each group gives a table (CSV and Markdown,
-and printed) and PNG figures; report.md puts them on one page. Runs that did not complete are
-listed, never averaged in. The same runs give byte-identical report.md, CSV and Markdown files.
+Every run.json under the PATHs (default outputs/) is read. A study, settings, seed and subset seed
+run more than once counts once (the run that finished last; the others are named in a warning).
+Completed runs are grouped by study (the record's ``name``: part_a, part_b, part_c, lpft, or any
+other sweep) and, within a study, by every setting that is not one of the study's own swept keys,
+the precision and device a run actually used among them, and always by data.sampling, so that a dry
+run on synthetic data is never averaged with a CIFAR-10 run, nor a bf16 GPU run with an fp32 CPU
+run, nor a stratified subset paired with a uniform one. Within a group, runs that differ only in
+seed and subset seed are replicates of one arm. Each group gives an arm table and a table of the
+differences the study compares, paired by replicate with their 95 % intervals (CSV of numbers,
+Markdown, and printed), and PNG figures; report.md puts them on one page (docs/report.md explains
+every column). Runs that did not complete are listed, never averaged in. The same runs give
+byte-identical report.md, CSV and Markdown files (the bootstrap is seeded).
 
 This module never imports torch (nor anything that does): the report reads records, it never trains.
 """
@@ -23,15 +27,18 @@ import pandas as pd
 
 from transferlab.records import RUN_FILE, write_atomic
 from transferlab.report.figures import draw_group_figures, draw_samples
-from transferlab.report.page import Section, report_markdown
+from transferlab.report.page import Section, Table, report_markdown
 from transferlab.report.reading import (
     completed_frame, find_run_files, flatten, not_completed_frame, one_per_seed, read_runs,
 )
-from transferlab.report.studies import STRATEGIES, make_groups
-from transferlab.report.tables import REFERENCE, cell, csv_text, group_table, markdown_table, short_names
+from transferlab.report.studies import REFERENCE, STRATEGIES, Group, make_groups
+from transferlab.report.tables import (
+    arm_caption, arm_tables, cell, contrast_caption, contrast_tables, csv_text, markdown_table, short_names,
+)
 from transferlab.report.tuning import split_trials, tuning_sections
 
-__all__ = ["REFERENCE", "SECTION_BUILDERS", "STRATEGIES", "Section", "cell", "flatten", "main", "short_names"]
+__all__ = ["REFERENCE", "SECTION_BUILDERS", "STRATEGIES", "Section", "Table", "cell", "flatten", "main",
+           "short_names"]
 
 DEFAULT_PATH = "outputs"
 DEFAULT_OUT = "outputs/report"
@@ -48,11 +55,20 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     return parser.parse_args(args)
 
 
+def group_tables(group: Group) -> list[Table]:
+    """A group's arm table and, where it compares arms, its table of differences (<stem>-differences)."""
+    tables = [Table(group.stem, *arm_tables(group), caption=arm_caption(group))]
+    if group.contrasts:
+        tables.append(Table(f"{group.stem}-differences", *contrast_tables(group), caption=contrast_caption(group),
+                            heading=": paired differences"))
+    return tables
+
+
 def group_sections(runs: pd.DataFrame, out: Path) -> list[Section]:
-    """A section per group of runs of each study: its table, with the reference where it applies, and
+    """A section per group of runs of each study: its tables, with the reference where it applies, and
     its figures."""
-    return [Section(group.stem, group.title, group_table(group), draw_group_figures(group, out),
-                    group.part.question, group.note) for group in make_groups(runs)]
+    return [Section(group.stem, group.title, group_tables(group), draw_group_figures(group, out),
+                    group.question, group.note) for group in make_groups(runs)]
 
 
 # What the report shows, in this order: each builder turns the completed runs (one per study,
@@ -80,9 +96,10 @@ def main(args: list[str]) -> int:
     samples = draw_samples(completed, out)
     not_completed = not_completed_frame(runs)
     for section in sections:
-        write_atomic(out / f"{section.stem}.csv", csv_text(section.table))
-        write_atomic(out / f"{section.stem}.md", f"## {section.title}\n\n{markdown_table(section.table)}")
-        print(f"\n{section.title}\n\n{markdown_table(section.table)}", end="")
+        for table in section.tables:
+            write_atomic(out / f"{table.stem}.csv", csv_text(table.csv))
+            write_atomic(out / f"{table.stem}.md", f"## {section.title}{table.heading}\n\n{table.markdown()}")
+            print(f"\n{section.title}{table.heading}\n\n{table.markdown()}", end="")
     if len(not_completed):
         print(f"\nRuns that did not complete\n\n{markdown_table(not_completed)}", end="")
     report = report_markdown(options.paths, len(runs), sections, samples, not_completed, skipped, repeats)

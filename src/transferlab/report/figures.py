@@ -1,4 +1,10 @@
-"""The figures: PNGs per group, and the sample image grid. matplotlib only, never torch."""
+"""The figures: PNGs per group, and the sample image grid. matplotlib only, never torch.
+
+Every band and error bar is the 95 % interval of a mean (Student's t over the replicates; of the
+paired differences in a difference figure); one run, or one pair, is a point without one. Lines
+that would lie on top of each other stay visible: each arm has its own marker and line style, and
+curves over the epochs are offset sideways by a fraction of an epoch.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from transferlab.records import SAMPLES_FILE
+from transferlab.report.arms import Arm, Contrast, facet_title
+from transferlab.report.stats import LOSS_BOUNDS, NO_INTERVAL, PERCENT_BOUNDS, summarize
 from transferlab.report.studies import Group
-from transferlab.report.tables import (
-    ACC, LOSS, PRE_ACC, PRE_LOSS, SCRATCH_ACC, SCRATCH_LOSS, per_class, percent_label,
-)
+from transferlab.report.tables import per_class, percent_label
 
 # Per-epoch metrics: axis label, and the factor that turns a stored value into the plotted one.
 METRICS = {
@@ -23,7 +29,11 @@ METRICS = {
     "test_loss": ("test loss (cross-entropy, lower is better)", 1.0),
     "test_acc": ("test accuracy (%)", 100.0),
 }
-METRIC_COLUMNS = {"test_acc": ACC, "test_loss": LOSS}  # a metric's column in REFERENCE
+BOUNDS = {"train_loss": LOSS_BOUNDS, "test_loss": LOSS_BOUNDS, "train_acc": PERCENT_BOUNDS, "test_acc": PERCENT_BOUNDS}
+REFERENCE_METRICS = {"test_acc": "test_acc", "test_loss": "test_loss"}  # a metric's key in REFERENCE
+MARKERS = "osD^vPX*<>"  # distinct shapes, so that lines lying on top of each other stay visible
+LINE_STYLES = ("-", "--", "-.", ":")
+INTERVAL_NOTE = "bands: 95 % interval of the mean"
 
 
 def pyplot():
@@ -35,145 +45,265 @@ def pyplot():
     return plt
 
 
-def epochs_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per run and finished epoch: the history entries, with the run's series."""
-    rows = [{"series": run.series, "row_order": run.row_order, "pretrained": run.pretrained, **entry}
-            for run in runs.itertuples() for entry in run.history]
-    return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["series", "row_order", "pretrained", "epoch"])
-
-
-def _stats(frame: pd.DataFrame, by: str, metric: str, scale: float) -> pd.DataFrame:
-    """mean and standard deviation (0 for one run) of ``metric`` times ``scale``, and n, per ``by``."""
-    stats = frame.groupby(by, sort=False)[metric].agg(["mean", "std", "count"])
-    return stats.assign(mean=scale * stats["mean"], std=scale * stats["std"].fillna(0.0))
-
-
 def _metric_name(metric: str) -> str:
     return METRICS[metric][0].split(" (")[0]  # "test accuracy (%)" -> "test accuracy"
-
-
-def _repeats_note(runs: pd.DataFrame) -> str:
-    low, high = runs.groupby("series").size().agg(["min", "max"])
-    return "" if high == 1 else f"\nmean ± std over {high if low == high else f'{low}–{high}'} seeds"
 
 
 def _wrap(text: str, width: int = 24) -> str:
     return textwrap.fill(text, width, break_on_hyphens=False)
 
 
+def _title(group: Group, what: str) -> str:
+    return f"{_wrap(group.title, 90)}\n{what}"
+
+
 def _finish(ax, title: str, xlabel: str, ylabel: str, legend_title: str | None = None) -> None:
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # no "+2.302" above the axis
+    from matplotlib.ticker import ScalarFormatter
+
+    for axis in ("x", "y"):
+        if isinstance(getattr(ax, f"{axis}axis").get_major_formatter(), ScalarFormatter):
+            ax.ticklabel_format(axis=axis, style="plain", useOffset=False)  # no "+2.302" above the axis
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(title=legend_title, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
 
 
-MARKERS = "osD^vPX*"  # distinct shapes, so that lines lying on top of each other stay visible
+def _repeats(group: Group) -> bool:
+    return any(len(arm.runs) > 1 for arm in group.arms)
+
+
+def _style(group: Group, index: int, arm: Arm) -> dict:
+    """Colour, line style and marker of an arm. Where a group varies both the data amount and the
+    initialisation (Part A), a colour per amount and a line style per initialisation."""
+    plt = pyplot()
+    colours = plt.get_cmap("tab10")
+    names = [f.name for f in group.facets]
+    if "data amount" in names and "init" in names:
+        amounts = list(dict.fromkeys(a.values["data amount"] for a in group.arms))
+        inits = list(dict.fromkeys(a.values["init"] for a in group.arms))
+        inner = inits.index(arm.values["init"])
+        return dict(color=colours(amounts.index(arm.values["data amount"]) % 10),
+                    linestyle=LINE_STYLES[inner % len(LINE_STYLES)], marker=MARKERS[inner % len(MARKERS)])
+    return dict(color=colours(index % 10), linestyle=LINE_STYLES[index % len(LINE_STYLES)],
+                marker=MARKERS[index % len(MARKERS)])
+
+
+def _epoch_summaries(arm: Arm, metric: str, scale: float) -> pd.DataFrame:
+    """Per epoch: mean, the t interval of the mean (nan for one run) and n of ``metric`` over the arm's runs."""
+    values: dict[int, list] = {}
+    for history in arm.runs["history"]:
+        for entry in history:
+            if "epoch" in entry:
+                values.setdefault(int(entry["epoch"]), []).append(entry.get(metric))
+    rows = {epoch: summarize(found, scale, BOUNDS[metric]) for epoch, found in sorted(values.items())}
+    return pd.DataFrame({"mean": [s.mean for s in rows.values()], "low": [s.low for s in rows.values()],
+                         "high": [s.high for s in rows.values()], "n": [s.n for s in rows.values()]},
+                        index=list(rows), dtype=float)
 
 
 def curve_figure(group: Group, metric: str):
-    """One line per series over the epochs (Part A: a colour per fraction, dashed from scratch);
-    a band of ± one standard deviation where runs repeat; a dotted vertical line where an LP-FT
-    series unfreezes its frozen modules."""
+    """One line per arm over the epochs, a band of the 95 % interval of the mean where runs repeat,
+    each arm offset sideways by a little so that equal curves stay visible; a dotted vertical line
+    where an LP-FT arm unfreezes its frozen modules."""
     plt = pyplot()
     label, scale = METRICS[metric]
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
-    colours = plt.get_cmap("tab10")
-    epochs = epochs_frame(group.runs)
-    switches = {run.series: run.config.get("freeze.unfreeze_at_epoch") for run in group.runs.itertuples()}
-    for index, (series, at) in enumerate(epochs.groupby("series", sort=False) if metric in epochs else []):
-        stats = _stats(at, "epoch", metric, scale)
-        by_fraction = group.part.compares_init
-        colour = colours((at["row_order"].iloc[0] if by_fraction else index) % 10)
-        style = "--" if by_fraction and not at["pretrained"].iloc[0] else "-"
-        ax.plot(stats.index, stats["mean"], style, marker=MARKERS[index % len(MARKERS)], color=colour,
-                label=_wrap(series, 32))
-        low, high = (stats["mean"] - stats["std"]).clip(lower=0), stats["mean"] + stats["std"]
-        ax.fill_between(stats.index, low, high.clip(upper=100) if scale > 1 else high, color=colour, alpha=0.15)
-        if (switch := switches[series]) is not None:
-            ax.axvline(switch + 0.5, linestyle=":", linewidth=1.5, color=colour,
-                       label=_wrap(f"{series}: all train from epoch {switch + 1}", 32))
-    ax.set_xticks(sorted(epochs["epoch"].unique()))
-    _finish(ax, f"{group.title}\n{_metric_name(metric)} per epoch{_repeats_note(group.runs)}", "epoch", label,
-            group.part.row_title)
+    count = len(group.arms)
+    spread = 0.3 if count > 1 else 0.0  # of an epoch, over all arms
+    epochs: set[int] = set()
+    for index, arm in enumerate(group.arms):
+        stats = _epoch_summaries(arm, metric, scale).dropna(subset=["mean"])
+        if stats.empty:
+            continue
+        epochs |= set(stats.index)
+        style = _style(group, index, arm)
+        x = stats.index.to_numpy(dtype=float) + (spread * (index / (count - 1) - 0.5) if count > 1 else 0.0)
+        ax.plot(x, stats["mean"], markersize=5, label=_wrap(arm.label, 32), **style)
+        if (stats["n"] > 1).any():
+            ax.fill_between(x, stats["low"], stats["high"], color=style["color"], alpha=0.15, linewidth=0)
+        switch = arm.runs["config"].iloc[0].get("freeze.unfreeze_at_epoch")
+        if switch is not None:
+            ax.axvline(switch + 0.5, linestyle=":", linewidth=1.5, color=style["color"],
+                       label=_wrap(f"its switch: all train from epoch {switch + 1}", 32))
+    ax.set_xticks(sorted(epochs))
+    note = f"; {INTERVAL_NOTE}" if _repeats(group) else ""
+    _finish(ax, _title(group, f"{_metric_name(metric)} per epoch{note}"),
+            "epoch" + (" (arms offset sideways by up to 0.15)" if count > 1 else ""), label, group.legend_title)
     return fig
 
 
 def bar_figure(group: Group, metric: str):
-    """One bar per table row: the mean of its runs, an error bar of one standard deviation where
-    runs repeat, and a black diamond for the reference's result where the group has one."""
+    """One bar per arm: the mean of its runs, an error bar of the 95 % interval of the mean where runs
+    repeat, and a black diamond for the reference's result where the group has one."""
     plt = pyplot()
     label, scale = METRICS[metric]
-    stats = _stats(group.runs, "series", metric, scale)
-    rows = group.runs.groupby("series", sort=False)["row"].first()
-    repeats = stats["count"].max() > 1
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(stats) + 2.5), 4.8), dpi=100)
-    x = np.arange(len(stats))
-    bars = ax.bar(x, stats["mean"], yerr=stats["std"] if repeats else None, capsize=5, color="tab:blue", alpha=0.8,
-                  label="these runs" + (" (mean ± std)" if repeats else ""))
-    ax.bar_label(bars, labels=[f"{m:.{2 if scale > 1 else 4}f}" for m in stats["mean"]], label_type="center",
+    summaries = [summarize(arm.runs[metric], scale, BOUNDS[metric]) for arm in group.arms]
+    means = np.array([s.mean for s in summaries])
+    errors = np.array([[s.mean - s.low, s.high - s.mean] if s.n > 1 else [np.nan, np.nan] for s in summaries]).T
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(summaries) + 2.5), 4.8), dpi=100)
+    x = np.arange(len(summaries))
+    repeats = _repeats(group)
+    bars = ax.bar(x, means, yerr=errors if repeats else None, capsize=5, color="tab:blue", alpha=0.8,
+                  label="these runs" + (" (mean, 95 % interval)" if repeats else ""))
+    ax.bar_label(bars, labels=[f"{m:.{2 if scale > 1 else 4}f}" for m in means], label_type="center",
                  color="white", fontsize=9, fontweight="bold")
-    reference = [group.reference.get(row, {}).get(METRIC_COLUMNS[metric]) for row in rows]
+    reference = [group.reference_arms.get(arm.label, {}).get(REFERENCE_METRICS.get(metric)) for arm in group.arms]
     if any(r is not None for r in reference):
         ax.scatter(x, [np.nan if r is None else r for r in reference], marker="D", color="black", zorder=3,
                    label="reference (one seed; docs/study.md)")
-    ax.set_xticks(x, [_wrap(s) + (f"\n(n={n})" if repeats else "") for s, n in zip(stats.index, stats["count"])],
-                  fontsize=9)
+    ax.set_xticks(x, [_wrap(arm.label) + f"\n(n={s.n})" for arm, s in zip(group.arms, summaries)], fontsize=9)
     if scale > 1:
         ax.set_ylim(0, 105)
-    _finish(ax, f"{group.title}\n{_metric_name(metric)} after the last epoch", group.part.row_title, label)
+    note = "; error bars: 95 % interval of the mean" if repeats else ""
+    _finish(ax, _title(group, f"{_metric_name(metric)} after the last epoch{note}"), group.legend_title, label)
     if len(ax.get_legend_handles_labels()[0]) < 2:  # a legend only to tell our bars from the reference
         ax.get_legend().remove()
     return fig
 
 
-# Part A's arms: legend, colour, and the reference column of each metric.
-ARMS = {
-    "pretrained": ("pretrained (ImageNet weights)", "tab:blue", {"test_acc": PRE_ACC, "test_loss": PRE_LOSS}),
-    "scratch": ("from scratch (random init)", "tab:orange", {"test_acc": SCRATCH_ACC, "test_loss": SCRATCH_LOSS}),
-}
+def amount_positions(group: Group, per_class_axis: bool) -> dict[str, tuple[float, str]]:
+    """Data amount label -> (x position, tick label): images per class (K of a per-class run, else the
+    mean count of the runs at that amount), or the share of the training set in %."""
+    by_amount: dict[str, list[pd.DataFrame]] = {}
+    for arm in group.arms:
+        by_amount.setdefault(arm.values["data amount"], []).append(arm.runs)
+    positions = {}
+    for amount, frames in by_amount.items():
+        runs = pd.concat(frames)
+        first = runs.iloc[0]
+        if per_class_axis:
+            k = first["per_class"]
+            x = float(k) if k is not None and not pd.isna(k) else float(np.nanmean(runs["images_per_class"]))
+            share = f"\n({percent_label(first['fraction'])})" if not pd.isna(first["fraction"]) else ""
+            positions[amount] = (x, per_class(runs) + share)
+        else:
+            images = runs["train_images"].dropna()
+            positions[amount] = (100 * first["fraction"], percent_label(first["fraction"]) + (
+                f"\n({images.iloc[0]:,.0f} images)" if len(images) else ""))
+    return positions
 
 
-def data_figure(group: Group, metric: str, per_class_axis: bool):
-    """A sweep over data.fraction: the metric after the last epoch against the training data used, a
-    line per arm (Part A: pretrained vs from scratch), with the reference's points (dotted) where the
-    group has them. The x axis is the share of the training set, or (``per_class_axis``) the training
-    images per class on a log axis, which compares datasets of any size and class count."""
+def _set_amount_axis(ax, positions: dict[str, tuple[float, str]], per_class_axis: bool) -> str:
     plt = pyplot()
-    label, scale = METRICS[metric]
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
-    runs = group.runs.assign(arm=group.runs.apply(group.part.arm, axis=1))
-    by_fraction = runs.groupby("fraction")  # x positions and tick labels, in fraction order
-    x_of = by_fraction["images_per_class"].mean() if per_class_axis else 100 * by_fraction["fraction"].first()
-    references = []
-    for index, (arm, at) in enumerate(runs.groupby("arm", sort=False)):
-        name, colour, columns = ARMS.get(arm, (arm, plt.get_cmap("tab10")(index % 10), {}))
-        stats = _stats(at, "fraction", metric, scale)
-        x = x_of[stats.index]
-        ax.plot(x, stats["mean"], "-o", color=colour, label=name)
-        if stats["count"].max() > 1:
-            ax.errorbar(x, stats["mean"], yerr=stats["std"], fmt="none", ecolor=colour, capsize=5)
-        points = [(x_of[f], group.reference.get(percent_label(f), {}).get(columns.get(metric))) for f in stats.index]
-        if points := [(f, r) for f, r in points if r is not None]:
-            references.append((points, colour, f"{name.split(' (')[0]}, reference (one seed; docs/study.md)"))
-    for points, colour, name in references:  # after ours, so that the legend lists ours first
-        ax.plot(*zip(*points), ":", marker="D", color=colour, label=name)
-    images = by_fraction["train_images"].first()
     if per_class_axis:
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(plt.NullLocator())  # only the ticks of the runs' own sizes
-        ax.set_xticks(list(x_of), [f"{per_class(pd.Series([v]))}\n({percent_label(f)})" for f, v in x_of.items()])
-        xlabel = "training images per class (log scale)"
-    else:
-        ax.set_xticks(list(x_of), [percent_label(f) + (f"\n({n:,.0f} images)" if pd.notna(n) else "")
-                                   for f, n in images.items()])
-        xlabel = "training data used (% of the training set)"
+    xs = sorted(positions.values())
+    ax.set_xticks([x for x, _ in xs], [tick for _, tick in xs])
+    return "training images per class (log scale)" if per_class_axis else "training data used (% of the training set)"
+
+
+def _without(arm: Arm, facet: str) -> str:
+    return ", ".join(v for k, v in arm.values.items() if k != facet) or "these runs"
+
+
+def data_figure(group: Group, metric: str, per_class_axis: bool):
+    """The metric after the last epoch against the training data used, a line per setting of the
+    other facets (Part A: pretrained and from scratch), with a band of the 95 % interval of the mean
+    where runs repeat, and the reference's points (dotted) where the group has them. The x axis is the
+    training images per class on a log axis (``per_class_axis``), which compares datasets of any size
+    and class count, or the share of the training set."""
+    plt = pyplot()
+    label, scale = METRICS[metric]
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
+    positions = amount_positions(group, per_class_axis)
+    lines: dict[str, list[tuple[int, Arm]]] = {}
+    for index, arm in enumerate(group.arms):
+        lines.setdefault(_without(arm, "data amount"), []).append((index, arm))
+    references = []
+    colours = plt.get_cmap("tab10")
+    for index, (name, members) in enumerate(lines.items()):
+        colour = colours(index % 10)
+        points = sorted((positions[arm.values["data amount"]][0], summarize(arm.runs[metric], scale, BOUNDS[metric]),
+                         index) for index, arm in members)
+        x = [p[0] for p in points]
+        ax.plot(x, [p[1].mean for p in points], label=name, markersize=6, color=colour,
+                linestyle=LINE_STYLES[index % len(LINE_STYLES)], marker=MARKERS[index % len(MARKERS)])
+        if any(p[1].n > 1 for p in points):
+            ax.fill_between(x, [p[1].low for p in points], [p[1].high for p in points], color=colour, alpha=0.15,
+                            linewidth=0)
+        ref = [(xx, group.reference_arms.get(group.arms[i].label, {}).get(REFERENCE_METRICS.get(metric)))
+               for xx, _, i in points]
+        if ref := [(xx, r) for xx, r in ref if r is not None]:
+            references.append((ref, colour, f"{name}, reference (one seed; docs/study.md)"))
+    for points, colour, name in references:  # after ours, so that the legend lists ours first
+        ax.plot(*zip(*points), ":", marker="D", color=colour, label=name)
+    xlabel = _set_amount_axis(ax, positions, per_class_axis)
     what = "by training images per class" if per_class_axis else "by training data"
-    _finish(ax, f"{group.title}\n{_metric_name(metric)} after the last epoch, {what}{_repeats_note(group.runs)}",
-            xlabel, label)
+    note = f"; {INTERVAL_NOTE}" if _repeats(group) else ""
+    others = [facet_title(f, group.runs) for f in group.facets if f.name != "data amount"]
+    _finish(ax, _title(group, f"{_metric_name(metric)} after the last epoch, {what}{note}"), xlabel, label,
+            ", ".join(others) or None)
+    return fig
+
+
+def gain_figure(group: Group, metric: str = "test_acc"):
+    """The headline of a sweep over the data amount: pretrained minus from scratch (paired by
+    replicate, in points) against training images per class on a log axis, with its 95 % interval;
+    a hollow marker where one pair gives no interval; the reference's differences where they apply."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
+    positions = amount_positions(group, per_class_axis=True)
+    contrasts = gain_contrasts(group)
+    lines: dict[str, list[Contrast]] = {}
+    for c in contrasts:
+        lines.setdefault(", ".join(v for k, v in c.context.items() if k != "data amount") or c.label, []).append(c)
+    colours = plt.get_cmap("tab10")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    single = False
+    for index, (name, members) in enumerate(lines.items()):
+        colour = colours(index % 10)
+        points = sorted((positions[c.arm.values["data amount"]][0], c) for c in members if c.result.n)
+        x, y = [p[0] for p in points], [p[1].result.mean for p in points]
+        low = [p[1].result.mean - p[1].result.low if p[1].result.has_interval else np.nan for p in points]
+        high = [p[1].result.high - p[1].result.mean if p[1].result.has_interval else np.nan for p in points]
+        ax.errorbar(x, y, yerr=[low, high], color=colour, marker=MARKERS[index % len(MARKERS)],
+                    linestyle=LINE_STYLES[index % len(LINE_STYLES)], capsize=5,
+                    label=name if len(lines) > 1 else f"{points[0][1].label}" if points else name)
+        lone = [(xx, c.result.mean) for xx, c in points if not c.result.has_interval]
+        if lone:
+            single = True
+            ax.scatter(*zip(*lone), s=90, facecolors="white", edgecolors=colour, zorder=3, linewidths=1.5)
+        ref = [(xx, group.reference_of(c)) for xx, c in points if group.reference_of(c) is not None]
+        if ref:
+            ax.plot(*zip(*ref), ":", marker="D", color="black", label="reference (one seed; docs/study.md)")
+    if single:
+        ax.scatter([], [], s=90, facecolors="white", edgecolors="grey", label=f"hollow: {NO_INTERVAL}")
+    xlabel = _set_amount_axis(ax, positions, per_class_axis=True)
+    _finish(ax, _title(group, "pretraining gain: test accuracy, pretrained − from scratch, paired by replicate "
+                              "(95 % interval)"), xlabel, "difference in test accuracy (percentage points)",
+            ", ".join(facet_title(f, group.runs) for f in group.facets if f.name not in ("data amount", "init"))
+            or None)
+    return fig
+
+
+def gain_contrasts(group: Group) -> list[Contrast]:
+    return [c for c in group.contrasts if c.facet == "init" and c.label == "pretrained − from scratch"]
+
+
+def differences_figure(group: Group, metric: str = "test_acc"):
+    """Every difference the group compares, one row each: the mean of the paired differences (points)
+    with its 95 % t interval, a hollow marker where one pair gives none, zero marked."""
+    plt = pyplot()
+    contrasts = [c for c in group.contrasts if c.result.n]
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.45 * len(contrasts) + 1.6)), dpi=100)
+    y = np.arange(len(contrasts))[::-1]
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    for row, c in zip(y, contrasts):
+        if c.result.has_interval:
+            ax.errorbar([c.result.mean], [row], xerr=[[c.result.mean - c.result.low], [c.result.high - c.result.mean]],
+                        fmt="o", color="tab:blue", capsize=4)
+        else:
+            ax.scatter([c.result.mean], [row], s=60, facecolors="white", edgecolors="tab:blue", zorder=3)
+    ax.set_yticks(y, [_wrap(f"{c.label}" + (f" ({', '.join(c.context.values())})" if c.context else "")
+                            + f", n={c.result.n}", 48) for c in contrasts], fontsize=9)
+    single = any(not c.result.has_interval for c in contrasts)
+    _finish(ax, _title(group, f"{_metric_name(metric)}: paired differences, 95 % interval"
+                              + (f"; hollow: {NO_INTERVAL}" if single else "")),
+            "difference (percentage points)", "")
     return fig
 
 
@@ -196,7 +326,28 @@ def samples_figure(path: Path, title: str):
 
 FIGURES = {"curve": (curve_figure, "{what} per epoch"), "bars": (bar_figure, "{what} by {rows}"),
            "vs_fraction": (partial(data_figure, per_class_axis=False), "{what} vs training data"),
-           "vs_per_class": (partial(data_figure, per_class_axis=True), "{what} vs training images per class")}
+           "vs_per_class": (partial(data_figure, per_class_axis=True), "{what} vs training images per class"),
+           "gain": (gain_figure, "pretraining gain in {what} (paired difference) vs training images per class"),
+           "differences": (differences_figure, "paired differences in {what}")}
+
+
+def applies(group: Group, kind: str) -> bool:
+    """Whether a figure of ``kind`` says something about ``group``."""
+    varies = {f.name for f in group.facets}
+    if kind in ("vs_fraction", "vs_per_class", "gain") and "data amount" not in varies:
+        return False
+    if kind == "vs_fraction":
+        return bool(group.runs["fraction"].notna().all())
+    if kind == "vs_per_class":
+        return bool((group.runs["per_class"].notna() | group.runs["images_per_class"].notna()).all())
+    if kind == "gain":
+        return len(gain_contrasts(group)) > 0 and applies(group, "vs_per_class")
+    if kind == "differences":  # what the gain figure does not already show
+        shown = gain_contrasts(group) if applies(group, "gain") else []
+        return any(c.result.n and all(c is not g for g in shown) for c in group.contrasts)
+    if kind == "curve":
+        return any(len(h) for h in group.runs["history"])
+    return True
 
 
 def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
@@ -204,15 +355,17 @@ def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
     plt = pyplot()
     written = []
     for kind, metric in group.part.figures:
-        if kind == "vs_per_class" and group.runs["images_per_class"].isna().any():
-            continue  # records written before run.json had num_classes
+        if not applies(group, kind):
+            continue
         draw, caption = FIGURES[kind]
         file = f"{group.stem}-{metric}-{kind}.png"
         fig = draw(group, metric)
         fig.savefig(out / file, bbox_inches="tight")
         plt.close(fig)
+        if not group.legend_title:  # one arm: nothing to go by
+            caption = caption.replace(" by {rows}", " after the last epoch")
         written.append((file, f"{group.part.label}: " + caption.format(what=_metric_name(metric),
-                                                                       rows=group.part.row_title)))
+                                                                       rows=group.legend_title)))
     return written
 
 

@@ -1,16 +1,17 @@
 """The LP-FT comparison (experiment ``lpft``): full fine-tuning, a linear probe, and a linear probe
-then full fine-tuning (Kumar et al., ICLR 2022), a table row per strategy.
+then full fine-tuning (Kumar et al., ICLR 2022), an arm per strategy, LP-FT compared with both of
+its neighbours.
 
 A run's strategy follows from ``freeze.name``, ``freeze.modules`` and ``freeze.unfreeze_at_epoch``
 (N: the frozen modules train from epoch N + 1 on)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 
-from transferlab.report.tables import ACC, LOSS, N, SECONDS, by_row, cell, integers, seeds, trainable_params
+from transferlab.report.arms import Arm, Contrast, by_context, contrast, freeze_label
+
+FULL, PROBE, LP_FT = "full fine-tuning", "linear probe", "linear probe, then fine-tune after epoch"
 
 
 def switch_epoch(run: pd.Series) -> int | None:
@@ -18,14 +19,24 @@ def switch_epoch(run: pd.Series) -> int | None:
     return run["config"].get("freeze.unfreeze_at_epoch")
 
 
-def lpft_row(run: pd.Series) -> tuple[Any, str]:
-    """(sort key, label): full fine-tuning, linear probe, LP-FT by switch epoch, then anything else."""
+def lpft_label(run: pd.Series) -> str:
+    """The study's words: full fine-tuning, linear probe, linear probe, then fine-tune after epoch N;
+    any other freeze setting as its preset or modules."""
     preset, modules, switch = run["config"].get("freeze.name"), run["config"].get("freeze.modules"), switch_epoch(run)
     if modules is None and switch is None and preset in ("none", "last_only"):
-        return (0 if preset == "none" else 1, 0, ""), "full fine-tuning" if preset == "none" else "linear probe"
-    if modules is None and preset == "last_only":
-        return (2, switch, ""), f"LP-FT, switch after epoch {switch}"
-    return (3, 0, run["strategy"]), run["strategy"]
+        return FULL if preset == "none" else PROBE
+    return freeze_label(run)
+
+
+def lpft_contrasts(arms: list[Arm]) -> list[Contrast]:
+    """Each LP-FT arm against both of its neighbours: full fine-tuning and the linear probe."""
+    contrasts = []
+    for _, group in by_context(arms, "freeze"):
+        by_label = {arm.values["freeze"]: arm for arm in group}
+        for arm in group:
+            if arm.values["freeze"].startswith(LP_FT):
+                contrasts += [contrast("freeze", arm, by_label[other]) for other in (FULL, PROBE) if other in by_label]
+    return contrasts
 
 
 def what_trains(run: pd.Series) -> str:
@@ -43,12 +54,3 @@ def what_trains(run: pd.Series) -> str:
     if switch < 1:
         return f"everything in epochs 1–{epochs}"
     return f"{first} in epochs 1–{switch}, everything in {switch + 1}–{epochs}"
-
-
-def lpft_table(runs: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "strategy": label, "what trains when": what_trains(at.iloc[0]),
-        ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4),
-        "trainable params": trainable_params(at), "total params": integers(at["params_total"]),
-        SECONDS: cell(at["epoch_seconds"], 2), N: seeds(at),
-    } for label, at in by_row(runs)])

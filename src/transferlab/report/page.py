@@ -1,4 +1,4 @@
-"""report.md: every section's table and figures on one page."""
+"""report.md: every section's tables and figures on one page."""
 
 from __future__ import annotations
 
@@ -10,29 +10,55 @@ from transferlab.report.tables import markdown_table
 
 
 @dataclass(frozen=True)
-class Section:
-    """One table (also written as <stem>.csv and <stem>.md) and its figures, under one heading."""
+class Table:
+    """One table, written as <stem>.csv (its numbers) and <stem>.md (as shown)."""
 
-    stem: str  # file name stem of its table
-    title: str  # its heading, which names the dataset
-    table: pd.DataFrame
+    stem: str
+    shown: pd.DataFrame  # formatted, for Markdown
+    numbers: pd.DataFrame | None = None  # tidy numbers for the CSV; None: the shown table is the CSV
+    caption: str = ""  # a line above it: what its rows hold and what their replicates vary
+    heading: str = ""  # added to the section's title in the table's own .md and where it is printed
+
+    @property
+    def csv(self) -> pd.DataFrame:
+        return self.shown if self.numbers is None else self.numbers
+
+    def markdown(self) -> str:
+        return (f"{self.caption}\n\n" if self.caption else "") + markdown_table(self.shown)
+
+
+@dataclass(frozen=True)
+class Section:
+    """Tables and figures under one heading."""
+
+    stem: str  # file name stem of its first table
+    title: str  # its heading: the study and the settings its runs share
+    tables: list[Table]
     figures: list[tuple[str, str]] = field(default_factory=list)  # (PNG file name, caption)
-    question: str = ""  # what it asks, in one line
+    question: str = ""  # what it compares, read from its runs
     note: str = ""  # how it stands to the reference
+
+
+INTRO = ("Accuracies are in %, differences between arms in percentage points, losses are cross-entropy, all after "
+         "the last epoch. An *arm* is the runs of one setting; its runs are *replicates* that differ only in the "
+         "seed and/or the training subset (each table says which). An arm's accuracy is the mean ± standard "
+         "deviation over its n runs, with the 95 % interval of the mean (Student's t); a comparison is the mean of "
+         "the differences paired by replicate (the same seed and subset on both sides), with its 95 % t interval, a "
+         "bootstrap interval from 5 pairs on, n and whether the interval excludes zero. One run or one pair gives "
+         "no interval. Seconds per epoch is training time, mean over the epochs. How to read each column: "
+         "docs/report.md; the study and its reference figures: docs/study.md.")
 
 
 def report_markdown(sources: list[str], read: int, sections: list[Section], samples: list[tuple[str, str, str]],
                     not_completed: pd.DataFrame, skipped: list[str], repeats: list[str]) -> str:
     skipped_note = f"; {len(skipped)} file(s) skipped (not run records)" if skipped else ""
-    repeats_note = (f"; {len(repeats)} run(s) repeat another's study, settings and seed, and count once "
-                    "(see the end)") if repeats else ""
+    repeats_note = (f"; {len(repeats)} run(s) repeat another's study, settings, seed and subset seed, and count "
+                    "once (see the end)") if repeats else ""
     lines = [
         "# transferlab report", "",
         f"{read} run records read from {', '.join(f'`{s}`' for s in sources)}: {read - len(not_completed)} "
         f"completed, {len(not_completed)} did not complete{skipped_note}{repeats_note}.", "",
-        "Accuracies are in %, losses are cross-entropy, both after the last epoch. Where runs repeat a setting "
-        "with other seeds, a cell shows mean ± standard deviation over its n seeds. Seconds per epoch is training "
-        "time, mean over the epochs. The study and its reference figures: docs/study.md.", "",
+        INTRO, "",
     ]
     for file, dataset, source in samples:
         lines += [f"## Sample training images — data={dataset}", "", f"From `{source}`.", "",
@@ -42,7 +68,7 @@ def report_markdown(sources: list[str], read: int, sections: list[Section], samp
     for section in sections:
         lines += [f"## {section.title}", ""]
         lines += [f"*{section.question}*", ""] if section.question else []
-        lines += [markdown_table(section.table)]
+        lines += [table.markdown() for table in section.tables]
         lines += [section.note, ""] if section.note else []
         lines += [line for file, caption in section.figures for line in (f"![{caption}]({file})", "")]
     if len(not_completed):
@@ -50,8 +76,8 @@ def report_markdown(sources: list[str], read: int, sections: list[Section], samp
                   markdown_table(not_completed)]
     if repeats:
         lines += ["## Repeated runs counted once", "",
-                  "Runs of one study with the same settings and seed are one observation: the one that finished "
-                  "last is kept.", "", *(f"- {line}" for line in repeats), ""]
+                  "Runs of one study with the same settings, seed and subset seed are one observation: the one that "
+                  "finished last is kept.", "", *(f"- {line}" for line in repeats), ""]
     if skipped:
         lines += ["## Files skipped", "", *(f"- `{line}`" for line in skipped), ""]
     return "\n".join(lines).rstrip("\n") + "\n"

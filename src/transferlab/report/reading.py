@@ -2,13 +2,17 @@
 
 A completed run's *settings* are its config as it actually ran: ``precision`` and ``device`` are
 what the run used (a bf16 GPU run and an fp32 CPU run of ``precision=auto`` are different
-settings), and ``data.name`` names the dataset (an image folder's own name). The same study,
-settings and seed is one observation however often it was run: the report keeps the run that
-finished last and names the ones it left out."""
+settings), and ``data.name`` names the dataset (an image folder's own name). A run's seed, its
+subset seed and its ``repeat`` are not settings: they make it one *replicate* of its arm, named by
+(effective seed, effective subset seed). A config without ``data.sampling`` predates stratified
+subsets and was drawn uniformly: its settings say ``data.sampling=uniform``, so that it never meets a
+stratified run. The same study, settings and replicate is one observation however often it was
+run: the report keeps the run that finished last and names the ones it left out."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +22,11 @@ import pandas as pd
 from transferlab.config import NOT_RESULT_KEYS
 from transferlab.records import RUN_FILE, read_record
 
-# Settings that never split a group: repeats differ in seed, the rest cannot change a result.
-IGNORED_KEYS = ("name", "seed", *NOT_RESULT_KEYS)
+# Settings that never split a group: replicates differ in seed, subset seed and repeat (see
+# replicate()), the rest cannot change a result.
+IGNORED_KEYS = ("name", "seed", "repeat", "data.subset_seed", *NOT_RESULT_KEYS)
+DEFAULT_SUBSET_SEED = 42  # data.subset_seed of a config that does not name one
+OLD_SAMPLING = "uniform"  # how a record without data.sampling drew its subset
 # How torch names an autocast dtype (records before the contract's short names) -> the short name.
 PRECISION_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
@@ -65,9 +72,19 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def normalised(config: dict[str, Any]) -> dict[str, Any]:
+    """A flat config as the report compares it: ``data.sampling`` where the record has none is the
+    old uniform draw, and a run of ``data.per_class`` K has no fraction (its ``data.fraction`` is unused)."""
+    config = {**config, "data.sampling": config.get("data.sampling") or OLD_SAMPLING,
+              "data.per_class": config.get("data.per_class")}
+    if config["data.per_class"] is not None:
+        config.pop("data.fraction", None)
+    return config
+
+
 def settings(record: dict[str, Any]) -> dict[str, Any]:
     """The flat config of a run as it actually ran: the settings that can change its results."""
-    config = {k: v for k, v in flatten(record["config"]).items() if k not in IGNORED_KEYS}
+    config = normalised({k: v for k, v in flatten(record["config"]).items() if k not in IGNORED_KEYS})
     if record.get("precision"):
         config["precision"] = PRECISION_NAMES.get(record["precision"], record["precision"])
     if record.get("device"):
@@ -83,6 +100,35 @@ def dataset_label(record: dict[str, Any]) -> str:
     return str(dataset) if dataset == source else f"{dataset} ({source})"
 
 
+def replicate(record: dict[str, Any]) -> tuple[int, int]:
+    """(effective training seed, effective subset seed) of a run: the record's ``seed`` and
+    ``subset_seed`` (seed + repeat, data.subset_seed + repeat); a record from before ``subset_seed``
+    was recorded has its config's data.subset_seed (42 where the config has none either)."""
+    config = record["config"]
+    repeat = config.get("repeat") or 0
+    seed = record.get("seed")
+    if seed is None:
+        seed = (config.get("seed") or 0) + repeat
+    subset_seed = record.get("subset_seed")
+    if subset_seed is None:
+        subset_seed = (config.get("data", {}).get("subset_seed", DEFAULT_SUBSET_SEED)) + repeat
+    return int(seed), int(subset_seed)
+
+
+def images_per_class(record: dict[str, Any]) -> tuple[float, float, float]:
+    """(fewest, most, mean) training images per class. The fewest and the most come from the
+    record's ``train_images_per_class`` counts (nan where it has none: a record from before them);
+    the mean from those counts, else from num_train_images / num_classes (nan where neither is known)."""
+    counts = record.get("train_images_per_class")
+    if isinstance(counts, dict) and counts:
+        values = [float(v) for v in counts.values()]
+        return min(values), max(values), float(np.mean(values))
+    num_classes = record.get("num_classes") or len(record.get("classes") or []) or None
+    train_images = record.get("num_train_images")
+    mean = train_images / num_classes if train_images and num_classes else math.nan
+    return math.nan, math.nan, mean
+
+
 def completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
     """One row per completed run: what the tables and figures need, and its settings (as ``config``)."""
     rows = []
@@ -91,17 +137,22 @@ def completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             continue
         config = settings(record)
         history = record.get("history") or []
-        num_classes = record.get("num_classes") or len(record.get("classes") or []) or None
-        train_images = record.get("num_train_images")
+        seed, subset_seed = replicate(record)
+        fewest, most, mean_per_class = images_per_class(record)
         rows.append({
             "path": path.parent.as_posix(),
             "name": record.get("name") or record["config"].get("name", "runs"),
-            "seed": record.get("seed", record["config"].get("seed")),
+            "seed": seed,
+            "subset_seed": subset_seed,
+            "replicate": (seed, subset_seed),
             "finished_at": record.get("finished_at") or "",
             "dataset": config["data.name"],
             "fraction": config.get("data.fraction"),
+            "per_class": config.get("data.per_class"),
+            "sampling": config["data.sampling"],
             "model": config.get("model.name"),
             "pretrained": bool(config.get("model.pretrained") or config.get("model.weights")),
+            "init": record.get("init"),
             "strategy": strategy_label(config.get("freeze.name"), config.get("freeze.modules"),
                                        config.get("freeze.unfreeze_at_epoch")),
             "test_acc": record.get("test_acc"),
@@ -110,8 +161,10 @@ def completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             "params_trainable": record.get("params_trainable"),
             "params_trainable_after": record.get("params_trainable_after_unfreeze"),
             "frozen": ", ".join(record.get("frozen_modules") or []) or "nothing",
-            "train_images": train_images,
-            "images_per_class": train_images / num_classes if train_images and num_classes else None,
+            "train_images": record.get("num_train_images"),
+            "images_per_class": mean_per_class,
+            "images_per_class_min": fewest,
+            "images_per_class_max": most,
             "run_as": run_as(config.get("precision"), config.get("deterministic"),
                              record.get("nondeterministic_ops")),
             "epoch_seconds": _mean(h.get("epoch_seconds") for h in history),
@@ -123,22 +176,23 @@ def completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
 
 
 def one_per_seed(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """The runs with one run per (study, settings, seed), and a line for each set of repeats.
+    """The runs with one run per (study, settings, seed, subset seed), and a line for each set of repeats.
 
     Of runs that repeat one another (a plain run and the same run in a sweep, a run copied elsewhere),
     the one that finished last is kept (the newest result, as if the command had been run again),
     the one whose folder sorts last where they finished together; the others are left out."""
     if runs.empty:
         return runs, []
-    identity = runs.apply(lambda run: (run["name"], json.dumps(run["config"], sort_keys=True), run["seed"]), axis=1)
+    identity = runs.apply(lambda run: (run["name"], json.dumps(run["config"], sort_keys=True), run["seed"],
+                                       run["subset_seed"]), axis=1)
     ordered = runs.assign(identity=identity).sort_values(["finished_at", "path"])
     kept, lines = [], []
-    for (name, _, seed), copies in ordered.groupby("identity", sort=False):
+    for (name, _, seed, subset_seed), copies in ordered.groupby("identity", sort=False):
         kept.append(copies.index[-1])
         if len(copies) > 1:
             left_out = ", ".join(sorted(copies["path"].iloc[:-1]))
-            lines.append(f"one run (study {name}, same settings, seed {seed}) in {len(copies)} folders: "
-                         f"kept {copies['path'].iloc[-1]} (finished last), left out {left_out}")
+            lines.append(f"one run (study {name}, same settings, seed {seed}, subset seed {subset_seed}) in "
+                         f"{len(copies)} folders: kept {copies['path'].iloc[-1]} (finished last), left out {left_out}")
     return runs.loc[sorted(kept)], sorted(lines)
 
 
@@ -151,8 +205,14 @@ def not_completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame
 
 
 def strategy_label(preset: str | None, modules: list[str] | None, unfreeze_at: int | None = None) -> str:
+    """A freeze setting in the study's words: the preset (``none``, ``early``...), ``custom [layer1]``,
+    and for LP-FT (last_only until epoch N) ``linear probe, then fine-tune after epoch N``."""
     label = f"custom [{', '.join(modules)}]" if modules is not None else str(preset)
-    return label if unfreeze_at is None else f"{label}, all train from epoch {unfreeze_at + 1}"
+    if unfreeze_at is None:
+        return label
+    if modules is None and preset == "last_only":
+        return f"linear probe, then fine-tune after epoch {unfreeze_at}"
+    return f"{label}, then all train after epoch {unfreeze_at}"
 
 
 def run_as(precision: str | None, deterministic: bool | None, nondeterministic_ops: list[str] | None) -> str:

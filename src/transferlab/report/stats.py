@@ -5,7 +5,10 @@ sides of a pair trained on the same images from the same initialisation draw, an
 their difference is the effect of the arm. The interval of the mean difference is Student's t over
 the paired differences; with at least ``BOOTSTRAP_MIN_PAIRS`` pairs a bootstrap interval
 (scipy.stats.bootstrap, BCa) is given beside it. One pair, or one run, gives no interval: never an
-interval that the data cannot support.
+interval that the data cannot support. Where the values are bounded (an accuracy lies in [0, 100] %,
+a difference of two in [-100, 100] points), ``bounds`` clips a t interval to what is possible: with
+two runs, the t interval of a mean spans 12.7 standard errors each way, and an accuracy interval
+that reached below 0 % would claim what no run could show.
 
 numpy and scipy only: the report never imports torch.
 """
@@ -13,6 +16,7 @@ numpy and scipy only: the report never imports torch.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -23,6 +27,9 @@ BOOTSTRAP_MIN_PAIRS = 5
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0  # the same runs give the same report, byte for byte
 NO_INTERVAL = "n=1: no interval"
+PERCENT_BOUNDS = (0.0, 100.0)  # an accuracy in percent
+POINTS_BOUNDS = (-100.0, 100.0)  # a difference of two accuracies, in percentage points
+LOSS_BOUNDS = (0.0, math.inf)  # a cross-entropy
 
 
 def finite(values: Iterable[float | None]) -> np.ndarray:
@@ -52,9 +59,12 @@ def bootstrap_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tu
 
     if len(values) < BOOTSTRAP_MIN_PAIRS or np.ptp(values) == 0.0:
         return math.nan, math.nan
-    result = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
-                             method="BCa", random_state=np.random.default_rng(BOOTSTRAP_SEED))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    with warnings.catch_warnings():  # a degenerate resampling gives nan, said as such, not a warning
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
+                                 method="BCa", random_state=np.random.default_rng(BOOTSTRAP_SEED))
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return (low, high) if math.isfinite(low) and math.isfinite(high) else (math.nan, math.nan)
 
 
 @dataclass(frozen=True)
@@ -69,12 +79,22 @@ class Summary:
     n: int
 
 
-def summarize(values: Iterable[float | None], scale: float = 1.0) -> Summary:
-    """The Summary of the finite values times ``scale`` (100 for accuracies in percent)."""
+def clip(interval: tuple[float, float], bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """``interval`` within ``bounds`` (low, high); as it is for None or a missing interval."""
+    low, high = interval
+    if bounds is None or math.isnan(low):
+        return low, high
+    return max(low, bounds[0]), min(high, bounds[1])
+
+
+def summarize(values: Iterable[float | None], scale: float = 1.0,
+              bounds: tuple[float, float] | None = None) -> Summary:
+    """The Summary of the finite values times ``scale`` (100 for accuracies in percent), its
+    interval clipped to ``bounds`` (such as (0, 100) for accuracies in percent)."""
     array = scale * finite(values)
     if len(array) == 0:
         return Summary(math.nan, math.nan, math.nan, math.nan, 0)
-    low, high = t_interval(array)
+    low, high = clip(t_interval(array), bounds)
     std = float(np.std(array, ddof=1)) if len(array) > 1 else math.nan
     return Summary(float(np.mean(array)), std, low, high, len(array))
 
@@ -104,14 +124,15 @@ class Comparison:
 
 
 def paired_difference(a: Mapping[Hashable, float | None], b: Mapping[Hashable, float | None],
-                      scale: float = 1.0) -> Comparison:
+                      scale: float = 1.0, bounds: tuple[float, float] | None = None) -> Comparison:
     """``a - b`` over the replicates both have a finite value for (each mapping: replicate key,
-    such as (seed, subset seed), -> value), times ``scale``. Replicates on one side only are left out."""
+    such as (seed, subset seed), -> value), times ``scale``, its t interval clipped to ``bounds``
+    (such as (-100, 100) for accuracies in percent). Replicates on one side only are left out."""
     keys = sorted((k for k in a.keys() & b.keys() if _is_finite(a[k]) and _is_finite(b[k])), key=repr)
     differences = scale * np.array([a[k] - b[k] for k in keys], dtype=float)
     if len(differences) == 0:
         return Comparison(math.nan, math.nan, math.nan, math.nan, math.nan, 0)
-    low, high = t_interval(differences)
+    low, high = clip(t_interval(differences), bounds)
     boot_low, boot_high = bootstrap_interval(differences)
     return Comparison(float(np.mean(differences)), low, high, boot_low, boot_high, len(differences))
 

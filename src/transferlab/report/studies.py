@@ -1,24 +1,28 @@
-"""The studies the report knows (Parts A, B, C, the LP-FT comparison, any other sweep) and the
-grouping of runs into them."""
+"""The studies the report knows (Parts A, B, C, the LP-FT comparison, any other sweep), the grouping
+of runs into them, and each group's heading, arms and comparisons, all read from the runs.
+
+A study's runs are split into groups by every setting that is not one of its swept keys (and always
+by ``data.sampling``: a subset drawn uniformly and one stratified by class are never paired). Within
+a group, the swept settings that vary make the arms (arms.py); a heading names the settings its runs
+share and nothing else, so no text of the report can say what a run's settings contradict.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from transferlab.report.lpft import lpft_row, lpft_table
-from transferlab.report.tables import (
-    REFERENCE, display, fraction_table, model_table, percent_label, sort_key, short_names, strategy_table,
-    sweep_table,
+from transferlab.report.arms import (
+    FACET_BY_NAME, FACETS, STRATEGIES, Arm, Contrast, Facet, against_baseline, all_pairs, display, facet_title,
+    facets_of, make_arms, percent_label, replicates_text, short_names, sort_key,
 )
+from transferlab.report.lpft import lpft_contrasts, lpft_label
 
-HEADLINE_KEYS = ("data.name", "data.image_size", "train.epochs")  # always named in a group's title
-STRATEGIES = ("none", "early", "middle", "last_only")  # Part C's rows, in this order
+ALWAYS_SPLIT = ("data.sampling",)  # never a swept key: runs that differ in it are never paired
 
 # The study's training on CIFAR-10 (docs/study.md). A group with all of these settings (and its
 # part's own, in Part.protocol) is laid beside REFERENCE; any other group gets no reference column.
@@ -28,100 +32,136 @@ PROTOCOL_SETTINGS = {
     "train.eval_batch_size": 128, "optim.name": "sgd", "optim.lr": 0.001, "optim.momentum": 0.9,
     "optim.weight_decay": 0, "freeze.modules": None, "freeze.unfreeze_at_epoch": None, "model.weights": None,
     "data.val_fraction": 0, "data.augment": "pad_crop_flip", "data.normalize": "cifar10", "data.test_crop": 1.0,
+    "data.per_class": None, "data.sampling": "stratified",
 }
+
+# The reference implementation's results (one seed each; docs/study.md), in percent where they are
+# accuracies: study -> [(the settings of its arm, {metric: value})], and Part A's differences.
+REFERENCE: dict[str, list[tuple[dict[str, Any], dict[str, float]]]] = {
+    "part_a": [
+        ({"data.fraction": 0.1, "model.pretrained": True}, {"test_acc": 82.99}),
+        ({"data.fraction": 0.1, "model.pretrained": False}, {"test_acc": 12.89}),
+        ({"data.fraction": 0.2, "model.pretrained": True}, {"test_acc": 87.18}),
+        ({"data.fraction": 0.2, "model.pretrained": False}, {"test_acc": 37.41}),
+        ({"data.fraction": 0.5, "model.pretrained": True}, {"test_acc": 89.68, "test_loss": 0.3249}),
+        ({"data.fraction": 0.5, "model.pretrained": False}, {"test_acc": 51.06, "test_loss": 1.3601}),
+    ],
+    "part_b": [
+        ({"model.name": "resnet18"}, {"test_acc": 94.30, "test_loss": 0.1665, "epoch_seconds": 33}),
+        ({"model.name": "vgg16"}, {"test_acc": 92.59, "test_loss": 0.2633, "epoch_seconds": 500}),
+    ],
+    "part_c": [
+        ({"freeze.name": preset, "freeze.modules": None}, {"test_acc": acc, "test_loss": loss, "epoch_seconds": seconds})
+        for preset, acc, loss, seconds in (("none", 94.60, 0.1713, 34), ("early", 93.58, 0.1937, 30),
+                                           ("middle", 93.50, 0.1979, 31), ("last_only", 79.87, 0.5901, 17.6))
+    ],
+}
+# Part A's pretrained minus from scratch, in points, by the arms' shared settings.
+REFERENCE_DIFFERENCES: dict[str, list[tuple[dict[str, Any], float]]] = {
+    "part_a": [({"data.fraction": 0.1}, 70.10), ({"data.fraction": 0.2}, 49.77), ({"data.fraction": 0.5}, 38.62)],
+}
+REFERENCE_RUN_AS = "fp32, deterministic"  # how the reference computed: fp32, cuDNN deterministic
+
+FREEZE_KEYS = ("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch")
+TRAINING_FIGURES = (("differences", "test_acc"), ("bars", "test_acc"), ("bars", "test_loss"), ("curve", "train_loss"),
+                    ("curve", "train_acc"), ("curve", "test_acc"))
+
+
+def by_init(arms: list[Arm], facets: tuple[Facet, ...]) -> list[Contrast]:
+    return against_baseline(arms, _facet(facets, "init")) if _facet(facets, "init") else []
+
+
+def by_each_facet(arms: list[Arm], facets: tuple[Facet, ...]) -> list[Contrast]:
+    """Any sweep: each value of each varying setting against the first (from scratch, for the init),
+    the others held fixed; the pretraining gain first, where there is one."""
+    ordered = sorted(facets, key=lambda facet: facet.name != "init")
+    return [c for facet in ordered for c in against_baseline(arms, facet)]
+
+
+def _facet(facets: tuple[Facet, ...], name: str) -> Facet | None:
+    return next((f for f in facets if f.name == name), None)
 
 
 @dataclass(frozen=True)
 class Part:
-    """What the report knows about one study: its sweep, its table and its figures."""
+    """What the report knows about one study: its sweep, what it compares and its figures."""
 
     label: str  # heading, e.g. "Part A"
-    question: str  # what the study asks, in one line
-    swept: tuple[str, ...]  # config keys its sweep varies: its rows; any other difference splits groups
-    row_title: str  # heading of the table's first column and of the figures' legends
-    row: Callable[[pd.Series], tuple[Any, str]]  # a run -> (sort key, label) of its table row
-    series: Callable[[pd.Series], str]  # a run -> its line in the figures (its bar: the same per row)
-    table: Callable[[pd.DataFrame], pd.DataFrame]  # its runs (in row order) -> its table
-    figures: tuple[tuple[str, str], ...]  # (kind, metric) of each figure it draws
-    protocol: dict[str, Any]  # settings, beyond PROTOCOL_SETTINGS, under which REFERENCE applies
-    compares_init: bool = False  # Part A: pretrained vs scratch within each row
-    # A sweep over data.fraction: a run -> its line in the figures against the training data used
-    arm: Callable[[pd.Series], str] | None = None
+    swept: tuple[str, ...]  # config keys its sweep varies: its arms; any other difference splits groups
+    compare: Callable[[list[Arm], tuple[Facet, ...]], list[Contrast]]  # its arms -> the differences it reports
+    figures: tuple[tuple[str, str], ...]  # (kind, metric) of each figure it may draw
+    protocol: dict[str, Any] = field(default_factory=dict)  # settings, beyond PROTOCOL_SETTINGS, for REFERENCE
+    labels: dict[str, Callable[[pd.Series], str]] = field(default_factory=dict)  # facet -> its own wording
 
 
-TRAINING_FIGURES = (("curve", "train_loss"), ("curve", "train_acc"), ("bars", "test_acc"), ("bars", "test_loss"),
-                    ("curve", "test_acc"))
+AMOUNT_FIGURES = (("gain", "test_acc"), ("vs_fraction", "test_acc"), ("vs_per_class", "test_acc"))
 PARTS = {
     "part_a": Part(
-        label="Part A", question="AlexNet, ImageNet-pretrained vs from scratch, by the share of the training set used.",
-        swept=("data.fraction", "model.pretrained"), row_title="fraction",
-        row=lambda run: (run["fraction"], percent_label(run["fraction"])),
-        series=lambda run: f"{percent_label(run['fraction'])}, {'pretrained' if run['pretrained'] else 'scratch'}",
-        table=fraction_table,
-        figures=(("vs_fraction", "test_acc"), ("vs_fraction", "test_loss"), ("vs_per_class", "test_acc"),
-                 ("curve", "test_acc")),
-        protocol={"model.name": "alexnet"}, compares_init=True,
-        arm=lambda run: "pretrained" if run["pretrained"] else "scratch",
+        label="Part A", swept=("data.fraction", "data.per_class", "model.pretrained"), compare=by_init,
+        figures=(*AMOUNT_FIGURES, ("vs_fraction", "test_loss"), ("curve", "test_acc")),
+        protocol={"model.name": "alexnet"},
     ),
     "part_b": Part(
-        label="Part B", question="Pretrained ResNet18 vs VGG16, trained on 50 % of the training set.",
-        swept=("model.name",), row_title="model",
-        row=lambda run: (run["model"], run["model"]), series=lambda run: run["model"], table=model_table,
+        label="Part B", swept=("model.name",),
+        compare=lambda arms, facets: all_pairs(arms, _facet(facets, "model")) if _facet(facets, "model") else [],
         figures=TRAINING_FIGURES, protocol={"data.fraction": 0.5, "model.pretrained": True},
     ),
     "part_c": Part(
-        label="Part C", question="Pretrained ResNet18 on 50 % of the training set, by which layers train.",
-        swept=("freeze.name", "freeze.modules"), row_title="strategy",
-        row=lambda run: (_strategy_order(run["strategy"]), run["strategy"]),
-        series=lambda run: f"{run['strategy']} (frozen: {run['frozen']})", table=strategy_table,
+        label="Part C", swept=("freeze.name", "freeze.modules"),
+        compare=lambda arms, facets: by_each_facet(arms, facets),
         figures=TRAINING_FIGURES,
         protocol={"model.name": "resnet18", "data.fraction": 0.5, "model.pretrained": True},
     ),
     "lpft": Part(
-        label="LP-FT", question="Pretrained ResNet18 on 50 % of the training set: full fine-tuning, a linear probe, "
-                                "and a linear probe then full fine-tuning (LP-FT).",
-        swept=("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch"), row_title="strategy",
-        row=lpft_row, series=lambda run: run["row"], table=lpft_table,
-        figures=(("curve", "test_acc"), ("curve", "train_loss"), ("bars", "test_acc")), protocol={},
+        label="LP-FT", swept=FREEZE_KEYS, compare=lambda arms, facets: lpft_contrasts(arms),
+        figures=(("differences", "test_acc"), ("curve", "test_acc"), ("curve", "train_loss"), ("bars", "test_acc")),
+        labels={"freeze": lpft_label},
     ),
 }
+DEFAULT_STUDY = "runs"  # the name of runs that belong to no study (Config's default)
 
 
 def sweep_part(name: str, keys: tuple[str, ...]) -> Part:
-    """Any other study: its rows are whichever settings vary across its runs (the model when none does)."""
-    keys = keys or ("model.name",)
-    names = short_names(keys)
-
-    def row(run: pd.Series) -> tuple[Any, str]:
-        values = [run["config"].get(k) for k in keys]
-        return tuple(sort_key(v) for v in values), ", ".join(f"{names[k]}={display(v)}" for k, v in zip(keys, values))
-
-    others = tuple(k for k in keys if k != "data.fraction")
-
-    def arm(run: pd.Series) -> str:
-        return ", ".join(f"{names[k]}={display(run['config'].get(k))}" for k in others) or "these runs"
-
-    by_fraction = len(others) < len(keys)
-    figures = (("vs_per_class", "test_acc"),) if by_fraction else ()
-    return Part(label=f"Sweep {name}", question="", swept=keys, row_title=", ".join(names.values()), row=row,
-                series=lambda run: row(run)[1], table=partial(sweep_table, keys=keys),
-                figures=(*figures, ("curve", "test_acc")), protocol={}, arm=arm if by_fraction else None)
-
-
-def _strategy_order(strategy: str) -> tuple[int, str]:
-    return (STRATEGIES.index(strategy), "") if strategy in STRATEGIES else (len(STRATEGIES), strategy)
+    """Any other study: its arms are whichever settings vary across its runs."""
+    label = "Runs" if name == DEFAULT_STUDY else f"Study {name}"
+    return Part(label=label, swept=keys, compare=by_each_facet,
+                figures=(*AMOUNT_FIGURES, ("differences", "test_acc"), ("curve", "test_acc")))
 
 
 @dataclass(frozen=True)
 class Group:
-    """Completed runs of one study that differ only in the study's swept keys and in seed."""
+    """Completed runs of one study that differ only in the study's swept keys and in their replicate."""
 
     part: Part
-    stem: str  # file name stem of its table and figures
-    title: str
+    name: str  # the study
+    stem: str  # file name stem of its tables and figures
+    title: str  # its heading: the study and the settings all its runs share
     note: str  # how it stands to the protocol
-    runs: pd.DataFrame  # in table order, with columns row, row_order and series
-    reference: dict[str, dict[str, float]]  # row label -> column -> the reference's value; {} when not comparable
+    runs: pd.DataFrame  # in arm order, with the columns arm (label) and arm_order
+    facets: tuple[Facet, ...]  # what varies: the tables' first columns, the legends
+    arms: list[Arm]
+    contrasts: list[Contrast]
+    reference_arms: dict[str, dict[str, float]]  # arm label -> metric -> the reference's value; {}: none
+    reference_contrasts: dict[tuple, float]  # (facet, arm, baseline, context) -> the reference's difference
+
+    @property
+    def legend_title(self) -> str:
+        return ", ".join(facet_title(f, self.runs) for f in self.facets)
+
+    @property
+    def replicates(self) -> str:
+        return replicates_text(self.arms)
+
+    @property
+    def question(self) -> str:
+        return question_text(self)
+
+    def reference_of(self, contrast: Contrast) -> float | None:
+        return self.reference_contrasts.get(contrast_key(contrast))
+
+
+def contrast_key(contrast: Contrast) -> tuple:
+    return (contrast.facet, contrast.arm.label, contrast.baseline.label)
 
 
 def varying_keys(configs: pd.Series) -> tuple[str, ...]:
@@ -130,48 +170,41 @@ def varying_keys(configs: pd.Series) -> tuple[str, ...]:
 
 
 def study_order(names) -> list[str]:
-    return sorted(names, key=lambda name: (name not in PARTS, name))
+    """Parts A, B, C and LP-FT in that order, then other studies by name, then runs of no study."""
+    parts = list(PARTS)
+    return sorted(names, key=lambda name: (parts.index(name) if name in parts else len(parts),
+                                           name == DEFAULT_STUDY, name))
 
 
 def make_groups(runs: pd.DataFrame) -> list[Group]:
-    """The completed runs split into groups, in report order: parts A, B, C, then other sweeps."""
+    """The completed runs split into groups, in report order: parts A, B, C, LP-FT, then other studies."""
     groups: list[Group] = []
     if runs.empty:
         return groups
     for name in study_order(runs["name"].unique()):
         of_study = runs[runs["name"] == name]
-        part = PARTS.get(name) or sweep_part(name, varying_keys(of_study["config"]))
-        split_keys = [k for k in varying_keys(of_study["config"]) if k not in part.swept]
+        varying = varying_keys(of_study["config"])
+        part = PARTS.get(name) or sweep_part(name, tuple(k for k in varying if k not in ALWAYS_SPLIT))
+        split_keys = [k for k in varying if k not in part.swept or k in ALWAYS_SPLIT]
         split = of_study["config"].map(lambda c: tuple(sort_key(c.get(k)) for k in split_keys))
         for index, key in enumerate(sorted(split.unique()), start=1):
-            members = of_study[split == key]
             stem = name if split.nunique() == 1 else f"{name}-{index}"
-            groups.append(make_group(part, stem, name, label_rows(part, members), split_keys))
+            groups.append(make_group(part, name, stem, of_study[split == key], split_keys))
     return groups
 
 
-def label_rows(part: Part, runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` with their table row (label and order) and curve series, sorted in table order."""
-    keyed = runs.apply(part.row, axis=1)
-    runs = runs.assign(row_key=keyed.map(lambda k: k[0]), row=keyed.map(lambda k: k[1]))
-    order = {key: i for i, key in enumerate(sorted(set(runs["row_key"])))}
-    runs = runs.assign(row_order=runs["row_key"].map(order))
-    runs = runs.assign(series=runs.apply(part.series, axis=1))
-    return runs.sort_values(["row_order", "pretrained", "seed", "path"], ascending=[True, False, True, True])
-
-
-def make_group(part: Part, stem: str, name: str, runs: pd.DataFrame, split_keys: list[str]) -> Group:
+def make_group(part: Part, name: str, stem: str, runs: pd.DataFrame, split_keys: list[str]) -> Group:
+    swept = [k for k in varying_keys(runs["config"]) if k in part.swept]
+    facets = facets_of(swept)
+    arms = make_arms(runs, facets, part.labels)
+    order = {arm.label: index for index, arm in enumerate(arms)}
+    runs = pd.concat([arm.runs.assign(arm=arm.label, arm_order=order[arm.label]) for arm in arms])
+    contrasts = part.compare(arms, facets)
     config = runs["config"].iloc[0]  # every member shares the keys outside part.swept
-    title_keys = [*HEADLINE_KEYS, *(k for k in split_keys if k not in HEADLINE_KEYS)]
-    names = short_names(title_keys)
-    # The dataset leads every title, also where a sweep varies it.
-    values = {k: " or ".join(sorted({display(c.get(k)) for c in runs["config"]})) for k in title_keys}
-    title = f"{part.label} — " + ", ".join(f"{names[k]}={values[k]}" for k in title_keys
-                                            if k == "data.name" or k not in part.swept)
     wanted = {k: v for k, v in {**PROTOCOL_SETTINGS, **part.protocol}.items() if k not in part.swept}
     differ = [k for k, v in wanted.items() if config.get(k, v) != v]
-    reference = REFERENCE.get(name, {}) if not differ else {}
-    if reference:
+    comparable = name in REFERENCE and not differ
+    if comparable:
         note = ("These runs follow the study's recipe on CIFAR-10 (docs/study.md): the reference columns are the "
                 "reference implementation's results (one seed each).")
     elif name in REFERENCE:
@@ -180,4 +213,123 @@ def make_group(part: Part, stem: str, name: str, runs: pd.DataFrame, split_keys:
                 + ", ".join(f"{off[k]}={display(config.get(k))}" for k in differ) + ".")
     else:
         note = ""
-    return Group(part=part, stem=stem, title=title, note=note, runs=runs, reference=reference)
+    return Group(
+        part=part, name=name, stem=stem, title=f"{part.label} — {heading(runs, split_keys)}", note=note, runs=runs,
+        facets=facets, arms=arms, contrasts=contrasts,
+        reference_arms=reference_arms(name, arms) if comparable else {},
+        reference_contrasts=reference_contrasts(name, contrasts) if comparable else {},
+    )
+
+
+def _matches(run: pd.Series, settings: dict[str, Any]) -> bool:
+    return all(run["config"].get(k) == v for k, v in settings.items())
+
+
+def reference_arms(name: str, arms: list[Arm]) -> dict[str, dict[str, float]]:
+    return {arm.label: values for arm in arms for settings, values in REFERENCE.get(name, [])
+            if _matches(arm.runs.iloc[0], settings)}
+
+
+def reference_contrasts(name: str, contrasts: list[Contrast]) -> dict[tuple, float]:
+    """Part A's reference differences, for its pretrained − from scratch contrasts."""
+    return {contrast_key(c): value for c in contrasts for settings, value in REFERENCE_DIFFERENCES.get(name, [])
+            if c.facet == "init" and c.label == "pretrained − from scratch" and _matches(c.arm.runs.iloc[0], settings)}
+
+
+# --- headings -----------------------------------------------------------------------------------
+
+SAMPLING_WORDS = {"stratified": "stratified by class", "uniform": "drawn uniformly"}
+HEADING_KEYS = {key for facet in FACETS for key in facet.keys} | {
+    "data.sampling", "optim.name", "optim.lr", "train.epochs", "data.image_size"}
+
+
+class Shared:
+    """What every run of a group shares: a value, or None where the runs differ."""
+
+    def __init__(self, runs: pd.DataFrame):
+        self.runs = runs
+
+    def column(self, name: str) -> Any:
+        return self._one(self.runs[name])
+
+    def key(self, key: str) -> Any:
+        return self._one(self.runs["config"].map(lambda config: config.get(key)))
+
+    def label(self, facet: str) -> Any:
+        return self._one(self.runs.apply(FACET_BY_NAME[facet].label, axis=1))
+
+    @staticmethod
+    def _one(values: pd.Series) -> Any:
+        distinct = {json.dumps(None if _missing(v) else v, sort_keys=True, default=str) for v in values}
+        return None if len(distinct) != 1 or _missing(values.iloc[0]) else values.iloc[0]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def heading(runs: pd.DataFrame, split_keys: list[str]) -> str:
+    """The settings every run of ``runs`` shares, in words: the model, its initialisation, the data
+    and how much of it, the freeze strategy, the optimizer and learning rate, epochs and image size,
+    then any other setting that sets this group apart from the study's others. What varies is left
+    to the table's columns and the figures' legends; the dataset is always named."""
+    shared = Shared(runs)
+    parts = []
+    if (model := shared.column("model")) is not None:
+        parts.append(str(model))
+    if (init := shared.label("init")) is not None:
+        weights = shared.column("init")  # the weights' name, as run.json records it
+        parts.append(f"pretrained ({weights})" if init == "pretrained" and weights not in (None, "random") else init)
+    parts.append(data_words(runs, shared))
+    if (freeze := shared.label("freeze")) is not None:
+        frozen = shared.column("frozen")
+        if freeze == "none":
+            parts.append("all layers train")
+        elif freeze in STRATEGIES or freeze.startswith("custom"):
+            parts.append(f"freeze={freeze}" + (f" ({frozen} frozen)" if frozen and frozen != "nothing" else ""))
+        else:  # in words already: "linear probe, then fine-tune after epoch 5"
+            parts.append(freeze)
+    optimizer, lr = shared.key("optim.name"), shared.key("optim.lr")
+    if optimizer is not None or lr is not None:
+        parts.append(" ".join(p for p in (optimizer, None if lr is None else f"lr={display(lr)}") if p))
+    if (epochs := shared.key("train.epochs")) is not None:
+        parts.append(f"{epochs} epochs")
+    if (size := shared.key("data.image_size")) is not None:
+        parts.append(f"{size} px")
+    names = short_names(split_keys)
+    parts += [f"{names[k]}={display(runs['config'].iloc[0].get(k))}" for k in split_keys if k not in HEADING_KEYS]
+    return ", ".join(parts)
+
+
+def data_words(runs: pd.DataFrame, shared: Shared) -> str:
+    """``cifar10, 30 % of the training set (15,000 images, stratified by class)``."""
+    text = " or ".join(sorted(set(runs["dataset"])))
+    per_class, fraction = shared.column("per_class"), shared.column("fraction")
+    amount = (f"{int(per_class)} images per class" if per_class is not None else
+              f"{percent_label(fraction)} of the training set" if fraction is not None else None)
+    details = []
+    if amount and (images := shared.column("train_images")) is not None:
+        details.append(f"{int(images):,} images")
+    sampling = shared.key("data.sampling")
+    if sampling is not None and not runs["per_class"].notna().any():  # K per class says how it was drawn
+        details.append(SAMPLING_WORDS.get(sampling, f"sampling={sampling}"))
+    if amount:
+        text += f", {amount}"
+    return text + (f" ({', '.join(details)})" if details else "")
+
+
+def question_text(group: Group) -> str:
+    """What the group compares, read from its contrasts: ``pretrained against from scratch at each
+    fraction``."""
+    pieces: dict[tuple[str, str], list[Contrast]] = {}
+    for c in group.contrasts:
+        pieces.setdefault((c.facet, c.baseline.values[c.facet]), []).append(c)
+    texts = []
+    for (facet, baseline), contrasts in pieces.items():
+        values = list(dict.fromkeys(c.arm.values[facet] for c in contrasts))
+        held = [f for f in group.facets if f.name != facet and len({c.context.get(f.name) for c in contrasts}) > 1]
+        at = f" at each {' and '.join(facet_title(f, group.runs) for f in held)}" if held else ""
+        texts.append(f"{', '.join(values)} against {baseline}{at}")
+    if not texts:
+        return ""
+    return "Paired differences (the same seed and subset on both sides): " + "; ".join(texts) + "."

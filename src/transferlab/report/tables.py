@@ -1,66 +1,84 @@
-"""The tables: one per study, with the study's reference figures (docs/study.md) beside ours where
-they apply, and in every table the precision and determinism its runs used."""
+"""The tables of a group: its arms (mean, standard deviation, 95 % interval of the mean and n of
+each) and its comparisons (paired differences with their intervals), each twice: as tidy numbers for
+the CSV (accuracies in percent, differences in percentage points) and formatted for Markdown, with
+the study's reference figures (docs/study.md) beside ours where they apply, and in every arm table
+the precision and determinism its runs used.
+
+CSV columns (docs/report.md): the settings that vary (one column per config key, as the runs set
+it), then ``test_acc_mean, test_acc_std, test_acc_ci95_low, test_acc_ci95_high, n`` and the rest;
+a comparison CSV has ``compared, arm, baseline, n, difference_mean, ci95_low, ci95_high,
+bootstrap_ci95_low, bootstrap_ci95_high, excludes_zero``.
+"""
 
 from __future__ import annotations
 
-import json
+import math
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
+
+from transferlab.report.arms import (
+    Contrast, display, facet_title, percent_label, replicates_vary, short_names, sort_key,
+)
+from transferlab.report.lpft import what_trains
+from transferlab.report.stats import (
+    BOOTSTRAP_MIN_PAIRS, LOSS_BOUNDS, NO_INTERVAL, Summary, finite, interval_text, summarize,
+)
 
 if TYPE_CHECKING:
     from transferlab.report.studies import Group
 
-# Table column names; a reference column is named "reference <column>".
-ACC, LOSS, SECONDS, IMAGES_PER_SECOND, N = "test acc (%)", "test loss", "seconds per epoch", "images/s", "n"
-PER_CLASS, TRAINABLE, RUN_AS = "images per class", "trainable / total params", "precision, determinism"
-PRE_ACC, SCRATCH_ACC, DIFFERENCE = "pretrained acc (%)", "scratch acc (%)", "difference (points)"
-PRE_LOSS, SCRATCH_LOSS = "pretrained loss", "scratch loss"
+__all__ = ["ACC", "LOSS", "N", "cell", "csv_text", "display", "markdown_table", "percent_label", "short_names",
+           "sort_key"]
 
-# The reference implementation's results (one seed each; docs/study.md): study -> table row -> column -> value.
-REFERENCE: dict[str, dict[str, dict[str, float]]] = {
-    "part_a": {
-        "10 %": {PRE_ACC: 82.99, SCRATCH_ACC: 12.89, DIFFERENCE: 70.10},
-        "20 %": {PRE_ACC: 87.18, SCRATCH_ACC: 37.41, DIFFERENCE: 49.77},
-        "50 %": {PRE_ACC: 89.68, SCRATCH_ACC: 51.06, DIFFERENCE: 38.62, PRE_LOSS: 0.3249, SCRATCH_LOSS: 1.3601},
-    },
-    "part_b": {
-        "resnet18": {ACC: 94.30, LOSS: 0.1665, SECONDS: 33},
-        "vgg16": {ACC: 92.59, LOSS: 0.2633, SECONDS: 500},
-    },
-    "part_c": {
-        "none": {ACC: 94.60, LOSS: 0.1713, SECONDS: 34},
-        "early": {ACC: 93.58, LOSS: 0.1937, SECONDS: 30},
-        "middle": {ACC: 93.50, LOSS: 0.1979, SECONDS: 31},
-        "last_only": {ACC: 79.87, LOSS: 0.5901, SECONDS: 17.6},
-    },
-}
-REFERENCE_RUN_AS = "fp32, deterministic"  # how the reference computed: fp32, cuDNN deterministic
-
-
-def percent_label(fraction: float) -> str:
-    return f"{100 * fraction:g} %"
+# Markdown column names; a reference column is named "reference <column>".
+ACC, CI, LOSS, SECONDS, IMAGES_PER_SECOND, N = ("test acc (%)", "95 % CI", "test loss", "seconds per epoch",
+                                               "images/s", "n")
+PER_CLASS, TRAIN_IMAGES, TRAINABLE, RUN_AS = ("images per class", "training images", "trainable / total params",
+                                              "precision, determinism")
+DIFFERENCE, BOOT_CI, EXCLUDES_ZERO = "difference (points)", "bootstrap 95 % CI", "excludes 0"
+NO_PAIRS = "no replicate on both sides"
+# Reference metric -> (our Markdown column, the column it follows, its CSV column, digits); the
+# reference accuracy follows our mean, interval and n.
+REFERENCE_COLUMNS = {"test_acc": (ACC, N, "reference_test_acc", 2), "test_loss": (LOSS, LOSS, "reference_test_loss", 4),
+                     "epoch_seconds": (SECONDS, SECONDS, "reference_seconds_per_epoch", 2)}
 
 
 def cell(values: pd.Series, digits: int) -> str:
-    """mean ± standard deviation over repeats; the value alone for one run; '' for none."""
-    values = values.dropna()
-    if values.empty:
+    """mean ± standard deviation of the finite values; the value alone for one; '' for none."""
+    return summary_cell(summarize(values), digits)
+
+
+def summary_cell(summary: Summary, digits: int) -> str:
+    if summary.n == 0:
         return ""
-    if len(values) == 1:
-        return f"{values.iloc[0]:.{digits}f}"
-    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
+    if summary.n == 1:
+        return f"{summary.mean:.{digits}f}"
+    return f"{summary.mean:.{digits}f} ± {summary.std:.{digits}f}"
+
+
+def interval_cell(summary_or_comparison) -> str:
+    """The 95 % interval; ``n=1: no interval`` for one value, never an interval the data cannot support."""
+    if summary_or_comparison.n == 0:
+        return ""
+    if summary_or_comparison.n == 1:
+        return NO_INTERVAL
+    return interval_text(summary_or_comparison.low, summary_or_comparison.high)
 
 
 def integers(values: pd.Series) -> str:
-    return " or ".join(f"{int(v):,}" for v in sorted(values.dropna().unique()))
+    return " or ".join(f"{int(v):,}" for v in sorted(set(finite(values))))
 
 
-def per_class(values: pd.Series) -> str:
-    """Training images per class: whole numbers with thousands separators, small ones to 3 digits."""
-    shown = sorted({f"{v:,.0f}" if v >= 100 else f"{v:.3g}" for v in values.dropna()})
-    return " or ".join(shown)
+def per_class(runs: pd.DataFrame) -> str:
+    """Training images per class as the records count them: ``50``, or ``48–52`` where classes (or
+    replicates) differ; ``≈13.5`` (the mean) for records without per-class counts."""
+    fewest, most = finite(runs["images_per_class_min"]), finite(runs["images_per_class_max"])
+    if len(fewest) == len(runs) and len(runs):
+        low, high = int(fewest.min()), int(most.max())
+        return f"{low:,}" if low == high else f"{low:,}–{high:,}"
+    means = sorted(set(finite(runs["images_per_class"])))
+    return " or ".join(f"≈{v:,.0f}" if v >= 100 else f"≈{v:.3g}" for v in means)
 
 
 def trainable_params(runs: pd.DataFrame) -> str:
@@ -69,107 +87,168 @@ def trainable_params(runs: pd.DataFrame) -> str:
     return integers(runs["params_trainable"]) + (f" → {integers(after)}" if len(after) else "")
 
 
-def trainable(runs: pd.DataFrame) -> str:
-    return f"{trainable_params(runs)} / {integers(runs['params_total'])}"
+def _one(values: pd.Series) -> Any:
+    """The value all of ``values`` share (as a number where it is one), else nan."""
+    distinct = set(values.dropna())
+    return next(iter(distinct)) if len(distinct) == 1 else math.nan
 
 
-def seeds(runs: pd.DataFrame) -> str:
-    """n: the distinct seeds behind a cell (a repeated config and seed was already left out)."""
-    return str(runs["seed"].nunique())
+def _mean(values: pd.Series) -> float:
+    kept = finite(values)
+    return float(kept.mean()) if len(kept) else math.nan
 
 
-def by_row(runs: pd.DataFrame):
-    return runs.groupby("row", sort=False)
+def _raw(value: Any) -> Any:
+    """A config value as a CSV cell: numbers and booleans as they are, lists as text, null empty."""
+    if value is None:
+        return None
+    return display(value) if isinstance(value, (list, dict)) else value
 
 
-def fraction_table(runs: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for label, at in by_row(runs):
-        pre, scratch = at[at["pretrained"]], at[~at["pretrained"]]
-        difference = 100 * (pre["test_acc"].mean() - scratch["test_acc"].mean())
-        rows.append({
-            "fraction": label, PER_CLASS: per_class(at["images_per_class"]),
-            PRE_ACC: cell(100 * pre["test_acc"], 2), SCRATCH_ACC: cell(100 * scratch["test_acc"], 2),
-            DIFFERENCE: "" if np.isnan(difference) else f"{difference:.2f}",
-            PRE_LOSS: cell(pre["test_loss"], 4), SCRATCH_LOSS: cell(scratch["test_loss"], 4),
-            N: seeds(pre) if seeds(pre) == seeds(scratch) else f"{seeds(pre)} pretrained, {seeds(scratch)} scratch",
-        })
-    return pd.DataFrame(rows)
+def _swept_keys(group: Group) -> list[str]:
+    return [k for f in group.facets for k in f.keys
+            if len({repr(run.config.get(k)) for run in group.runs.itertuples()}) > 1]
 
 
-def model_table(runs: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "model": label, ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4),
-        "params": integers(at["params_total"]), SECONDS: cell(at["epoch_seconds"], 2),
-        IMAGES_PER_SECOND: cell(at["images_per_second"], 0), N: seeds(at),
-    } for label, at in by_row(runs)])
+def _varies(group: Group, name: str) -> bool:
+    return any(f.name == name for f in group.facets)
 
 
-def strategy_table(runs: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "strategy": label, "frozen": at["frozen"].iloc[0],
-        ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4),
-        TRAINABLE: trainable(at), SECONDS: cell(at["epoch_seconds"], 2), N: seeds(at),
-    } for label, at in by_row(runs)])
-
-
-def sweep_table(runs: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
-    """A row per setting of ``keys``; a sweep over data.fraction also shows images per class, one
-    over freeze settings the trainable parameters."""
+def arm_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(shown, numbers): a row per arm, in order."""
+    keys = _swept_keys(group)
     names = short_names(keys)
-    by_fraction, by_freeze = "data.fraction" in keys, any(k.startswith("freeze.") for k in keys)
-    return pd.DataFrame([{
-        **{names[k]: display(at["config"].iloc[0].get(k)) for k in keys},
-        **({PER_CLASS: per_class(at["images_per_class"])} if by_fraction else {}),
-        ACC: cell(100 * at["test_acc"], 2), LOSS: cell(at["test_loss"], 4),
-        **({TRAINABLE: trainable(at)} if by_freeze else {}),
-        SECONDS: cell(at["epoch_seconds"], 2), N: seeds(at),
-    } for _, at in by_row(runs)])
+    by_amount, by_model, by_freeze = (_varies(group, n) for n in ("data amount", "model", "freeze"))
+    shown, numbers = [], []
+    for arm in group.arms:
+        runs, accuracy, loss = arm.runs, arm.accuracy(), summarize(arm.runs["test_loss"], bounds=LOSS_BOUNDS)
+        first = runs.iloc[0]
+        reference = group.reference_arms.get(arm.label, {})
+        row = {facet_title(f, group.runs): arm.values[f.name] for f in group.facets}
+        if by_amount:
+            row |= {TRAIN_IMAGES: integers(runs["train_images"]), PER_CLASS: per_class(runs)}
+        if by_model:
+            row["params"] = integers(runs["params_total"])
+        if by_freeze:
+            row["frozen"] = first["frozen"]
+            if group.name == "lpft":
+                row["what trains when"] = what_trains(first)
+            row[TRAINABLE] = f"{trainable_params(runs)} / {integers(runs['params_total'])}"
+        row |= {ACC: summary_cell(accuracy, 2), CI: interval_cell(accuracy), N: accuracy.n,
+                LOSS: summary_cell(loss, 4), SECONDS: cell(runs["epoch_seconds"], 2)}
+        if by_model:
+            row[IMAGES_PER_SECOND] = cell(runs["images_per_second"], 0)
+        row[RUN_AS] = " or ".join(sorted(set(runs["run_as"])))
+        if group.reference_arms:
+            row = _with_reference(row, reference)
+        shown.append(row)
+
+        number = {names[k]: _raw(first["config"].get(k)) for k in keys}
+        number |= {"test_acc_mean": accuracy.mean, "test_acc_std": accuracy.std, "test_acc_ci95_low": accuracy.low,
+                   "test_acc_ci95_high": accuracy.high, "n": accuracy.n,
+                   "test_loss_mean": loss.mean, "test_loss_std": loss.std}
+        if by_amount:
+            number |= {"train_images": _mean(runs["train_images"]),
+                       "images_per_class_min": _min(runs["images_per_class_min"]),
+                       "images_per_class_max": _max(runs["images_per_class_max"])}
+        if by_model or by_freeze:
+            number |= {"params_total": _one(runs["params_total"])}
+        if by_freeze:
+            number |= {"params_trainable": _one(runs["params_trainable"]),
+                       "params_trainable_after": _one(runs["params_trainable_after"]), "frozen": first["frozen"]}
+        number |= {"seconds_per_epoch_mean": _mean(runs["epoch_seconds"]),
+                   "images_per_second_mean": _mean(runs["images_per_second"]),
+                   "precision_determinism": row[RUN_AS], "replicates_vary": replicates_vary(runs["replicate"])}
+        if group.reference_arms:
+            number |= {csv_name: reference.get(metric, math.nan)
+                       for metric, (_, _, csv_name, _) in REFERENCE_COLUMNS.items()}
+        numbers.append(number)
+    return pd.DataFrame(shown), numeric_columns(pd.DataFrame(numbers))
 
 
-def display(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return f"[{', '.join(display(v) for v in value)}]"
-    return str(value)
+def _min(values: pd.Series) -> float:
+    kept = finite(values)
+    return float(kept.min()) if len(kept) == len(values) and len(kept) else math.nan
 
 
-def sort_key(value: Any) -> tuple[int, float, str]:
-    """Numbers in numeric order, then text, then null."""
-    if value is None:
-        return (2, 0.0, "")
-    if isinstance(value, (bool, int, float)):
-        return (0, float(value), "")
-    return (1, 0.0, json.dumps(value, sort_keys=True))
+def _max(values: pd.Series) -> float:
+    kept = finite(values)
+    return float(kept.max()) if len(kept) == len(values) and len(kept) else math.nan
 
 
-def short_names(keys: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """data.image_size -> image_size, model.name -> model; the full key where two would clash."""
-    short = {k: k.rsplit(".", 2)[-2] if k.endswith(".name") else k.rsplit(".", 1)[-1] for k in keys}
-    return {k: s if list(short.values()).count(s) == 1 else k for k, s in short.items()}
+def _with_reference(row: dict[str, Any], reference: dict[str, float]) -> dict[str, Any]:
+    """``row`` with the reference's value after each of our columns that has one, and how the reference computed."""
+    out = {}
+    for column, value in row.items():
+        out[column] = value
+        for metric, (ours, after, _, digits) in REFERENCE_COLUMNS.items():
+            if column == after:
+                out[f"reference {ours}"] = f"{reference[metric]:.{digits}f}" if metric in reference else ""
+        if column == RUN_AS:
+            out[f"reference {RUN_AS}"] = REFERENCE_RUN_AS
+    return out
 
 
-def group_table(group: Group) -> pd.DataFrame:
-    """The group's table, with how its runs computed before n, and the reference's figure beside
-    each of our columns that has one."""
-    table = group.part.table(group.runs)
-    table.insert(table.columns.get_loc(N), RUN_AS, [" or ".join(sorted(set(at["run_as"])))
-                                                    for _, at in by_row(group.runs)])
-    if not group.reference:
-        return table
-    table.insert(table.columns.get_loc(RUN_AS) + 1, f"reference {RUN_AS}", REFERENCE_RUN_AS)
-    rows = table.iloc[:, 0]
-    for column in [c for c in table.columns if any(c in ref for ref in group.reference.values())]:
-        values = [group.reference.get(row, {}).get(column) for row in rows]
-        digits = 4 if "loss" in column else 2
-        shown = ["" if v is None else f"{v:.{digits}f}" for v in values]
-        table.insert(table.columns.get_loc(column) + 1, f"reference {column}", shown)
-    return table
+REFERENCE_RUN_AS = "fp32, deterministic"  # how the reference computed: fp32, cuDNN deterministic
+
+
+def contrast_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(shown, numbers): a row per comparison the group makes, arm minus baseline in points."""
+    keys = _swept_keys(group)
+    names = short_names(keys)
+    shown, numbers = [], []
+    for c in group.contrasts:
+        result = c.result
+        reference = group.reference_of(c)
+        row = {facet_title(f, group.runs): c.label if f.name == c.facet else c.arm.values[f.name]
+               for f in group.facets}
+        row |= {N: result.n, DIFFERENCE: "" if result.n == 0 else f"{result.mean:+.2f}",
+                CI: NO_PAIRS if result.n == 0 else interval_cell(result), BOOT_CI: _bootstrap_cell(c),
+                EXCLUDES_ZERO: {True: "yes", False: "no", None: ""}[result.excludes_zero]}
+        if group.reference_contrasts:
+            row[f"reference {DIFFERENCE}"] = "" if reference is None else f"{reference:+.2f}"
+        shown.append(row)
+
+        facet_keys = next(f.keys for f in group.facets if f.name == c.facet)
+        config = c.arm.runs.iloc[0]["config"]
+        number = {names[k]: None if k in facet_keys else _raw(config.get(k)) for k in keys}
+        number |= {"compared": c.facet, "arm": c.arm.values[c.facet], "baseline": c.baseline.values[c.facet],
+                   "n": result.n, "difference_mean": result.mean, "ci95_low": result.low, "ci95_high": result.high,
+                   "bootstrap_ci95_low": result.boot_low, "bootstrap_ci95_high": result.boot_high,
+                   "excludes_zero": result.excludes_zero, "replicates_vary": replicates_vary(c.pairs)}
+        if group.reference_contrasts:
+            number["reference_difference"] = math.nan if reference is None else reference
+        numbers.append(number)
+    return pd.DataFrame(shown), numeric_columns(pd.DataFrame(numbers))
+
+
+def _bootstrap_cell(c: Contrast) -> str:
+    if c.result.n < BOOTSTRAP_MIN_PAIRS:
+        return f"needs ≥ {BOOTSTRAP_MIN_PAIRS} pairs" if c.result.n else ""
+    if math.isnan(c.result.boot_low):
+        return "every pair the same"
+    return interval_text(c.result.boot_low, c.result.boot_high)
+
+
+def numeric_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns of numbers (with empty cells) as floats, not objects."""
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if len(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            if frame[column].isna().any() or any(isinstance(v, float) for v in values):
+                frame[column] = frame[column].astype(float)
+    return frame
+
+
+def arm_caption(group: Group) -> str:
+    return (f"{group.replicates} Accuracy: mean ± standard deviation over the n runs of each arm, "
+            "and the 95 % interval of the mean (Student's t).")
+
+
+def contrast_caption(group: Group) -> str:
+    return ("Differences in percentage points (arm − baseline), paired by replicate: n pairs with the same seed "
+            "and subset on both sides. 95 % CI: Student's t over the paired differences; the bootstrap interval "
+            f"(scipy BCa) where there are at least {BOOTSTRAP_MIN_PAIRS} pairs.")
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -181,4 +260,10 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def csv_text(table: pd.DataFrame) -> str:
+    """The table as CSV: floats to 10 significant digits (80.0, not 80.00000000000001; a float column
+    keeps its decimal point, so that a reader reads it as floats), empty where there is none."""
+    table = table.copy()
+    for column in table.columns:
+        if table[column].dtype == float:
+            table[column] = table[column].map(lambda v: float(f"{v:.10g}"))
     return table.to_csv(index=False, lineterminator="\n")

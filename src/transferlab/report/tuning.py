@@ -14,15 +14,17 @@ from typing import Any
 import pandas as pd
 
 from transferlab.config import Config, as_dict
-from transferlab.report.reading import IGNORED_KEYS, flatten
+from transferlab.report.arms import display, short_names, sort_key
+from transferlab.report.page import Section, Table
+from transferlab.report.reading import IGNORED_KEYS, flatten, normalised, replicate
+from transferlab.report.stats import PERCENT_BOUNDS, POINTS_BOUNDS, paired_difference, summarize
 from transferlab.report.studies import PARTS, varying_keys
-from transferlab.report.page import Section
-from transferlab.report.tables import cell, display, short_names, sort_key
+from transferlab.report.tables import CI, EXCLUDES_ZERO, N, numeric_columns, interval_cell, summary_cell
 from transferlab.tuning import TRIALS_SUFFIX, TUNED_SUFFIX
 
 Run = tuple[Path, dict[str, Any]]
 FIXED_ACC, TUNED_ACC, VAL_ACC = "fixed: test acc (%)", "tuned: test acc (%)", "tuned: validation acc (%)"
-DIFFERENCE, TRIALS = "tuned - fixed (points)", "trials"
+DIFFERENCE, TRIALS = "tuned − fixed (points)", "trials"
 
 
 def split_trials(runs: list[Run]) -> tuple[list[Run], list[Run]]:
@@ -31,9 +33,10 @@ def split_trials(runs: list[Run]) -> tuple[list[Run], list[Run]]:
     return [run for run in runs if run not in trials], trials
 
 
-def tuning_tables(runs: list[Run]) -> list[tuple[str, pd.DataFrame]]:
-    """(study, table) for each tuned study: a row per arm with its fixed and its tuned setting and
-    their test accuracies, mean ± std where seeds repeat an arm."""
+def tuning_tables(runs: list[Run]) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """(study, shown, numbers) for each tuned study: a row per arm with its fixed and its tuned setting,
+    their test accuracies (mean, std, 95 % interval, n), and tuned minus fixed paired by replicate
+    (the same seed and subset seed on both sides)."""
     defaults = flatten(as_dict(Config()))
     completed = [(_settings(r, defaults), r) for _, r in runs if r["status"] == "completed"]
     tables = []
@@ -55,18 +58,45 @@ def tuning_tables(runs: list[Run]) -> list[tuple[str, pd.DataFrame]]:
             # Tuned again with more trials, an arm may have an older run with another pick: the largest budget counts.
             here = [r for r in here if r["tuning"].get("trials") == max(r["tuning"].get("trials", 0) for r in here)]
             there = [(c, r) for c, r in fixed if arm_of(c) == arm]
-            fixed_acc, tuned_acc = _accuracies([r for _, r in there]), _accuracies(here)
-            rows.append((tuple(sort_key(config.get(k)) for k in label_keys), {
+            fixed_acc = {replicate(r): r.get("test_acc") for _, r in there}
+            tuned_acc = {replicate(r): r.get("test_acc") for r in here}
+            fixed_summary, tuned_summary = (summarize(fixed_acc.values(), 100.0, PERCENT_BOUNDS),
+                                            summarize(tuned_acc.values(), 100.0, PERCENT_BOUNDS))
+            val = summarize([r["tuning"].get("best_val_acc") for r in here], 100.0, PERCENT_BOUNDS)
+            difference = paired_difference(tuned_acc, fixed_acc, scale=100.0, bounds=POINTS_BOUNDS)
+            fixed_values = {k: _values(c.get(k) for c, _ in there) for k in keys}
+            tuned_values = {k: _values(r["tuning"]["keys"].get(k) for r in here) for k in keys}
+            shown = {
                 "arm": ", ".join(f"{names[k]}={display(config.get(k))}" for k in label_keys) or "all",
-                **{f"fixed {tuned_names[k]}": _values(c.get(k) for c, _ in there) for k in keys},
-                FIXED_ACC: cell(100 * fixed_acc, 2),
-                **{f"tuned {tuned_names[k]}": _values(r["tuning"]["keys"].get(k) for r in here) for k in keys},
-                VAL_ACC: cell(100 * pd.Series([r["tuning"].get("best_val_acc") for r in here], dtype=float), 2),
-                TUNED_ACC: cell(100 * tuned_acc, 2),
-                DIFFERENCE: "" if fixed_acc.empty else f"{100 * (tuned_acc.mean() - fixed_acc.mean()):.2f}",
-                TRIALS: _values(r["tuning"].get("trials") for r in here),
-            }))
-        tables.append((study, pd.DataFrame([row for _, row in sorted(rows, key=lambda item: item[0])])))
+                **{f"fixed {tuned_names[k]}": _text(fixed_values[k]) for k in keys},
+                FIXED_ACC: summary_cell(fixed_summary, 2), "fixed n": fixed_summary.n,
+                **{f"tuned {tuned_names[k]}": _text(tuned_values[k]) for k in keys},
+                VAL_ACC: summary_cell(val, 2), TUNED_ACC: summary_cell(tuned_summary, 2), "tuned n": tuned_summary.n,
+                N: difference.n, DIFFERENCE: f"{difference.mean:+.2f}" if difference.n else "",
+                CI: interval_cell(difference) if difference.n else "no replicate on both sides",
+                EXCLUDES_ZERO: {True: "yes", False: "no", None: ""}[difference.excludes_zero],
+                TRIALS: _text(_values(r["tuning"].get("trials") for r in here)),
+            }
+            numbers = {
+                **{names[k]: config.get(k) for k in label_keys},
+                **{f"fixed_{tuned_names[k]}": _number(fixed_values[k]) for k in keys},
+                "fixed_test_acc_mean": fixed_summary.mean, "fixed_test_acc_std": fixed_summary.std,
+                "fixed_test_acc_ci95_low": fixed_summary.low, "fixed_test_acc_ci95_high": fixed_summary.high,
+                "fixed_n": fixed_summary.n,
+                **{f"tuned_{tuned_names[k]}": _number(tuned_values[k]) for k in keys},
+                "tuned_val_acc_mean": val.mean,
+                "tuned_test_acc_mean": tuned_summary.mean, "tuned_test_acc_std": tuned_summary.std,
+                "tuned_test_acc_ci95_low": tuned_summary.low, "tuned_test_acc_ci95_high": tuned_summary.high,
+                "tuned_n": tuned_summary.n,
+                "n": difference.n, "difference_mean": difference.mean, "ci95_low": difference.low,
+                "ci95_high": difference.high, "bootstrap_ci95_low": difference.boot_low,
+                "bootstrap_ci95_high": difference.boot_high, "excludes_zero": difference.excludes_zero,
+                "trials": _number(_values(r["tuning"].get("trials") for r in here)),
+            }
+            rows.append((tuple(sort_key(config.get(k)) for k in label_keys), shown, numbers))
+        rows.sort(key=lambda item: item[0])
+        tables.append((study, pd.DataFrame([row for _, row, _ in rows]),
+                       numeric_columns(pd.DataFrame([number for _, _, number in rows]))))
     return tables
 
 
@@ -76,27 +106,37 @@ def tuning_sections(runs: list[Run], trials: list[Run]) -> list[Section]:
     return [Section(
         stem=f"{study}-tuned-vs-fixed",
         title=f"{PARTS[study].label if study in PARTS else study} — fixed learning rate vs tuned per arm",
-        table=table,
+        tables=[Table(f"{study}-tuned-vs-fixed", shown, numbers, caption=(
+            "Test accuracy: mean ± standard deviation over each side's n runs. Tuned − fixed in percentage points, "
+            "paired by replicate (the same seed and subset seed on both sides; n pairs), with the 95 % t interval "
+            "of the mean difference."))],
         note=(f"*Fixed*: the runs of `{study}`, all arms with one setting. *Tuned*: `transferlab tune` chose each "
               f"arm's setting (Optuna, log scale) by the validation accuracy on a held-out share of that arm's "
               f"training subset, then trained on the whole subset (study `{study}{TUNED_SUFFIX}`). The test set "
               f"took no part in the choice. {len(trials)} tuning trial run(s) read ({failed} did not complete); "
               "they are in no other table or figure."),
-    ) for study, table in tuning_tables(runs)]
-
-
-def _accuracies(records: list[dict[str, Any]]) -> pd.Series:
-    return pd.Series([r.get("test_acc") for r in records], dtype=float).dropna()
+    ) for study, shown, numbers in tuning_tables(runs)]
 
 
 def _settings(record: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """A run's flat config without the keys that cannot change its result; a key its record lacks
-    (the run predates it) has its default, so that older runs still meet their tuned arm."""
-    config = {**defaults, **flatten(record["config"])}
+    (the run predates it) has its default, so that older runs still meet their tuned arm, except
+    data.sampling: a record without it drew its subset the old, uniform way."""
+    own = flatten(record["config"])
+    config = normalised({**defaults, **own, "data.sampling": own.get("data.sampling")})
     return {k: v for k, v in config.items() if k not in IGNORED_KEYS}
 
 
-def _values(values) -> str:
-    """The distinct values in order, ' / ' between them; '' for none."""
-    distinct = sorted({v for v in values if v is not None}, key=sort_key)
-    return " / ".join(f"{v:.3g}" if isinstance(v, float) else display(v) for v in distinct)
+def _values(values) -> list:
+    """The distinct values in order."""
+    return sorted({v for v in values if v is not None}, key=sort_key)
+
+
+def _text(values: list) -> str:
+    """The values, ' / ' between them; '' for none."""
+    return " / ".join(f"{v:.3g}" if isinstance(v, float) else display(v) for v in values)
+
+
+def _number(values: list):
+    """The one value (a number stays a number), the values as text where there are several, None for none."""
+    return values[0] if len(values) == 1 else _text(values) or None
