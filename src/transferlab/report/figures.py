@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import re
 import textwrap
+import zipfile
+import zlib
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from transferlab.records import SAMPLES_FILE
+from transferlab.records import SAMPLES_FILE, write_atomic
 from transferlab.report.studies import Group
 from transferlab.report.tables import (
     ACC, LOSS, PRE_ACC, PRE_LOSS, SCRATCH_ACC, SCRATCH_LOSS, per_class, percent_label,
@@ -27,12 +31,28 @@ METRIC_COLUMNS = {"test_acc": ACC, "test_loss": LOSS}  # a metric's column in RE
 
 
 def pyplot():
+    """matplotlib's pyplot on the Agg backend, with every text drawn as it is: a ``$`` in a class,
+    folder or setting name is a dollar sign, never the start of mathtext (which would misdraw
+    ``$5 to $10`` and fail on ``a$x^$``). Read when a text is made (tick labels: when drawn), so it
+    is set before any figure."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_png(fig, path: Path) -> None:
+    """The figure as a PNG, written atomically (drawn in memory, then records.write_atomic): a full
+    disk or a read-only folder leaves no empty or half PNG, only the OSError. Closes the figure."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+    finally:
+        pyplot().close(fig)
+    write_atomic(path, buffer.getvalue())
 
 
 def epochs_frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -177,20 +197,69 @@ def data_figure(group: Group, metric: str, per_class_axis: bool):
     return fig
 
 
+class Samples(NamedTuple):
+    images: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray  # (N,) int, each an index into classes
+    classes: np.ndarray  # (C,) str: every class of the dataset
+
+
+def read_samples(path: Path) -> Samples:
+    """The arrays of a samples.npz; ValueError (saying what is wrong) when it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as samples:
+            images, labels, classes = samples["images"], samples["labels"], samples["classes"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"not readable as a samples file ({type(error).__name__}: {error})") from error
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(images):
+        raise ValueError(f"images are {images.dtype} {images.shape}, not (N, H, W, 3) uint8")
+    if classes.ndim != 1 or classes.dtype.kind != "U":
+        raise ValueError(f"classes are {classes.dtype} {classes.shape}, not a list of names")
+    if labels.shape != images.shape[:1] or labels.dtype.kind not in "iu" or labels.min() < 0 \
+            or labels.max() >= len(classes):
+        raise ValueError(f"labels are {labels.dtype} {labels.shape}, not one class index (0 to {len(classes) - 1}) "
+                         "per image")
+    return Samples(images, labels, classes)
+
+
 def samples_figure(path: Path, title: str):
-    """A grid of the training images in a samples.npz, each with its class name."""
+    """The training images of a samples.npz by class, each class under its name: a row per class
+    (its name at the left) where there are several of each, a grid of one image per class (its name
+    above it) otherwise; the title says how many images of how many of the classes it shows.
+    ValueError when the file is not a samples file."""
     plt = pyplot()
-    with np.load(path, allow_pickle=False) as samples:
-        images, labels, classes = samples["images"], samples["labels"], samples["classes"]
-    columns = 8
-    rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.5 * rows + 0.7), dpi=100, squeeze=False)
+    images, labels, classes = read_samples(path)
+    shown = np.unique(labels)  # the classes in their dataset's order
+    of_class = [np.flatnonzero(labels == label) for label in shown]
+    per_class = max(len(indices) for indices in of_class)
+    if per_class > 1:
+        rows, columns = len(shown), per_class
+        cells = [[(index, "") for index in indices] + [None] * (per_class - len(indices)) for indices in of_class]
+        cells = [cell for row in cells for cell in row]
+    else:
+        columns = min(10, len(shown))
+        rows = -(-len(shown) // columns)
+        cells = [(indices[0], str(classes[label])) for label, indices in zip(shown, of_class)]
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns + (1.6 if per_class > 1 else 0), 1.5 * rows + 0.9),
+                             dpi=100, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, label in zip(axes.flat, images, labels):
-        ax.imshow(image, interpolation="nearest")
-        ax.set_title(_wrap(str(classes[label]), 16), fontsize=9)  # the dataset's own names, any count
-    fig.suptitle(title)
+    for ax, cell in zip(axes.flat, cells):
+        if cell is None:
+            continue
+        index, above = cell
+        ax.imshow(images[index], interpolation="nearest")
+        ax.set_title(_wrap(above, 16), fontsize=9)  # the dataset's own names, any count
+    if per_class > 1:
+        for ax, label in zip(axes[:, 0], shown):  # the class name left of its row
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+            ax.set_ylabel(_wrap(str(classes[label]), 16), rotation=0, ha="right", va="center", fontsize=9)
+    counts = {len(indices) for indices in of_class}
+    each = f"{per_class}" if len(counts) == 1 else f"up to {per_class}"
+    which = f"its {len(classes)} classes" if len(shown) == len(classes) else f"{len(shown)} of its {len(classes)} classes"
+    fig.suptitle(f"{title}\n{each} image{'s' if per_class > 1 else ''} of each of {which}")
     return fig
 
 
@@ -201,35 +270,36 @@ FIGURES = {"curve": (curve_figure, "{what} per epoch"), "bars": (bar_figure, "{w
 
 def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
     """Writes the group's PNGs; returns (file name, caption) of each."""
-    plt = pyplot()
     written = []
     for kind, metric in group.part.figures:
         if kind == "vs_per_class" and group.runs["images_per_class"].isna().any():
             continue  # records written before run.json had num_classes
         draw, caption = FIGURES[kind]
         file = f"{group.stem}-{metric}-{kind}.png"
-        fig = draw(group, metric)
-        fig.savefig(out / file, bbox_inches="tight")
-        plt.close(fig)
+        save_png(draw(group, metric), out / file)
         written.append((file, f"{group.part.label}: " + caption.format(what=_metric_name(metric),
                                                                        rows=group.part.row_title)))
     return written
 
 
-def draw_samples(runs: pd.DataFrame, out: Path) -> list[tuple[str, str, str]]:
+def draw_samples(runs: pd.DataFrame, out: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
     """A grid of sample images per dataset, from the dataset's first run (by folder) that kept a
-    samples.npz; (file name, dataset, run folder) of each."""
-    plt = pyplot()
-    written = []
+    readable samples.npz: (file name, dataset, run folder) of each, and a line for each samples.npz
+    that could not be read (the dataset's next run is tried instead)."""
+    written, unreadable = [], []
     for dataset, of_dataset in runs.groupby("dataset", sort=True) if len(runs) else []:
         for run in of_dataset.sort_values("path").itertuples():
             source = Path(run.path) / SAMPLES_FILE
-            if source.is_file():
-                file = f"samples-{re.sub(r'[^A-Za-z0-9_.-]+', '_', dataset).strip('_')}.png"
+            if not source.is_file():
+                continue
+            file = f"samples-{re.sub(r'[^A-Za-z0-9_.-]+', '_', dataset).strip('_')}.png"
+            try:
                 fig = samples_figure(source, f"Sample training images of {dataset}, before augmentation, "
                                              "with their classes")
-                fig.savefig(out / file, bbox_inches="tight")
-                plt.close(fig)
-                written.append((file, dataset, run.path))
-                break
-    return written
+            except ValueError as error:
+                unreadable.append(f"{source.as_posix()}: {error}")
+                continue
+            save_png(fig, out / file)
+            written.append((file, dataset, run.path))
+            break
+    return written, unreadable
