@@ -34,11 +34,11 @@ def mode(path: Path) -> int:
 
 def test_atomic_writes_get_0666_less_the_umask(tmp_path, umask):
     write_atomic(tmp_path / "table.csv", "a,b\n1,2\n")
-    write_atomic(tmp_path / "figure.png", b"\x89PNG")
     write_record(tmp_path / "run", {"status": "completed", "config": {}, "history": [{"epoch": 1}]})
-    for path in (tmp_path / "table.csv", tmp_path / "figure.png", tmp_path / "run" / RUN_FILE,
-                 tmp_path / "run" / METRICS_FILE):
+    for path in (tmp_path / "table.csv", tmp_path / "run" / RUN_FILE, tmp_path / "run" / METRICS_FILE):
         assert oct(mode(path)) == oct(0o666 & ~umask), path.name
+    write_atomic(tmp_path / "figure.png", b"\x89PNG")  # bytes too: the report's PNGs
+    assert oct(mode(tmp_path / "figure.png")) == oct(0o666 & ~umask)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["figure.png", "metrics.csv", "run", "run.json",
                                                            "table.csv"]  # no temporary file left
 

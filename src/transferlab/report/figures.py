@@ -231,35 +231,29 @@ def samples_figure(path: Path, title: str):
     shown = np.unique(labels)  # the classes in their dataset's order
     of_class = [np.flatnonzero(labels == label) for label in shown]
     per_class = max(len(indices) for indices in of_class)
-    if per_class > 1:
-        rows, columns = len(shown), per_class
-        cells = [[(index, "") for index in indices] + [None] * (per_class - len(indices)) for indices in of_class]
-        cells = [cell for row in cells for cell in row]
-    else:
-        columns = min(10, len(shown))
-        rows = -(-len(shown) // columns)
-        cells = [(indices[0], str(classes[label])) for label, indices in zip(shown, of_class)]
-    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns + (1.6 if per_class > 1 else 0), 1.5 * rows + 0.9),
-                             dpi=100, squeeze=False)
+    by_row = per_class > 1
+    columns = per_class if by_row else min(10, len(shown))
+    rows = len(shown) if by_row else -(-len(shown) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns + (1.4 if by_row else 0), 1.4 * rows + 0.6),
+                             dpi=100, squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
-    for ax, cell in zip(axes.flat, cells):
-        if cell is None:
-            continue
-        index, above = cell
-        ax.imshow(images[index], interpolation="nearest")
-        ax.set_title(_wrap(above, 16), fontsize=9)  # the dataset's own names, any count
-    if per_class > 1:
-        for ax, label in zip(axes[:, 0], shown):  # the class name left of its row
-            ax.axis("on")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.spines[:].set_visible(False)
-            ax.set_ylabel(_wrap(str(classes[label]), 16), rotation=0, ha="right", va="center", fontsize=9)
-    counts = {len(indices) for indices in of_class}
-    each = f"{per_class}" if len(counts) == 1 else f"up to {per_class}"
+    for place, (label, indices) in enumerate(zip(shown, of_class)):
+        name = _wrap(str(classes[label]), 16)  # the dataset's own names, any count
+        for ax, index in zip(axes[place] if by_row else [axes.flat[place]], indices):
+            ax.imshow(images[index], interpolation="nearest")
+        if by_row:  # the name left of the row: an axis label, with the axis itself hidden
+            first = axes[place, 0]
+            first.axis("on")
+            first.set_xticks([])
+            first.set_yticks([])
+            first.spines[:].set_visible(False)
+            first.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+        else:
+            axes.flat[place].set_title(name, fontsize=9)
+    each = f"{per_class}" if len({len(indices) for indices in of_class}) == 1 else f"up to {per_class}"
     which = f"its {len(classes)} classes" if len(shown) == len(classes) else f"{len(shown)} of its {len(classes)} classes"
-    fig.suptitle(f"{title}\n{each} image{'s' if per_class > 1 else ''} of each of {which}")
+    fig.suptitle(f"{title}\n{each} image{'s' if by_row else ''} of each of {which}")
     return fig
 
 
