@@ -52,8 +52,8 @@ def test_every_file_of_a_run_and_its_report_gets_0666_less_the_umask(tmp_path, u
 
     root = write_image_folder(tmp_path / "birds", per_class=4, classes=("crow", "owl"))
     config = tiny_config("data=imagefolder", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}",
-                         "data.stored_size=40", "data.num_workers=0", "data.decode_workers=1", "train.epochs=2", "keep_checkpoint=true",
-                         "save_model=true")
+                         "data.stored_size=40", "data.num_workers=0", "data.decode_workers=1", "train.epochs=2",
+                         "keep_checkpoint=true", "save_model=true")
     record = run_training(config, tmp_path / "run")
     assert record["status"] == "completed", record.get("error")
     assert report.main([str(tmp_path / "run"), "--out", str(tmp_path / "report")]) == 0

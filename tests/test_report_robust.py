@@ -116,7 +116,7 @@ def test_a_nan_test_accuracy_is_not_counted(tmp_path, capsys):
     write_record(tmp_path / "runs" / "good", hand_record(seed=1, test_acc=0.06))
     (tmp_path / "runs" / "nan").mkdir()
     nan = tmp_path / "runs" / "nan" / "run.json"
-    nan.write_text(json.dumps({**hand_record(seed=2), "test_acc": math.nan}))  # json writes NaN, as Python's json reads it
+    nan.write_text(json.dumps({**hand_record(seed=2), "test_acc": math.nan}))  # written as NaN, read back as nan
     status, err = run_report(tmp_path, capsys)
     assert status == 0, err
     assert f"skipped {nan.as_posix()}: field test_acc is NaN, not a finite number in [0, 1]" in err
@@ -203,6 +203,7 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(point)], check=False)
 
 
+@pytest.mark.slow  # mounts a tmpfs (a subprocess)
 def test_a_read_only_out_folder_is_one_error_line(tmp_path, capsys, tmpfs):
     one_good_run(tmp_path)
     if os.geteuid() == 0:  # root writes through any mode: a read-only file system
@@ -221,6 +222,7 @@ def test_a_read_only_out_folder_is_one_error_line(tmp_path, capsys, tmpfs):
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow  # mounts a tmpfs (a subprocess)
 def test_a_full_disk_is_one_error_line_and_leaves_no_empty_or_half_png(tmp_path, capsys, tmpfs):
     one_good_run(tmp_path)
     out = tmpfs("size=4k")  # one page: less than the report's first PNG

@@ -252,7 +252,7 @@ def samples_figure(path: Path, title: str):
         else:
             axes.flat[place].set_title(name, fontsize=9)
     each = f"{per_class}" if len({len(indices) for indices in of_class}) == 1 else f"up to {per_class}"
-    which = f"its {len(classes)} classes" if len(shown) == len(classes) else f"{len(shown)} of its {len(classes)} classes"
+    which = f"{len(shown)} of its {len(classes)} classes" if len(shown) < len(classes) else f"its {len(classes)} classes"
     fig.suptitle(f"{title}\n{each} image{'s' if by_row else ''} of each of {which}")
     return fig
 
