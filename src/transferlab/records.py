@@ -1,5 +1,9 @@
 """Run records: run.json and metrics.csv, written atomically (a temporary file, then a rename),
-so a reader never sees half a file and a killed run leaves its last complete record.
+so a reader never sees half a file and a killed run leaves its last complete record. Every file
+written here gets the permissions any other tool's output would: 0666 less the umask.
+
+``record_problem`` says which field of a completed record the report cannot use, so that one
+mistyped or non-finite value skips that record with its name instead of breaking the report.
 
 This module must not import torch: the report reads records with it."""
 
@@ -8,33 +12,59 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
-SAMPLES_FILE = "samples.npz"  # images (N, H, W, 3) uint8, labels (N,), classes (10,) str
+# images (N, H, W, 3) uint8, labels (N,), classes (C,) str: a few training images of each class.
+SAMPLES_FILE = "samples.npz"
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "images_per_second")
 # Columns after those, only in runs that have a validation split (data.val_fraction > 0).
 VALIDATION_COLUMNS = ("val_loss", "val_acc")
 STATUSES = ("running", "completed", "failed", "interrupted")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def file_mode() -> int:
+    """0666 less the process's umask: the mode ``open()`` gives a new file. (os.umask can only be
+    read by setting it; it is set back at once.)"""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """``data`` (text is written as UTF-8) into ``path`` through a temporary file beside it that is
+    fsynced and renamed over it; on any failure the temporary file is removed and ``path`` is as it
+    was. The file gets 0666 less the umask (mkstemp's temporary file would keep 0600). An OSError
+    names ``path``, not the temporary file."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _naming(error, path) from error
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
+            os.fchmod(handle.fileno(), file_mode())
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _naming(error, path) from error
         raise
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` as the same kind of OSError (PermissionError, ENOSPC...) about ``path``."""
+    return OSError(error.errno, error.strerror or str(error), str(path))
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:
@@ -58,6 +88,105 @@ def read_record(path: Path) -> dict[str, Any]:
     if not isinstance(record, dict) or record.get("status") not in STATUSES or not isinstance(record.get("config"), dict):
         raise ValueError(f"{path}: not a transferlab run record (no valid 'status' and 'config')")
     return record
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    return _number(value) and math.isfinite(value)
+
+
+def _fraction(value: Any) -> bool:
+    return _finite(value) and 0.0 <= value <= 1.0
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+Check = tuple[str, Callable[[Any], bool]]  # (what the value must be, the test)
+FRACTION: Check = ("a finite number in [0, 1]", _fraction)
+LOSS: Check = ("a finite number ≥ 0", lambda v: _finite(v) and v >= 0)
+SECONDS: Check = ("a finite number ≥ 0", lambda v: _finite(v) and v >= 0)
+WHOLE: Check = ("a whole number", _whole)
+COUNT: Check = ("a whole number ≥ 0", lambda v: _whole(v) and v >= 0)
+TEXT: Check = ("a string", lambda v: isinstance(v, str))
+TEXTS: Check = ("a list of strings", _texts)
+FLAG: Check = ("true or false", lambda v: isinstance(v, bool))
+MAPPING: Check = ("a mapping", lambda v: isinstance(v, dict))
+
+# What the report reads from a completed record, by dotted path: a value must pass its check; null
+# or absent is allowed (an older record lacks the newer fields) except for REQUIRED ones. A mapping
+# comes before the fields inside it.
+REQUIRED_FIELDS = ("test_acc",)
+RECORD_FIELDS: dict[str, Check] = {
+    "test_acc": FRACTION, "test_loss": LOSS, "val_acc": FRACTION, "val_loss": LOSS,
+    "name": TEXT, "seed": WHOLE, "finished_at": TEXT, "data": TEXT, "dataset": TEXT, "precision": TEXT,
+    "device": TEXT, "num_classes": COUNT, "classes": TEXTS, "num_train_images": COUNT, "params_total": COUNT,
+    "params_trainable": COUNT, "params_trainable_after_unfreeze": COUNT, "frozen_modules": TEXTS,
+    "nondeterministic_ops": TEXTS, "history": ("a list of mappings",
+                                               lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v)),
+    "tuning": MAPPING, "tuning.study": TEXT, "tuning.keys": MAPPING, "tuning.trials": COUNT,
+    "tuning.best_val_acc": FRACTION,
+    "config.name": TEXT, "config.seed": WHOLE, "config.deterministic": FLAG, "config.precision": TEXT,
+    "config.device": TEXT, "config.data": MAPPING, "config.data.name": TEXT,
+    "config.data.fraction": ("a finite number in (0, 1]", lambda v: _fraction(v) and v > 0),
+    "config.model": MAPPING, "config.model.name": TEXT, "config.model.pretrained": FLAG,
+    "config.freeze": MAPPING, "config.freeze.name": TEXT, "config.freeze.modules": TEXTS,
+    "config.freeze.unfreeze_at_epoch": COUNT, "config.train": MAPPING,
+}
+# Each entry of ``history`` (one finished epoch); ``epoch`` is required.
+HISTORY_FIELDS: dict[str, Check] = {
+    "epoch": ("a whole number ≥ 1", lambda v: _whole(v) and v >= 1),
+    "train_loss": LOSS, "train_acc": FRACTION, "test_loss": LOSS, "test_acc": FRACTION,
+    "val_loss": LOSS, "val_acc": FRACTION,
+    "epoch_seconds": SECONDS, "eval_seconds": SECONDS, "images_per_second": SECONDS,
+}
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """The first field of a completed run record that the report cannot use, as one line
+    (``field test_acc is 'abc', not a finite number in [0, 1]``); None when every field can be used."""
+    problem = _first_problem(record, RECORD_FIELDS, REQUIRED_FIELDS)
+    if problem:
+        return problem
+    for index, entry in enumerate(record.get("history") or []):
+        if problem := _first_problem(entry, HISTORY_FIELDS, ("epoch",), prefix=f"history[{index}]."):
+            return problem
+    return None
+
+
+def _first_problem(values: dict[str, Any], checks: dict[str, Check], required: tuple[str, ...],
+                   prefix: str = "") -> str | None:
+    for field, (allowed, check) in checks.items():
+        value = _lookup(values, field)
+        if value is None:
+            if field in required:
+                return f"field {prefix}{field} is missing (it must be {allowed})"
+        elif not check(value):
+            return f"field {prefix}{field} is {_shown(value)}, not {allowed}"
+    return None
+
+
+def _lookup(values: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted path; None where it, or a mapping on the way, is absent (a mapping
+    that is something else was already named by its own check)."""
+    for key in dotted.split("."):
+        if not isinstance(values, dict):
+            return None
+        values = values.get(key)
+    return values
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value) if _number(value) else repr(value)  # NaN as JSON writes it: NaN
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def utc_now() -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import logging
 import os
@@ -44,11 +45,13 @@ from transferlab.models import (
     apply_freeze, build_model, check_image_size, check_model_name, count_parameters, frozen_modules, head_name,
     pretrained_weights, trainable_parameter_names, unfreeze,
 )
-from transferlab.records import RUN_FILE, SAMPLES_FILE, utc_now, write_record
+from transferlab.records import RUN_FILE, SAMPLES_FILE, utc_now, write_atomic, write_record
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
 SAMPLE_SIZE = 96  # the largest side of the sample images kept for the report
+SAMPLES_PER_CLASS = 4  # images of each class in the report's sample grid...
+MAX_SAMPLE_IMAGES = 100  # ...fewer of each where there are many classes
 
 
 def load_datasets(data: DataConfig, subset_seed: int, show_progress: bool = False) -> tuple[ImageSet, ImageSet]:
@@ -377,20 +380,30 @@ def _start_fine_tuning(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              record["params_total"])
 
 
-def write_samples(path: Path, data: ImageSet, count: int = 32) -> None:
-    """The first ``count`` training images (before augmentation) with their class names, for the
-    report's sample grid: numpy arrays, so the report reads them without torch."""
+def write_samples(path: Path, data: ImageSet, per_class: int = SAMPLES_PER_CLASS,
+                  max_images: int = MAX_SAMPLE_IMAGES) -> None:
+    """A few training images of each class (before augmentation) with the class names, for the
+    report's sample grid: numpy arrays, so the report reads them without torch.
+
+    The first ``per_class`` images of each class in training-set order (the same images every time),
+    fewer of each where the classes are many, so that at most ``max_images`` are kept: 4 of each
+    of CIFAR-10's 10 classes, 1 of each of CIFAR-100's 100, 1 of each of the first ``max_images``
+    classes of a dataset with more. A class with fewer training images has fewer in the grid."""
     import numpy as np
 
-    count = min(count, len(data))
-    images = data.images[:count]
+    per_class = max(1, min(per_class, max_images // max(1, len(data.classes))))
+    labels = data.labels.cpu().numpy()
+    shown_classes = range(min(len(data.classes), max_images // per_class))
+    indices = np.concatenate([np.flatnonzero(labels == label)[:per_class] for label in shown_classes] or [[]])
+    indices = torch.from_numpy(indices.astype(np.int64))
+    images = data.images[indices]
     if images.shape[-1] > SAMPLE_SIZE:  # an image folder's stored images: thumbnails are enough for a grid
         images = F.interpolate(images.float(), size=(SAMPLE_SIZE, SAMPLE_SIZE), mode="bilinear", antialias=True)
         images = images.round().clamp(0, 255).to(torch.uint8)
-    temporary = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(temporary, images=images.permute(0, 2, 3, 1).cpu().numpy(),
-                        labels=data.labels[:count].cpu().numpy(), classes=np.array(data.classes))
-    os.replace(temporary, path)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=images.permute(0, 2, 3, 1).cpu().numpy(), labels=labels[indices.numpy()],
+                        classes=np.array(data.classes))
+    write_atomic(path, buffer.getvalue())
 
 
 def _history_entry(epoch: int, trained: EpochResult, tested: EpochResult,

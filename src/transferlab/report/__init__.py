@@ -13,6 +13,11 @@ Markdown, and printed), and PNG figures; report.md puts them on one page (docs/r
 every column). Runs that did not complete are listed, never averaged in. The same runs give
 byte-identical report.md, CSV and Markdown files (the bootstrap is seeded).
 
+A completed record with a field the report cannot use (a test_acc that is not a finite number in
+[0, 1], a history entry that is not numbers...) is skipped with a warning that names the file and
+the field; so is a samples.npz that cannot be read (the report goes on without its grid). A report
+that cannot be written (--out a file, a read-only folder, a full disk) is one error line, exit 1.
+
 This module never imports torch (nor anything that does): the report reads records, it never trains.
 """
 
@@ -77,8 +82,30 @@ SECTION_BUILDERS: list[Callable[[pd.DataFrame, Path], list[Section]]] = [group_s
 
 
 def main(args: list[str]) -> int:
+    """The report; 1 with one line on stderr when there is nothing to report or it cannot be written
+    (--out is a file, a read-only folder, a full disk: the OS's reason); the files already written
+    stay whole, none is left empty or half written."""
     options = parse_args(args)
     out = Path(options.out)
+    try:
+        return make_report(options, out)
+    except OSError as error:
+        print(f"transferlab report: error: cannot write the report to {out.as_posix()}: {_write_failure(error, out)}",
+              file=sys.stderr)
+        return 1
+
+
+def _write_failure(error: OSError, out: Path) -> str:
+    """Why: ``it is a file, not a folder``, or the OS's reason and the file it was writing."""
+    if out.exists() and not out.is_dir():
+        return "it is a file, not a folder"
+    reason = error.strerror or str(error)
+    if error.filename is None or Path(error.filename) == out:
+        return reason
+    return f"{reason} ({Path(error.filename).as_posix()})"
+
+
+def make_report(options: argparse.Namespace, out: Path) -> int:
     runs, skipped = read_runs(find_run_files(options.paths, out))
     runs, trials = split_trials(runs)
     for line in skipped:
@@ -93,7 +120,9 @@ def main(args: list[str]) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     sections = [section for build in SECTION_BUILDERS for section in build(completed, out)] + tuning_sections(runs, trials)
-    samples = draw_samples(completed, out)
+    samples, unreadable = draw_samples(completed, out)
+    for line in unreadable:
+        print(f"transferlab report: warning: no sample grid from {line}", file=sys.stderr)
     not_completed = not_completed_frame(runs)
     for section in sections:
         for table in section.tables:

@@ -8,15 +8,19 @@ curves over the epochs are offset sideways by a fraction of an epoch.
 
 from __future__ import annotations
 
+import io
 import re
 import textwrap
+import zipfile
+import zlib
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from transferlab.records import SAMPLES_FILE
+from transferlab.records import SAMPLES_FILE, write_atomic
 from transferlab.report.arms import Arm, Contrast, facet_title
 from transferlab.report.stats import LOSS_BOUNDS, NO_INTERVAL, PERCENT_BOUNDS, summarize
 from transferlab.report.studies import Group
@@ -37,12 +41,28 @@ INTERVAL_NOTE = "bands: 95 % interval of the mean"
 
 
 def pyplot():
+    """matplotlib's pyplot on the Agg backend, with every text drawn as it is: a ``$`` in a class,
+    folder or setting name is a dollar sign, never the start of mathtext (which would misdraw
+    ``$5 to $10`` and fail on ``a$x^$``). Read when a text is made (tick labels: when drawn), so it
+    is set before any figure."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_png(fig, path: Path) -> None:
+    """The figure as a PNG, written atomically (drawn in memory, then records.write_atomic): a full
+    disk or a read-only folder leaves no empty or half PNG, only the OSError. Closes the figure."""
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+    finally:
+        pyplot().close(fig)
+    write_atomic(path, buffer.getvalue())
 
 
 def _metric_name(metric: str) -> str:
@@ -307,20 +327,63 @@ def differences_figure(group: Group, metric: str = "test_acc"):
     return fig
 
 
+class Samples(NamedTuple):
+    images: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray  # (N,) int, each an index into classes
+    classes: np.ndarray  # (C,) str: every class of the dataset
+
+
+def read_samples(path: Path) -> Samples:
+    """The arrays of a samples.npz; ValueError (saying what is wrong) when it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as samples:
+            images, labels, classes = samples["images"], samples["labels"], samples["classes"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"not readable as a samples file ({type(error).__name__}: {error})") from error
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or not len(images):
+        raise ValueError(f"images are {images.dtype} {images.shape}, not (N, H, W, 3) uint8")
+    if classes.ndim != 1 or classes.dtype.kind != "U":
+        raise ValueError(f"classes are {classes.dtype} {classes.shape}, not a list of names")
+    if labels.shape != images.shape[:1] or labels.dtype.kind not in "iu" or labels.min() < 0 \
+            or labels.max() >= len(classes):
+        raise ValueError(f"labels are {labels.dtype} {labels.shape}, not one class index (0 to {len(classes) - 1}) "
+                         "per image")
+    return Samples(images, labels, classes)
+
+
 def samples_figure(path: Path, title: str):
-    """A grid of the training images in a samples.npz, each with its class name."""
+    """The training images of a samples.npz by class, each class under its name: a row per class
+    (its name at the left) where there are several of each, a grid of one image per class (its name
+    above it) otherwise; the title says how many images of how many of the classes it shows.
+    ValueError when the file is not a samples file."""
     plt = pyplot()
-    with np.load(path, allow_pickle=False) as samples:
-        images, labels, classes = samples["images"], samples["labels"], samples["classes"]
-    columns = 8
-    rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.5 * rows + 0.7), dpi=100, squeeze=False)
+    images, labels, classes = read_samples(path)
+    shown = np.unique(labels)  # the classes in their dataset's order
+    of_class = [np.flatnonzero(labels == label) for label in shown]
+    per_class = max(len(indices) for indices in of_class)
+    by_row = per_class > 1
+    columns = per_class if by_row else min(10, len(shown))
+    rows = len(shown) if by_row else -(-len(shown) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns + (1.4 if by_row else 0), 1.4 * rows + 0.6),
+                             dpi=100, squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, label in zip(axes.flat, images, labels):
-        ax.imshow(image, interpolation="nearest")
-        ax.set_title(_wrap(str(classes[label]), 16), fontsize=9)  # the dataset's own names, any count
-    fig.suptitle(title)
+    for place, (label, indices) in enumerate(zip(shown, of_class)):
+        name = _wrap(str(classes[label]), 16)  # the dataset's own names, any count
+        for ax, index in zip(axes[place] if by_row else [axes.flat[place]], indices):
+            ax.imshow(images[index], interpolation="nearest")
+        if by_row:  # the name left of the row: an axis label, with the axis itself hidden
+            first = axes[place, 0]
+            first.axis("on")
+            first.set_xticks([])
+            first.set_yticks([])
+            first.spines[:].set_visible(False)
+            first.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+        else:
+            axes.flat[place].set_title(name, fontsize=9)
+    each = f"{per_class}" if len({len(indices) for indices in of_class}) == 1 else f"up to {per_class}"
+    which = f"{len(shown)} of its {len(classes)} classes" if len(shown) < len(classes) else f"its {len(classes)} classes"
+    fig.suptitle(f"{title}\n{each} image{'s' if by_row else ''} of each of {which}")
     return fig
 
 
@@ -352,16 +415,13 @@ def applies(group: Group, kind: str) -> bool:
 
 def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
     """Writes the group's PNGs; returns (file name, caption) of each."""
-    plt = pyplot()
     written = []
     for kind, metric in group.part.figures:
         if not applies(group, kind):
             continue
         draw, caption = FIGURES[kind]
         file = f"{group.stem}-{metric}-{kind}.png"
-        fig = draw(group, metric)
-        fig.savefig(out / file, bbox_inches="tight")
-        plt.close(fig)
+        save_png(draw(group, metric), out / file)
         if not group.legend_title:  # one arm: nothing to go by
             caption = caption.replace(" by {rows}", " after the last epoch")
         written.append((file, f"{group.part.label}: " + caption.format(what=_metric_name(metric),
@@ -369,20 +429,24 @@ def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
     return written
 
 
-def draw_samples(runs: pd.DataFrame, out: Path) -> list[tuple[str, str, str]]:
+def draw_samples(runs: pd.DataFrame, out: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
     """A grid of sample images per dataset, from the dataset's first run (by folder) that kept a
-    samples.npz; (file name, dataset, run folder) of each."""
-    plt = pyplot()
-    written = []
+    readable samples.npz: (file name, dataset, run folder) of each, and a line for each samples.npz
+    that could not be read (the dataset's next run is tried instead)."""
+    written, unreadable = [], []
     for dataset, of_dataset in runs.groupby("dataset", sort=True) if len(runs) else []:
         for run in of_dataset.sort_values("path").itertuples():
             source = Path(run.path) / SAMPLES_FILE
-            if source.is_file():
-                file = f"samples-{re.sub(r'[^A-Za-z0-9_.-]+', '_', dataset).strip('_')}.png"
+            if not source.is_file():
+                continue
+            file = f"samples-{re.sub(r'[^A-Za-z0-9_.-]+', '_', dataset).strip('_')}.png"
+            try:
                 fig = samples_figure(source, f"Sample training images of {dataset}, before augmentation, "
                                              "with their classes")
-                fig.savefig(out / file, bbox_inches="tight")
-                plt.close(fig)
-                written.append((file, dataset, run.path))
-                break
-    return written
+            except ValueError as error:
+                unreadable.append(f"{source.as_posix()}: {error}")
+                continue
+            save_png(fig, out / file)
+            written.append((file, dataset, run.path))
+            break
+    return written, unreadable

@@ -51,7 +51,7 @@ INTRO = ("Accuracies are in %, differences between arms in percentage points, lo
 
 def report_markdown(sources: list[str], read: int, sections: list[Section], samples: list[tuple[str, str, str]],
                     not_completed: pd.DataFrame, skipped: list[str], repeats: list[str]) -> str:
-    skipped_note = f"; {len(skipped)} file(s) skipped (not run records)" if skipped else ""
+    skipped_note = f"; {len(skipped)} file(s) skipped (not usable run records: see the end)" if skipped else ""
     repeats_note = (f"; {len(repeats)} run(s) repeat another's study, settings, seed and subset seed, and count "
                     "once (see the end)") if repeats else ""
     lines = [

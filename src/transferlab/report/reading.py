@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from transferlab.config import NOT_RESULT_KEYS
-from transferlab.records import RUN_FILE, read_record
+from transferlab.records import RUN_FILE, read_record, record_problem
 
 # Settings that never split a group: replicates differ in seed, subset seed and repeat (see
 # replicate()), the rest cannot change a result.
@@ -35,29 +36,64 @@ def find_run_files(paths: list[str], out: Path) -> list[Path]:
     """Every run.json under ``paths`` (a path may also be a run.json itself), sorted, none under
     ``out`` and none in a hidden folder below them (such as outputs/.mlflow/, where MLflow keeps
     copies of run.json). Each comes back as the given path joined with its place below it, so that what the
-    report shows depends on the arguments, not on the working directory."""
+    report shows depends on the arguments, not on the working directory.
+
+    Symbolic links to folders are followed, and a run.json reached more than once (through a link
+    and directly, through two links, through a link back up the tree, under two of the paths) is
+    read once: by the way with the fewest links, under the path given first among those."""
     out = out.resolve()
-    found: dict[Path, Path] = {}
-    for given in paths:
+    found: dict[Path, tuple[int, int, Path]] = {}  # resolved -> (links crossed, which path, the path shown)
+    for order, given in enumerate(paths):
         root = Path(given)
-        files = [root] if root.is_file() else sorted(root.rglob(RUN_FILE)) if root.is_dir() else []
-        for file in files:
-            if any(part.startswith(".") for part in file.relative_to(root).parts[:-1]):
-                continue
+        for file, links in [(root, 0)] if root.is_file() else _run_files_below(root, out) if root.is_dir() else []:
             resolved = file.resolve()
-            if out not in resolved.parents and resolved not in found:
-                found[resolved] = root / file.relative_to(root) if file != root else root
-    return sorted(found.values(), key=lambda p: p.as_posix())
+            if out not in resolved.parents and (resolved not in found or (links, order) < found[resolved][:2]):
+                found[resolved] = (links, order, file)
+    return sorted((file for _, _, file in found.values()), key=lambda p: p.as_posix())
+
+
+def _run_files_below(root: Path, out: Path) -> list[tuple[Path, int]]:
+    """(run.json, the links crossed to reach it) under ``root``, following links to folders: every
+    folder reached without a link is walked before any that takes one link, and so on, and none is
+    walked twice (which also ends a link that loops back to a folder above it)."""
+    files, walked = [], set()
+    level, links = [root], 0  # folders reached through ``links`` links
+    while level:
+        through_link = []
+        while level:
+            folder = level.pop()
+            resolved = folder.resolve()
+            if resolved in walked or resolved == out or out in resolved.parents:
+                continue
+            walked.add(resolved)
+            try:
+                entries = sorted(os.scandir(folder), key=lambda entry: entry.name, reverse=True)
+            except OSError:  # unreadable, or gone since it was listed: as rglob, pass it by
+                continue
+            for entry in entries:
+                if entry.name == RUN_FILE and entry.is_file():
+                    files.append((folder / entry.name, links))
+                elif not entry.name.startswith(".") and entry.is_dir():
+                    (through_link if entry.is_symlink() else level).append(folder / entry.name)
+        level, links = through_link[::-1], links + 1
+    return files
 
 
 def read_runs(files: list[Path]) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
-    """(path, record) for each readable run.json, and a line for each file that is not one."""
+    """(path, record) for each readable run.json, and a line for each file that is not one: not
+    JSON, not a run record, or a completed record with a field that the report cannot use (the line
+    names the field, such as a test_acc that is not a finite number in [0, 1])."""
     runs, skipped = [], []
     for file in files:
         try:
-            runs.append((file, read_record(file)))
+            record = read_record(file)
         except ValueError as error:
             skipped.append(f"{file.as_posix()}: {str(error).removeprefix(f'{file}: ')}")
+            continue
+        if record["status"] == "completed" and (problem := record_problem(record)):
+            skipped.append(f"{file.as_posix()}: {problem}")
+            continue
+        runs.append((file, record))
     return runs, skipped
 
 
