@@ -78,7 +78,9 @@ def test_folder_name(root: Path) -> str | None:
 
 
 def scan_folder(root: str | Path) -> FolderListing:
-    """The folder's files by class; a ConfigError naming the folder when the layout is wrong."""
+    """The folder's files by class, each statted once; a ConfigError naming the folder when the
+    layout is wrong, the link when one leads to a folder inside a class folder or to nothing, and
+    both paths when two reach one file."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ConfigError(f"data.root={str(root)!r} is not a folder; data=imagefolder needs {LAYOUT}")
