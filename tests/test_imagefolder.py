@@ -1,8 +1,13 @@
 """data=imagefolder: the layout, decoding any format and mode, the cache, the held-out split, and
 the one-line errors, on folders the tests write (PNG and JPEG, mixed sizes and modes)."""
 
+import errno
+import logging
 import multiprocessing
 import os
+import shutil
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -168,3 +173,222 @@ def test_a_corrupt_file_is_named_and_leaves_no_half_written_cache(tmp_path, work
     corrupt.unlink()
     train, test = load(root, tmp_path / "cache", workers=workers)
     assert (len(train), len(test)) == (18, 17)
+
+
+# Links, and the same image twice: a test image that also trains is a wrong answer, never a warning.
+
+
+def test_links_to_folders_are_refused_and_links_to_files_read_once(tmp_path):
+    """The tester's folder: `ln -s . train/cat/self` and `ln -s .. train/dog/up` made 16 files 7,216
+    images, cats labelled dog, and put the same images in both splits."""
+    root = write_image_folder(tmp_path / "pets", per_class=8, splits=("train",), classes=("cat", "dog"))
+    (root / "train" / "cat" / "self").symlink_to(".")
+    (root / "train" / "dog" / "up").symlink_to("..")
+    with pytest.raises(ConfigError) as error:
+        load(root, tmp_path / "cache")
+    message = str(error.value)
+    assert message.startswith(f"{root / 'train' / 'cat' / 'self'} is a link to the folder {root / 'train' / 'cat'}")
+    assert "following it would loop" in message and "\n" not in message
+    assert not (tmp_path / "cache").exists()
+    (root / "train" / "cat" / "self").unlink()
+    with pytest.raises(ConfigError) as error:
+        load(root, tmp_path / "cache")
+    assert str(error.value).startswith(f"{root / 'train' / 'dog' / 'up'} is a link to the folder {root / 'train'}, a "
+                                       "folder that contains it: following it would loop")
+    (root / "train" / "dog" / "up").unlink()
+    # What is followed: a link to a file (here outside the folder), and a class folder that is a link.
+    outside = write_image_folder(tmp_path / "more", per_class=1, splits=("train",), classes=("owl", "cow"), seed=1)
+    (root / "train" / "dog" / "linked.png").symlink_to(outside / "train" / "owl" / "train_owl_0.png")
+    (root / "train" / "cow").symlink_to(outside / "train" / "cow", target_is_directory=True)
+    train, test = load(root, tmp_path / "cache")
+    assert len(train) + len(test) == 8 + 9 + 1 and train.classes == ("cat", "cow", "dog")
+    assert torch.bincount(torch.cat([train.labels, test.labels])).tolist() == [8, 1, 9]
+
+
+@pytest.mark.parametrize("link, target, why", [
+    ("train/cat/sub/again", "..", "following it would loop"),
+    ("train/cat/twin", "sub", "its images would be read twice"),
+    ("train/cat/extra", "{outside}", "outside its class folder"),
+])
+def test_every_link_to_a_folder_in_a_class_folder_is_one_line_that_names_it(tmp_path, link, target, why):
+    root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
+    (root / "train" / "cat" / "sub").mkdir()
+    (root / "train" / "cat" / "train_cat_0.png").rename(root / "train" / "cat" / "sub" / "train_cat_0.png")
+    (tmp_path / "outside").mkdir()
+    (root / link).symlink_to(target.format(outside=tmp_path / "outside"), target_is_directory=True)
+    with pytest.raises(ConfigError) as error:
+        scan_folder(root)
+    message = str(error.value)
+    assert message.startswith(f"{root / link} is a link to the folder ") and why in message and "\n" not in message
+    assert "remove the link" in message
+
+
+def _link_beside(root):
+    (root / "train" / "cat" / "again.png").symlink_to("train_cat_0.png")
+    return root / "train" / "cat" / "train_cat_0.png", root / "train" / "cat" / "again.png", "read twice"  # by name
+
+
+def _hard_link(root):
+    (root / "train" / "cat" / "sub").mkdir()
+    os.link(root / "train" / "cat" / "train_cat_0.png", root / "train" / "cat" / "sub" / "copy.png")
+    return root / "train" / "cat" / "sub" / "copy.png", root / "train" / "cat" / "train_cat_0.png", "read twice"
+
+
+def _cat_linked_as_dog(root):
+    (root / "train" / "dog" / "cat.png").symlink_to(root / "train" / "cat" / "train_cat_0.png")
+    return root / "train" / "dog" / "cat.png", root / "train" / "cat" / "train_cat_0.png", "read twice"
+
+
+def _val_links_to_train(root):
+    (root / "val" / "cat" / "leak.png").symlink_to(root / "train" / "cat" / "train_cat_0.png")
+    return (root / "val" / "cat" / "leak.png", root / "train" / "cat" / "train_cat_0.png",
+            "a training image would be tested")
+
+
+def _val_is_train(root):
+    shutil.rmtree(root / "val")
+    (root / "val").symlink_to("train", target_is_directory=True)
+    return (root / "val" / "cat" / "train_cat_0.png", root / "train" / "cat" / "train_cat_0.png",
+            "a training image would be tested")
+
+
+@pytest.mark.parametrize("make", [_link_beside, _hard_link, _cat_linked_as_dog, _val_links_to_train, _val_is_train])
+def test_a_file_reached_twice_is_one_line_naming_both_paths(tmp_path, make):
+    root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
+    second, first, why = make(root)  # in the order of the scan: a folder's files, then its subfolders
+    with pytest.raises(ConfigError) as error:
+        load(root, tmp_path / "cache")
+    message = str(error.value)
+    assert message.startswith(f"{second} ") and str(first) in message and "are one file" in message, message
+    assert why in message and "\n" not in message
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_link_that_leads_nowhere_is_named(tmp_path):
+    root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
+    (root / "train" / "dog" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    with pytest.raises(ConfigError) as error:
+        load(root, tmp_path / "cache")
+    assert str(error.value).startswith(f"{root / 'train' / 'dog' / 'gone.png'} is a link to "
+                                       f"{tmp_path / 'deleted.png'}, which does not exist")
+
+
+@pytest.mark.parametrize("copy, splits, why", [
+    ("val/cat/copy.png", ("train", "val"), "one in train/ and one in val/: a training image would be tested"),
+    ("train/dog/copy.png", ("train", "val"), "in two classes (cat and dog)"),
+    ("train/cat/sub/copy.png", ("train",), "data.test_fraction could put one in each split"),
+])
+def test_the_same_image_in_two_files_that_could_leak_is_one_line(tmp_path, copy, splits, why):
+    root = write_image_folder(tmp_path / "pets", per_class=3, classes=("cat", "dog"), splits=splits)
+    original = root / "train" / "cat" / "train_cat_1.jpg"
+    (root / copy).parent.mkdir(exist_ok=True)
+    shutil.copyfile(original, root / copy)
+    with pytest.raises(TransferlabError) as error:
+        load(root, tmp_path / "cache")
+    message = str(error.value)
+    assert message.startswith(f"{original} and {root / copy} hold the same image (identical bytes)"), message
+    assert why in message and "\n" not in message
+
+
+def test_a_copy_in_its_own_class_with_a_separate_test_split_is_a_warning(tmp_path, caplog):
+    root = write_image_folder(tmp_path / "pets", per_class=3, classes=("cat", "dog"))
+    shutil.copyfile(root / "train" / "cat" / "train_cat_1.jpg", root / "train" / "cat" / "copy.jpg")
+    with caplog.at_level(logging.WARNING, logger="transferlab"):
+        train, test = load(root, tmp_path / "cache")
+    assert (len(train), len(test)) == (7, 6)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"{root / 'train' / 'cat' / 'copy.jpg'}" in warning and "identical bytes" in warning
+
+
+# The cache: verified when it is opened, rebuilt with a warning when damaged; no temporary outlives its process.
+
+
+def _truncate(path):
+    with open(path, "rb+") as handle:
+        handle.truncate(path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda folder: _truncate(folder / "images.npy"), "images.npy holds"),
+    (lambda folder: (folder / "about.json").unlink(), "about.json is missing"),
+    (lambda folder: (folder / "about.json").write_text('{"images": 3'), "about.json"),
+    (lambda folder: _truncate(folder / "labels.npy"), "labels.npy"),
+])
+def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, caplog, damage, reason):
+    root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
+    train, test = load(root, tmp_path / "cache")
+    expected = train.images.clone(), test.images.clone()  # the damage below reaches into this memory map
+    [entry] = cache_entries(tmp_path / "cache")
+    folder = tmp_path / "cache" / "imagefolder" / entry
+    damage(folder)
+    with caplog.at_level(logging.WARNING, logger="transferlab"):
+        again, again_test = load(root, tmp_path / "cache")
+    assert torch.equal(again.images, expected[0]) and torch.equal(again_test.images, expected[1])
+    assert torch.equal(again.labels, train.labels)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(folder) in warning and "is damaged" in warning and reason in warning and "decoding it again" in warning
+    assert cache_entries(tmp_path / "cache") == [entry]
+    caplog.clear()
+    load(root, tmp_path / "cache")  # now whole: read without a word
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_temporaries_that_no_process_is_writing_are_removed(tmp_path):
+    from transferlab.locks import file_lock
+
+    root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
+    folder = tmp_path / "cache" / "imagefolder"
+    stale, busy = folder / ".0123abcd0123abcd0123abcd.4242.tmp", folder / ".4567cdef4567cdef4567cdef.4343.tmp"
+    for temporary in (stale, busy):
+        temporary.mkdir(parents=True)
+        (temporary / "images.npy").write_bytes(b"\0" * 1000)
+    with file_lock(folder / "4567cdef4567cdef4567cdef.lock"):  # as a process that is decoding that cache
+        load(root, tmp_path / "cache")
+        assert not stale.exists() and busy.exists()
+    load(root, tmp_path / "cache")
+    assert not busy.exists()
+
+
+def test_the_cache_size_error_gives_a_readable_size(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
+
+    def full_disk(descriptor, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module.os, "posix_fallocate", full_disk)
+    with pytest.raises(TransferlabError) as error:
+        load(root, tmp_path / "cache")
+    assert f"the image cache needs 13.8 KB in {tmp_path / 'cache' / 'imagefolder'}" in str(error.value)  # 8 x 3 x 24 x 24 bytes
+    assert cache_entries(tmp_path / "cache") == []
+
+
+def _decode_until_killed(root, cache, workers):
+    def slow(path, size):
+        time.sleep(0.2)
+        return decode_image(path, size)
+
+    cache_module.decode_image = slow
+    load(root, cache, workers=workers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_decoding_killed_with_sigkill_leaves_nothing_the_next_run_keeps(tmp_path, workers):
+    """kill -9 during decoding left a temporary (1.4 GB for the tester) that nothing removed."""
+    root = write_image_folder(tmp_path / "pets", per_class=16, classes=("cat", "dog"))
+    child = multiprocessing.get_context("fork").Process(target=_decode_until_killed,
+                                                        args=(root, tmp_path / "cache", workers))
+    child.start()
+    folder = tmp_path / "cache" / "imagefolder"
+    deadline = time.monotonic() + 60
+    while not list(folder.glob(f".*.{child.pid}.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [temporary] = folder.glob(f".*.{child.pid}.tmp")
+    time.sleep(0.5)  # into the decoding (0.2 s an image)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(timeout=60)
+    assert temporary.exists()  # kill -9: nothing in the process could remove it
+    # With 2 workers the load waits for the orphaned ones to end their chunk and let go of the lock.
+    train, test = load(root, tmp_path / "cache")
+    assert len(train) + len(test) == 64 and not temporary.exists()
+    assert len(cache_entries(tmp_path / "cache")) == 1

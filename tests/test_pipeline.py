@@ -212,3 +212,50 @@ def test_a_set_streams_when_it_would_take_over_half_the_free_gpu_memory(monkeypa
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1000, 4000))
     assert fits_on_device(500, torch.device("cuda")) and not fits_on_device(501, torch.device("cuda"))
     assert fits_on_device(10**15, torch.device("cpu"))
+
+
+def batch_norm_model(num_classes: int) -> torch.nn.Module:
+    """A BatchNorm layer on 1 x 1 features, as at the end of ResNet18 on 32 x 32 images: training
+    mode cannot normalise a batch of one image there."""
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.BatchNorm2d(4),
+                               torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
+
+
+@pytest.mark.parametrize("pipeline", [DeviceLoader, ReferenceLoader])
+def test_a_last_training_batch_of_one_image_joins_the_batch_before(pipeline):
+    """65 images in batches of 64 (data.num_train=130 at data.fraction=0.5) train as one batch of
+    65, so BatchNorm never sees a batch of one; evaluation keeps its batches of 64 and 1."""
+    from transferlab.engine import evaluate, train_one_epoch
+
+    extra = {"device": torch.device("cpu"), "num_workers": 0} if pipeline is ReferenceLoader else {}
+    cpu = torch.device("cpu")
+    everything, _ = make_synthetic(130, 1, seed=0, size=8)
+    for count, expected in ((65, [65]), (129, [64, 65]), (130, [64, 64, 2]), (1, [1])):
+        data = everything.subset(torch.arange(count))
+        loader = pipeline(data, batch_size=64, image_size=8, train=True, seed=0, **extra)
+        batches = list(loader.epoch(1))
+        assert [len(labels) for _, labels in batches] == expected and len(loader) == len(expected)
+        assert sorted(torch.cat([labels for _, labels in batches]).tolist()) == sorted(data.labels.tolist())
+    data = everything.subset(torch.arange(65))
+    model = batch_norm_model(len(data.classes))
+    trained = train_one_epoch(model, pipeline(data, batch_size=64, image_size=8, train=True, seed=0,
+                                              **extra).epoch(1), torch.optim.SGD(model.parameters(), lr=0.1), cpu)
+    assert trained.images == 65
+    test_batches = pipeline(data, batch_size=64, image_size=8, train=False, seed=0, **extra)
+    assert [len(labels) for _, labels in test_batches.epoch(1)] == [64, 1] and len(test_batches) == 2
+    assert evaluate(model, test_batches.epoch(1), cpu).images == 65  # eval mode: a batch of one is fine
+
+
+def test_the_reference_loaders_order_is_the_data_loaders():
+    """Batching by sizes draws what DataLoader(shuffle=True) draws: runs keep their images' order."""
+    from torch.utils.data import DataLoader
+
+    from transferlab.data import epoch_generator
+
+    data, _ = make_synthetic(10, 1, seed=0, size=8)
+    data = ImageSet(data.images, torch.arange(10), data.classes)
+    loader = ReferenceLoader(data, batch_size=4, image_size=8, train=True, seed=5, device=torch.device("cpu"),
+                             num_workers=0)
+    ours = [labels.tolist() for _, labels in loader.epoch(3)]
+    plain = DataLoader(list(range(10)), batch_size=4, shuffle=True, generator=epoch_generator(5, 3))
+    assert ours == [batch.tolist() for batch in plain]

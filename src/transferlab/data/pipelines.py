@@ -7,10 +7,14 @@ than half of a CUDA device's free memory stays in host memory (an image folder's
 cache) and its batches are gathered there by a background thread and copied over as they are needed.
 ``reference``: torchvision's transforms on PIL images in a DataLoader, for comparison and exact
 reproduction of the protocol's reference loop.
+
+Both batch an epoch alike (batch_sizes): full batches and the remainder, except that a training
+epoch's last batch of one image joins the batch before it (docs/data.md).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterator
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from transferlab.data.images import ImageSet
 
@@ -177,6 +181,16 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
+def batch_sizes(count: int, batch_size: int, train: bool) -> list[int]:
+    """The sizes of an epoch's batches of ``count`` images: full batches, then the remainder. In
+    training a last batch of one image joins the batch before it (one batch of batch_size + 1):
+    BatchNorm cannot normalise a batch of one, and merging keeps every image in every epoch."""
+    sizes = [batch_size] * (count // batch_size) + ([count % batch_size] if count % batch_size else [])
+    if train and len(sizes) > 1 and sizes[-1] == 1:
+        sizes[-2:] = [batch_size + 1]
+    return sizes
+
+
 def fits_on_device(num_bytes: int, device: torch.device) -> bool:
     """The memory rule: on a CUDA device a dataset lives on the device when it takes at most half
     of the device's free memory, leaving the rest to the model, its activations and the other set;
@@ -208,9 +222,10 @@ class DeviceLoader:
         self.stream = stream
         self.labels = data.labels.to(self.device)
         self.mean, self.std = normalization(transforms.normalize, self.device)
+        self.sizes = batch_sizes(len(data), batch_size, train)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.data) / self.batch_size)
+        return len(self.sizes)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count, device, augment = len(self.data), self.device, self.transforms.augment
@@ -226,9 +241,9 @@ class DeviceLoader:
             flips = _to_device(torch.rand(count, generator=generator) < 0.5, device)
         else:
             order = torch.arange(count)
-        on_host = torch.split(order, self.batch_size)
-        on_device = torch.split(_to_device(order, device), self.batch_size)
-        starts = range(0, count, self.batch_size)
+        on_host = torch.split(order, self.sizes)
+        on_device = torch.split(_to_device(order, device), self.sizes)
+        starts = itertools.accumulate(self.sizes, initial=0)
         for start, index, images in zip(starts, on_device, self._uint8_batches(on_host, on_device)):
             images = images.float().div_(255)
             if not self.train or augment in ("flip", "none"):
@@ -325,22 +340,40 @@ class ReferenceLoader:
         self.device = device
         self.num_workers = num_workers
         self.memory_format = memory_format
+        self.sizes = batch_sizes(len(self.dataset), batch_size, train)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.dataset) / self.batch_size)
+        return len(self.sizes)
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # The sampler DataLoader(shuffle=True, generator=...) would make, so the order is the same.
+        generator = epoch_generator(self.seed, epoch)
+        order = RandomSampler(self.dataset, generator=generator) if self.train else SequentialSampler(self.dataset)
         loader = DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
-            shuffle=self.train,
+            batch_sampler=_Batches(order, self.sizes),
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
-            generator=epoch_generator(self.seed, epoch),
+            generator=generator,
         )
         for images, labels in loader:
             yield (images.to(self.device, non_blocking=True, memory_format=self.memory_format),
                    labels.to(self.device, non_blocking=True))
+
+
+class _Batches(Sampler[list[int]]):
+    """The indices of ``order`` cut into batches of ``sizes``."""
+
+    def __init__(self, order: Sampler[int], sizes: list[int]):
+        self.order, self.sizes = order, sizes
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        indices = iter(self.order)
+        for size in self.sizes:
+            yield list(itertools.islice(indices, size))
 
 
 def make_loader(data: ImageSet, pipeline: str, batch_size: int, image_size: int, train: bool, seed: int,
