@@ -69,7 +69,7 @@ def _at_least(key: str, value: float, low: float) -> None:
 MAX_SEED = 2**32 - 1
 
 
-def _seed(key: str, value: int) -> None:
+def _seed_in_range(key: str, value: int) -> None:
     if not 0 <= value <= MAX_SEED:
         raise ConfigError(f"{key}={value} is not allowed; it must be an integer in [0, {MAX_SEED}] (2**32 - 1)")
 
@@ -148,7 +148,7 @@ class DataConfig:
         _choice("data.pipeline", self.pipeline, PIPELINES)
         _choice("data.augment", self.augment, AUGMENTATIONS)
         _choice("data.normalize", self.normalize, NORMALIZATIONS)
-        _seed("data.subset_seed", self.subset_seed)
+        _seed_in_range("data.subset_seed", self.subset_seed)
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"data.fraction={self.fraction} is not allowed; it must be in (0, 1]")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -233,7 +233,7 @@ class Config:
         _choice("progress", self.progress, PROGRESS)
         _choice("logger", self.logger, LOGGERS)
         check_name(self.name)
-        _seed("seed", self.seed)
+        _seed_in_range("seed", self.seed)
         _refuse_non_finite(self)  # the sections' own checks ran first: these are the floats they let through
         unfreeze_at = self.freeze.unfreeze_at_epoch
         if unfreeze_at is not None and unfreeze_at >= self.train.epochs:
