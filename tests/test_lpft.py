@@ -25,7 +25,9 @@ LPFT = ("freeze=lp_ft", "train.epochs=3", "data.num_train=64", "data.num_test=32
     (["freeze=last_only", "freeze.unfreeze_at_epoch=0"], "freeze.unfreeze_at_epoch=0 is not allowed; it must be >= 1"),
     (["freeze=last_only", "freeze.unfreeze_at_epoch=10"],
      "freeze.unfreeze_at_epoch=10 is not allowed; it must be < train.epochs=10"),
-    (["freeze=lp_ft", "train.epochs=1"], "freeze.unfreeze_at_epoch=0 is not allowed; it must be >= 1"),
+    # lp_ft sets freeze.unfreeze_at_epoch itself: the error names the key the user set.
+    (["freeze=lp_ft", "train.epochs=1"], "freeze=lp_ft needs train.epochs >= 2 (a linear probe for the first half of "
+                                         "the epochs, then fine-tuning), but train.epochs=1; raise train.epochs"),
     (["freeze.unfreeze_at_epoch=2"], "freeze.unfreeze_at_epoch=2 needs something frozen to unfreeze"),
     (["freeze=early", "freeze.modules=[]", "freeze.unfreeze_at_epoch=2"], "needs something frozen to unfreeze"),
 ])

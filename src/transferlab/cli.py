@@ -16,13 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab.config import composition_error_line
-from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
+from transferlab.config import composition_error_line, yaml_error_line
+from transferlab.errors import ConfigError, JobRaised, RunInterrupted, TransferlabError
 from transferlab.tuning import SweepRefused, is_optuna_sweep, objective
 
 USAGE = """usage: transferlab COMMAND [ARGS ...]
@@ -75,8 +76,16 @@ def train(args: list[str]) -> int:
         if cause is not None:  # raised by one of our resolvers (e.g. a bad name)
             raise cause from None
         raise ConfigError(composition_error_line(error)) from error
+    except yaml.YAMLError as error:  # a file of conf/ that is not YAML: Hydra lets PyYAML's report through
+        if saved_full_error:
+            raise
+        raise ConfigError(yaml_error_line(error)) from error
     except SweepRefused as refused:
         raise ConfigError(str(refused)) from None
+    except JobRaised as raised:  # the run's own files could not be written, or a bug (its traceback stays)
+        if isinstance(raised.error, OSError):
+            raise TransferlabError(f"cannot write the run's files: {raised.error}") from raised.error
+        raise raised.error from None
     except ValueError as error:  # Hydra's check of its own flags; runs never raise out of their job
         raise ConfigError(str(error)) from error
     except OSError as error:  # Hydra could not make the run folder or write its files

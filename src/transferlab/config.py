@@ -5,13 +5,16 @@ names) need the model table and happen where the model is built."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -62,6 +65,30 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 def _at_least(key: str, value: float, low: float) -> None:
     if value < low:
         raise ConfigError(f"{key}={value} is not allowed; it must be >= {low}")
+
+
+# Seeds every RNG a run seeds accepts (Python's, torch's, numpy's), with room for the per-epoch seeds
+# derived from them (transferlab.data.pipelines.epoch_generator).
+MAX_SEED = 2**32 - 1
+
+
+def _seed_in_range(key: str, value: int) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{key}={value} is not allowed; it must be an integer in [0, {MAX_SEED}] (2**32 - 1)")
+
+
+def _refuse_non_finite(section: Any, prefix: str = "") -> None:
+    """A ConfigError for the first float setting of ``section`` (a schema dataclass, searched
+    through its sub-sections) that is NaN or infinite: such a value passes every range check
+    written as a comparison, and a run with it trains on NaN."""
+    for entry in dataclasses.fields(section):
+        key, value = f"{prefix}{entry.name}", getattr(section, entry.name)
+        if dataclasses.is_dataclass(value):
+            _refuse_non_finite(value, f"{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is not allowed; it must be a finite number")
+        elif isinstance(value, list) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+            raise ConfigError(f"{key}={list(value)} is not allowed; its values must be finite numbers")
 
 
 @dataclass
@@ -128,6 +155,7 @@ class DataConfig:
         _choice("data.pipeline", self.pipeline, PIPELINES)
         _choice("data.augment", self.augment, AUGMENTATIONS)
         _choice("data.normalize", self.normalize, NORMALIZATIONS)
+        _seed_in_range("data.subset_seed", self.subset_seed)
         _choice("data.sampling", self.sampling, SAMPLINGS)
         if self.fraction is not None and self.per_class is not None:
             raise ConfigError(f"data.fraction={self.fraction} and data.per_class={self.per_class} are both set; give "
@@ -227,6 +255,10 @@ class Config:
         _choice("logger", self.logger, LOGGERS)
         check_name(self.name)
         _at_least("repeat", self.repeat, 0)
+        _seed_in_range("seed", self.seed)
+        _seed_in_range("seed + repeat", self.effective_seed)
+        _seed_in_range("data.subset_seed + repeat", self.effective_subset_seed)
+        _refuse_non_finite(self)  # the sections' own checks ran first: these are the floats they let through
         unfreeze_at = self.freeze.unfreeze_at_epoch
         if unfreeze_at is not None and unfreeze_at >= self.train.epochs:
             raise ConfigError(f"freeze.unfreeze_at_epoch={unfreeze_at} is not allowed; it must be < "
@@ -274,7 +306,12 @@ def fraction_default(per_class: Optional[int], default: float) -> Optional[float
 
 
 def half_of(epochs: int) -> int:
-    """conf/freeze/lp_ft.yaml's switch: a linear probe for the first half of the epochs."""
+    """conf/freeze/lp_ft.yaml's switch: a linear probe for the first half of the epochs. A run of
+    one epoch has no second half: the error names train.epochs, which the user set, rather than
+    the freeze.unfreeze_at_epoch=0 it would resolve to."""
+    if int(epochs) < 2:
+        raise ConfigError(f"freeze=lp_ft needs train.epochs >= 2 (a linear probe for the first half of the "
+                          f"epochs, then fine-tuning), but train.epochs={epochs}; raise train.epochs")
     return int(epochs) // 2
 
 
@@ -329,11 +366,17 @@ def compose_with_hydra(overrides: list[str], with_hydra: bool = True) -> DictCon
             return compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(composition_error_line(error)) from error
+    except yaml.YAMLError as error:
+        raise ConfigError(yaml_error_line(error)) from error
 
 
 def composition_error_line(error: Exception) -> str:
     """Hydra's and OmegaConf's multi-line composition errors as one line that names the key and,
     where it can, what is allowed."""
+    from hydra.errors import OverrideParseException
+
+    if isinstance(error, OverrideParseException):
+        return override_error_line(error.override, error.message)
     cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
     text = str(error).split("Config search path:")[0]
     if "Available options in" in text:  # an unknown option of a config group
@@ -362,6 +405,33 @@ def composition_error_line(error: Exception) -> str:
     return f"{key}: {message}" if key else " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+GRAMMAR_URL = "https://hydra.cc/docs/1.2/advanced/override_grammar/basic"
+LEXER_ERROR = "LexerNoViableAltException: "  # Hydra's message: this, the override, then a line with ^ under the bad character
+
+
+def override_error_line(override: str, message: str) -> str:
+    """Hydra's message for an override it cannot parse (``seed=10^23``, ``model=[``) as one line
+    that names the override and, for a character the grammar does not allow, that character."""
+    lines = message.splitlines()
+    if lines[0].startswith(LEXER_ERROR) and len(lines) > 1 and "^" in lines[1]:
+        at = lines[1].index("^") - len(LEXER_ERROR)
+        character = f"{override[at]!r} " if 0 <= at < len(override) else ""
+        reason = (f"the character {character}is not allowed in an unquoted value; quote the value "
+                  "(KEY='VALUE') or write a number in digits")
+    else:
+        reason = lines[0]
+    return f"cannot read the override {override!r}: {reason} (see {GRAMMAR_URL})"
+
+
+def yaml_error_line(error: Exception) -> str:
+    """A YAML syntax error in one of conf/'s files (PyYAML's message is several lines, with the
+    file, line and column in them) as one line that starts with the file and line."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "a file in conf/"
+    what = "; ".join(str(part) for part in (getattr(error, "context", None), getattr(error, "problem", None)) if part)
+    return f"{where}: not valid YAML ({what or type(error).__name__}); fix that file or reinstall transferlab"
+
+
 def validate(cfg: DictConfig | dict[str, Any]) -> Config:
     """The composed config as checked objects, or a ConfigError naming the bad key."""
     node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
@@ -369,6 +439,11 @@ def validate(cfg: DictConfig | dict[str, Any]) -> Config:
         node = OmegaConf.merge(OmegaConf.structured(Config), {k: v for k, v in node.items() if k != "hydra"})
         return OmegaConf.to_object(node)
     except OmegaConfBaseException as error:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, TransferlabError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:  # raised by one of our resolvers (lp_ft's switch)
+            raise cause from None
         key = getattr(error, "full_key", None)
         message = str(error).splitlines()[0]
         raise ConfigError(f"{key}: {message}" if key else message) from error

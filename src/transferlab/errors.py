@@ -17,3 +17,14 @@ class RunInterrupted(KeyboardInterrupt):
         super().__init__(run_dir)
         self.run_dir = run_dir
         self.exit_code = exit_code
+
+
+class JobRaised(BaseException):
+    """A Hydra job raised ``error`` instead of returning its record (the run's files could not be
+    written). A BaseException, raised from a callback, because Hydra turns a callback's Exceptions
+    into warnings, and reports a job's own error with a line of its own before raising it; the
+    CLI raises ``error`` again, which makes it one line."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(error)
+        self.error = error

@@ -11,6 +11,7 @@ import copy
 import io
 import json
 import logging
+import math
 import os
 import platform
 import signal
@@ -188,6 +189,9 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
            metric_logger: MetricLogger) -> None:
     check_model_name(config.model.name)
     amp_dtype = select_amp_dtype(config.precision, device)
+    if amp_dtype == torch.float16 and device.type == "cpu":  # allowed, but the user should know at once
+        log.warning("precision=fp16 on the CPU trains about 50-150x slower than fp32 (float16 has no fast CPU "
+                    "kernels); use precision=fp32 or auto, or bf16 on a CPU with bfloat16 instructions")
     configure_determinism(config.effective_seed, config.deterministic, device)
     record.update(device=str(device), device_name=_device_name(device),
                   precision=precision_name(amp_dtype))
@@ -243,6 +247,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
                                        "(NaN or inf); try a lower optim.lr or precision=fp32") from error
             tested = evaluate(forward, test_batches.epoch(epoch), device, amp_dtype)
             validated = None if val_batches is None else evaluate(forward, val_batches.epoch(epoch), device, amp_dtype)
+            _check_finite_evaluation(epoch, tested, validated)
             entry = _history_entry(epoch, trained, tested, validated)
             record["history"].append(entry)
             record.update(test_acc=tested.accuracy, test_loss=tested.loss)
@@ -266,6 +271,15 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
         writer.close()
         record["checkpoint_seconds"] = writer.seconds
         metric_logger.close()
+
+
+def _check_finite_evaluation(epoch: int, tested: EpochResult, validated: EpochResult | None) -> None:
+    """A NaN or infinite test (or validation) loss fails the run: its weights have diverged, even
+    where the training loss of the epoch, summed before the last steps, was still finite."""
+    for split, result in (("test", tested), ("validation", validated)):
+        if result is not None and not math.isfinite(result.loss):
+            raise TransferlabError(f"epoch {epoch}: the {split} loss is not finite ({result.loss}); the weights "
+                                   "diverged: try a lower optim.lr or precision=fp32")
 
 
 def _save_checkpoint(writer: CheckpointWriter, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

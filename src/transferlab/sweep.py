@@ -11,7 +11,9 @@ completed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.config import as_dict, result_config, validate
-from transferlab.errors import TransferlabError
+from transferlab.errors import JobRaised, TransferlabError
 from transferlab.records import RUN_FILE, read_record, utc_now, write_atomic, write_record
 from transferlab.run import run_training
 
@@ -67,7 +69,9 @@ def completed_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | Non
 def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job: the finished run's record, or the completed record it skipped (marked
     ``skipped``). Never raises for a failed run, so that one failure does not stop a sweep;
-    Ctrl-C does propagate. ``hydra_cfg`` is the job's ``hydra`` node, saved into .hydra/."""
+    Ctrl-C does propagate, and so does a TransferlabError when the run's own files cannot be
+    written (a full disk: the runs after it would fail the same way), for the CLI to print.
+    ``hydra_cfg`` is the job's ``hydra`` node, saved into .hydra/."""
     overrides = list(hydra_cfg.hydra.overrides.task)
     try:
         config = validate(cfg)
@@ -78,9 +82,13 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, 
         if isinstance(error, RunFolderTaken) or completed_record(run_dir) is not None:
             log.error("run not started: %s", error)  # and nothing written: the results stay as they are
             return record
-        with run_folder_files(run_dir, cfg, hydra_cfg):
-            log.error("run not started: %s", error)
-            write_record(run_dir, record)
+        try:
+            with run_folder_files(run_dir, cfg, hydra_cfg):
+                log.error("run not started: %s", error)
+                with _writing(run_dir / RUN_FILE):
+                    write_record(run_dir, record)
+        except RunFilesError as unwritable:
+            raise RunFilesError(f"run not started: {error}; and {unwritable}") from unwritable
         return record
     if finished is not None:
         log.info("skipped: %s already completed with this config (test acc %.2f%%); force=true re-runs it",
@@ -96,10 +104,12 @@ def run_folder_files(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> I
     overrides.yaml) and log the block to the run's train.log. The job calls this only once the
     folder is its to write (Hydra's own output_subdir and log file are off in conf/config.yaml)."""
     hydra_dir = run_dir / HYDRA_DIR
-    write_atomic(hydra_dir / "config.yaml", OmegaConf.to_yaml(cfg))
-    write_atomic(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg))
-    write_atomic(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task))
-    handler = logging.FileHandler(run_dir / LOG_FILE, encoding="utf-8")
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
+        text = OmegaConf.to_yaml(node)
+        with _writing(hydra_dir / name):
+            write_atomic(hydra_dir / name, text)
+    with _writing(run_dir / LOG_FILE):
+        handler = RunLogHandler(run_dir / LOG_FILE)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.setLevel(logging.DEBUG)  # the console shows INFO; the log keeps the debug tracebacks too
     root = logging.getLogger()
@@ -109,6 +119,51 @@ def run_folder_files(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> I
     finally:
         root.removeHandler(handler)
         handler.close()
+
+
+class RunFilesError(TransferlabError):
+    """A file of the run folder (.hydra/, train.log, run.json) could not be written before the run."""
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turns an OSError of the block, which writes ``path`` (a full disk, a folder that cannot be
+    written), into a RunFilesError that says which file and why: the CLI prints it as one line."""
+    try:
+        yield
+    except OSError as error:
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        reason = "the disk is full" if full else f"{type(error).__name__}: {error.strerror or error}"
+        raise RunFilesError(f"cannot write the run's file {path} ({reason})") from error
+
+
+class RunLogHandler(logging.FileHandler):
+    """The run's train.log. When a line cannot be written (a full disk), stderr gets one line that
+    says so, and the log goes on on the console only: logging's own report is a traceback per
+    line, which would bury the run's outcome."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, encoding="utf-8")
+        self.failure: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failure is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._give_up(sys.exc_info()[1])
+
+    def close(self) -> None:
+        try:
+            super().close()  # flushes what is buffered: on a full disk that fails too
+        except OSError as error:
+            self._give_up(error)
+
+    def _give_up(self, error: BaseException | None) -> None:
+        if self.failure is None:
+            self.failure = f"{type(error).__name__}: {error}"
+            print(f"transferlab: {self.baseFilename} could not be written ({self.failure}); the rest of the "
+                  "run's log is on the console only", file=sys.stderr)
 
 
 @dataclass
@@ -155,13 +210,14 @@ def finish_sweep(job_returns: Iterable[JobReturn], sweep_dir: Path) -> None:
 
 class RunStatusCallback(Callback):
     """Makes ``transferlab train`` exit 1 when its single run did not complete (a sweep's exit
-    status is the sweeper's: see finish_sweep)."""
+    status is the sweeper's: see finish_sweep). The error of a job that raised goes to the CLI,
+    which prints it."""
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn | None = None, **kwargs: Any) -> None:
         if job_return is None:
             return
         if job_return.status != JobStatus.COMPLETED:
-            raise SystemExit(1)
+            raise JobRaised(job_return._return_value)  # Hydra's `return_value` would print a line of its own
         record = job_return.return_value
         if not isinstance(record, dict) or record.get("status") != "completed":
             raise SystemExit(1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import itertools
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,8 @@ def parse_args(args: list[str]) -> argparse.Namespace:
                     "split of the training subset, then the best learning rate as a normal run in the study "
                     "PART-tuned. Finished trials and runs are skipped when run again.")
     parser.add_argument("part", metavar="PART", help="an experiment: part_a, part_b, part_c")
-    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+    # default=[]: without it, parse_intermixed_args reports OVERRIDE as required when PART is missing.
+    parser.add_argument("overrides", nargs="*", default=[], metavar="OVERRIDE",
                         help="applied to every run, as in `transferlab train`; a sweep (KEY=A,B) replaces that "
                              "key's arms")
     parser.add_argument("--trials", type=int, default=8, help="trials per arm (default 8)")
@@ -94,8 +96,8 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         raise ConfigError(f"--trials={options.trials} is not allowed; it must be >= 1")
     if not 0 < options.val_fraction < 1:
         raise ConfigError(f"--val-fraction={options.val_fraction} is not allowed; it must be in (0, 1)")
-    if not 0 < options.lr[0] < options.lr[1]:
-        raise ConfigError(f"--lr {options.lr[0]} {options.lr[1]} is not allowed; give 0 < LOW < HIGH")
+    if not 0 < options.lr[0] < options.lr[1] < math.inf:
+        raise ConfigError(f"--lr {options.lr[0]} {options.lr[1]} is not allowed; give finite numbers 0 < LOW < HIGH")
     return options
 
 
