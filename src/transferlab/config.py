@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from transferlab.errors import ConfigError, TransferlabError
@@ -312,7 +312,7 @@ def settings_help(_root_: DictConfig) -> str:
 
 
 def _as_yaml(value: Any) -> str:
-    if isinstance(value, ListConfig):
+    if OmegaConf.is_list(value):
         return f"[{', '.join(_as_yaml(item) for item in value)}]"
     if value is None:
         return "null"
