@@ -1,17 +1,20 @@
 """Composing a config, `train --help`, `--cfg job` and a Tab press stay light: they never import
 torch or torchvision (seconds on a small machine; docs/performance.md, "Command-line latency"),
-and `--help` says what each key means."""
+the `model` group offers every torchvision model from names shipped as data, and `--help` says what
+each key means."""
 
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from conftest import cli_env
 from transferlab.cli import main
-from transferlab.config import KEY_MEANINGS, Config
+from transferlab.config import KEY_MEANINGS, Config, config_dir, register_with_hydra
 from transferlab.torchvision_models import CLASSIFICATION_MODELS
 
 # In a fresh interpreter (this one may have imported torch for other tests): what a user's shell
@@ -47,6 +50,20 @@ def test_the_shipped_model_names_are_the_installed_torchvisions():
         f"src/transferlab/torchvision_models.py lists torchvision {torchvision.__version__}'s models no longer; "
         f"missing: {sorted(set(installed) - set(CLASSIFICATION_MODELS))}, "
         f"gone: {sorted(set(CLASSIFICATION_MODELS) - set(installed))}")
+
+
+def test_a_model_file_wins_over_the_shipped_name_and_other_apps_get_no_model_group(tmp_path):
+    register_with_hydra()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        repository = GlobalHydra.instance().config_loader().repository
+        assert repository.load_config("model/alexnet").path == f"file://{config_dir()}"
+        assert repository.load_config("model/resnet34").path == "transferlab://models"
+        assert compose(config_name="config", overrides=["model=resnet34"]).model.name == "resnet34"
+        assert len(GlobalHydra.instance().config_loader().get_group_options("model")) == len(CLASSIFICATION_MODELS)
+    # Hydra runs search-path plugins for every Hydra app: another app's configs stay its own.
+    (tmp_path / "config.yaml").write_text("size: 1\n")
+    with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+        assert GlobalHydra.instance().config_loader().get_group_options("model") == []
 
 
 def schema_keys(node, prefix: str = "") -> list[str]:

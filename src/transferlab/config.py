@@ -367,20 +367,15 @@ def config_dir() -> Path:
 
 
 def register_with_hydra() -> None:
-    """Put the schema in Hydra's ConfigStore (conf/config.yaml lists it first in its defaults), make
-    every torchvision classification model an option of the `model` group (conf/model/ has files
-    for the models of the table in transferlab.models; those win), and register the resolvers
-    (run folders, lp_ft's switch, the default data.fraction, --help's list of settings). The model
-    names come from a list shipped with transferlab: composing, --help and Tab never import torch."""
+    """Put the schema in Hydra's ConfigStore (conf/config.yaml lists it first in its defaults) and
+    register the resolvers (run folders, lp_ft's switch, the default data.fraction, --help's list
+    of settings). Every torchvision classification model is an option of the `model` group through
+    hydra_plugins/transferlab_models.py (conf/model/ has files for the models of the table in
+    transferlab.models; those win), from names shipped with transferlab: composing, --help and Tab
+    never import torch."""
     from hydra.core.config_store import ConfigStore
 
-    from transferlab.torchvision_models import CLASSIFICATION_MODELS
-
-    store = ConfigStore.instance()
-    store.store(name="transferlab_schema", node=Config)
-    with_files = {path.stem for path in (config_dir() / "model").glob("*.yaml")}
-    for name in set(CLASSIFICATION_MODELS) - with_files:
-        store.store(group="model", name=name, node={"name": name})
+    ConfigStore.instance().store(name="transferlab_schema", node=Config)
     OmegaConf.register_new_resolver("transferlab_dirname", run_dirname, replace=True)
     OmegaConf.register_new_resolver("transferlab_name", check_name, replace=True)
     OmegaConf.register_new_resolver("transferlab_half_of", half_of, replace=True)
