@@ -3,16 +3,18 @@ torch or torchvision (seconds on a small machine; docs/performance.md, "Command-
 the `model` group offers every torchvision model from names shipped as data, and `--help` says what
 each key means."""
 
+import importlib.util
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import cli_env
+from conftest import TRANSFERLAB, cli_env
 from transferlab.cli import main
 from transferlab.config import KEY_MEANINGS, Config, config_dir, register_with_hydra
 from transferlab.torchvision_models import CLASSIFICATION_MODELS
@@ -92,3 +94,18 @@ def test_help_lists_each_key_with_its_composed_value_and_meaning(capsys):
         ["data.crop_scale", "[0.08,"]]
     listed = [line.split()[0] for line in lines if line.startswith("  ") and line.split()[0] in KEY_MEANINGS]
     assert listed == list(KEY_MEANINGS)
+
+
+@pytest.mark.slow
+def test_the_latency_benchmark_times_each_command_and_tells_whether_torch_was_imported(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_cli.py"
+    spec = importlib.util.spec_from_file_location("benchmark_cli", script)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    assert benchmark.imported_heavy_modules([sys.executable, "-c", "import torch"], cli_env(), tmp_path) == ["torch"]
+    result = subprocess.run([sys.executable, str(script), "--runs", "1", "--transferlab", TRANSFERLAB],
+                            env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("Tab ", "transferlab "))]
+    assert [row.split("  ")[0] for row in rows] == [label for label, _, _ in benchmark.COMMANDS]
+    assert all(row.endswith("no torch") for row in rows), result.stdout
