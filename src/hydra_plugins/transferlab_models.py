@@ -4,18 +4,17 @@ plugin that puts it after conf/ (so that the files of conf/model/ win) when the 
 transferlab's, and only then: Hydra runs search-path plugins for every Hydra app installed beside
 transferlab. The source answers from the names shipped in transferlab.torchvision_models and holds
 no configs: Hydra copies its whole config repository once per config group when `--help` lists
-them, and 72 configs stored in its ConfigStore made `--help` 0.4 s slower. Hydra imports this
-module at every start: no torch here."""
+them, and 72 configs stored in its ConfigStore made `--help` 0.3 to 0.4 s slower
+(docs/performance.md). Hydra imports this module at every start: no torch here."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 from pathlib import Path
+from typing import Optional
 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.object_type import ObjectType
-from hydra.plugins.config_source import ConfigResult, ConfigSource
+from hydra.plugins.config_source import ConfigLoadError, ConfigResult, ConfigSource
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import OmegaConf
 
@@ -49,7 +48,7 @@ class TransferlabModelSource(ConfigSource):
     def load_config(self, config_path: str) -> ConfigResult:
         name = self._model(config_path)
         if name is None:
-            raise KeyError(f"{self.full_path()} has no config {config_path}")
+            raise ConfigLoadError(f"{self.full_path()} has no config {config_path}")
         return ConfigResult(config=OmegaConf.create({"name": name}), path=self.full_path(), provider=self.provider,
                             header={"package": None})
 

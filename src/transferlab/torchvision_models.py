@@ -1,6 +1,7 @@
 """The names of torchvision's classification models, as data, so that composing a config, `--help`
-and Tab can offer every one of them as an option of the `model` group (hydra_plugins/
-transferlab_models.py) without importing torch and torchvision (seconds on a small machine). The list is torchvision 0.29.2's
+and Tab offer every one of them as an option of the `model` group (through
+hydra_plugins/transferlab_models.py) without importing torch and torchvision, which takes seconds
+on a small machine. The list is torchvision 0.29.2's
 ``torchvision.models.list_models(module=torchvision.models)``; tests/test_startup.py compares it with
 the installed torchvision's. A model of a newer torchvision that is missing here is no option of the
 group (``model=NAME``) but still works as ``model.name=NAME``: every run checks model.name against
