@@ -276,6 +276,81 @@ class Config:
         return self.data.subset_seed + self.repeat
 
 
+# What each key means, one line each: `transferlab train --help` lists them with their composed
+# values (settings_help); docs/configuration.md says more. tests/test_startup.py checks that every
+# key of the schema is here.
+KEY_MEANINGS: dict[str, str] = {
+    "model.name": "any torchvision classification model (model=NAME picks it too)",
+    "model.pretrained": "start from torchvision's ImageNet weights (false: random initialisation)",
+    "model.weights": "a local state_dict file to start from instead (wins over model.pretrained)",
+    "freeze.name": "the freeze preset: none | early | middle | last_only (freeze=lp_ft: LP-FT)",
+    "freeze.modules": "dotted module names to freeze instead of the preset, e.g. [layer1,layer2.0]",
+    "freeze.unfreeze_at_epoch": "LP-FT: the frozen modules train from epoch N+1 on (null: never)",
+    "data.name": "the dataset: cifar10 | cifar100 | imagefolder | synthetic (data=NAME)",
+    "data.root": "where CIFAR lives (relative to the working directory); or the image folder",
+    "data.download": "download CIFAR-10/100 into data.root when it is missing",
+    "data.fraction": "share of the training set to train on, in (0, 1] (null: use data.per_class)",
+    "data.per_class": "K training images of each class instead of data.fraction (null: none)",
+    "data.sampling": "how the subset is drawn: stratified (each class keeps its share) | uniform",
+    "data.image_size": "the size in pixels the model sees (images are resized to it)",
+    "data.subset_seed": "which images the subset holds (plus repeat); nested across fractions and K",
+    "data.pipeline": "device (batched augmentation on the device) | reference (PIL, DataLoader)",
+    "data.num_workers": "DataLoader workers of the reference pipeline",
+    "data.num_train": "training images data=synthetic generates (before data.fraction)",
+    "data.num_test": "test images data=synthetic generates",
+    "data.val_fraction": "share of the training subset held out, scored every epoch, in [0, 1)",
+    "data.augment": "training augmentation: pad_crop_flip | random_resized_crop | flip | none",
+    "data.crop_scale": "[low, high]: the share of the image's area random_resized_crop draws from",
+    "data.normalize": "the mean and std images are normalised with: cifar10 | cifar100 | imagenet",
+    "data.test_crop": "test images: resized to image_size / test_crop, then centre-cropped",
+    "data.stored_size": "imagefolder: each image's centre square is cached at this size in pixels",
+    "data.cache_dir": "imagefolder: where decoded images are cached (null: ~/.cache/transferlab)",
+    "data.decode_workers": "imagefolder: processes decoding images on the first run (0: one per core)",
+    "data.test_fraction": "imagefolder without val/ or test/: the share of train/ held out for testing",
+    "optim.name": "the optimizer: sgd | adamw (optim=NAME picks it)",
+    "optim.lr": "learning rate, > 0, constant (no schedule)",
+    "optim.momentum": "SGD's momentum, >= 0",
+    "optim.weight_decay": "weight decay, >= 0",
+    "optim.betas": "AdamW's [beta1, beta2], each in [0, 1)",
+    "optim.implementation": "how the step runs (the same update): auto | for_loop | foreach | fused",
+    "train.epochs": "passes over the training subset, >= 1",
+    "train.batch_size": "training batch, >= 1",
+    "train.eval_batch_size": "test and validation batch, >= 1",
+    "train.compile": "torch.compile the model",
+    "train.compile_mode": "default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs",
+    "name": "the study: runs go to outputs/<name>/ (a folder name, not a path)",
+    "seed": "initialisation, batch order and augmentation (plus repeat)",
+    "repeat": "the replicate: seed + repeat, on the subset of data.subset_seed + repeat",
+    "device": "auto (CUDA, else MPS, else CPU) | cuda | cpu | mps",
+    "precision": "auto (bf16 on a CUDA GPU that has it, else fp32) | bf16 | fp16 | fp32",
+    "deterministic": "deterministic kernels, no cuDNN autotuning (the protocol's setting; slower)",
+    "save_model": "write model.pt, a state_dict a plain torchvision model loads",
+    "force": "re-run even when the run folder holds a completed run",
+    "progress": "progress bar: auto (when stdout is a terminal) | on | off",
+    "resume": "continue an unfinished run from its last epoch-end checkpoint",
+    "keep_checkpoint": "keep checkpoint.pt after the run completed",
+    "logger": "also track the run in: none | tensorboard | mlflow",
+}
+
+
+def settings_help(_root_: DictConfig) -> str:
+    """`transferlab train --help`'s settings (the resolver transferlab_settings_help in
+    conf/hydra/help/transferlab.yaml): each key of KEY_MEANINGS with its composed value and meaning."""
+    width = max(map(len, KEY_MEANINGS))
+    lines = [f"  {key:<{width}} {_as_yaml(OmegaConf.select(_root_, key)):<14} {meaning}"
+             for key, meaning in KEY_MEANINGS.items()]
+    # Hydra fills the help template in with string.Template: a '$' of ours must not start a placeholder.
+    return "\n".join(lines).replace("$", "$$")
+
+
+def _as_yaml(value: Any) -> str:
+    if OmegaConf.is_list(value):
+        return f"[{', '.join(_as_yaml(item) for item in value)}]"
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 MAX_LISTED_OPTIONS = 20  # a config group with more options is not listed in full in an error line
 DEFAULT_DIRNAME = "defaults"
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
@@ -329,23 +404,20 @@ def config_dir() -> Path:
 
 
 def register_with_hydra() -> None:
-    """Put the schema in Hydra's ConfigStore (conf/config.yaml lists it first in its defaults), make
-    every torchvision classification model an option of the `model` group (conf/model/ has files
-    for the models of the table in transferlab.models; those win), and register the resolvers
-    (run folders, lp_ft's switch, the default data.fraction)."""
+    """Put the schema in Hydra's ConfigStore (conf/config.yaml lists it first in its defaults) and
+    register the resolvers (run folders, lp_ft's switch, the default data.fraction, --help's list
+    of settings). Every torchvision classification model is an option of the `model` group through
+    hydra_plugins/transferlab_models.py (conf/model/ has files for the models of the table in
+    transferlab.models; those win), from names shipped with transferlab: composing, --help and Tab
+    never import torch."""
     from hydra.core.config_store import ConfigStore
 
-    from transferlab.models import model_names
-
-    store = ConfigStore.instance()
-    store.store(name="transferlab_schema", node=Config)
-    with_files = {path.stem for path in (config_dir() / "model").glob("*.yaml")}
-    for name in set(model_names()) - with_files:
-        store.store(group="model", name=name, node={"name": name})
+    ConfigStore.instance().store(name="transferlab_schema", node=Config)
     OmegaConf.register_new_resolver("transferlab_dirname", run_dirname, replace=True)
     OmegaConf.register_new_resolver("transferlab_name", check_name, replace=True)
     OmegaConf.register_new_resolver("transferlab_half_of", half_of, replace=True)
     OmegaConf.register_new_resolver("transferlab_fraction_default", fraction_default, replace=True)
+    OmegaConf.register_new_resolver("transferlab_settings_help", settings_help, replace=True)
 
 
 def compose_config(overrides: list[str]) -> Config:
