@@ -73,9 +73,6 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, 
     held, as the holder it waited for may have completed the run meanwhile."""
     overrides = list(hydra_cfg.hydra.overrides.task)
     worker = worker_stop()
-    if worker is not None and worker.requested:
-        log.error("run not started: %s", worker.reason())
-        return _not_started(cfg, overrides, worker.reason(), status="interrupted")
     try:
         config = validate(cfg)
         finished = None if config.force else completed_run(run_dir, as_dict(config))
@@ -96,6 +93,9 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, 
             return _not_started(cfg, overrides, str(error))
         if finished is not None:
             return _skipped(run_dir, finished)
+        if worker is not None and worker.requested:  # the sweep is stopping: this worker starts no run
+            log.error("run not started: %s", worker.reason())
+            return _not_started(cfg, overrides, worker.reason(), status="interrupted")
         try:
             with run_folder_files(run_dir, cfg, hydra_cfg):
                 return run_training(config, run_dir, overrides)

@@ -13,7 +13,8 @@ they are still writing. Instead:
   workers, as for an error).
 - In a worker (``worker_stop``, from its first job on), SIGTERM outside a run only marks the
   worker stopped, and a thread watches the sweep's process: when it is gone (killed with
-  SIGKILL, say), the worker sends itself SIGTERM.
+  SIGKILL, say), the worker sends itself SIGTERM and ends once its run has been marked
+  interrupted.
 
 The sweep's process names itself to its workers in $TRANSFERLAB_SWEEP ("host pid"), which they
 inherit; a process is a worker when it runs on that host as a child of that pid, so that jobs of
@@ -27,6 +28,7 @@ import logging
 import os
 import platform
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -85,17 +87,19 @@ def signal_name(signum: int | None) -> str:
 
 
 def child_processes(parent: int | None = None) -> list[int]:
-    """The pids of the processes whose parent is ``parent`` (this process), from Linux's /proc;
-    none where there is no /proc. (loky's resource tracker, one of them, ignores SIGTERM.)"""
+    """The pids of the processes whose parent is ``parent`` (this process), from Linux's /proc
+    (none where there is none), but for the resource trackers of multiprocessing and loky, which
+    ignore SIGTERM and end with the sweep."""
     parent = os.getpid() if parent is None else parent
     children = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()  # after "pid (command name)"
+            if len(fields) > 1 and int(fields[1]) == parent:
+                if b"resource_tracker" not in (stat.parent / "cmdline").read_bytes():
+                    children.append(int(stat.parent.name))
         except OSError:
             continue  # ended meanwhile
-        if len(fields) > 1 and int(fields[1]) == parent:
-            children.append(int(stat.parent.name))
     return sorted(children)
 
 
@@ -122,6 +126,14 @@ class WorkerStop:
         log.warning("the sweep's process (pid %d) is gone: stopping this worker (pid %d)", self.sweep_pid,
                     os.getpid())
         os.kill(os.getpid(), signal.SIGTERM)
+        # Nobody is left to collect what the job returns, nor to tell this process to end: once the
+        # run in progress has saved its record and checkpoint (and so stopped), end it.
+        while self.requested is None:
+            time.sleep(0.1)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signal.SIGTERM)
 
 
 # One per worker process, made by its first job: a signal's disposition belongs to the process.
