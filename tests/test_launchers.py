@@ -1,9 +1,13 @@
 """Hydra's launchers (the optional `cluster` extra), and one GPU per run on a multi-GPU machine."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -119,3 +123,83 @@ def test_runs_on_a_multi_gpu_machine_get_distinct_gpus(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with run_module._run_device("cuda") as only:
         assert only == torch.device("cuda")  # one GPU: nothing to claim
+
+
+# Three deterministic epochs of a few seconds each, so that a test can stop a sweep in the middle.
+EPOCHS_OF_SECONDS = [*DRY_RUN, "data.num_train=1200", "data.num_test=200", "train.epochs=3", "train.batch_size=32"]
+
+
+def wait_for_training(folder, count: int, process: subprocess.Popen, timeout: float = 300) -> list[dict]:
+    """The records of ``count`` runs under ``folder`` once each has finished an epoch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        records = []
+        for run_json in folder.glob("*/run.json"):
+            try:
+                records.append(json.loads(run_json.read_text()))
+            except json.JSONDecodeError:
+                pass  # being replaced this instant
+        if sum(bool(r["history"]) for r in records) >= count:
+            return records
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"{count} runs did not finish an epoch in time")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2][:3]
+
+
+def wait_until_gone(pids, timeout: float = 60) -> list[int]:
+    """The pids still alive after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return [pid for pid in pids if alive(pid)]
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_joblib_sweep_stops_its_workers_marks_their_runs_interrupted_and_says_so(tmp_path):
+    sweep = start_transferlab("train", "-m", *EPOCHS_OF_SECONDS, "name=term", "seed=1,2,3", "hydra/launcher=joblib",
+                              "hydra.launcher.n_jobs=2", cwd=tmp_path)
+    folder = tmp_path / "outputs" / "term"
+    workers = {r["pid"] for r in wait_for_training(folder, 2, sweep)}
+    sweep.send_signal(signal.SIGTERM)
+    output, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 128 + signal.SIGTERM, output
+    assert f"SIGTERM: stopping the sweep: its 2 worker process(es) (pid {', '.join(map(str, sorted(workers)))}) mark " \
+           "their runs interrupted and start no further job" in output
+    assert "transferlab train: interrupted; the runs of the sweep in outputs/term that were training are marked " \
+           "interrupted" in output
+    assert "3 run(s) ran, 3 did not complete" in output
+    assert output.count("(interrupted: interrupted by a signal; run the same command again to resume)") == 2
+    assert output.count("(interrupted: the sweep was stopped (SIGTERM); run the same command again to run it)") == 1
+    records = {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/run.json")}
+    assert sorted(r["seed"] for r in records.values()) == [1, 2]  # seed=3 never started
+    assert all(r["status"] == "interrupted" and r["history"] for r in records.values())
+    assert not wait_until_gone(workers, timeout=30)  # no orphan trains on
+
+    again = transferlab("train", "-m", *EPOCHS_OF_SECONDS, "name=term", "seed=1,2,3", "hydra/launcher=joblib",
+                        "hydra.launcher.n_jobs=2", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("resuming from") == 2
+    records = [json.loads(p.read_text()) for p in folder.glob("*/run.json")]
+    assert [r["status"] for r in records] == ["completed"] * 3
+
+
+@pytest.mark.slow
+def test_the_workers_of_a_killed_joblib_sweep_stop_and_mark_their_runs_interrupted(tmp_path):
+    sweep = start_transferlab("train", "-m", *EPOCHS_OF_SECONDS, "name=orphans", "seed=1,2,3", "hydra/launcher=joblib",
+                              "hydra.launcher.n_jobs=2", cwd=tmp_path)
+    folder = tmp_path / "outputs" / "orphans"
+    workers = {r["pid"] for r in wait_for_training(folder, 2, sweep)}
+    sweep.kill()  # SIGKILL: the sweep's process can tell nobody
+    sweep.communicate(timeout=60)
+    assert not wait_until_gone(workers, timeout=120)
+    records = [json.loads(p.read_text()) for p in folder.glob("*/run.json")]
+    assert sorted((r["seed"], r["status"]) for r in records) == [(1, "interrupted"), (2, "interrupted")]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from transferlab.checkpoint import CHECKPOINT_FILE, load_checkpoint, restore
+from transferlab.checkpoint import CHECKPOINT_FILE, digest_path, file_sha256, load_checkpoint, restore, write_digest
 from transferlab.errors import RunInterrupted
 from transferlab.models import build_model
 from transferlab.run import run_training
@@ -21,6 +21,7 @@ from conftest import TINY, start_transferlab, tiny_config, transferlab
 SLOW_RUN = [*TINY, "data.num_train=1200", "data.num_test=200", "train.epochs=3", "deterministic=true",
             "save_model=true"]
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+SMALL_RUN = ("data.num_train=64", "data.num_test=32")
 
 
 def start_and_wait_for_an_epoch(name: str, cwd: Path, timeout: float = 300) -> tuple[subprocess.Popen, Path]:
@@ -208,13 +209,20 @@ def test_force_trains_from_the_first_epoch_whatever_checkpoint_the_folder_holds(
     assert "resumed_after_epoch" not in other and not (tmp_path / CHECKPOINT_FILE).exists()
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("truncate", "is not a readable transferlab checkpoint"),
-    ("state_dict", "is not a transferlab checkpoint"),
-    ("pickle", "is not a readable transferlab checkpoint"),
-    ("other_config", "was written by a run of another config; delete it or pass resume=false"),
+DIGEST_MISMATCH = "does not match the digest recorded when it was written (corrupt?); pass resume=false to start over"
+
+
+@pytest.mark.parametrize("damage, message, verified", [
+    ("truncate", DIGEST_MISMATCH, True),
+    ("truncate", "is not a readable transferlab checkpoint", False),
+    ("state_dict", DIGEST_MISMATCH, True),
+    ("state_dict", "is not a transferlab checkpoint", False),
+    ("pickle", "is not a readable transferlab checkpoint", False),
+    ("other_config", "was written by a run of another config; delete it or pass resume=false", True),
 ])
-def test_corrupt_or_foreign_checkpoints_are_refused(interrupted_run, damage, message):
+def test_corrupt_or_foreign_checkpoints_are_refused(interrupted_run, damage, message, verified):
+    """Damage is caught by the checkpoint's digest; where there is none (a checkpoint of a
+    transferlab before digests), by what torch.load and the format check find."""
     path = interrupted_run / CHECKPOINT_FILE
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[:1000])
@@ -222,10 +230,117 @@ def test_corrupt_or_foreign_checkpoints_are_refused(interrupted_run, damage, mes
         torch.save(build_model("resnet18", pretrained=False).state_dict(), path)
     elif damage == "pickle":
         torch.save({"format": "transferlab-checkpoint-1", "epoch": 1, "payload": Path("/etc/hostname")}, path)
+    if not verified:
+        digest_path(path).unlink()
     config = tiny_config("train.epochs=2", *(["optim.lr=0.5"] if damage == "other_config" else []))
     record = run_training(config, interrupted_run)
     assert record["status"] == "failed" and message in record["error"]
     assert "\n" not in record["error"]
+
+
+def flip_inside_a_tensor(path: Path, count: int = 4096) -> None:
+    """Invert ``count`` bytes in the middle of the largest tensor of the checkpoint's model, as a
+    bad sector or a torn copy would (4 KB elsewhere may hit a zip record header, which torch
+    does notice)."""
+    weights = torch.load(path, weights_only=True)["model"]
+    largest = max(weights.values(), key=lambda tensor: tensor.numel()).numpy().tobytes()
+    data = bytearray(path.read_bytes())
+    start = data.find(largest[:256]) + len(largest) // 2
+    assert start > len(largest) // 2 and start + count < len(data)
+    data[start:start + count] = bytes(255 - b for b in data[start:start + count])
+    path.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_with_4_kb_flipped_inside_a_tensor_is_refused_and_resume_false_starts_over(interrupted_run):
+    """Inside a tensor, the damage loads (torch.load checks no checksum) and would train on."""
+    path = interrupted_run / CHECKPOINT_FILE
+    flip_inside_a_tensor(path)
+    assert load_checkpoint(path).epoch == 1  # torch.load takes it
+    record = run_training(tiny_config("train.epochs=2"), interrupted_run)
+    assert record["status"] == "failed" and record["error"] == f"{path} {DIGEST_MISMATCH}"
+    assert json.loads((interrupted_run / "run.json").read_text())["status"] == "failed"
+    fresh = run_training(tiny_config("train.epochs=2", "resume=false"), interrupted_run)
+    assert fresh["status"] == "completed" and "resumed_after_epoch" not in fresh
+    assert [e["epoch"] for e in fresh["history"]] == [1, 2]
+    assert not path.exists() and not digest_path(path).exists()  # removed with the completed run
+
+
+def rewrite_checkpoint(path: Path, **changes) -> None:
+    """The checkpoint at ``path`` with ``changes``, and its digest recorded, as if a run had
+    written it so."""
+    state = torch.load(path, weights_only=True)
+    state.update(changes)
+    torch.save(state, path)
+    write_digest(path, file_sha256(path), replaces=None)
+
+
+@pytest.mark.parametrize("epoch, history_epochs, message", [
+    (99, [1], "says it was written after epoch 99, but its history holds epochs [1]"),
+    (-2, [1], "says it was written after epoch -2, but its history holds epochs [1]"),
+    (2, [1, 1], "says it was written after epoch 2, but its history holds epochs [1, 1]"),
+    (5, [1, 2, 3, 4, 5], "says it was written after epoch 5, but this run's epochs are 1 to 2 (train.epochs=2)"),
+])
+def test_a_checkpoint_whose_epoch_fits_neither_its_history_nor_the_run_is_refused(interrupted_run, epoch,
+                                                                                   history_epochs, message):
+    path = interrupted_run / CHECKPOINT_FILE
+    [entry] = load_checkpoint(path).history
+    rewrite_checkpoint(path, epoch=epoch, history=[{**entry, "epoch": e} for e in history_epochs])
+    record = run_training(tiny_config("train.epochs=2"), interrupted_run)
+    assert record["status"] == "failed", record["history"]
+    assert record["error"] == f"{path} {message}; delete it or pass resume=false"
+
+
+def test_a_kill_between_the_digest_and_the_rename_leaves_a_checkpoint_that_verifies(tmp_path, monkeypatch):
+    """The digest file lands before its checkpoint's rename and names the checkpoint it replaces,
+    so a kill between the two leaves the older checkpoint with a digest that matches it, also when
+    the resumed run is killed there again."""
+    import transferlab.checkpoint as checkpoint_module
+
+    real_replace, renames, failing = checkpoint_module.os.replace, [], []
+
+    def killed_before_a_rename(source, target):
+        if Path(target).name == CHECKPOINT_FILE:
+            renames.append(target)
+            if len(renames) in failing:
+                raise OSError(5, "killed before the rename (as the test has it)")
+        return real_replace(source, target)
+
+    config = tiny_config("train.epochs=4", *SMALL_RUN)
+    path = tmp_path / CHECKPOINT_FILE
+    monkeypatch.setattr(checkpoint_module.os, "replace", killed_before_a_rename)
+    failing[:] = [2]  # epoch 2's checkpoint; the run stops at the next save
+    assert run_training(config, tmp_path)["status"] == "failed"
+    digests = json.loads(digest_path(path).read_text())
+    assert load_checkpoint(path).epoch == 1 and digests["replaces_sha256"] == file_sha256(path) != digests["sha256"]
+
+    renames.clear()
+    failing[:] = [1]  # the resumed run's first checkpoint, epoch 2 again, replacing epoch 1's again
+    again = run_training(config, tmp_path)
+    assert again["status"] == "failed" and again["resumed_after_epoch"] == 1
+    assert load_checkpoint(path).epoch == 1
+    monkeypatch.undo()
+    resumed = run_training(config, tmp_path)
+    assert resumed["status"] == "completed", resumed.get("error")
+    assert resumed["resumed_after_epoch"] == 1 and [e["epoch"] for e in resumed["history"]] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_a_corrupt_checkpoint_fails_the_command_in_one_line_and_resume_false_starts_over(tmp_path):
+    run = ["train", *TINY, *SMALL_RUN, "train.epochs=2", "keep_checkpoint=true", "name=flipped"]
+    assert transferlab(*run, cwd=tmp_path).returncode == 0
+    folder = only_run(tmp_path / "outputs" / "flipped")
+    record = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))  # as if killed at the end
+    flip_inside_a_tensor(folder / CHECKPOINT_FILE)
+
+    refused = transferlab(*run, cwd=tmp_path)
+    assert refused.returncode == 1
+    lines = [line for line in (refused.stdout + refused.stderr).splitlines() if "checkpoint.pt" in line]
+    assert lines == [f"run failed: {folder.resolve() / CHECKPOINT_FILE} {DIGEST_MISMATCH}"], lines
+    fresh = transferlab(*run, "resume=false", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "completed" and "resumed_after_epoch" not in record
 
 
 def test_a_checkpoint_that_does_not_fit_loads_nothing(interrupted_run):
@@ -262,10 +377,10 @@ def test_checkpoints_are_written_while_the_next_epoch_trains_and_the_last_is_ski
     epoch_two_trained, writes = threading.Event(), []
     real_save, real_evaluate, evaluations = checkpoint_module.save_atomically, run_module.evaluate, []
 
-    def save_after_epoch_two(state, path):
+    def save_after_epoch_two(state, path, **kwargs):
         on_main_thread = threading.current_thread() is threading.main_thread()
         writes.append((state["epoch"], on_main_thread, epoch_two_trained.wait(timeout=0 if on_main_thread else 120)))
-        real_save(state, path)
+        return real_save(state, path, **kwargs)
 
     def evaluate(*args, **kwargs):
         evaluations.append(1)
@@ -328,8 +443,6 @@ def fill(disk: Path) -> Path:
         os.close(descriptor)
     return filler
 
-
-SMALL_RUN = ("data.num_train=64", "data.num_test=32")
 
 
 def test_a_checkpoint_that_does_not_fit_fails_the_run_keeping_the_last_one(small_disk):

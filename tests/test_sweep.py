@@ -213,3 +213,35 @@ def test_a_completed_run_on_another_image_folder_is_not_taken_for_this_one(tmp_p
     assert completed_run(tmp_path, config("/photos/birds")) is not None
     with pytest.raises(RunFolderTaken):
         completed_run(tmp_path, config("/photos/cars"))
+
+
+def test_two_jobs_for_one_folder_are_named_with_what_sets_them_apart():
+    from transferlab.errors import ConfigError
+    from transferlab.sweep import refuse_shared_run_folders
+
+    folder = Path("outputs/runs/defaults")
+    with pytest.raises(ConfigError) as same:
+        refuse_shared_run_folders([(["seed=5"], Path("outputs/runs/seed=5")), (["seed=6"], Path("outputs/runs/seed=6")),
+                                   (["seed=5"], Path("outputs/runs/seed=5"))])
+    assert str(same.value) == ("jobs #0 and #2 of this sweep are the same run (seed=5), in outputs/runs/seed=5; "
+                               "nothing was run: list each value once")
+    with pytest.raises(ConfigError) as apart:
+        refuse_shared_run_folders([(["lr=1", "data.num_workers=0"], folder), (["lr=1", "data.num_workers=1"], folder)])
+    assert str(apart.value).startswith("jobs #0 (data.num_workers=0) and #1 (data.num_workers=1) of this sweep would "
+                                       "both run in outputs/runs/defaults, as a run folder is named by the settings "
+                                       "that can change results; nothing was run")
+    refuse_shared_run_folders([(["seed=5"], Path("a")), (["seed=6"], Path("b"))])  # one folder each: fine
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("swept, message", [
+    ("seed=5,5", "jobs #0 and #1 of this sweep are the same run ("),
+    ("data.num_workers=0,1", "jobs #0 (data.num_workers=0) and #1 (data.num_workers=1) of this sweep would both run in "
+                             "outputs/shared/"),
+])
+def test_a_sweep_with_two_jobs_for_one_folder_is_refused_before_anything_runs(tmp_path, swept, message):
+    result = transferlab("train", "-m", *DRY_RUN, "model.pretrained=false", "name=shared", swept, cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"transferlab train: error: {message}") and "nothing was run" in line, line
+    assert list(tmp_path.iterdir()) == []  # no outputs/, not even the sweep's multirun.yaml

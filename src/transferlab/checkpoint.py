@@ -5,6 +5,12 @@ and their history, and the config that made it. It is loaded with ``weights_only
 that is corrupt, foreign, or from another config is refused before anything is loaded into the
 model or optimizer.
 
+torch.load checks no checksum, so damage inside a tensor would load and train on. The SHA-256 of
+each checkpoint's bytes is computed as they are written and recorded beside it, in
+checkpoint.pt.sha256 (DIGEST_FILE), which lands before the checkpoint is renamed into place and
+also names the digest of the checkpoint it replaces: a kill between the two renames leaves that
+older checkpoint, which still verifies. ``verify_digest`` checks a checkpoint before a resume.
+
 Writing one costs the training loop only a copy of the state into host memory: a background
 thread (CheckpointWriter) writes the copy to a temporary file, fsyncs it and renames it over the
 last checkpoint while the next epoch trains, so the file on disk is always a whole checkpoint. A
@@ -15,6 +21,8 @@ before it, and reaches the training loop as a CheckpointWriteError at its next s
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
 import random
 import shutil
@@ -30,9 +38,12 @@ from torch import nn
 
 from transferlab.errors import TransferlabError
 from transferlab.models import load_state_dict_strict
+from transferlab.records import write_atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
+DIGEST_FILE = "checkpoint.pt.sha256"  # {"sha256": hex digest, "replaces_sha256": hex digest or null}
 FORMAT = "transferlab-checkpoint-1"
+READ_CHUNK_BYTES = 2**20
 
 
 class CheckpointError(TransferlabError):
@@ -106,24 +117,91 @@ def host_copy(value: Any, reuse: Any = None) -> Any:
     return copied
 
 
-def save_atomically(state: Any, path: Path) -> None:
+def save_atomically(state: Any, path: Path, before_rename: Callable[[str], None] | None = None) -> str:
     """``torch.save`` through a temporary file that is fsynced and then renamed over ``path``, so
-    ``path`` always holds a whole file. On failure the temporary file is removed, ``path`` is
-    untouched, and CheckpointWriteError says why."""
+    ``path`` always holds a whole file; the SHA-256 (hex) of its bytes, hashed as they are written.
+    ``before_rename`` gets the digest once the file is on disk and before it is renamed. On failure
+    the temporary file is removed, ``path`` is untouched, and CheckpointWriteError says why."""
     temporary = temporary_path(path)
     try:
         with open(temporary, "wb") as handle:
-            torch.save(state, handle)
+            hashed = _HashingFile(handle)
+            torch.save(state, hashed)
             handle.flush()
             os.fsync(handle.fileno())
+        digest = hashed.sha256.hexdigest()
+        if before_rename is not None:
+            before_rename(digest)
         os.replace(temporary, path)
+        return digest
     except BaseException as error:
         temporary.unlink(missing_ok=True)
         if not isinstance(error, Exception):  # Ctrl-C
             raise
+        if isinstance(error, CheckpointWriteError):
+            raise
         # torch reports a full disk as a RuntimeError of its zip writer ("unexpected pos ..."), so
         # the free space decides what to call it.
         raise CheckpointWriteError(write_failure(path, tensor_bytes(state), error)) from error
+
+
+class _HashingFile:
+    """A binary file that hashes what is written through it (torch.save writes through ``write``)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def digest_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sha256")
+
+
+def write_digest(path: Path, digest: str, replaces: str | None) -> None:
+    """Record ``digest`` as that of the checkpoint about to be renamed to ``path``, and ``replaces``
+    as that of the checkpoint now there (which a kill before the rename leaves)."""
+    write_atomic(digest_path(path), json.dumps({"sha256": digest, "replaces_sha256": replaces}) + "\n")
+
+
+def file_sha256(path: Path) -> str:
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(READ_CHUNK_BYTES):
+            sha256.update(chunk)
+    return sha256.hexdigest()
+
+
+def verify_digest(path: Path) -> str | None:
+    """The SHA-256 of the checkpoint at ``path``, once it matches a digest recorded when it was
+    written; None when no digest was recorded (written by a transferlab before digests were
+    recorded; not verified). CheckpointError when it matches none."""
+    recorded = digest_path(path)
+    if not recorded.exists():
+        return None
+    try:
+        entry = json.loads(recorded.read_text(encoding="utf-8"))
+        digests = {entry["sha256"], entry["replaces_sha256"]} - {None}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{recorded} is not readable ({type(error).__name__}), so {path} cannot be verified; "
+                              "pass resume=false to start over") from error
+    digest = file_sha256(path)
+    if digest not in digests:
+        raise CheckpointError(f"{path} does not match the digest recorded when it was written (corrupt?); "
+                              "pass resume=false to start over")
+    return digest
+
+
+def remove_checkpoint(path: Path) -> None:
+    """The checkpoint at ``path`` and its digest file, where they exist."""
+    path.unlink(missing_ok=True)
+    digest_path(path).unlink(missing_ok=True)
 
 
 def temporary_path(path: Path) -> Path:
@@ -170,12 +248,14 @@ class CheckpointWriter:
     then calls ``after`` (the run rewrites run.json there, so run.json never counts an epoch that a
     resume would redo). ``finish`` waits for the last write and raises its error. ``seconds`` is
     what the run paid: copying, and waiting for writes. ``saved_history`` is the history of the
-    last checkpoint on disk."""
+    last checkpoint on disk, ``digest`` its SHA-256 (None: no checkpoint, or not known)."""
 
-    def __init__(self, path: Path, saved_history: list[dict[str, Any]], seconds: float = 0.0):
+    def __init__(self, path: Path, saved_history: list[dict[str, Any]], seconds: float = 0.0,
+                 digest: str | None = None):
         self.path = path
         self.saved_history = list(saved_history)
         self.seconds = seconds
+        self.digest = digest
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
         self._pending: Future | None = None
         self._last_state: dict[str, Any] | None = None  # written; its tensors are reused by the next copy
@@ -213,7 +293,13 @@ class CheckpointWriter:
             self._thread.shutdown(wait=True)
 
     def _write(self, state: dict[str, Any], after: Callable[[], None] | None) -> None:
-        save_atomically(state, self.path)
+        def record_digest(digest: str) -> None:
+            try:
+                write_digest(self.path, digest, replaces=self.digest)
+            except OSError as error:
+                raise CheckpointWriteError(write_failure(digest_path(self.path), 4096, error)) from error
+
+        self.digest = save_atomically(state, self.path, before_rename=record_digest)
         self.saved_history = state["history"]
         if after is not None:
             after()
@@ -237,6 +323,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
     missing = [k for k in ("epoch", "history", "model", "optimizer", "scaler", "rng", "config") if k not in state]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; delete it or pass resume=false")
+    epoch, history = state["epoch"], state["history"]
+    listed = [entry.get("epoch") if isinstance(entry, dict) else None for entry in history] \
+        if isinstance(history, list) else None
+    if type(epoch) is not int or listed != list(range(1, epoch + 1)):
+        held = "no list" if listed is None else f"epochs {listed[:10]}{' ...' if len(listed) > 10 else ''}"
+        raise CheckpointError(f"{path} says it was written after epoch {epoch!r}, but its history holds {held}; "
+                              "delete it or pass resume=false")
     return Checkpoint(**{k: state[k] for k in Checkpoint.__dataclass_fields__ if k in state})
 
 

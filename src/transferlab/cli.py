@@ -206,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"transferlab {command}: error: {error}", file=sys.stderr)
         return 1
     except RunInterrupted as interrupt:
+        if interrupt.sweep:
+            print(f"transferlab {command}: interrupted; the runs of the sweep in {interrupt.run_dir} that were "
+                  "training are marked interrupted and keep their last epoch-end checkpoints: run the same command "
+                  "again to resume", file=sys.stderr)
+            return interrupt.exit_code
         print(f"transferlab {command}: interrupted; the run in {interrupt.run_dir} is marked interrupted and "
               "keeps its last epoch-end checkpoint: run the same command again to resume", file=sys.stderr)
         return interrupt.exit_code

@@ -10,13 +10,16 @@ class ConfigError(TransferlabError):
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped a run; its record is marked interrupted and its last epoch-end
-    checkpoint is on disk. ``exit_code`` is the shell's convention (128 + signal number)."""
+    """Ctrl-C or SIGTERM stopped a run (or, with ``sweep``, the runs of a sweep in ``run_dir``);
+    its record is marked interrupted and its last epoch-end checkpoint is on disk. ``exit_code`` is
+    the shell's convention (128 + signal number); ``record`` the run's final record, when known."""
 
-    def __init__(self, run_dir: str, exit_code: int):
+    def __init__(self, run_dir: str, exit_code: int, record: dict | None = None, sweep: bool = False):
         super().__init__(run_dir)
         self.run_dir = run_dir
         self.exit_code = exit_code
+        self.record = record
+        self.sweep = sweep
 
 
 class JobRaised(BaseException):

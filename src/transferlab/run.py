@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from transferlab import __version__
 from transferlab.checkpoint import (
-    CHECKPOINT_FILE, CheckpointError, CheckpointWriteError, CheckpointWriter, load_checkpoint, restore,
-    save_atomically, write_failure,
+    CHECKPOINT_FILE, CheckpointError, CheckpointWriteError, CheckpointWriter, digest_path, load_checkpoint,
+    remove_checkpoint, restore, save_atomically, verify_digest, write_failure,
 )
 from transferlab.config import Config, DataConfig, as_dict, result_config
 from transferlab.data import (
@@ -123,7 +123,7 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
         record.update(status="interrupted", error="interrupted by a signal; run the same command again to resume")
         log.warning("run interrupted after %d finished epoch(s); run the same command again to resume",
                     len(record["history"]))
-        raise RunInterrupted(str(run_dir), getattr(interrupt, "exit_code", 130)) from None
+        raise RunInterrupted(str(run_dir), getattr(interrupt, "exit_code", 130), record) from None
     except Exception as error:  # a bug or a library failure: keep the traceback in the run's log
         record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
         log.error("run failed: %s: %s", type(error).__name__, error)
@@ -135,7 +135,7 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
         finally:
             metric_logger.end(record)  # the final status, and run.json among the tracked files
     if record["status"] == "completed" and not config.keep_checkpoint:
-        (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # only once run.json says completed
+        remove_checkpoint(run_dir / CHECKPOINT_FILE)  # only once run.json says completed
     return record
 
 
@@ -163,6 +163,10 @@ def _sigterm_interrupts() -> Iterator[None]:
         return
 
     def interrupt(signum, frame):
+        # Once: a second SIGTERM (a sweep's process passes one on to its workers, which Slurm or a
+        # `kill` of the process group may also reach) would cut short the saving of the run's
+        # record and checkpoint. SIGKILL still stops it.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise RunInterrupted("", 128 + signum)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
@@ -213,11 +217,18 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     _remove_leftover_temporaries(run_dir)
-    first_epoch = 1
+    first_epoch, digest = 1, None
     unfreeze_at = config.freeze.unfreeze_at_epoch
     if _resumes(config, checkpoint_path):
-        first_epoch = _resume(checkpoint_path, model, optimizer, scaler, record, unfreeze_at) + 1
+        first_epoch, digest = _resume(checkpoint_path, model, optimizer, scaler, record, unfreeze_at,
+                                      config.train.epochs)
+        first_epoch += 1
         write_record(run_dir, record)
+    elif checkpoint_path.exists() or digest_path(checkpoint_path).exists():
+        # Of the run this one starts over from (resume=false, force=true): removed, so that no later
+        # resume takes it for this run's.
+        log.info("starting over: removing %s of the earlier run", checkpoint_path)
+        remove_checkpoint(checkpoint_path)
     forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
 
     write_samples(run_dir / SAMPLES_FILE, train_set)
@@ -233,7 +244,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
              len(train_set), len(test_set), record["device_name"], record["precision"])
 
     epochs = config.train.epochs
-    writer = CheckpointWriter(checkpoint_path, record["history"], record.setdefault("checkpoint_seconds", 0.0))
+    writer = CheckpointWriter(checkpoint_path, record["history"], record.setdefault("checkpoint_seconds", 0.0), digest)
     try:
         for epoch in range(first_epoch, epochs + 1):
             if unfreeze_at is not None and epoch == unfreeze_at + 1:
@@ -364,13 +375,22 @@ def _resumes(config: Config, checkpoint_path: Path) -> bool:
 
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler | None, record: dict[str, Any], unfreeze_at: int | None) -> int:
-    """Restore the run from its checkpoint; the number of epochs it had finished. An LP-FT run
-    whose checkpoint is from after the switch switches first, so that the optimizer has the
-    checkpoint's parameter groups."""
+            scaler: torch.amp.GradScaler | None, record: dict[str, Any], unfreeze_at: int | None,
+            epochs: int) -> tuple[int, str | None]:
+    """Restore the run (of ``epochs`` epochs) from its checkpoint once its bytes match the digest
+    recorded when it was written; (the number of epochs it had finished, its SHA-256 or None when
+    it has no recorded digest). An LP-FT run whose checkpoint is from after the switch switches
+    first, so that the optimizer has the checkpoint's parameter groups."""
+    digest = verify_digest(path)
+    if digest is None:
+        log.warning("%s has no recorded digest (it was written before transferlab recorded them), so it is not "
+                    "verified; pass resume=false to start over instead", path)
     checkpoint = load_checkpoint(path)
     if result_config(checkpoint.config) != result_config(record["config"]):
         raise CheckpointError(f"{path} was written by a run of another config; delete it or pass resume=false")
+    if not 1 <= checkpoint.epoch <= epochs:
+        raise CheckpointError(f"{path} says it was written after epoch {checkpoint.epoch}, but this run's epochs are "
+                              f"1 to {epochs} (train.epochs={epochs}); delete it or pass resume=false")
     if unfreeze_at is not None and checkpoint.epoch > unfreeze_at:
         _start_fine_tuning(model, optimizer, record)
     restore(checkpoint, model, optimizer, scaler, path)
@@ -382,7 +402,7 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
         record.update(test_acc=last["test_acc"], test_loss=last["test_loss"])
         record.update({key: last[key] for key in ("val_acc", "val_loss") if key in last})
     log.info("resuming from %s after epoch %d", path, checkpoint.epoch)
-    return checkpoint.epoch
+    return checkpoint.epoch, digest
 
 
 def _start_fine_tuning(model: torch.nn.Module, optimizer: torch.optim.Optimizer, record: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ import contextlib
 import errno
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.config import as_dict, result_config, validate
-from transferlab.errors import JobRaised, TransferlabError
+from transferlab.errors import ConfigError, JobRaised, RunInterrupted, TransferlabError
+from transferlab.locks import run_folder_lock
 from transferlab.records import RUN_FILE, read_record, utc_now, write_atomic, write_record
 from transferlab.run import run_training
+from transferlab.workers import worker_stop
 
 log = logging.getLogger(__name__)
 LOG_FILE = "train.log"
@@ -69,33 +71,81 @@ def completed_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | Non
 def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job: the finished run's record, or the completed record it skipped (marked
     ``skipped``). Never raises for a failed run, so that one failure does not stop a sweep;
-    Ctrl-C does propagate, and so does a TransferlabError when the run's own files cannot be
+    Ctrl-C does propagate (in a launcher's worker process an interrupted run is returned instead:
+    see transferlab.workers), and so does a TransferlabError when the run's own files cannot be
     written (a full disk: the runs after it would fail the same way), for the CLI to print.
-    ``hydra_cfg`` is the job's ``hydra`` node, saved into .hydra/."""
+    ``hydra_cfg`` is the job's ``hydra`` node, saved into .hydra/.
+
+    The folder is written only under its lock (transferlab.locks.run_folder_lock), which the job
+    holds to the end of the run: a second process for the same folder is refused with one line
+    naming the first. What only reads the folder (a skipped or a refused run) is decided before
+    the lock is taken, so that such a folder stays byte for byte as it was, and again once it is
+    held, as the holder it waited for may have completed the run meanwhile."""
     overrides = list(hydra_cfg.hydra.overrides.task)
+    worker = worker_stop()
     try:
         config = validate(cfg)
         finished = None if config.force else completed_run(run_dir, as_dict(config))
     except TransferlabError as error:
-        record = {"status": "failed", "config": OmegaConf.to_container(cfg), "overrides": overrides,
-                  "error": str(error), "history": [], "finished_at": utc_now()}
-        if isinstance(error, RunFolderTaken) or completed_record(run_dir) is not None:
-            log.error("run not started: %s", error)  # and nothing written: the results stay as they are
-            return record
+        return _refused(cfg, run_dir, hydra_cfg, overrides, error)
+    if finished is not None:
+        return _skipped(run_dir, finished)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(run_folder_lock(run_dir))
+        except TransferlabError as busy:
+            log.error("run not started: %s", busy)  # and nothing written: the folder is another process's
+            return _not_started(cfg, overrides, str(busy))
+        try:
+            finished = None if config.force else completed_run(run_dir, as_dict(config))
+        except RunFolderTaken as error:
+            log.error("run not started: %s", error)
+            return _not_started(cfg, overrides, str(error))
+        if finished is not None:
+            return _skipped(run_dir, finished)
+        if worker is not None and worker.requested:  # the sweep is stopping: this worker starts no run
+            log.error("run not started: %s", worker.reason())
+            return _not_started(cfg, overrides, worker.reason(), status="interrupted")
         try:
             with run_folder_files(run_dir, cfg, hydra_cfg):
-                log.error("run not started: %s", error)
-                with _writing(run_dir / RUN_FILE):
-                    write_record(run_dir, record)
-        except RunFilesError as unwritable:
-            raise RunFilesError(f"run not started: {error}; and {unwritable}") from unwritable
+                return run_training(config, run_dir, overrides)
+        except RunInterrupted as interrupted:
+            if worker is None or interrupted.record is None:
+                raise
+            worker.stop(interrupted.exit_code - 128)  # this worker starts no further job of the sweep
+            return interrupted.record
+
+
+def _skipped(run_dir: Path, finished: dict[str, Any]) -> dict[str, Any]:
+    log.info("skipped: %s already completed with this config (test acc %.2f%%); force=true re-runs it",
+             run_dir, 100 * finished["test_acc"])
+    return {**finished, SKIPPED: True}
+
+
+def _not_started(cfg: DictConfig, overrides: list[str], error: str, status: str = "failed") -> dict[str, Any]:
+    """The record of a job that wrote nothing (returned, never saved)."""
+    return {"status": status, "config": OmegaConf.to_container(cfg), "overrides": overrides, "error": error,
+            "history": [], "finished_at": utc_now()}
+
+
+def _refused(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig, overrides: list[str],
+             error: TransferlabError) -> dict[str, Any]:
+    """A run refused for its config: recorded as failed in its folder, unless the folder holds a
+    completed run (or another process holds it), which stays as it is."""
+    record = _not_started(cfg, overrides, str(error))
+    if isinstance(error, RunFolderTaken) or completed_record(run_dir) is not None:
+        log.error("run not started: %s", error)  # and nothing written: the results stay as they are
         return record
-    if finished is not None:
-        log.info("skipped: %s already completed with this config (test acc %.2f%%); force=true re-runs it",
-                 run_dir, 100 * finished["test_acc"])
-        return {**finished, SKIPPED: True}
-    with run_folder_files(run_dir, cfg, hydra_cfg):
-        return run_training(config, run_dir, overrides)
+    try:
+        with run_folder_lock(run_dir), run_folder_files(run_dir, cfg, hydra_cfg):
+            log.error("run not started: %s", error)
+            with _writing(run_dir / RUN_FILE):
+                write_record(run_dir, record)
+    except RunFilesError as unwritable:
+        raise RunFilesError(f"run not started: {error}; and {unwritable}") from unwritable
+    except TransferlabError as busy:  # the folder is another process's (RunFolderBusy)
+        log.error("run not started: %s (and not recorded: %s)", error, busy)
+    return record
 
 
 @contextlib.contextmanager
@@ -196,16 +246,41 @@ def summarize_sweep(job_returns: Iterable[JobReturn]) -> SweepSummary:
     return summary
 
 
-def finish_sweep(job_returns: Iterable[JobReturn], sweep_dir: Path) -> None:
-    """Log the sweep's summary; exit 1 when a run did not complete."""
+def finish_sweep(job_returns: Iterable[JobReturn], sweep_dir: Path, stopped_by: int | None = None) -> None:
+    """Log the sweep's summary; exit 1 when a run did not complete, or raise RunInterrupted when
+    the signal ``stopped_by`` stopped the sweep."""
     summary = summarize_sweep(job_returns)
     ran = len(summary.completed) + len(summary.not_completed)  # a refused run ran (and did not complete)
     log.info("sweep finished in %s: %d run(s) ran, %d did not complete, %d skipped (completed before)",
              sweep_dir, ran, len(summary.not_completed), len(summary.skipped))
     for line in summary.not_completed:
         log.error("not completed: %s", line)
+    if stopped_by is not None:
+        raise RunInterrupted(str(sweep_dir), 128 + stopped_by, sweep=True)
     if summary.not_completed:
         raise SystemExit(1)
+
+
+def refuse_shared_run_folders(jobs: Sequence[tuple[Sequence[str], Path]]) -> None:
+    """ConfigError naming the first two jobs, given as (overrides, run folder) in sweep order, that
+    would run in one folder: in parallel they would train over each other."""
+    first_job: dict[Path, int] = {}
+    for index, (overrides, folder) in enumerate(jobs):
+        if folder not in first_job:
+            first_job[folder] = index
+            continue
+        earlier = first_job[folder]
+        earlier_overrides = list(jobs[earlier][0])
+        if list(overrides) == earlier_overrides:
+            raise ConfigError(f"jobs #{earlier} and #{index} of this sweep are the same run "
+                              f"({' '.join(overrides) or 'no overrides'}), in {folder}; nothing was run: "
+                              "list each value once")
+        only_earlier = [o for o in earlier_overrides if o not in overrides]
+        only_this = [o for o in overrides if o not in earlier_overrides]
+        raise ConfigError(f"jobs #{earlier} ({' '.join(only_earlier) or 'no overrides'}) and #{index} "
+                          f"({' '.join(only_this) or 'no overrides'}) of this sweep would both run in {folder}, "
+                          "as a run folder is named by the settings that can change results; nothing was run: "
+                          "sweep over these in separate commands")
 
 
 class RunStatusCallback(Callback):
