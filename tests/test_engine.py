@@ -220,21 +220,32 @@ def test_the_speed_settings_refuse_unknown_values(override, message):
     assert message in str(refused.value)
 
 
+# What each optim.implementation asks torch for: the optimizer's (foreach, fused) settings. None
+# leaves the choice to torch at each step (foreach on a GPU, the for-loop on the CPU).
+KERNELS = {"auto": (None, None), "for_loop": (False, None), "foreach": (True, None), "fused": (None, True)}
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
 @pytest.mark.parametrize("implementation", ["for_loop", "foreach", "fused"])
-def test_every_optimizer_implementation_takes_the_same_step(implementation):
+def test_every_optimizer_implementation_is_the_one_asked_for_and_takes_the_same_step(implementation, name):
     from transferlab.engine import make_optimizer
 
-    def one_step(choice: str) -> torch.Tensor:
+    def one_step(choice: str) -> tuple[torch.Tensor, tuple]:
         torch.manual_seed(0)
         model = nn.Linear(4, 2)
-        optimizer = make_optimizer("sgd", list(model.parameters()), 0.1, 0.9, 0.01, (0.9, 0.999), choice)
+        optimizer = make_optimizer(name, list(model.parameters()), 0.1, 0.9, 0.01, (0.9, 0.999), choice)
         for images, labels in batches(3):
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(images), labels).backward()
             optimizer.step()
-        return model.weight.detach()
+        [group] = optimizer.param_groups
+        return model.weight.detach(), (group["foreach"], group["fused"])
 
-    assert torch.allclose(one_step(implementation), one_step("auto"), atol=1e-6)
+    weight, kernels = one_step(implementation)
+    default_weight, default_kernels = one_step("auto")
+    assert kernels == KERNELS[implementation], f"optim.implementation={implementation}: (foreach, fused) = {kernels}"
+    assert default_kernels == KERNELS["auto"]
+    assert torch.allclose(weight, default_weight, atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [3, 50, 57])
