@@ -12,8 +12,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from transferlab.data import DeviceLoader, make_synthetic
 from transferlab.engine import (
-    NonFiniteLoss, ProgressBar, _Totals, evaluate, precision_name, recording_nondeterministic_ops, select_amp_dtype, select_device,
-    train_one_epoch,
+    NonFiniteLoss, ProgressBar, _Totals, evaluate, precision_name, recording_nondeterministic_ops, select_amp_dtype,
+    select_device, train_one_epoch,
 )
 from transferlab.errors import ConfigError
 

@@ -98,7 +98,6 @@ def test_from_one_start_another_seed_draws_other_batches(tmp_path):
     assert one[0] != other[0], f"seed=1 and seed=2 trained on the same batches: {one} {other}"
 
 
-
 @pytest.mark.slow
 def test_a_run_steps_with_the_optimizer_implementation_it_was_given(tmp_path):
     """optim.implementation reaches the optimizer the run builds: its kept checkpoint holds the
@@ -109,6 +108,7 @@ def test_a_run_steps_with_the_optimizer_implementation_it_was_given(tmp_path):
     assert record["status"] == "completed", record.get("error")
     [group] = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["optimizer"]["param_groups"]
     assert (group["foreach"], group["fused"]) == (True, None), "optim.implementation=foreach was not used"
+
 
 @pytest.mark.slow
 def test_saved_model_loads_into_plain_torchvision(tmp_path):
