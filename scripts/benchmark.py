@@ -130,7 +130,7 @@ def lever_table(models: list[str], settings: dict, device: torch.device, repeats
             median = statistics.median(r["images_per_second"] for r in runs)
             row = {"model": model_name, "kind": kind, "lever": lever, "images_per_second": median,
                    "all_images_per_second": [r["images_per_second"] for r in runs],
-                   "ratio_over_default": median / baselines[kind]}
+                   "all_seconds": [r["seconds"] for r in runs], "ratio_over_default": median / baselines[kind]}
             rows.append(row)
             print(f"{model_name:<9} {kind:<6} {lever:<40} {median:>12,.0f} {row['ratio_over_default']:>7.2f}x",
                   flush=True)
@@ -153,6 +153,7 @@ def pipeline_table(models: list[str], settings: dict, device: torch.device, repe
             label = pipeline + ("+compile" if compiled else "")
             row[f"{label}_images_per_second"] = statistics.median(r["images_per_second"] for r in runs)
             row[f"{label}_all_images_per_second"] = [r["images_per_second"] for r in runs]
+            row[f"{label}_all_seconds"] = [r["seconds"] for r in runs]  # images per pass / each: its img/s
             peaks = [r["peak_memory_mib"] for r in runs if r["peak_memory_mib"] is not None]
             row[f"{label}_peak_memory_mib"] = max(peaks) if peaks else None
         row["ratio_device_over_reference"] = row["device_images_per_second"] / row["reference_images_per_second"]

@@ -1,6 +1,9 @@
 """The engine: device and precision choice, and a batch loop that never waits for the device."""
 
+import contextlib
 import io
+import sys
+from collections import Counter
 
 import pytest
 import torch
@@ -9,8 +12,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from transferlab.data import DeviceLoader, make_synthetic
 from transferlab.engine import (
-    NonFiniteLoss, ProgressBar, evaluate, precision_name, recording_nondeterministic_ops, select_amp_dtype, select_device,
-    train_one_epoch,
+    NonFiniteLoss, ProgressBar, _Totals, evaluate, precision_name, recording_nondeterministic_ops, select_amp_dtype,
+    select_device, train_one_epoch,
 )
 from transferlab.errors import ConfigError
 
@@ -58,29 +61,92 @@ class WaitingOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def watched(batches, recorder: WaitingOps):
-    """``batches`` with ``recorder`` active from the first batch's making until the last batch has
+# The host reads that reach no aten op, so WaitingOps cannot see them: .tolist() and .numpy() read
+# the memory directly, .cpu() of a CPU tensor returns the tensor itself, synchronize() waits outright.
+# On a GPU each one waits for the queued work. .item() reaches an op too; it is here for the name.
+HOST_READS = {torch.Tensor: ("cpu", "tolist", "numpy", "item"), torch.cuda: ("synchronize",),
+              torch.mps: ("synchronize",)}
+
+
+class HostReads:
+    """Records, while it is active, every call of the HOST_READS, as "Tensor.cpu", "cuda.synchronize"...;
+    except the one read the loops are allowed: _Totals.peek reading its own host copy (on a GPU a
+    pinned buffer that the device copies into behind the queued work; it never waits)."""
+
+    def __init__(self):
+        self.seen = []
+        self._originals = []
+
+    def _recording(self, owner, name: str, original):
+        label = f"{getattr(owner, '__name__', '').rsplit('.', 1)[-1]}.{name}"
+
+        def read(*args, **kwargs):
+            caller = sys._getframe(1)
+            peeks_its_copy = (caller.f_code is _Totals.peek.__code__ and args
+                              and args[0] is caller.f_locals["self"]._host)
+            if not peeks_its_copy:
+                self.seen.append(label)
+            return original(*args, **kwargs)
+
+        return read
+
+    def __enter__(self):
+        for owner, names in HOST_READS.items():
+            for name in names:
+                self._originals.append((owner, name, vars(owner).get(name)))  # None: inherited
+                setattr(owner, name, self._recording(owner, name, getattr(owner, name)))
+        return self
+
+    def __exit__(self, *exc):
+        while self._originals:
+            owner, name, original = self._originals.pop()
+            if original is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+
+
+def watched(batches, *recorders):
+    """``batches`` with ``recorders`` active from the first batch's making until the last batch has
     gone through the loop: the per-batch path, without what the loop does once before and after."""
-    with recorder:
+    with contextlib.ExitStack() as active:
+        for recorder in recorders:
+            active.enter_context(recorder)
         yield from batches
 
 
 def test_the_batch_loops_never_make_the_host_wait():
     """The device pipeline's batches, the training step, the NaN check (every 50 batches) and the
-    progress bar (drawn at every batch here): not one op that would wait for a GPU."""
+    progress bar (drawn at every batch here): not one op that would wait for a GPU, not one read of
+    a tensor by the host (the epoch's totals are read once, after the last batch)."""
     train_set, test_set = make_synthetic(8 * 60, 8 * 30, seed=0)  # 60 batches: past the first NaN check
     model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 10))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     bar = ProgressBar("epoch 1/1", total_batches=60, stream=io.StringIO(), per_second=1e9)
     cpu = torch.device("cpu")
-    recorder = WaitingOps()
-    trained = train_one_epoch(model, watched(DeviceLoader(train_set, 8, 16, train=True, seed=0).epoch(1), recorder),
+    ops, reads = WaitingOps(), HostReads()
+    trained = train_one_epoch(model, watched(DeviceLoader(train_set, 8, 16, train=True, seed=0).epoch(1), ops, reads),
                               optimizer, cpu, on_batch=bar)
     assert trained.images == 480 and "60/60" in bar.stream.getvalue()
-    tested = evaluate(model, watched(DeviceLoader(test_set, 8, 16, train=False, seed=0).epoch(1), recorder), cpu)
+    tested = evaluate(model, watched(DeviceLoader(test_set, 8, 16, train=False, seed=0).epoch(1), ops, reads), cpu)
     assert tested.images == 240
-    assert recorder.seen == []
+    assert ops.seen == [], f"ops inside the batch loops that wait for a GPU: {Counter(ops.seen)}"
+    assert reads.seen == [], f"host reads inside the batch loops (60 + 30 batches): {Counter(reads.seen)}"
+    assert 0 < trained.loss < 10 and 0 < tested.loss < 10  # the reads after the loop still happened
+
+
+def test_the_host_read_recorder_sees_the_reads_it_looks_for_but_not_a_peek():
+    totals = _Totals(torch.device("cpu"))
+    x = torch.tensor([1.0, 2.0])
+    with HostReads() as reads:
+        x.cpu(), x.tolist(), x.numpy(), x[0].item()
+        totals.add(torch.tensor(0.5), torch.tensor([[0.0, 1.0]]), torch.tensor([1]))
+        assert totals.running() == (0.5, 1.0, 1)  # a peek: reads its host copy, not recorded
+        with contextlib.suppress(RuntimeError):  # no GPU here: synchronize raises after it was recorded
+            torch.cuda.synchronize()
+    assert reads.seen == ["Tensor.cpu", "Tensor.tolist", "Tensor.numpy", "Tensor.item", "cuda.synchronize"]
+    assert "tolist" not in vars(torch.Tensor) and torch.cuda.synchronize.__module__ == "torch.cuda"  # put back
 
 
 def test_the_recorder_sees_the_waits_it_looks_for():
@@ -154,21 +220,32 @@ def test_the_speed_settings_refuse_unknown_values(override, message):
     assert message in str(refused.value)
 
 
+# What each optim.implementation asks torch for: the optimizer's (foreach, fused) settings. None
+# leaves the choice to torch at each step (foreach on a GPU, the for-loop on the CPU).
+KERNELS = {"auto": (None, None), "for_loop": (False, None), "foreach": (True, None), "fused": (None, True)}
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
 @pytest.mark.parametrize("implementation", ["for_loop", "foreach", "fused"])
-def test_every_optimizer_implementation_takes_the_same_step(implementation):
+def test_every_optimizer_implementation_is_the_one_asked_for_and_takes_the_same_step(implementation, name):
     from transferlab.engine import make_optimizer
 
-    def one_step(choice: str) -> torch.Tensor:
+    def one_step(choice: str) -> tuple[torch.Tensor, tuple]:
         torch.manual_seed(0)
         model = nn.Linear(4, 2)
-        optimizer = make_optimizer("sgd", list(model.parameters()), 0.1, 0.9, 0.01, (0.9, 0.999), choice)
+        optimizer = make_optimizer(name, list(model.parameters()), 0.1, 0.9, 0.01, (0.9, 0.999), choice)
         for images, labels in batches(3):
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(images), labels).backward()
             optimizer.step()
-        return model.weight.detach()
+        [group] = optimizer.param_groups
+        return model.weight.detach(), (group["foreach"], group["fused"])
 
-    assert torch.allclose(one_step(implementation), one_step("auto"), atol=1e-6)
+    weight, kernels = one_step(implementation)
+    default_weight, default_kernels = one_step("auto")
+    assert kernels == KERNELS[implementation], f"optim.implementation={implementation}: (foreach, fused) = {kernels}"
+    assert default_kernels == KERNELS["auto"]
+    assert torch.allclose(weight, default_weight, atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [3, 50, 57])

@@ -74,11 +74,54 @@ def test_the_checkout_and_an_editable_install_read_the_top_level_conf():
     assert not (REPO / "src" / "transferlab" / "conf").exists()  # no link: links break on Windows and in sdists
 
 
-def test_the_declared_torch_floor_has_what_the_code_uses():
-    """fp16 runs use torch.amp.GradScaler(device), which torch has since 2.3."""
-    from importlib.metadata import requires
+# APIs that transferlab's code (src/) calls and that older releases lack, with the release that
+# added each, from the release notes. The floors declared in pyproject.toml must be at least the
+# newest of them. When the code starts to call something newer, add it here; an entry the code no
+# longer calls fails the test below, so that the table stays what the code uses.
+APIS_SINCE = {
+    "torch": {
+        "torch.amp.GradScaler(": "2.3",  # the device-generic scaler (before 2.3: torch.cuda.amp.GradScaler)
+        "torch.func.functional_call(": "2.0",  # torch.func is new in 2.0
+        "torch.compile(": "2.0",
+        "torch.mps.synchronize(": "2.0",
+    },
+    "torchvision": {
+        "torchvision.models.get_model(": "0.14",  # the model registry is new in 0.14
+        "torchvision.models.list_models(": "0.14",
+        "torchvision.models.get_model_weights(": "0.14",
+    },
+}
+
+
+def floor_of(specifier) -> "Version":
+    """The lowest release ``specifier`` allows, as its lower bound says (0 without one)."""
+    from packaging.version import Version
+
+    return max((Version(s.version) for s in specifier if s.operator in (">=", ">", "~=", "==", "===")),
+               default=Version("0"))
+
+
+@pytest.mark.parametrize("package", sorted(APIS_SINCE))
+def test_the_declared_floor_has_what_the_code_uses(package):
+    """pyproject.toml's floor for torch and torchvision, against the release that added each API the
+    code calls; and the installed release, which the tests run on, satisfies the declaration."""
+    import importlib
+    import tomllib
+    from importlib.metadata import version
 
     from packaging.requirements import Requirement
+    from packaging.version import Version
 
-    [torch_requirement] = [r for r in map(Requirement, requires("transferlab")) if r.name == "torch"]
-    assert not torch_requirement.specifier.contains("2.2.2") and torch_requirement.specifier.contains("2.3.0")
+    declared = {r.name: r for r in map(Requirement, tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+                                       ["dependencies"])}[package]
+    source = "\n".join(path.read_text() for path in sorted((REPO / "src").rglob("*.py")))
+    apis = APIS_SINCE[package]
+    assert [api for api in apis if api not in source] == [], "the code no longer calls these: drop them from APIS_SINCE"
+    for api in apis:  # each entry names a real API (of the installed release)
+        module, _, name = api.rstrip("(").rpartition(".")
+        assert hasattr(importlib.import_module(module), name), api
+    newest = max(apis, key=lambda api: Version(apis[api]))
+    floor = floor_of(declared.specifier)
+    assert floor >= Version(apis[newest]), (f"pyproject.toml declares {declared}, but the code calls {newest.rstrip('(')}"
+                                            f", which {package} has since {apis[newest]}")
+    assert declared.specifier.contains(Version(version(package)).base_version), (declared, version(package))

@@ -137,10 +137,37 @@ def made(study) -> Made:
     return Made(result, out, {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix in (".md", ".csv")})
 
 
-def test_the_report_never_imports_torch():
-    code = "import transferlab.report, sys; assert 'torch' not in sys.modules, 'torch was imported'"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+# `transferlab report` as the console script runs it, then the modules that loaded on the way.
+REPORT_AND_LIST_MODULES = """
+import json, sys
+from transferlab.cli import main
+status = main(["report", sys.argv[1], "--out", sys.argv[2]])
+print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.mark.slow
+def test_the_report_never_imports_torch(tmp_path):
+    """A whole report, every code path a study takes (tables, paired differences and their
+    intervals, figures, the sample grid, runs that did not complete), in a fresh interpreter:
+    afterwards neither torch nor torchvision is among its modules."""
+    for seed, (pretrained, scratch) in enumerate([(0.80, 0.40), (0.82, 0.45), (0.85, 0.41)], start=1):
+        for accuracy, flag in ((pretrained, "true"), (scratch, "false")):
+            write_record(tmp_path / "runs" / f"{flag}-{seed}", hand_record(
+                "name=part_a", "model=alexnet", f"model.pretrained={flag}", seed=seed, test_acc=accuracy))
+    np.savez_compressed(tmp_path / "runs" / "true-1" / "samples.npz", images=np.zeros((10, 8, 8, 3), np.uint8),
+                        labels=np.arange(10), classes=np.array([f"class {i}" for i in range(10)]))
+    write_record(tmp_path / "runs" / "failed", {**hand_record(seed=9), "status": "failed", "error": "boom"})
+    result = subprocess.run([sys.executable, "-c", REPORT_AND_LIST_MODULES, str(tmp_path / "runs"),
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert outcome["status"] == 0, result.stderr
+    assert {"part_a.csv", "part_a-differences.csv", "samples-cifar10.png", "report.md"} <= {
+        p.name for p in (tmp_path / "out").iterdir()}  # the report did its work, figures included
+    assert "scipy.stats" in outcome["modules"] and "matplotlib.pyplot" in outcome["modules"]
+    heavy = [name for name in outcome["modules"] if name.split(".")[0] in ("torch", "torchvision")]
+    assert heavy == [], f"`transferlab report` imported {heavy[:5]}"
 
 
 def t_interval(values) -> tuple[float, float]:

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchvision
 
+from transferlab.checkpoint import CHECKPOINT_FILE
 from transferlab.records import METRIC_COLUMNS
 from transferlab.run import run_training
 
@@ -48,12 +49,65 @@ def test_the_record_describes_the_run(tmp_path):
     assert rows[0] == ",".join(METRIC_COLUMNS) and len(rows) == 3
 
 
-def test_same_seed_same_result(tmp_path):
-    config = tiny_config("deterministic=true")
-    first = run_training(config, tmp_path / "a")
-    second = run_training(config, tmp_path / "b")
-    assert first["history"][0]["train_loss"] == second["history"][0]["train_loss"]
-    assert first["test_acc"] == second["test_acc"]
+# What a run learned, epoch by epoch (the timings aside).
+LEARNED = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def learned(seed: int, folder) -> tuple[list[list[float]], dict[str, torch.Tensor]]:
+    """(each epoch's LEARNED, the saved weights) of a deterministic run with ``seed`` whose conv1
+    is frozen, so that its saved conv1 weights are the ones the seed drew at the start."""
+    config = tiny_config("deterministic=true", "save_model=true", "freeze.modules=[conv1]", f"seed={seed}")
+    record = run_training(config, folder)
+    assert record["status"] == "completed", record.get("error")
+    return [[entry[m] for m in LEARNED] for entry in record["history"]], torch.load(folder / "model.pt",
+                                                                                    weights_only=True)
+
+
+@pytest.mark.slow
+def test_same_seed_same_result_and_another_seed_another(tmp_path):
+    """Two runs with one seed agree bit for bit, in every metric and every weight; a run with another
+    seed starts from other weights and ends with other results."""
+    history, weights = learned(1, tmp_path / "a")
+    again_history, again_weights = learned(1, tmp_path / "b")
+    other_history, other_weights = learned(2, tmp_path / "c")
+    assert again_history == history
+    assert again_weights.keys() == weights.keys()
+    assert [key for key in weights if not torch.equal(again_weights[key], weights[key])] == []
+    same_start = torch.equal(other_weights["conv1.weight"], weights["conv1.weight"])
+    assert not same_start, "seed=2 drew the initial weights that seed=1 drew"
+    assert other_history[0][0] != history[0][0], f"seed=1 and seed=2 had one training loss: {history}"
+    assert not torch.equal(other_weights["fc.weight"], weights["fc.weight"])
+
+
+@pytest.mark.slow
+def test_from_one_start_another_seed_draws_other_batches(tmp_path):
+    """The seed also orders the batches and draws the augmentation: two runs that start from one
+    weights file, head included (and ResNet18 has no dropout), and differ in their seed alone learn
+    differently."""
+    start = tmp_path / "start.pth"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), start)  # the head too: nothing is drawn
+
+    def first_epoch(seed: int) -> list[float]:
+        config = tiny_config(f"model.weights={start}", "deterministic=true", f"seed={seed}", "data.num_train=64",
+                             "data.num_test=32")
+        record = run_training(config, tmp_path / str(seed))
+        assert record["status"] == "completed", record.get("error")
+        return [record["history"][0][m] for m in LEARNED]
+
+    one, other = first_epoch(1), first_epoch(2)
+    assert one[0] != other[0], f"seed=1 and seed=2 trained on the same batches: {one} {other}"
+
+
+@pytest.mark.slow
+def test_a_run_steps_with_the_optimizer_implementation_it_was_given(tmp_path):
+    """optim.implementation reaches the optimizer the run builds: its kept checkpoint holds the
+    optimizer's settings (auto would leave foreach None)."""
+    config = tiny_config("optim.implementation=foreach", "keep_checkpoint=true", "data.num_train=64",
+                         "data.num_test=32")
+    record = run_training(config, tmp_path)
+    assert record["status"] == "completed", record.get("error")
+    [group] = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["optimizer"]["param_groups"]
+    assert (group["foreach"], group["fused"]) == (True, None), "optim.implementation=foreach was not used"
 
 
 @pytest.mark.slow
