@@ -13,7 +13,9 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from transferlab import report
 
@@ -100,3 +102,16 @@ def groups_of(records: dict[str, dict]):
 
     runs, _ = one_per_seed(completed_frame([(Path(f) / "run.json", r) for f, r in records.items()]))
     return make_groups(runs)
+
+
+def t_interval(values) -> tuple[float, float]:
+    """The 95 % Student-t interval of the mean, computed here with scipy, independently of the report."""
+    values = np.asarray(values, dtype=float)
+    return scipy_stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=scipy_stats.sem(values))
+
+
+def bca(values) -> tuple[float, float]:
+    """scipy's BCa bootstrap interval of the mean, with the report's settings (9,999 resamples, seed 0)."""
+    result = scipy_stats.bootstrap((np.asarray(values, dtype=float),), np.mean, confidence_level=0.95,
+                                   n_resamples=9999, method="BCa", random_state=np.random.default_rng(0))
+    return result.confidence_interval.low, result.confidence_interval.high

@@ -18,12 +18,11 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from scipy import stats as scipy_stats
 
 from transferlab import report
 
 from conftest import start_transferlab, transferlab
-from report_records import groups_of, hand_record, make_report, read_frame, write_record
+from report_records import groups_of, hand_record, make_report, read_frame, t_interval, write_record
 
 # Sweeps of seconds: 40 generated images, 2 epochs of one or two batches. One thread per process,
 # because the sweeps run side by side.
@@ -168,11 +167,6 @@ def test_the_report_never_imports_torch(tmp_path):
     assert "scipy.stats" in outcome["modules"] and "matplotlib.pyplot" in outcome["modules"]
     heavy = [name for name in outcome["modules"] if name.split(".")[0] in ("torch", "torchvision")]
     assert heavy == [], f"`transferlab report` imported {heavy[:5]}"
-
-
-def t_interval(values) -> tuple[float, float]:
-    values = np.asarray(values, dtype=float)
-    return scipy_stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=scipy_stats.sem(values))
 
 
 @pytest.mark.slow

@@ -9,26 +9,14 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats as scipy_stats
 
 from transferlab import report
 
-from report_records import groups_of, hand_record, make_report, read_frame, write_record
+from report_records import bca, groups_of, hand_record, make_report, read_frame, t_interval, write_record
 
 ARM_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_ci95_low", "test_acc_ci95_high", "n"]
 DIFFERENCE_COLUMNS = ["compared", "arm", "baseline", "n", "difference_mean", "ci95_low", "ci95_high",
                       "bootstrap_ci95_low", "bootstrap_ci95_high", "excludes_zero"]
-
-
-def t_interval(values) -> tuple[float, float]:
-    values = np.asarray(values, dtype=float)
-    return scipy_stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=scipy_stats.sem(values))
-
-
-def bca(values) -> tuple[float, float]:
-    result = scipy_stats.bootstrap((np.asarray(values, dtype=float),), np.mean, confidence_level=0.95,
-                                   n_resamples=9999, method="BCa", random_state=np.random.default_rng(0))
-    return result.confidence_interval.low, result.confidence_interval.high
 
 
 def part_a(fraction: float, pretrained: bool, seed: int, test_acc: float, **kw) -> dict:

@@ -5,22 +5,11 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats as scipy_stats
 
+from report_records import bca, t_interval
 from transferlab.report.stats import (
     BOOTSTRAP_MIN_PAIRS, NO_INTERVAL, comparison_text, finite, interval_text, paired_difference, summarize,
 )
-
-
-def t_interval(values) -> tuple[float, float]:
-    values = np.asarray(values, dtype=float)
-    return scipy_stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=scipy_stats.sem(values))
-
-
-def bca(values) -> tuple[float, float]:
-    result = scipy_stats.bootstrap((np.asarray(values, dtype=float),), np.mean, confidence_level=0.95,
-                                   n_resamples=9999, method="BCa", random_state=np.random.default_rng(0))
-    return result.confidence_interval.low, result.confidence_interval.high
 
 
 def test_an_arm_summary_is_the_mean_std_and_t_interval_of_its_finite_values():
