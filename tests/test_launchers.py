@@ -203,3 +203,17 @@ def test_the_workers_of_a_killed_joblib_sweep_stop_and_mark_their_runs_interrupt
     assert not wait_until_gone(workers, timeout=120)
     records = [json.loads(p.read_text()) for p in folder.glob("*/run.json")]
     assert sorted((r["seed"], r["status"]) for r in records) == [(1, "interrupted"), (2, "interrupted")]
+
+
+def test_only_children_of_the_sweeps_process_on_its_host_take_themselves_for_its_workers(monkeypatch):
+    """A Slurm job inherits the sweep's environment too, but runs on another node (or under
+    slurmstepd): it must keep Slurm's own signal handling."""
+    import platform
+
+    from transferlab import workers
+
+    monkeypatch.setattr(workers, "_worker", None)
+    node = platform.node()
+    for sweep in (f"other-node {os.getppid()}", f"{node} {os.getpid()}", f"{node} {os.getppid() + 1}", ""):
+        monkeypatch.setenv(workers.SWEEP_ENV, sweep)
+        assert workers.worker_stop() is None, sweep

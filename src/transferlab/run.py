@@ -217,12 +217,11 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     _remove_leftover_temporaries(run_dir)
-    first_epoch, digest = 1, None
+    epochs_done, digest = 0, None  # digest: the SHA-256 of the checkpoint resumed from
     unfreeze_at = config.freeze.unfreeze_at_epoch
     if _resumes(config, checkpoint_path):
-        first_epoch, digest = _resume(checkpoint_path, model, optimizer, scaler, record, unfreeze_at,
+        epochs_done, digest = _resume(checkpoint_path, model, optimizer, scaler, record, unfreeze_at,
                                       config.train.epochs)
-        first_epoch += 1
         write_record(run_dir, record)
     elif checkpoint_path.exists() or digest_path(checkpoint_path).exists():
         # Of the run this one starts over from (resume=false, force=true): removed, so that no later
@@ -246,7 +245,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     epochs = config.train.epochs
     writer = CheckpointWriter(checkpoint_path, record["history"], record.setdefault("checkpoint_seconds", 0.0), digest)
     try:
-        for epoch in range(first_epoch, epochs + 1):
+        for epoch in range(epochs_done + 1, epochs + 1):
             if unfreeze_at is not None and epoch == unfreeze_at + 1:
                 _start_fine_tuning(model, optimizer, record)
             bar = ProgressBar(f"epoch {epoch}/{epochs}", len(train_batches), sys.stdout) if show_progress else None

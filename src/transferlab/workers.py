@@ -150,6 +150,8 @@ def worker_stop() -> WorkerStop | None:
     host, _, pid = os.environ.get(SWEEP_ENV, "").partition(" ")
     if host != platform.node() or not pid.isdigit() or int(pid) != os.getppid():
         return None
+    if threading.current_thread() is not threading.main_thread():
+        return None  # only the main thread may handle signals (loky runs jobs there)
     _worker = WorkerStop(int(pid))
     signal.signal(signal.SIGTERM, _worker._on_signal)
     threading.Thread(target=_worker._watch_the_sweep, name="watch-the-sweep", daemon=True).start()
