@@ -17,6 +17,7 @@ import transferlab.run as run_module
 from transferlab.cli import main
 from transferlab.config import MAX_SEED, Config, compose_with_hydra, config_dir, validate
 from transferlab.errors import ConfigError, TransferlabError
+from transferlab.locks import RUN_LOCK_FILE
 from transferlab.run import run_training
 
 from conftest import TINY, compose_config, tiny_config
@@ -265,4 +266,5 @@ def test_a_full_disk_before_the_first_write_is_one_line_not_a_silent_exit(full_d
     assert exit_code("train", *TINY) == 1
     [line] = error_lines(capsys.readouterr().err)
     folder = run_folder(*TINY)
-    assert line == f"transferlab train: error: cannot write the run's file {(folder / '.hydra' / 'config.yaml').absolute()} (the disk is full)"
+    # The run's first write is the holder's line in its lock file (transferlab.locks.run_folder_lock).
+    assert line == f"transferlab train: error: cannot write the run's file {(folder / RUN_LOCK_FILE).absolute()} (the disk is full)"

@@ -24,16 +24,19 @@ from transferlab import report
 from conftest import start_transferlab, transferlab
 from report_records import groups_of, hand_record, make_report, read_frame, t_interval, write_record
 
-# Sweeps of seconds: 40 generated images, 2 epochs of one or two batches. One thread per process,
+# Sweeps of seconds: 40 generated images (Part A: 100), 2 epochs of one or two batches. One thread per process,
 # because the sweeps run side by side.
-TINY_SWEEP = ["data=synthetic", "data.num_train=40", "data.num_test=20", "train.epochs=2", "train.batch_size=20",
+TINY_SWEEP = ["data=synthetic", "data.num_test=20", "train.epochs=2", "train.batch_size=20",
               "train.eval_batch_size=20", "device=cpu", "progress=off"]
 SWEEPS = {
-    "part_a": ["experiment=part_a", "data.image_size=64"],  # AlexNet needs 63 px or more
+    # AlexNet needs 63 px or more; 100 images, so that the 10 % subset gives each class one.
+    "part_a": ["experiment=part_a", "data.image_size=64", "data.num_train=100"],
     # AlexNet tried in Part B at 32 px: a run that fails.
-    "part_b": ["experiment=part_b", "model=resnet18,vgg16,alexnet", "data.image_size=32", "model.pretrained=false"],
-    "part_c": ["experiment=part_c", "data.image_size=32", "model.pretrained=false"],
-    "lr_sweep": ["name=lr_sweep", "optim.lr=0.01,0.001", "seed=1,2", "data.image_size=32", "model.pretrained=false"],
+    "part_b": ["experiment=part_b", "model=resnet18,vgg16,alexnet", "data.image_size=32", "model.pretrained=false",
+               "data.num_train=40"],
+    "part_c": ["experiment=part_c", "data.image_size=32", "model.pretrained=false", "data.num_train=40"],
+    "lr_sweep": ["name=lr_sweep", "optim.lr=0.01,0.001", "seed=1,2", "data.image_size=32", "model.pretrained=false",
+                 "data.num_train=40"],
 }
 PROTOCOL = {"data": {"name": "cifar10", "image_size": 224, "fraction": 0.5, "sampling": "stratified"},
             "train": {"epochs": 10, "batch_size": 64, "eval_batch_size": 128},

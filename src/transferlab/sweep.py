@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.config import as_dict, result_config, validate
 from transferlab.errors import ConfigError, JobRaised, RunInterrupted, TransferlabError
-from transferlab.locks import run_folder_lock
+from transferlab.locks import RUN_LOCK_FILE, run_folder_lock
 from transferlab.records import RUN_FILE, read_record, utc_now, write_atomic, write_record
 from transferlab.run import run_training
 from transferlab.workers import worker_stop
@@ -92,7 +92,10 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, 
         return _skipped(run_dir, finished)
     with contextlib.ExitStack() as held:
         try:
-            held.enter_context(run_folder_lock(run_dir))
+            with _writing(run_dir / RUN_LOCK_FILE):  # the run's first write: the holder's line
+                held.enter_context(run_folder_lock(run_dir))
+        except RunFilesError:
+            raise  # a full disk: the runs after it would fail the same way
         except TransferlabError as busy:
             log.error("run not started: %s", busy)  # and nothing written: the folder is another process's
             return _not_started(cfg, overrides, str(busy))
