@@ -158,11 +158,13 @@ def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(tmp_path, monkey
     assert [e["epoch"] for e in record["history"]] == [1]
 
 
-@pytest.fixture
-def interrupted_run(tmp_path, monkeypatch):
-    """A folder as an interrupted run leaves it: Ctrl-C during epoch 2 of 2."""
+@pytest.fixture(scope="module")
+def interrupted_template(tmp_path_factory):
+    """A folder as an interrupted run leaves it: Ctrl-C during epoch 2 of 2 (made once per module;
+    each test gets a copy, see interrupted_run)."""
     import transferlab.run as run_module
 
+    folder = tmp_path_factory.mktemp("interrupted")
     real_evaluate, calls = run_module.evaluate, []
 
     def evaluate_then_interrupt(*args, **kwargs):
@@ -171,13 +173,20 @@ def interrupted_run(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "evaluate", evaluate_then_interrupt)
-    with pytest.raises(RunInterrupted) as interrupt:
-        run_training(tiny_config("train.epochs=2"), tmp_path)
-    monkeypatch.undo()
-    assert interrupt.value.run_dir == str(tmp_path) and interrupt.value.exit_code == 130
-    record = json.loads((tmp_path / "run.json").read_text())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "evaluate", evaluate_then_interrupt)
+        with pytest.raises(RunInterrupted) as interrupt:
+            run_training(tiny_config("train.epochs=2"), folder)
+    assert interrupt.value.run_dir == str(folder) and interrupt.value.exit_code == 130
+    record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "interrupted" and len(record["history"]) == 1
+    return folder
+
+
+@pytest.fixture
+def interrupted_run(interrupted_template, tmp_path):
+    """A copy of the interrupted run's folder in the test's own tmp_path (its files byte for byte)."""
+    shutil.copytree(interrupted_template, tmp_path, dirs_exist_ok=True)
     return tmp_path
 
 
