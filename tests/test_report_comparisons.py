@@ -399,3 +399,19 @@ def test_a_report_over_fifty_records_is_fast(tmp_path, capsys):
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
     assert time.process_time() - started < 10.0  # CPU seconds, so that a loaded machine does not fail it
     assert pd.read_csv(tmp_path / "out" / "part_a.csv")["n"].tolist() == [8] * 6
+
+
+def test_part_a_with_local_weights_compares_them_with_scratch_in_one_group(tmp_path, capsys):
+    """Part A where the pretrained arm is a local state_dict (model.weights, offline): one group, the
+    weights minus from scratch paired by seed, and no reference laid beside the weights arm."""
+    weights = "/data/donor.pt"
+    records = {}
+    for seed, (tuned, scratch) in enumerate(((0.80, 0.40), (0.82, 0.45), (0.85, 0.41)), start=1):
+        records[f"w{seed}"] = part_a(0.1, False, seed, tuned, keys={"model.weights": weights})
+        records[f"s{seed}"] = part_a(0.1, False, seed, scratch)
+    [group] = groups_of(records)
+    assert [arm.values["init"] for arm in group.arms] == [f"weights {weights}", "from scratch"]
+    [contrast] = group.contrasts
+    assert contrast.label == f"weights {weights} − from scratch" and contrast.result.n == 3
+    assert contrast.result.mean == pytest.approx(np.mean([40.0, 37.0, 44.0]))
+    assert group.reference_arms.get(f"weights {weights}") is None and not group.reference_contrasts
