@@ -268,9 +268,11 @@ def gain_figure(group: Group, metric: str = "test_acc"):
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
     positions = amount_positions(group, per_class_axis=True)
     contrasts = gain_contrasts(group)
+    compared = list(dict.fromkeys(c.label for c in contrasts))  # pretrained, or local weights, − from scratch
     lines: dict[str, list[Contrast]] = {}
     for c in contrasts:
-        lines.setdefault(", ".join(v for k, v in c.context.items() if k != "data amount") or c.label, []).append(c)
+        held = [v for k, v in c.context.items() if k != "data amount"] + ([c.label] if len(compared) > 1 else [])
+        lines.setdefault(", ".join(held) or c.label, []).append(c)
     colours = plt.get_cmap("tab10")
     ax.axhline(0.0, color="black", linewidth=0.8)
     single = False
@@ -293,7 +295,7 @@ def gain_figure(group: Group, metric: str = "test_acc"):
     if single:
         ax.scatter([], [], s=90, facecolors="white", edgecolors="grey", label=f"hollow: {NO_INTERVAL}")
     xlabel = _set_amount_axis(ax, positions, per_class_axis=True)
-    _finish(ax, _title(group, "pretraining gain: test accuracy, pretrained − from scratch, paired by replicate "
+    _finish(ax, _title(group, f"pretraining gain: test accuracy, {'; '.join(compared)}, paired by replicate "
                               "(95 % interval)"), xlabel, "difference in test accuracy (percentage points)",
             ", ".join(facet_title(f, group.runs) for f in group.facets if f.name not in ("data amount", "init"))
             or None)
@@ -301,7 +303,8 @@ def gain_figure(group: Group, metric: str = "test_acc"):
 
 
 def gain_contrasts(group: Group) -> list[Contrast]:
-    return [c for c in group.contrasts if c.facet == "init" and c.label == "pretrained − from scratch"]
+    """Each initialisation against from scratch: ImageNet's weights, or a local state_dict's."""
+    return [c for c in group.contrasts if c.facet == "init" and c.baseline.values["init"] == "from scratch"]
 
 
 def differences_figure(group: Group, metric: str = "test_acc"):
