@@ -22,7 +22,7 @@ import pandas as pd
 
 from transferlab.records import SAMPLES_FILE, write_atomic
 from transferlab.report.arms import Arm, Contrast, facet_title
-from transferlab.report.stats import LOSS_BOUNDS, NO_INTERVAL, PERCENT_BOUNDS, summarize
+from transferlab.report.stats import LOSS_BOUNDS, NO_INTERVAL, NO_SPREAD_PAIRS, PERCENT_BOUNDS, summarize
 from transferlab.report.studies import Group
 from transferlab.report.tables import per_class, percent_label
 
@@ -293,13 +293,19 @@ def gain_figure(group: Group, metric: str = "test_acc"):
         if ref:
             ax.plot(*zip(*ref), ":", marker="D", color="black", label="reference (one seed; docs/study.md)")
     if single:
-        ax.scatter([], [], s=90, facecolors="white", edgecolors="grey", label=f"hollow: {NO_INTERVAL}")
+        ax.scatter([], [], s=90, facecolors="white", edgecolors="grey", label=f"hollow: {_no_interval(contrasts)}")
     xlabel = _set_amount_axis(ax, positions, per_class_axis=True)
     _finish(ax, _title(group, f"pretraining gain: test accuracy, {'; '.join(compared)}, paired by replicate "
                               "(95 % interval)"), xlabel, "difference in test accuracy (percentage points)",
             ", ".join(facet_title(f, group.runs) for f in group.facets if f.name not in ("data amount", "init"))
             or None)
     return fig
+
+
+def _no_interval(contrasts: list[Contrast]) -> str:
+    """Why a hollow marker has no interval: one pair, or pairs that all differ by the same amount."""
+    lone = [c.result.n for c in contrasts if c.result.n and not c.result.has_interval]
+    return "; ".join(([NO_INTERVAL] if 1 in lone else []) + ([NO_SPREAD_PAIRS] if any(n > 1 for n in lone) else []))
 
 
 def gain_contrasts(group: Group) -> list[Contrast]:
@@ -325,7 +331,7 @@ def differences_figure(group: Group, metric: str = "test_acc"):
                             + f", n={c.result.n}", 48) for c in contrasts], fontsize=9)
     single = any(not c.result.has_interval for c in contrasts)
     _finish(ax, _title(group, f"{_metric_name(metric)}: paired differences, 95 % interval"
-                              + (f"; hollow: {NO_INTERVAL}" if single else "")),
+                              + (f"; hollow: {_no_interval(contrasts)}" if single else "")),
             "difference (percentage points)", "")
     return fig
 
