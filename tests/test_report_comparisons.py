@@ -426,3 +426,8 @@ def test_part_a_with_local_weights_compares_them_with_scratch_in_one_group(tmp_p
     [line] = [c for c in ax.containers if c.get_label() == label]
     assert list(line.lines[0].get_ydata()) == pytest.approx([np.mean([40.0, 37.0, 44.0]), np.mean([38.0, 41.0, 34.0])])
     assert label in ax.get_title()
+
+
+def test_a_heading_of_one_epoch_says_epoch():
+    [group] = groups_of({"a": hand_record("name=part_c", "train.epochs=1")})
+    assert ", 1 epoch, " in group.title and "epochs" not in group.title

@@ -297,7 +297,7 @@ def heading(runs: pd.DataFrame, split_keys: list[str]) -> str:
     if optimizer is not None or lr is not None:
         parts.append(" ".join(p for p in (optimizer, None if lr is None else f"lr={display(lr)}") if p))
     if (epochs := shared.key("train.epochs")) is not None:
-        parts.append(f"{epochs} epochs")
+        parts.append(f"{epochs} epoch{'' if epochs == 1 else 's'}")
     if (size := shared.key("data.image_size")) is not None:
         parts.append(f"{size} px")
     names = short_names(split_keys)
