@@ -387,3 +387,35 @@ def test_a_report_over_fifty_records_is_fast(tmp_path, capsys):
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
     assert time.process_time() - started < 10.0  # CPU seconds, so that a loaded machine does not fail it
     assert pd.read_csv(tmp_path / "out" / "part_a.csv")["n"].tolist() == [8] * 6
+
+
+def test_part_a_with_local_weights_compares_them_with_scratch_in_one_group(tmp_path, capsys):
+    """Part A where the pretrained arm is a local state_dict (model.weights, offline): one group, the
+    weights minus from scratch paired by seed, its headline gain figure, and no reference laid beside
+    the weights arm."""
+    from transferlab.report.figures import applies, gain_figure
+
+    weights = "/data/donor.pt"
+    gain = {0.1: [(0.80, 0.40), (0.82, 0.45), (0.85, 0.41)], 0.5: [(0.90, 0.52), (0.91, 0.50), (0.89, 0.55)]}
+    records = {}
+    for fraction, pairs in gain.items():
+        for seed, (tuned, scratch) in enumerate(pairs, start=1):
+            records[f"w{fraction}-{seed}"] = part_a(fraction, False, seed, tuned, keys={"model.weights": weights})
+            records[f"s{fraction}-{seed}"] = part_a(fraction, False, seed, scratch)
+    [group] = groups_of(records)
+    assert [arm.values["init"] for arm in group.arms] == [f"weights {weights}", "from scratch"] * 2
+    label = f"weights {weights} − from scratch"
+    assert [(c.label, c.result.n) for c in group.contrasts] == [(label, 3)] * 2
+    assert group.contrasts[0].result.mean == pytest.approx(np.mean([40.0, 37.0, 44.0]))
+    assert set(group.reference_arms) == {"10 %, from scratch", "50 %, from scratch"}  # the recipe's scratch arms
+    assert not group.reference_contrasts
+    assert applies(group, "gain")
+    ax = gain_figure(group).axes[0]
+    [line] = [c for c in ax.containers if c.get_label() == label]
+    assert list(line.lines[0].get_ydata()) == pytest.approx([np.mean([40.0, 37.0, 44.0]), np.mean([38.0, 41.0, 34.0])])
+    assert label in ax.get_title()
+
+
+def test_a_heading_of_one_epoch_says_epoch():
+    [group] = groups_of({"a": hand_record("name=part_c", "train.epochs=1")})
+    assert ", 1 epoch, " in group.title and "epochs" not in group.title

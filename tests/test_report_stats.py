@@ -73,3 +73,18 @@ def test_one_pair_gives_the_difference_and_no_interval():
     assert NO_INTERVAL == "n=1: no interval"
     nothing = paired_difference({(1, 1): 0.75}, {(2, 1): 0.70})
     assert nothing.n == 0 and comparison_text(nothing) == ""
+
+
+def test_pairs_that_all_differ_by_the_same_amount_give_no_interval():
+    """Two pairs both +1 point (one image of 100): no spread to estimate the error from, so no
+    zero-width interval that would 'exclude 0', in the stats, the tables and the figures' legends."""
+    from transferlab.report.tables import interval_cell
+
+    result = paired_difference({(1, 1): 0.17, (2, 2): 0.12}, {(1, 1): 0.16, (2, 2): 0.11}, scale=100.0)
+    assert result.n == 2 and result.mean == pytest.approx(1.0)
+    assert math.isnan(result.low) and math.isnan(result.high) and result.excludes_zero is None
+    assert interval_cell(result) == "every pair the same: no interval"
+    assert comparison_text(result) == "+1.00 (every pair the same: no interval)"
+    arm = summarize([0.16, 0.16], scale=100.0)
+    assert arm.n == 2 and arm.mean == pytest.approx(16.0) and arm.std == 0.0 and math.isnan(arm.low)
+    assert interval_cell(arm) == "every run the same: no interval"

@@ -22,7 +22,7 @@ import pandas as pd
 
 from transferlab.records import SAMPLES_FILE, write_atomic
 from transferlab.report.arms import Arm, Contrast, facet_title
-from transferlab.report.stats import LOSS_BOUNDS, NO_INTERVAL, PERCENT_BOUNDS, summarize
+from transferlab.report.stats import LOSS_BOUNDS, NO_INTERVAL, NO_SPREAD_PAIRS, PERCENT_BOUNDS, summarize
 from transferlab.report.studies import Group
 from transferlab.report.tables import per_class, percent_label
 
@@ -268,9 +268,11 @@ def gain_figure(group: Group, metric: str = "test_acc"):
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
     positions = amount_positions(group, per_class_axis=True)
     contrasts = gain_contrasts(group)
+    compared = list(dict.fromkeys(c.label for c in contrasts))  # pretrained, or local weights, − from scratch
     lines: dict[str, list[Contrast]] = {}
     for c in contrasts:
-        lines.setdefault(", ".join(v for k, v in c.context.items() if k != "data amount") or c.label, []).append(c)
+        held = [v for k, v in c.context.items() if k != "data amount"] + ([c.label] if len(compared) > 1 else [])
+        lines.setdefault(", ".join(held) or c.label, []).append(c)
     colours = plt.get_cmap("tab10")
     ax.axhline(0.0, color="black", linewidth=0.8)
     single = False
@@ -291,17 +293,24 @@ def gain_figure(group: Group, metric: str = "test_acc"):
         if ref:
             ax.plot(*zip(*ref), ":", marker="D", color="black", label="reference (one seed; docs/study.md)")
     if single:
-        ax.scatter([], [], s=90, facecolors="white", edgecolors="grey", label=f"hollow: {NO_INTERVAL}")
+        ax.scatter([], [], s=90, facecolors="white", edgecolors="grey", label=f"hollow: {_no_interval(contrasts)}")
     xlabel = _set_amount_axis(ax, positions, per_class_axis=True)
-    _finish(ax, _title(group, "pretraining gain: test accuracy, pretrained − from scratch, paired by replicate "
+    _finish(ax, _title(group, f"pretraining gain: test accuracy, {'; '.join(compared)}, paired by replicate "
                               "(95 % interval)"), xlabel, "difference in test accuracy (percentage points)",
             ", ".join(facet_title(f, group.runs) for f in group.facets if f.name not in ("data amount", "init"))
             or None)
     return fig
 
 
+def _no_interval(contrasts: list[Contrast]) -> str:
+    """Why a hollow marker has no interval: one pair, or pairs that all differ by the same amount."""
+    lone = [c.result.n for c in contrasts if c.result.n and not c.result.has_interval]
+    return "; ".join(([NO_INTERVAL] if 1 in lone else []) + ([NO_SPREAD_PAIRS] if any(n > 1 for n in lone) else []))
+
+
 def gain_contrasts(group: Group) -> list[Contrast]:
-    return [c for c in group.contrasts if c.facet == "init" and c.label == "pretrained − from scratch"]
+    """Each initialisation against from scratch: ImageNet's weights, or a local state_dict's."""
+    return [c for c in group.contrasts if c.facet == "init" and c.baseline.values["init"] == "from scratch"]
 
 
 def differences_figure(group: Group, metric: str = "test_acc"):
@@ -322,7 +331,7 @@ def differences_figure(group: Group, metric: str = "test_acc"):
                             + f", n={c.result.n}", 48) for c in contrasts], fontsize=9)
     single = any(not c.result.has_interval for c in contrasts)
     _finish(ax, _title(group, f"{_metric_name(metric)}: paired differences, 95 % interval"
-                              + (f"; hollow: {NO_INTERVAL}" if single else "")),
+                              + (f"; hollow: {_no_interval(contrasts)}" if single else "")),
             "difference (percentage points)", "")
     return fig
 

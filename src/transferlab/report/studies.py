@@ -39,12 +39,14 @@ PROTOCOL_SETTINGS = {
 # accuracies: study -> [(the settings of its arm, {metric: value})], and Part A's differences.
 REFERENCE: dict[str, list[tuple[dict[str, Any], dict[str, float]]]] = {
     "part_a": [
-        ({"data.fraction": 0.1, "model.pretrained": True}, {"test_acc": 82.99}),
-        ({"data.fraction": 0.1, "model.pretrained": False}, {"test_acc": 12.89}),
-        ({"data.fraction": 0.2, "model.pretrained": True}, {"test_acc": 87.18}),
-        ({"data.fraction": 0.2, "model.pretrained": False}, {"test_acc": 37.41}),
-        ({"data.fraction": 0.5, "model.pretrained": True}, {"test_acc": 89.68, "test_loss": 0.3249}),
-        ({"data.fraction": 0.5, "model.pretrained": False}, {"test_acc": 51.06, "test_loss": 1.3601}),
+        ({"data.fraction": 0.1, "model.pretrained": True, "model.weights": None}, {"test_acc": 82.99}),
+        ({"data.fraction": 0.1, "model.pretrained": False, "model.weights": None}, {"test_acc": 12.89}),
+        ({"data.fraction": 0.2, "model.pretrained": True, "model.weights": None}, {"test_acc": 87.18}),
+        ({"data.fraction": 0.2, "model.pretrained": False, "model.weights": None}, {"test_acc": 37.41}),
+        ({"data.fraction": 0.5, "model.pretrained": True, "model.weights": None},
+         {"test_acc": 89.68, "test_loss": 0.3249}),
+        ({"data.fraction": 0.5, "model.pretrained": False, "model.weights": None},
+         {"test_acc": 51.06, "test_loss": 1.3601}),
     ],
     "part_b": [
         ({"model.name": "resnet18"}, {"test_acc": 94.30, "test_loss": 0.1665, "epoch_seconds": 33}),
@@ -97,7 +99,9 @@ class Part:
 AMOUNT_FIGURES = (("gain", "test_acc"), ("vs_fraction", "test_acc"), ("vs_per_class", "test_acc"))
 PARTS = {
     "part_a": Part(
-        label="Part A", swept=("data.fraction", "data.per_class", "model.pretrained"), compare=by_init,
+        # model.weights: a local state_dict is a pretrained arm too, compared with from scratch
+        label="Part A", swept=("data.fraction", "data.per_class", "model.pretrained", "model.weights"),
+        compare=by_init,
         figures=(*AMOUNT_FIGURES, ("vs_fraction", "test_loss"), ("curve", "test_acc")),
         protocol={"model.name": "alexnet"},
     ),
@@ -293,7 +297,7 @@ def heading(runs: pd.DataFrame, split_keys: list[str]) -> str:
     if optimizer is not None or lr is not None:
         parts.append(" ".join(p for p in (optimizer, None if lr is None else f"lr={display(lr)}") if p))
     if (epochs := shared.key("train.epochs")) is not None:
-        parts.append(f"{epochs} epochs")
+        parts.append(f"{epochs} epoch{'' if epochs == 1 else 's'}")
     if (size := shared.key("data.image_size")) is not None:
         parts.append(f"{size} px")
     names = short_names(split_keys)

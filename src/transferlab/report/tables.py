@@ -22,7 +22,8 @@ from transferlab.report.arms import (
 )
 from transferlab.report.lpft import what_trains
 from transferlab.report.stats import (
-    BOOTSTRAP_MIN_PAIRS, LOSS_BOUNDS, NO_INTERVAL, Summary, finite, interval_text, summarize,
+    BOOTSTRAP_MIN_PAIRS, LOSS_BOUNDS, NO_INTERVAL, NO_SPREAD_PAIRS, NO_SPREAD_RUNS, Comparison, Summary, finite,
+    interval_text, summarize,
 )
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ def interval_cell(summary_or_comparison) -> str:
         return ""
     if summary_or_comparison.n == 1:
         return NO_INTERVAL
+    if math.isnan(summary_or_comparison.low):  # n >= 2 equal values
+        return NO_SPREAD_PAIRS if isinstance(summary_or_comparison, Comparison) else NO_SPREAD_RUNS
     return interval_text(summary_or_comparison.low, summary_or_comparison.high)
 
 
