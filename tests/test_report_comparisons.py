@@ -348,6 +348,23 @@ def test_per_class_runs_are_a_data_amount_axis_of_images_per_class(tmp_path, cap
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["pretrained", "from scratch"]
 
 
+def test_counts_are_whole_numbers_in_the_csvs(tmp_path, capsys):
+    """Images, images per class and K are written as 10, never 10.0, in the arm and the differences CSVs."""
+    records = {f"{k}-{p}-{seed}": hand_record(
+        "name=few_shot", f"model.pretrained={str(p).lower()}", seed=seed, test_acc=0.3 + 0.1 * p + 0.01 * seed,
+        keys={"data.per_class": k}, per_class=k, fraction=None, num_train_images=10 * k,
+        train_images_per_class={f"class {i}": k for i in range(10)})
+        for k in (1, 5) for p in (True, False) for seed in (1, 2)}
+    out, _, _ = make_report(tmp_path, records, capsys)
+    arms = (out / "few_shot.csv").read_text().splitlines()
+    header = arms[0].split(",")
+    first = dict(zip(header, arms[1].split(",")))
+    assert (first["per_class"], first["train_images"], first["images_per_class_min"], first["n"]) == ("1", "10", "1", "2")
+    differences = (out / "few_shot-differences.csv").read_text().splitlines()
+    row = dict(zip(differences[0].split(","), differences[1].split(",")))
+    assert row["per_class"] == "1" and row["n"] == "2"
+
+
 def test_tuned_against_fixed_is_a_paired_difference(tmp_path, capsys):
     fixed = {1: 0.60, 2: 0.62, 3: 0.61}
     tuned = {1: 0.66, 2: 0.65, 3: 0.69}

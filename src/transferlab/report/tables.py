@@ -262,11 +262,23 @@ def markdown_table(table: pd.DataFrame) -> str:
                       *(line(row) for row in table.itertuples(index=False))]) + "\n"
 
 
+# Columns that count things (images, parameters): whole numbers in the CSV, also where a missing
+# value would otherwise make pandas store them as floats (50, not 50.0).
+COUNT_COLUMNS = ("n", "per_class", "train_images", "images_per_class_min", "images_per_class_max", "params_total",
+                 "params_trainable", "params_trainable_after")
+
+
 def csv_text(table: pd.DataFrame) -> str:
     """The table as CSV: floats to 10 significant digits (80.0, not 80.00000000000001; a float column
-    keeps its decimal point, so that a reader reads it as floats), empty where there is none."""
+    keeps its decimal point, so that a reader reads it as floats), counts as whole numbers, empty
+    where there is none."""
     table = table.copy()
     for column in table.columns:
-        if table[column].dtype == float:
+        if table[column].dtype != float:
+            continue
+        values = table[column].dropna()
+        if column in COUNT_COLUMNS and (values == values.round()).all():
+            table[column] = table[column].astype("Int64")
+        else:
             table[column] = table[column].map(lambda v: float(f"{v:.10g}"))
     return table.to_csv(index=False, lineterminator="\n")
