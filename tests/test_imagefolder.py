@@ -175,6 +175,21 @@ def test_a_corrupt_file_is_named_and_leaves_no_half_written_cache(tmp_path, work
     assert (len(train), len(test)) == (18, 17)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_unreadable_file_is_counted_and_the_first_by_path_is_named(tmp_path, workers):
+    """All files are decoded before the error (a pool stopped with tasks queued can hang), so the
+    line names the first bad file by path, whichever worker met it first, and counts the others."""
+    root = write_image_folder(tmp_path / "pets", per_class=6)
+    bad = [root / "train" / "cat" / "train_cat_1.jpg", root / "val" / "owl" / "val_owl_1.jpg"]
+    for path in bad:
+        path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(TransferlabError) as error:
+        load(root, tmp_path / "cache", workers=workers)
+    assert str(error.value).startswith(f"{min(bad)} is not an image Pillow can read")
+    assert str(error.value).endswith("remove or replace it (and 1 more file(s) that cannot be read)")
+    assert cache_entries(tmp_path / "cache") == []
+
+
 # Links, and the same image twice: a test image that also trains is a wrong answer, never a warning.
 
 

@@ -251,24 +251,32 @@ def _decode_all(temporary: Path, files: list[Path], size: int, workers: int, sho
     if workers <= 1:
         _open_target(temporary, size)
         try:
-            _collect(map(_decode_into, tasks), progress)
+            errors = _collect(map(_decode_into, tasks), progress)
         finally:
             _target.clear()
-        return
-    # fork where there is one: the workers need only Pillow and numpy, and start at once.
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with context.Pool(workers, initializer=_open_target, initargs=(temporary, size)) as pool:
-        _collect(pool.imap_unordered(_decode_into, tasks, chunksize=16), progress)
+    else:
+        # fork where there is one: the workers need only Pillow and numpy, and start at once.
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        with context.Pool(workers, initializer=_open_target, initargs=(temporary, size)) as pool:
+            # Every result is taken before the pool ends: Pool.terminate() with tasks still queued can
+            # hang for good (its task thread waits on a queue lock), as a test here once did.
+            errors = _collect(pool.imap_unordered(_decode_into, tasks, chunksize=16), progress)
+    if errors:
+        more = f" (and {len(errors) - 1} more file(s) that cannot be read)" if len(errors) > 1 else ""
+        raise TransferlabError(sorted(errors)[0] + more)
 
 
-def _collect(results, progress: _Progress | None) -> None:
+def _collect(results, progress: _Progress | None) -> list[str]:
+    """The error lines among ``results``, after taking every one of them."""
+    errors = []
     for done, error in enumerate(results, start=1):
         if error is not None:
-            raise TransferlabError(error)
+            errors.append(error)
         if progress is not None:
             progress.update(done)
     if progress is not None:
         progress.close()
+    return errors
 
 
 # Each decoding process opens the cache's memory maps once (a Pool initializer cannot hand back an
