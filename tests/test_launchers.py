@@ -163,12 +163,18 @@ def wait_until_gone(pids, timeout: float = 60) -> list[int]:
     return [pid for pid in pids if alive(pid)]
 
 
+def start_joblib_sweep(tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path, set[int]]:
+    """A 3-run sweep (seed=1,2,3) in 2 joblib workers, once both workers train: (the sweep's
+    process, its folder, the workers' pids)."""
+    sweep = start_transferlab("train", "-m", *EPOCHS_OF_SECONDS, f"name={name}", "seed=1,2,3",
+                              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)
+    folder = tmp_path / "outputs" / name
+    return sweep, folder, {r["pid"] for r in wait_for_training(folder, 2, sweep)}
+
+
 @pytest.mark.slow
 def test_sigterm_to_a_joblib_sweep_stops_its_workers_marks_their_runs_interrupted_and_says_so(tmp_path):
-    sweep = start_transferlab("train", "-m", *EPOCHS_OF_SECONDS, "name=term", "seed=1,2,3", "hydra/launcher=joblib",
-                              "hydra.launcher.n_jobs=2", cwd=tmp_path)
-    folder = tmp_path / "outputs" / "term"
-    workers = {r["pid"] for r in wait_for_training(folder, 2, sweep)}
+    sweep, folder, workers = start_joblib_sweep(tmp_path, "term")
     sweep.send_signal(signal.SIGTERM)
     output, _ = sweep.communicate(timeout=300)
     assert sweep.returncode == 128 + signal.SIGTERM, output
@@ -194,10 +200,7 @@ def test_sigterm_to_a_joblib_sweep_stops_its_workers_marks_their_runs_interrupte
 
 @pytest.mark.slow
 def test_the_workers_of_a_killed_joblib_sweep_stop_and_mark_their_runs_interrupted(tmp_path):
-    sweep = start_transferlab("train", "-m", *EPOCHS_OF_SECONDS, "name=orphans", "seed=1,2,3", "hydra/launcher=joblib",
-                              "hydra.launcher.n_jobs=2", cwd=tmp_path)
-    folder = tmp_path / "outputs" / "orphans"
-    workers = {r["pid"] for r in wait_for_training(folder, 2, sweep)}
+    sweep, folder, workers = start_joblib_sweep(tmp_path, "orphans")
     sweep.kill()  # SIGKILL: the sweep's process can tell nobody
     sweep.communicate(timeout=60)
     assert not wait_until_gone(workers, timeout=120)
