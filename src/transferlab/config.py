@@ -18,11 +18,13 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from transferlab.datasets import DATASETS as DATASET_TABLE
+from transferlab.datasets import identity_keys
 from transferlab.errors import ConfigError, TransferlabError
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = tuple(DATASET_TABLE)  # transferlab.datasets holds what each one is
 PIPELINES = ("device", "reference")
 # How the training subset is drawn (data/images.py subset_indices): each class keeps its share, or
 # a uniformly random share of all images (transferlab's draw before data.sampling existed).
@@ -39,7 +41,8 @@ PROGRESS = ("auto", "on", "off")
 LOGGERS = ("none", "tensorboard", "mlflow")
 FREEZE_PRESETS = ("none", "early", "middle", "last_only")
 # Settings that change where or how visibly a run happens, not its results.
-# data.root is one of them except for data=imagefolder, where the folder is the dataset (see result_config).
+# data.root is one of them except where the dataset table (transferlab.datasets) makes it an identity key:
+# for data=imagefolder the folder is the dataset (see result_config).
 NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "data.root", "data.num_workers",
                    "data.cache_dir", "data.decode_workers")
 
@@ -365,7 +368,7 @@ def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "")
     repeat=0 is left out too: it is the same run as no repeat= at all, so a sweep repeat=0,1,2 after
     a plain sweep skips the runs that sweep completed."""
     override_dirname = ",".join(item for item in override_dirname.split(",") if item != FIRST_REPEAT)
-    if data_name == "imagefolder":
+    if "data.root" in identity_keys(data_name):
         override_dirname = ",".join(filter(None, [override_dirname, f"data.root={data_root}"]))
     name = (override_dirname or DEFAULT_DIRNAME).replace("/", "_")
     if len(name.encode()) <= MAX_DIRNAME:
@@ -530,9 +533,9 @@ def result_config(config: dict[str, Any]) -> dict[str, Any]:
     """A config dict without the keys that cannot change a run's results (data.root stays for
     data=imagefolder: there the folder is the dataset)."""
     node = OmegaConf.create(config)
-    image_folder = OmegaConf.select(node, "data.name") == "imagefolder"
+    kept = identity_keys(OmegaConf.select(node, "data.name"))
     for key in NOT_RESULT_KEYS:
-        if image_folder and key == "data.root":
+        if key in kept:
             continue
         parent, _, leaf = key.rpartition(".")
         container = OmegaConf.select(node, parent) if parent else node

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
 from pathlib import Path
 
 import torch
 
 from transferlab.config import DataConfig, compose_config
-from transferlab.data import load_cifar10, load_cifar100, load_imagefolder
+from transferlab.datasets import DATASETS
 from transferlab.errors import TransferlabError
 from transferlab.models import pretrained_weights
 
@@ -55,41 +54,8 @@ def prepare_weights(model_name: str) -> str:
     return f"{model_name} weights: already in place and verified, {path}"
 
 
-def prepare_cifar10(root: Path) -> str:
-    return _prepare_cifar("CIFAR-10", load_cifar10, root)
-
-
-def prepare_cifar100(root: Path) -> str:
-    return _prepare_cifar("CIFAR-100", load_cifar100, root)
-
-
-def _prepare_cifar(title: str, load, root: Path) -> str:
-    try:
-        load(root, download=True)  # torchvision checks the MD5 of the archive and of every file
-    except TransferlabError as error:
-        raise TransferlabError(f"{title}: {error}") from error
-    return f"{title}: in place and verified, {Path(root).expanduser()}"
-
-
-def prepare_imagefolder(data: DataConfig) -> str:
-    """Check the folder and decode it into the cache (a no-op when the cache is already there)."""
-    try:
-        train, test = load_imagefolder(data.root, data.stored_size, data.test_fraction, data.subset_seed,
-                                       data.cache_dir, data.decode_workers, show_progress=sys.stderr.isatty())
-    except TransferlabError as error:
-        raise TransferlabError(f"image folder: {error}") from error
-    return (f"image folder {Path(data.root).expanduser()}: {len(train)} training and {len(test)} test images in "
-            f"{len(train.classes)} classes, decoded and cached at {data.stored_size}x{data.stored_size}")
-
-
 def prepare_data(data: DataConfig) -> str:
-    if data.name == "cifar100":
-        return prepare_cifar100(Path(data.root))
-    if data.name == "imagefolder":
-        return prepare_imagefolder(data)
-    if data.name == "synthetic":
-        return "synthetic data: generated in-process, nothing to fetch"
-    return prepare_cifar10(Path(data.root))
+    return DATASETS[data.name].prepare(data)
 
 
 def prepare(data: DataConfig, model_names: list[str], weights: bool = True) -> tuple[list[str], list[str]]:

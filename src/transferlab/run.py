@@ -32,8 +32,7 @@ from transferlab.checkpoint import (
 )
 from transferlab.config import Config, DataConfig, as_dict, result_config
 from transferlab.data import (
-    ImageSet, Transforms, describe_source, images_per_class, load_cifar10, load_cifar100, load_imagefolder, make_loader,
-    make_synthetic, stratified_split, subset_indices,
+    ImageSet, Transforms, data_source, dataset_name, images_per_class, load_datasets, make_loader, stratified_split,
 )
 from transferlab.engine import (
     EpochResult, NonFiniteLoss, ProgressBar, configure_determinism, evaluate, make_optimizer,
@@ -55,26 +54,6 @@ SAMPLES_PER_CLASS = 4  # images of each class in the report's sample grid...
 MAX_SAMPLE_IMAGES = 100  # ...fewer of each where there are many classes
 
 
-def load_datasets(data: DataConfig, subset_seed: int, show_progress: bool = False) -> tuple[ImageSet, ImageSet]:
-    """(training subset, full test set) for the data config, the subset drawn by ``subset_seed``
-    (a run's Config.effective_subset_seed). The images themselves (data=synthetic, and an image
-    folder's held-out test split) follow data.subset_seed alone: every repeat is tested alike."""
-    if data.name == "synthetic":
-        train, test = make_synthetic(data.num_train, data.num_test, seed=data.subset_seed)
-    elif data.name == "imagefolder":
-        train, test = load_imagefolder(data.root, data.stored_size, data.test_fraction, data.subset_seed,
-                                       data.cache_dir, data.decode_workers, show_progress)
-    elif data.name == "cifar100":
-        train, test = load_cifar100(data.root, data.download)
-    else:
-        train, test = load_cifar10(data.root, data.download)
-    indices = subset_indices(train.labels, train.classes, subset_seed, fraction=data.fraction,
-                             per_class=data.per_class, sampling=data.sampling)
-    if len(indices) == len(train):  # all of it: an image folder's training images stay memory-mapped, uncopied
-        return train, test
-    return train.subset(indices), test
-
-
 def hold_out_validation(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
     """(images that train, validation split): a stratified ``fraction`` of the training subset, fixed
     by ``seed``, that never trains; (train, None) for fraction 0."""
@@ -85,11 +64,6 @@ def hold_out_validation(train: ImageSet, fraction: float, seed: int) -> tuple[Im
         raise ConfigError(f"data.val_fraction={fraction} holds out no image of the {len(train)}-image training "
                           "subset; raise data.val_fraction or data.fraction")
     return train.subset(kept), train.subset(held_out)
-
-
-def dataset_name(data: DataConfig) -> str:
-    """A short human name of the data: the dataset's, or an image folder's own folder name."""
-    return Path(data.root).expanduser().resolve().name if data.name == "imagefolder" else data.name
 
 
 def transforms_of(data: DataConfig) -> Transforms:
@@ -502,8 +476,8 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         "pid": os.getpid(),
         "slurm_job_id": _slurm_job_id(),
     }
-    if config.data.name == "imagefolder":
-        record["data_source"] = describe_source(config.data.root, config.data.test_fraction)
+    if (source := data_source(config.data)) is not None:
+        record["data_source"] = source
     return record
 
 

@@ -11,12 +11,13 @@ from transferlab.data.pipelines import (
     epoch_generator, fits_on_device, make_loader, normalization, random_resized_boxes, reference_transform,
 )
 from transferlab.data.synthetic import make_synthetic
+from transferlab.datasets import DATASETS, DatasetSpec, data_source, dataset_name, load_datasets
 
 __all__ = [
-    "CIFAR100_ARCHIVE", "CIFAR10_ARCHIVE", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10_URL", "CROP_PADDING",
-    "PROTOCOL_TRANSFORMS", "STATISTICS", "DeviceLoader", "ImageSet", "ReferenceLoader", "Transforms",
+    "CIFAR100_ARCHIVE", "CIFAR10_ARCHIVE", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10_URL", "CROP_PADDING", "DATASETS",
+    "DatasetSpec", "PROTOCOL_TRANSFORMS", "STATISTICS", "DeviceLoader", "ImageSet", "ReferenceLoader", "Transforms",
     "batch_center_crop", "batch_crop", "batch_flip", "batch_normalize", "batch_resize", "batch_resized_crop",
-    "describe_source", "epoch_generator", "fits_on_device", "images_per_class", "load_cifar10", "load_cifar100",
-    "load_imagefolder", "make_loader", "make_synthetic", "normalization", "random_resized_boxes", "reference_transform",
+    "data_source", "dataset_name", "describe_source", "epoch_generator", "fits_on_device", "images_per_class", "load_cifar10", "load_cifar100",
+    "load_datasets", "load_imagefolder", "make_loader", "make_synthetic", "normalization", "random_resized_boxes", "reference_transform",
     "scan_folder", "stratified_split", "subset_indices",
 ]

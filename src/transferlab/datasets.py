@@ -1,0 +1,167 @@
+"""The dataset table: every fact about a ``data.name`` lives in ``DATASETS``, as ``models.MODELS``
+holds the facts about a model; nothing else asks ``if data.name == ...``.
+
+Each entry gives the dataset's loader, the step ``transferlab prepare`` takes for it, the settings
+besides data.name that say which data it is (its identity keys: a run's result depends on them
+even where they name a place, as data.root names an image folder), the transforms its
+conf/data/<name>.yaml gives it, and, where it has them, its own human name and the description of
+its source that run.json keeps.
+
+This module is imported when a config is composed, so it must not import torch: the loaders and
+prepare steps import what they need when they are called.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the config's types, for reading; config.py imports this module
+    from transferlab.config import DataConfig
+    from transferlab.data.images import ImageSet
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What transferlab knows about one ``data.name``."""
+
+    # (data config, show a decoding progress bar) -> (full training set, full test set); the
+    # training subset is drawn from it afterwards (load_datasets).
+    load: Callable[[DataConfig, bool], tuple[ImageSet, ImageSet]]
+    # `transferlab prepare`: fetch and verify it; one line saying what is ready, TransferlabError if not.
+    prepare: Callable[[DataConfig], str]
+    # The transforms conf/data/<name>.yaml gives it (tests/test_datasets.py checks that they agree).
+    transforms: Mapping[str, Any]
+    # Config keys besides data.name that decide which images these are (result_config keeps them,
+    # and run_dirname puts them in the run folder's name, even where NOT_RESULT_KEYS lists them).
+    identity_keys: tuple[str, ...] = ()
+    # A short human name of the data (run.json's "dataset"); None: data.name itself.
+    display_name: Callable[[DataConfig], str] | None = None
+    # run.json's "data_source": where its splits come from; None: the dataset has no such entry.
+    describe: Callable[[DataConfig], dict[str, str]] | None = None
+
+
+def _load_cifar10(data: DataConfig, show_progress: bool) -> tuple[ImageSet, ImageSet]:
+    from transferlab.data.cifar import load_cifar10
+
+    return load_cifar10(data.root, data.download)
+
+
+def _load_cifar100(data: DataConfig, show_progress: bool) -> tuple[ImageSet, ImageSet]:
+    from transferlab.data.cifar import load_cifar100
+
+    return load_cifar100(data.root, data.download)
+
+
+def _load_imagefolder(data: DataConfig, show_progress: bool) -> tuple[ImageSet, ImageSet]:
+    from transferlab.data.imagefolder import load_imagefolder
+
+    return load_imagefolder(data.root, data.stored_size, data.test_fraction, data.subset_seed, data.cache_dir,
+                            data.decode_workers, show_progress)
+
+
+def _load_synthetic(data: DataConfig, show_progress: bool) -> tuple[ImageSet, ImageSet]:
+    from transferlab.data.synthetic import make_synthetic
+
+    # The images follow data.subset_seed alone: every repeat of a run is tested alike.
+    return make_synthetic(data.num_train, data.num_test, seed=data.subset_seed)
+
+
+def prepare_cifar10(data: DataConfig) -> str:
+    return _prepare_cifar("CIFAR-10", _load_cifar10, data)
+
+
+def prepare_cifar100(data: DataConfig) -> str:
+    return _prepare_cifar("CIFAR-100", _load_cifar100, data)
+
+
+def _prepare_cifar(title: str, load: Callable[[DataConfig, bool], Any], data: DataConfig) -> str:
+    from dataclasses import replace
+
+    from transferlab.errors import TransferlabError
+
+    try:
+        load(replace(data, download=True), False)  # torchvision checks the MD5 of the archive and of every file
+    except TransferlabError as error:
+        raise TransferlabError(f"{title}: {error}") from error
+    return f"{title}: in place and verified, {Path(data.root).expanduser()}"
+
+
+def prepare_imagefolder(data: DataConfig) -> str:
+    """Check the folder and decode it into the cache (a no-op when the cache is already there)."""
+    from transferlab.errors import TransferlabError
+
+    try:
+        train, test = _load_imagefolder(data, sys.stderr.isatty())
+    except TransferlabError as error:
+        raise TransferlabError(f"image folder: {error}") from error
+    return (f"image folder {Path(data.root).expanduser()}: {len(train)} training and {len(test)} test images in "
+            f"{len(train.classes)} classes, decoded and cached at {data.stored_size}x{data.stored_size}")
+
+
+def prepare_synthetic(data: DataConfig) -> str:
+    return "synthetic data: generated in-process, nothing to fetch"
+
+
+def _image_folder_name(data: DataConfig) -> str:
+    return Path(data.root).expanduser().resolve().name
+
+
+def _describe_image_folder(data: DataConfig) -> dict[str, str]:
+    from transferlab.data.imagefolder import describe_source
+
+    return describe_source(data.root, data.test_fraction)
+
+
+# The protocol's transforms (CIFAR-10's): resize, pad 4 and random crop, flip; test: a plain resize.
+_CIFAR10_TRANSFORMS = {"augment": "pad_crop_flip", "normalize": "cifar10", "test_crop": 1.0, "crop_scale": [0.08, 1.0]}
+
+# In the order the error for an unknown data.name lists them.
+DATASETS: dict[str, DatasetSpec] = {
+    "cifar10": DatasetSpec(load=_load_cifar10, prepare=prepare_cifar10, transforms=_CIFAR10_TRANSFORMS),
+    "cifar100": DatasetSpec(load=_load_cifar100, prepare=prepare_cifar100,
+                            transforms={**_CIFAR10_TRANSFORMS, "normalize": "cifar100"}),
+    # The folder is the dataset: runs on two folders are two datasets. Pretrained torchvision models'
+    # transforms: RandomResizedCrop and a flip; test: resize to 256 for 224 and centre crop.
+    "imagefolder": DatasetSpec(load=_load_imagefolder, prepare=prepare_imagefolder, identity_keys=("data.root",),
+                               transforms={"augment": "random_resized_crop", "normalize": "imagenet",
+                                           "test_crop": 0.875, "crop_scale": [0.08, 1.0]},
+                               display_name=_image_folder_name, describe=_describe_image_folder),
+    "synthetic": DatasetSpec(load=_load_synthetic, prepare=prepare_synthetic, transforms=_CIFAR10_TRANSFORMS),
+}
+
+
+def identity_keys(data_name: str) -> tuple[str, ...]:
+    """The identity keys of ``data_name``; none for a name that is not in the table (the schema
+    refuses those, with the list of names)."""
+    spec = DATASETS.get(data_name)
+    return spec.identity_keys if spec is not None else ()
+
+
+def dataset_name(data: DataConfig) -> str:
+    """A short human name of the data: the dataset's, or an image folder's own folder name."""
+    spec = DATASETS[data.name]
+    return spec.display_name(data) if spec.display_name is not None else data.name
+
+
+def data_source(data: DataConfig) -> dict[str, str] | None:
+    """run.json's ``data_source``: where the splits come from (an image folder's), or None."""
+    spec = DATASETS[data.name]
+    return spec.describe(data) if spec.describe is not None else None
+
+
+def load_datasets(data: DataConfig, subset_seed: int, show_progress: bool = False) -> tuple[ImageSet, ImageSet]:
+    """(training subset, full test set) for the data config, the subset drawn by ``subset_seed``
+    (a run's Config.effective_subset_seed). The images themselves (data=synthetic, and an image
+    folder's held-out test split) follow data.subset_seed alone: every repeat is tested alike."""
+    from transferlab.data.images import subset_indices
+
+    train, test = DATASETS[data.name].load(data, show_progress)
+    indices = subset_indices(train.labels, train.classes, subset_seed, fraction=data.fraction,
+                             per_class=data.per_class, sampling=data.sampling)
+    if len(indices) == len(train):  # all of it: an image folder's training images stay memory-mapped, uncopied
+        return train, test
+    return train.subset(indices), test
