@@ -15,9 +15,10 @@ from transferlab.datasets import DATASETS, DatasetSpec, data_source, dataset_nam
 
 __all__ = [
     "CIFAR100_ARCHIVE", "CIFAR10_ARCHIVE", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR10_URL", "CROP_PADDING", "DATASETS",
-    "DatasetSpec", "PROTOCOL_TRANSFORMS", "STATISTICS", "DeviceLoader", "ImageSet", "ReferenceLoader", "Transforms",
+    "DatasetSpec", "DeviceLoader", "ImageSet", "PROTOCOL_TRANSFORMS", "ReferenceLoader", "STATISTICS", "Transforms",
     "batch_center_crop", "batch_crop", "batch_flip", "batch_normalize", "batch_resize", "batch_resized_crop",
-    "data_source", "dataset_name", "describe_source", "epoch_generator", "fits_on_device", "images_per_class", "load_cifar10", "load_cifar100",
-    "load_datasets", "load_imagefolder", "make_loader", "make_synthetic", "normalization", "random_resized_boxes", "reference_transform",
-    "scan_folder", "stratified_split", "subset_indices",
+    "data_source", "dataset_name", "describe_source", "epoch_generator", "fits_on_device", "images_per_class",
+    "load_cifar10", "load_cifar100", "load_datasets", "load_imagefolder", "make_loader", "make_synthetic",
+    "normalization", "random_resized_boxes", "reference_transform", "scan_folder", "stratified_split",
+    "subset_indices"
 ]
