@@ -120,3 +120,19 @@ def test_an_image_folder_is_part_of_the_result_and_of_the_run_folder():
     assert run_dirname("model=alexnet", "cifar10", "/a") == run_dirname("model=alexnet", "cifar10", "/b")
     assert run_dirname("data=imagefolder", "imagefolder", "/photos/birds") == "data=imagefolder,data.root=_photos_birds"
     assert run_dirname("", "imagefolder", "a") != run_dirname("", "imagefolder", "b")
+
+
+def test_a_run_folder_name_leaves_out_exactly_the_settings_that_do_not_change_results(monkeypatch):
+    """NOT_RESULT_KEYS is the one list: Hydra's exclude_keys is made from it, so a key added there
+    leaves the run folder's name too."""
+    import transferlab.config as config_module
+    from transferlab.config import NOT_RESULT_KEYS, compose_with_hydra
+
+    hydra = compose_with_hydra(["seed=3"]).hydra
+    assert list(hydra.job.config.override_dirname.exclude_keys) == ["experiment", "name", *NOT_RESULT_KEYS]
+    settings = ["force=true", "progress=off", "resume=false", "keep_checkpoint=true", "logger=tensorboard",
+                "data.root=/elsewhere", "data.num_workers=1", "data.cache_dir=/cache", "data.decode_workers=2"]
+    assert sorted(setting.partition("=")[0] for setting in settings) == sorted(NOT_RESULT_KEYS)
+    assert compose_with_hydra(["seed=3", *settings]).hydra.run.dir == "outputs/runs/seed=3"
+    monkeypatch.setattr(config_module, "NOT_RESULT_KEYS", (*NOT_RESULT_KEYS, "deterministic"))
+    assert compose_with_hydra(["seed=3", "deterministic=true"]).hydra.run.dir == "outputs/runs/seed=3"

@@ -45,6 +45,11 @@ FREEZE_PRESETS = ("none", "early", "middle", "last_only")
 # for data=imagefolder the folder is the dataset (see result_config).
 NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "data.root", "data.num_workers",
                    "data.cache_dir", "data.decode_workers")
+# The overrides a run folder's name leaves out (Hydra's hydra.job.config.override_dirname.exclude_keys,
+# which conf/config.yaml takes from run_folder_excluded_keys): those above, and the two that pick
+# the study (its folder outputs/<name>/ already says it) or an experiment file (its values appear
+# as the overrides it stands for are not part of the folder's name either).
+RUN_FOLDER_ONLY_EXCLUDED_KEYS = ("experiment", "name")
 
 
 # A study's folder inside outputs/: one plain folder name, never a path (no '/', '..' or leading '.').
@@ -377,6 +382,12 @@ def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "")
     return f"{name.encode()[:MAX_DIRNAME - 13].decode(errors='ignore')}-{digest}"
 
 
+def run_folder_excluded_keys() -> list[str]:
+    """conf/config.yaml's hydra.job.config.override_dirname.exclude_keys: the overrides that do
+    not name a run folder (the settings of NOT_RESULT_KEYS, the study and the experiment file)."""
+    return [*RUN_FOLDER_ONLY_EXCLUDED_KEYS, *NOT_RESULT_KEYS]
+
+
 def fraction_default(per_class: Optional[int], default: float) -> Optional[float]:
     """conf/data/cifar10.yaml's data.fraction: ``default``, or null when data.per_class is set, so
     that data.per_class=K alone replaces the default share and with data.fraction=F fails."""
@@ -418,6 +429,7 @@ def register_with_hydra() -> None:
     ConfigStore.instance().store(name="transferlab_schema", node=Config)
     OmegaConf.register_new_resolver("transferlab_dirname", run_dirname, replace=True)
     OmegaConf.register_new_resolver("transferlab_name", check_name, replace=True)
+    OmegaConf.register_new_resolver("transferlab_excluded_keys", run_folder_excluded_keys, replace=True)
     OmegaConf.register_new_resolver("transferlab_half_of", half_of, replace=True)
     OmegaConf.register_new_resolver("transferlab_fraction_default", fraction_default, replace=True)
     OmegaConf.register_new_resolver("transferlab_settings_help", settings_help, replace=True)
