@@ -303,9 +303,9 @@ def test_a_kill_between_the_digest_and_the_rename_leaves_a_checkpoint_that_verif
     """The digest file lands before its checkpoint's rename and names the checkpoint it replaces,
     so a kill between the two leaves the older checkpoint with a digest that matches it, also when
     the resumed run is killed there again."""
-    import transferlab.checkpoint as checkpoint_module
+    import transferlab.files as files_module  # every atomic write renames there
 
-    real_replace, renames, failing = checkpoint_module.os.replace, [], []
+    real_replace, renames, failing = files_module.os.replace, [], []
 
     def killed_before_a_rename(source, target):
         if Path(target).name == CHECKPOINT_FILE:
@@ -316,7 +316,7 @@ def test_a_kill_between_the_digest_and_the_rename_leaves_a_checkpoint_that_verif
 
     config = tiny_config("train.epochs=4", *SMALL_RUN)
     path = tmp_path / CHECKPOINT_FILE
-    monkeypatch.setattr(checkpoint_module.os, "replace", killed_before_a_rename)
+    monkeypatch.setattr(files_module.os, "replace", killed_before_a_rename)
     failing[:] = [2]  # epoch 2's checkpoint; the run stops at the next save
     assert run_training(config, tmp_path)["status"] == "failed"
     digests = json.loads(digest_path(path).read_text())

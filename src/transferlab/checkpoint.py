@@ -20,12 +20,9 @@ before it, and reaches the training loop as a CheckpointWriteError at its next s
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,8 +34,8 @@ import torch
 from torch import nn
 
 from transferlab.errors import TransferlabError
+from transferlab.files import write_atomic, write_failure  # noqa: F401 (run.py names full disks with it)
 from transferlab.models import load_state_dict_strict
-from transferlab.records import write_atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
 DIGEST_FILE = "checkpoint.pt.sha256"  # {"sha256": hex digest, "replaces_sha256": hex digest or null}
@@ -118,28 +115,22 @@ def host_copy(value: Any, reuse: Any = None) -> Any:
 
 
 def save_atomically(state: Any, path: Path, before_rename: Callable[[str], None] | None = None) -> str:
-    """``torch.save`` through a temporary file that is fsynced and then renamed over ``path``, so
-    ``path`` always holds a whole file; the SHA-256 (hex) of its bytes, hashed as they are written.
-    ``before_rename`` gets the digest once the file is on disk and before it is renamed. On failure
-    the temporary file is removed, ``path`` is untouched, and CheckpointWriteError says why."""
-    temporary = temporary_path(path)
+    """``torch.save`` through files.write_atomic (a temporary file, fsynced, renamed over ``path``),
+    so ``path`` always holds a whole file; the SHA-256 (hex) of its bytes, hashed as they are
+    written. ``before_rename`` gets the digest once the file is on disk and before it is renamed.
+    On failure the temporary file is removed, ``path`` is untouched, and CheckpointWriteError says
+    why."""
+    sha256 = hashlib.sha256()
+
+    def write(handle) -> None:
+        torch.save(state, _HashingFile(handle, sha256))
+
     try:
-        with open(temporary, "wb") as handle:
-            hashed = _HashingFile(handle)
-            torch.save(state, hashed)
-            handle.flush()
-            os.fsync(handle.fileno())
-        digest = hashed.sha256.hexdigest()
-        if before_rename is not None:
-            before_rename(digest)
-        os.replace(temporary, path)
-        return digest
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if not isinstance(error, Exception):  # Ctrl-C
-            raise
-        if isinstance(error, CheckpointWriteError):
-            raise
+        write_atomic(path, write, None if before_rename is None else lambda: before_rename(sha256.hexdigest()))
+        return sha256.hexdigest()
+    except CheckpointWriteError:
+        raise
+    except Exception as error:  # Ctrl-C goes through as it is
         # torch reports a full disk as a RuntimeError of its zip writer ("unexpected pos ..."), so
         # the free space decides what to call it.
         raise CheckpointWriteError(write_failure(path, tensor_bytes(state), error)) from error
@@ -148,9 +139,9 @@ def save_atomically(state: Any, path: Path, before_rename: Callable[[str], None]
 class _HashingFile:
     """A binary file that hashes what is written through it (torch.save writes through ``write``)."""
 
-    def __init__(self, handle):
+    def __init__(self, handle, sha256):
         self.handle = handle
-        self.sha256 = hashlib.sha256()
+        self.sha256 = sha256
 
     def write(self, data) -> int:
         self.sha256.update(data)
@@ -204,26 +195,6 @@ def remove_checkpoint(path: Path) -> None:
     digest_path(path).unlink(missing_ok=True)
 
 
-def temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
-def write_failure(path: Path, needed_bytes: int, error: BaseException) -> str:
-    """One line on why ``path`` could not be written: a full disk (where, how much the file needs,
-    how much is free), or the OS's or torch's own reason."""
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = None
-    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < needed_bytes)
-    if full:
-        free_text = f"{_mib(free)} free" if free is not None else "free space unknown"
-        return (f"the disk is full: {path} needs about {_mib(needed_bytes)} and {path.parent} has {free_text}; "
-                "free some space and run the same command again to resume")
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return f"could not write {path} ({type(error).__name__}: {reason})"
-
-
 def tensor_bytes(value: Any) -> int:
     """The bytes of the tensors in ``value`` (nested dicts, lists, tuples): about its size on disk."""
     if isinstance(value, torch.Tensor):
@@ -233,10 +204,6 @@ def tensor_bytes(value: Any) -> int:
     if isinstance(value, (list, tuple)):
         return sum(tensor_bytes(entry) for entry in value)
     return 0
-
-
-def _mib(count: int) -> str:
-    return f"{count / 2**20:,.1f} MiB"
 
 
 class CheckpointWriter:

@@ -1,6 +1,7 @@
-"""Run records: run.json and metrics.csv, written atomically (a temporary file, then a rename),
-so a reader never sees half a file and a killed run leaves its last complete record. Every file
-written here gets the permissions any other tool's output would: 0666 less the umask.
+"""Run records: run.json and metrics.csv, written atomically (transferlab.files.write_atomic: a
+temporary file, then a rename), so a reader never sees half a file and a killed run leaves its
+last complete record. Every file written here gets the permissions any other tool's output would:
+0666 less the umask.
 
 ``record_problem`` says which field of a completed record the report cannot use, so that one
 mistyped or non-finite value skips that record with its name instead of breaking the report.
@@ -13,12 +14,12 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from transferlab.files import write_atomic  # noqa: F401 (the report and run write through records)
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
@@ -28,43 +29,6 @@ METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "
 # Columns after those, only in runs that have a validation split (data.val_fraction > 0).
 VALIDATION_COLUMNS = ("val_loss", "val_acc")
 STATUSES = ("running", "completed", "failed", "interrupted")
-
-
-def file_mode() -> int:
-    """0666 less the process's umask: the mode ``open()`` gives a new file. (os.umask can only be
-    read by setting it; it is set back at once.)"""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """``data`` (text is written as UTF-8) into ``path`` through a temporary file beside it that is
-    fsynced and renamed over it; on any failure the temporary file is removed and ``path`` is as it
-    was. The file gets 0666 less the umask (mkstemp's temporary file would keep 0600). An OSError
-    names ``path``, not the temporary file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise _naming(error, path) from error
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-            handle.flush()
-            os.fchmod(handle.fileno(), file_mode())
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise _naming(error, path) from error
-        raise
-
-
-def _naming(error: OSError, path: Path) -> OSError:
-    """``error`` as the same kind of OSError (PermissionError, ENOSPC...) about ``path``."""
-    return OSError(error.errno, error.strerror or str(error), str(path))
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:

@@ -11,7 +11,6 @@ completed.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.config import as_dict, result_config, validate
 from transferlab.errors import ConfigError, JobRaised, RunInterrupted, TransferlabError
+from transferlab.files import disk_full
 from transferlab.locks import RUN_LOCK_FILE, run_folder_lock
 from transferlab.records import RUN_FILE, read_record, utc_now, write_atomic, write_record
 from transferlab.run import run_training
@@ -185,7 +185,7 @@ def _writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        full = disk_full(error, path.parent)
         reason = "the disk is full" if full else f"{type(error).__name__}: {error.strerror or error}"
         raise RunFilesError(f"cannot write the run's file {path} ({reason})") from error
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from transferlab.errors import TransferlabError
+from transferlab.files import write_atomic
 from transferlab.locks import file_lock
 
 log = logging.getLogger(__name__)
@@ -216,10 +217,10 @@ def _build(folder: Path, files: list[Path], labels: list[int], size: int, worker
         for path in (images_path, digests_path):
             with open(path, "rb+") as handle:
                 os.fsync(handle.fileno())
-        np.save(temporary / LABELS_FILE, np.asarray(labels, dtype=np.int64))
+        write_atomic(temporary / LABELS_FILE, lambda handle: np.save(handle, np.asarray(labels, dtype=np.int64)))
         about = {**description, "images": len(files), "stored_size": size, "decode_seconds": round(seconds, 2),
                  "decode_workers": workers}
-        (temporary / ABOUT_FILE).write_text(json.dumps(about, indent=2) + "\n")
+        write_atomic(temporary / ABOUT_FILE, json.dumps(about, indent=2) + "\n")
         os.replace(temporary, folder)
         log.info("decoded %d images in %.1f s (%.0f images/s)", len(files), seconds, len(files) / max(seconds, 1e-9))
     except BaseException:
