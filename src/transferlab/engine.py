@@ -19,7 +19,6 @@ gradients overflowed (``optim.implementation=fused`` avoids that).
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from transferlab.errors import ConfigError, TransferlabError
+from transferlab.progress import ProgressBar  # noqa: F401 (the training loop's bar, drawn by on_batch)
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
@@ -252,37 +252,6 @@ def evaluate(
             totals.add(loss, logits, labels)
     mean_loss, accuracy, _ = totals.read()
     return EpochResult(mean_loss, accuracy, totals.images, time.perf_counter() - start)
-
-
-class ProgressBar:
-    """A one-line bar on stderr, redrawn at most ``per_second`` times a second: batches, running
-    loss and accuracy, images/s. It shows the numbers the host has already received (on a GPU,
-    those of a few batches earlier), so drawing it never waits for the device."""
-
-    def __init__(self, label: str, total_batches: int, stream=None, per_second: float = 4.0):
-        self.label = label
-        self.total = total_batches
-        self.stream = stream if stream is not None else sys.stderr
-        self.interval = 1.0 / per_second
-        self.start = time.perf_counter()
-        self.last_draw = 0.0
-
-    def __call__(self, step: int, totals: _Totals) -> None:
-        now = time.perf_counter()
-        if now - self.last_draw < self.interval and step < self.total:
-            return
-        self.last_draw = now
-        loss, accuracy, _ = totals.running()
-        width = 24
-        filled = int(width * step / max(self.total, 1))
-        rate = totals.images / max(now - self.start, 1e-9)
-        self.stream.write(
-            f"\r{self.label} [{'=' * filled}{' ' * (width - filled)}] {step}/{self.total} "
-            f"loss {loss:.4f} acc {accuracy:.2%} {rate:,.0f} img/s"
-        )
-        if step >= self.total:
-            self.stream.write("\r\033[K")
-        self.stream.flush()
 
 
 # optim.implementation: how the step runs over the parameters (the same update, other kernels).

@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from transferlab.errors import TransferlabError
 from transferlab.files import write_atomic
+from transferlab.progress import decoding_bar
 from transferlab.locks import file_lock
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ def _allocate(path: Path, shape: tuple[int, ...]) -> None:
 
 def _decode_all(temporary: Path, files: list[Path], size: int, workers: int, show_progress: bool) -> None:
     tasks = list(enumerate(files))
-    progress = _Progress(len(files)) if show_progress else None
+    progress = decoding_bar(len(files)) if show_progress else None
     if workers <= 1:
         _open_target(temporary, size)
         try:
@@ -267,16 +268,18 @@ def _decode_all(temporary: Path, files: list[Path], size: int, workers: int, sho
         raise TransferlabError(sorted(errors)[0] + more)
 
 
-def _collect(results, progress: _Progress | None) -> list[str]:
+def _collect(results, progress: tqdm | None) -> list[str]:
     """The error lines among ``results``, after taking every one of them."""
     errors = []
-    for done, error in enumerate(results, start=1):
-        if error is not None:
-            errors.append(error)
+    try:
+        for error in results:
+            if error is not None:
+                errors.append(error)
+            if progress is not None:
+                progress.update(1)
+    finally:
         if progress is not None:
-            progress.update(done)
-    if progress is not None:
-        progress.close()
+            progress.close()
     return errors
 
 
@@ -302,25 +305,3 @@ def _decode_into(task: tuple[int, Path]) -> str | None:
     except Exception as error:  # Pillow raises several types for unreadable, truncated or foreign files
         return f"{path} is not an image Pillow can read ({type(error).__name__}: {error}); remove or replace it"
     return None
-
-
-class _Progress:
-    """A one-line decoding progress bar on stderr, redrawn at most 4 times a second."""
-
-    def __init__(self, total: int):
-        self.total, self.start, self.last = total, time.perf_counter(), 0.0
-
-    def update(self, done: int) -> None:
-        now = time.perf_counter()
-        if now - self.last < 0.25 and done < self.total:
-            return
-        self.last = now
-        width, rate = 24, done / max(now - self.start, 1e-9)
-        filled = int(width * done / self.total)
-        sys.stderr.write(f"\rdecoding [{'=' * filled}{' ' * (width - filled)}] {done}/{self.total} "
-                         f"{rate:,.0f} images/s")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\r\033[K")
-        sys.stderr.flush()
