@@ -80,3 +80,20 @@ def test_a_second_run_of_one_folder_is_refused_naming_the_first_which_completes_
     assert record["status"] == "completed" and [e["epoch"] for e in record["history"]] == [1, 2, 3]
     assert "in use" not in (folder / "train.log").read_text()  # the second wrote nothing there
     assert (folder / RUN_LOCK_FILE).read_text() == ""
+
+
+def test_a_second_hold_of_a_held_folder_is_refused_even_in_the_same_process_and_leaves_the_line(tmp_path):
+    """The lock is an flock of its own file: a second attempt (another thread, a test) is refused
+    like another process, and neither its attempt nor its refusal touches the holder's line or
+    drops the lock (a POSIX lock would have been taken again, and dropped when it closed)."""
+    with run_folder_lock(tmp_path):
+        line = (tmp_path / RUN_LOCK_FILE).read_text()
+        with pytest.raises(RunFolderBusy, match=f"^{tmp_path} is in use by pid {os.getpid()} on host "):
+            with run_folder_lock(tmp_path):
+                pass
+        assert (tmp_path / RUN_LOCK_FILE).read_text() == line
+        with pytest.raises(RunFolderBusy):  # still held
+            with run_folder_lock(tmp_path):
+                pass
+    with run_folder_lock(tmp_path):  # released at the end of the first hold
+        pass

@@ -1,7 +1,7 @@
 """One GPU per run on a machine with several: each run claims the first GPU that no other
-transferlab run on this machine holds, through an exclusive lock file per GPU, and keeps it until
-it ends. Parallel launchers (joblib, submitit_local) need nothing more than one job per GPU.
-Locks die with their process, so a killed run never leaves a GPU claimed.
+transferlab run on this machine holds, through an exclusive lock file per GPU (a ``filelock``
+lock), and keeps it until it ends. Parallel launchers (joblib, submitit_local) need nothing more
+than one job per GPU. Locks die with their process, so a killed run never leaves a GPU claimed.
 
 A lock is named by the GPU's UUID, not its index (which CUDA_VISIBLE_DEVICES renumbers), and lives
 in one folder that does not follow TMPDIR (which Slurm sets per job), so every run on the machine
@@ -9,16 +9,15 @@ agrees on which GPU a lock stands for."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 import torch
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 LOCK_DIR_ENV = "TRANSFERLAB_GPU_LOCK_DIR"
@@ -34,22 +33,17 @@ def visible_gpu_uuids() -> list[str]:
     return [str(torch.cuda.get_device_properties(index).uuid) for index in range(torch.cuda.device_count())]
 
 
-def try_claim(uuids: Sequence[str], lock_dir: Path) -> tuple[int, IO] | None:
-    """(index, open lock file) of the first of the GPUs ``uuids`` (by index) that no other process
+def try_claim(uuids: Sequence[str], lock_dir: Path) -> tuple[int, FileLock] | None:
+    """(index, held lock) of the first of the GPUs ``uuids`` (by index) that no other process
     claimed, or None."""
     lock_dir.mkdir(parents=True, exist_ok=True)
     for index, uuid in enumerate(uuids):
-        handle = open(lock_dir / f"gpu-{uuid}.lock", "a+")
+        lock = FileLock(lock_dir / f"gpu-{uuid}.lock", timeout=0)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
+            lock.acquire()
+        except Timeout:
             continue
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        return index, handle
+        return index, lock
     return None
 
 
@@ -64,8 +58,8 @@ def claimed_gpu(uuids: Sequence[str], lock_dir: Path | None = None, poll_seconds
     while claim is None:
         time.sleep(poll_seconds)
         claim = try_claim(uuids, lock_dir)
-    index, handle = claim
+    index, lock = claim
     try:
         yield index
     finally:
-        handle.close()  # closing releases the lock
+        lock.release()

@@ -1,19 +1,19 @@
-"""Exclusive file locks between processes (runs of one sweep, jobs of a cluster array): a lock dies
-with its process, so a killed holder never leaves it taken.
+"""Exclusive file locks between processes (runs of one sweep, jobs of a cluster array), through
+the ``filelock`` package: a lock is an ``flock`` on a file, which the kernel drops when its
+process dies, so a killed holder never leaves it taken.
 
-``file_lock`` waits its turn (the data root, the image cache). ``run_folder_lock`` does not wait: a
-run folder holds one run, and a second process that finds its lock taken is refused with one line
-that names the holder. It is a POSIX record lock (``fcntl.lockf``), which the kernel drops when the
-holding process dies and which NFS carries between the nodes of a cluster (lockd for NFSv3, the
-protocol itself for NFSv4), so runs of one sweep on several nodes that share a folder exclude each
-other too. POSIX locks belong to a process, not to an open file: a process that opened and closed
-the lock file a second time while it held the lock would drop it, so only this module opens it.
+``file_lock`` waits its turn (the data root, the image cache); ``lock_if_free`` never waits.
+``run_folder_lock`` does not wait either: a run folder holds one run, and a second process that
+finds its lock taken is refused with one line that names the holder. The holder writes that line
+into a file of its own beside the lock (RUN_LOCK_FILE; filelock before 3.29.8 truncates its lock
+file at every attempt, a refused one's too). On NFS, Linux carries an ``flock`` between the nodes
+as a lock on the whole file (NFSv4 itself, NFSv3 through lockd), so runs of one sweep on several
+nodes that share a folder exclude each other too; such a lock belongs to a process, and a process
+that closed a second descriptor of the lock file would drop it, so only filelock opens that file.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import platform
 import time
@@ -22,11 +22,14 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from transferlab.errors import TransferlabError
 
 # Hidden, and not *.tmp (the leftover temporaries a run removes when it starts); the report reads
-# only run.json. It stays in the folder, empty once its holder ended cleanly.
+# only run.json. The holder's line: it stays in the folder, empty once its holder ended cleanly.
 RUN_LOCK_FILE = ".transferlab-run.lock"
+RUN_FLOCK_FILE = ".transferlab-run.flock"  # the lock itself (empty)
 HOLDER_WAIT_SECONDS = 1.0  # how long a refused process waits for the holder to write its name
 
 
@@ -40,16 +43,24 @@ def file_lock(path: Path) -> Iterator[None]:
     process holds it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(path):
+        yield
+
+
+@contextmanager
+def lock_if_free(path: Path) -> Iterator[bool]:
+    """Hold the lock on ``path`` for the block when no process holds it (yields True); never waits
+    (yields False when it is taken)."""
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def holder_line() -> str:
@@ -61,41 +72,47 @@ def holder_line() -> str:
 @contextmanager
 def run_folder_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir`` (an existing folder) for this process during the block, or raise
-    RunFolderBusy naming the process that holds it. The lock file records the holder while it
-    holds it; a holder that was killed leaves its line behind but not its lock."""
+    RunFolderBusy naming the process that holds it. RUN_LOCK_FILE records the holder while it
+    holds the lock; a holder that was killed leaves its line behind but not its lock."""
     run_dir = Path(run_dir)
-    path = run_dir / RUN_LOCK_FILE
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    lock, holder = FileLock(run_dir / RUN_FLOCK_FILE, timeout=0), run_dir / RUN_LOCK_FILE
     try:
-        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        try:
-            if error.errno not in (errno.EACCES, errno.EAGAIN):  # ENOLCK: an NFS mount without lockd, ...
-                raise TransferlabError(f"cannot lock {path} ({os.strerror(error.errno)}); runs need a file system "
-                                       "with POSIX locks (on NFS: lockd running, or NFSv4)") from error
-            raise RunFolderBusy(f"{run_dir} is in use by {_holder(descriptor)}; wait for it to finish or stop "
-                                "it") from None
-        finally:
-            os.close(descriptor)
+        lock.acquire()
+    except Timeout:
+        raise RunFolderBusy(f"{run_dir} is in use by {_holder(holder)}; wait for it to finish or stop it") from None
+    except OSError as error:  # ENOLCK: an NFS mount without lockd, ...
+        raise TransferlabError(f"cannot lock {run_dir / RUN_FLOCK_FILE} ({error.strerror or error}); runs need a "
+                               "file system with locks (on NFS: lockd running, or NFSv4)") from error
     try:
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, f"{holder_line()}\n".encode(), 0)
-        os.fsync(descriptor)  # on NFS, what another node reads comes from the server
+        _write_holder(holder, f"{holder_line()}\n")
         yield
     finally:
         try:
-            os.ftruncate(descriptor, 0)
+            _write_holder(holder, "")
         except OSError:
-            pass  # the line stays behind, as after a kill; the lock goes with the close all the same
+            pass  # the line stays behind, as after a kill; the lock goes with the release all the same
+        lock.release()
+
+
+def _write_holder(path: Path, line: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, line.encode(), 0)
+        os.fsync(descriptor)  # on NFS, what another node reads comes from the server
+    finally:
         os.close(descriptor)
 
 
-def _holder(descriptor: int) -> str:
+def _holder(path: Path) -> str:
     """The line the lock's holder wrote; it writes it just after taking the lock, so wait a moment
     for it."""
     deadline = time.monotonic() + HOLDER_WAIT_SECONDS
     while True:
-        line = os.pread(descriptor, 4096, 0).decode(errors="replace").strip()
+        try:
+            line = path.read_text(errors="replace").strip()
+        except FileNotFoundError:
+            line = ""
         if line or time.monotonic() > deadline:
             return line or "another process (which has not written its pid and host)"
         time.sleep(0.05)

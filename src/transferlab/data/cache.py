@@ -12,7 +12,6 @@ first removes the temporaries that no process is writing (a decoding killed with
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -22,8 +21,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +29,8 @@ from tqdm import tqdm
 
 from transferlab.errors import TransferlabError
 from transferlab.files import write_atomic
+from transferlab.locks import file_lock, lock_if_free
 from transferlab.progress import decoding_bar
-from transferlab.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +164,7 @@ def _remove_stale_temporaries(cache_folder: Path) -> None:
     (on a shared file system) or process id made it. One whose lock is taken is left alone (the
     next run on that cache removes it, under its lock, if its writer is gone)."""
     for path, key, pid in _temporaries(cache_folder):
-        with _lock_if_free(cache_folder / f"{key}.lock") as free:
+        with lock_if_free(cache_folder / f"{key}.lock") as free:
             if free:
                 _remove_temporary(path, pid)
 
@@ -185,19 +182,6 @@ def _temporaries(cache_folder: Path) -> list[tuple[Path, str, str]]:
 def _remove_temporary(path: Path, pid: str) -> None:
     log.info("removing %s, left by an interrupted decoding (process %s)", path, pid)
     shutil.rmtree(path, ignore_errors=True)
-
-
-@contextmanager
-def _lock_if_free(path: Path) -> Iterator[bool]:
-    """Hold the lock on ``path`` for the block when no process holds it (yields True); never waits
-    (yields False when it is taken)."""
-    with open(path, "a+") as handle:  # closing the file releases the lock
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-        else:
-            yield True
 
 
 def _build(folder: Path, files: list[Path], labels: list[int], size: int, workers: int,
