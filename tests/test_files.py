@@ -11,9 +11,11 @@ import torch
 import transferlab.files as files_module
 from transferlab.checkpoint import save_atomically, write_digest
 from transferlab.data import make_synthetic
-from transferlab.files import disk_full, leftover_temporaries, write_atomic, write_failure
+from transferlab.files import (
+    disk_full, leftover_temporaries, remove_leftover_temporaries, write_atomic, write_failure,
+)
 from transferlab.records import write_record
-from transferlab.run import _remove_leftover_temporaries, write_samples
+from transferlab.run import write_samples
 
 TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{12}\.tmp$")
 
@@ -36,7 +38,7 @@ def fsynced(monkeypatch):
 def test_a_write_lands_whole_through_a_fsynced_temporary_named_for_the_cleanup(tmp_path, content, fsynced):
     target = tmp_path / "deep" / "file.bin"
     write_atomic(target, content)
-    expected = content.encode() if isinstance(content, str) else content if isinstance(content, bytes) else b"from a writer"
+    expected = {str: lambda: content.encode(), bytes: lambda: content}.get(type(content), lambda: b"from a writer")()
     assert target.read_bytes() == expected
     assert [TEMPORARY_NAME.match(name)["name"] for name in fsynced] == ["file.bin"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["file.bin"]
@@ -72,7 +74,7 @@ def test_a_temporary_of_every_kind_of_write_a_kill_cuts_short_is_found_and_remov
     left = sorted(TEMPORARY_NAME.match(path.name)["name"] for path in leftover_temporaries(run_dir))
     assert left == ["checkpoint.pt", "checkpoint.pt.sha256", "config.yaml", "metrics.csv", "model.pt", "run.json",
                     "samples.npz"]
-    _remove_leftover_temporaries(run_dir)
+    remove_leftover_temporaries(run_dir)  # what a run does when it starts (run.py)
     assert [p.name for p in run_dir.rglob("*") if p.is_file()] == []
 
 

@@ -5,8 +5,6 @@ import io
 import logging
 import re
 
-import pytest
-
 from transferlab.data.cache import _collect
 from transferlab.engine import ProgressBar
 from transferlab.progress import ConsoleHandler, decoding_bar

@@ -12,6 +12,7 @@ This module must not import torch: the report writes its files with it."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import secrets
 import shutil
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Union
 
+log = logging.getLogger(__name__)
 TEMPORARY_SUFFIX = ".tmp"
 # A writer's output: text (written as UTF-8), bytes, or a function that writes into a binary file.
 Content = Union[str, bytes, Callable[[IO[bytes]], None]]
@@ -88,6 +90,14 @@ def leftover_temporaries(folder: Path) -> Iterator[Path]:
     for sub in folder.glob(".*"):
         if sub.is_dir() and not sub.is_symlink():
             yield from leftover_temporaries(sub)
+
+
+def remove_leftover_temporaries(folder: Path) -> None:
+    """Remove the leftover temporaries in ``folder`` (a run folder, when its run starts): nothing
+    reads them, and they may be what fills the disk."""
+    for leftover in list(leftover_temporaries(folder)):
+        log.info("removing %s, left by an earlier write that did not finish", leftover)
+        leftover.unlink(missing_ok=True)
 
 
 def disk_full(error: BaseException, folder: Path, needed_bytes: int | None = None) -> bool:

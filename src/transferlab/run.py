@@ -39,7 +39,7 @@ from transferlab.engine import (
     precision_name, recording_nondeterministic_ops, select_amp_dtype, select_device, train_one_epoch,
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
-from transferlab.files import leftover_temporaries
+from transferlab.files import remove_leftover_temporaries
 from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
@@ -315,10 +315,8 @@ def _finish_checkpoints(writer: CheckpointWriter, keep_checkpoint: bool) -> None
 
 def _remove_leftover_temporaries(run_dir: Path) -> None:
     """Temporary files of writes that a kill cut short (a checkpoint's can be as big as the
-    checkpoint): nothing reads them, and they may be what fills the disk."""
-    for leftover in leftover_temporaries(run_dir):
-        log.info("removing %s, left by an earlier write that did not finish", leftover)
-        leftover.unlink(missing_ok=True)
+    checkpoint)."""
+    remove_leftover_temporaries(run_dir)
 
 
 def _build_model(config: Config, num_classes: int, device: torch.device, memory_format: torch.memory_format,
