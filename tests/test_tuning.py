@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from transferlab.config import compose_with_hydra, validate
 from transferlab.errors import ConfigError
 from transferlab.run import hold_out_validation, load_datasets, run_training
-from transferlab.tuning import RequireValidationSplit, SweepRefused, objective
+from transferlab.errors import SweepRefused
+from transferlab.tuning import RequireValidationSplit, objective
 
 from conftest import start_transferlab, tiny_config, transferlab
 
