@@ -407,3 +407,43 @@ def test_a_decoding_killed_with_sigkill_leaves_nothing_the_next_run_keeps(tmp_pa
     train, test = load(root, tmp_path / "cache")
     assert len(train) + len(test) == 64 and not temporary.exists()
     assert len(cache_entries(tmp_path / "cache")) == 1
+
+
+def _decode_recording_signals(folder):
+    def recording(path, size):
+        handlers = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+        names = ["default" if h == signal.SIG_DFL else "ignored" if h == signal.SIG_IGN else "the run's" for h in handlers]
+        (folder / f"{os.getpid()}.txt").write_text(" ".join(names))
+        return decode_image(path, size)
+
+    return recording
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_decoding_workers_do_not_inherit_the_runs_signal_handlers(tmp_path, monkeypatch, capfd, corrupt):
+    """Under the run's SIGTERM handler (run.py raises RunInterrupted), the SIGTERM with which the pool
+    ends its workers printed a traceback from each worker before the one-line error."""
+    root = write_image_folder(tmp_path / "pets", per_class=8)
+    if corrupt:
+        path = root / "val" / "owl" / "val_owl_1.jpg"
+        path.write_bytes(path.read_bytes()[:200])
+    seen = tmp_path / "workers"
+    seen.mkdir()
+    monkeypatch.setattr(cache_module, "decode_image", _decode_recording_signals(seen))
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        if corrupt:
+            with pytest.raises(TransferlabError, match="is not an image Pillow can read"):
+                load(root, tmp_path / "cache", workers=2)
+        else:
+            load(root, tmp_path / "cache", workers=2)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    workers = {path.stem: path.read_text() for path in seen.iterdir()}
+    assert workers and str(os.getpid()) not in workers
+    assert set(workers.values()) == {"default ignored"}  # SIGTERM ends a worker quietly; Ctrl-C stops the run
+    assert "Traceback" not in capfd.readouterr().err

@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -257,7 +258,7 @@ def _decode_all(temporary: Path, files: list[Path], size: int, workers: int, sho
     else:
         # fork where there is one: the workers need only Pillow and numpy, and start at once.
         context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        with context.Pool(workers, initializer=_open_target, initargs=(temporary, size)) as pool:
+        with context.Pool(workers, initializer=_start_worker, initargs=(temporary, size)) as pool:
             # Every result is taken before the pool ends: Pool.terminate() with tasks still queued can
             # hang for good (its task thread waits on a queue lock), as a test here once did.
             errors = _collect(pool.imap_unordered(_decode_into, tasks, chunksize=16), progress)
@@ -283,6 +284,16 @@ def _collect(results, progress: _Progress | None) -> list[str]:
 # object), and writes every image it decodes, and its digest, straight into its row: no pixels
 # cross a pipe.
 _target: dict = {}
+
+
+def _start_worker(temporary: Path, size: int) -> None:
+    """A decoding process's start. A forked worker inherits the run's signal handlers, and the run's
+    SIGTERM handler raises to stop the run: the SIGTERM with which the pool ends its workers (and any
+    other) would print a traceback from each worker. A worker ends quietly on SIGTERM, and ignores
+    SIGINT (Ctrl-C reaches the whole process group): the run stops, and its pool ends the workers."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _open_target(temporary, size)
 
 
 def _open_target(temporary: Path, size: int) -> None:
