@@ -38,6 +38,15 @@ def test_synthetic_keeps_the_protocol_schedule_and_transforms():
     assert (config.data.fraction, config.data.image_size, config.train.batch_size) == (0.5, 224, 64)
 
 
+def test_an_image_folder_trains_on_all_of_its_images_unless_asked():
+    """data.fraction's 0.5 is the study's CIFAR recipe: a user's own folder was silently halved."""
+    folder = validate(compose_config(["data=imagefolder"])).data
+    assert (folder.fraction, folder.per_class) == (1.0, None)
+    assert validate(compose_config(["data=imagefolder", "data.fraction=0.5"])).data.fraction == 0.5
+    assert validate(compose_config(["data=imagefolder", "data.per_class=5"])).data.fraction is None
+    assert validate(compose_config(["data=cifar10"])).data.fraction == 0.5
+
+
 @pytest.mark.parametrize("override, message", [
     ("data.fraction=0", "data.fraction=0.0 is not allowed; it must be in (0, 1]"),
     ("data.fraction=1.01", "data.fraction=1.01 is not allowed"),
