@@ -103,6 +103,21 @@ def test_run_folder_names_are_safe_and_distinct():
     assert run_dirname(long_a).startswith("key0=value,key1=value")
 
 
+def test_equal_spellings_of_a_value_name_one_run_folder():
+    """model.pretrained=False (as a sweep writes it) and model.pretrained=false named two folders,
+    so the same run trained twice instead of being skipped."""
+    def folder(*overrides: str) -> str:
+        return compose_config(list(overrides), return_hydra_config=True).hydra.run.dir
+
+    assert folder("model.pretrained=False") == folder("model.pretrained=FALSE") == "outputs/runs/model.pretrained=false"
+    assert folder("model.pretrained=True", "optim.lr=0.10") == "outputs/runs/model.pretrained=true,optim.lr=0.1"
+    assert folder("data.fraction=1.00") == folder("data.fraction=1.0") == "outputs/runs/data.fraction=1.0"
+    # The usual spellings keep their folders (existing outputs are still found); strings stay as typed.
+    assert folder("optim.lr=1e-3", "save_model=true") == "outputs/runs/optim.lr=1e-3,save_model=true"
+    assert folder("name=False") == "outputs/False/defaults"
+    assert folder("data=imagefolder", "data.root=False") == "outputs/runs/data=imagefolder,data.root=False"
+
+
 def test_each_dataset_gets_its_own_transforms_and_cifar10_keeps_the_protocols():
     def transforms(data: str) -> tuple:
         d = validate(compose_config([f"data={data}"])).data
