@@ -118,6 +118,31 @@ def test_equal_spellings_of_a_value_name_one_run_folder():
     assert folder("data=imagefolder", "data.root=False") == "outputs/runs/data=imagefolder,data.root=False"
 
 
+def test_a_home_folder_in_a_path_setting_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = validate(compose_config(["data=imagefolder", "data.root='~/photos/birds'", "data.cache_dir='~/cache'",
+                                      "model.weights='~/w.pt'"]))
+    assert (config.data.root, config.data.cache_dir, config.model.weights) == (
+        f"{tmp_path}/photos/birds", f"{tmp_path}/cache", f"{tmp_path}/w.pt")
+    assert validate(compose_config([])).data.root == "data"  # relative paths stay relative
+
+
+def test_an_unquoted_tilde_is_one_line_saying_how_to_write_it(tmp_path, monkeypatch):
+    """The docs' own data.root=~/photos/birds failed in Hydra's grammar where the shell (zsh, sh) does
+    not expand it, with an error that said to quote the value, which the shell then unquoted."""
+    from transferlab.config import compose_config as compose_and_validate
+
+    with pytest.raises(ConfigError) as error:
+        compose_and_validate(["data=imagefolder", "data.root=~/photos/birds"])
+    line = str(error.value)
+    assert "\n" not in line and line.startswith("cannot read the override 'data.root=~/photos/birds': ")
+    assert "write data.root=$HOME/photos/birds, or quote it for Hydra inside the shell's quotes: " \
+           "data.root=\"'~/photos/birds'\"" in line
+    # What the shell hands on of the quoted spelling works, and is the home folder.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert compose_and_validate(["data=imagefolder", "data.root='~/photos/birds'"]).data.root == f"{tmp_path}/photos/birds"
+
+
 def test_each_dataset_gets_its_own_transforms_and_cifar10_keeps_the_protocols():
     def transforms(data: str) -> tuple:
         d = validate(compose_config([f"data={data}"])).data

@@ -10,6 +10,7 @@ import difflib
 import functools
 import hashlib
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -93,12 +94,21 @@ def _refuse_non_finite(section: Any, prefix: str = "") -> None:
             raise ConfigError(f"{key}={list(value)} is not allowed; its values must be finite numbers")
 
 
+def _home_expanded(path: Optional[str]) -> Optional[str]:
+    """A path setting with a leading ~ (written quoted on the command line, or in a config file)
+    made the home folder's path, as a shell would have done."""
+    return None if path is None else os.path.expanduser(path)
+
+
 @dataclass
 class ModelConfig:
     name: str = "resnet18"
     pretrained: bool = True
     # A local state_dict to start from instead of downloading; see README "Working offline".
     weights: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        self.weights = _home_expanded(self.weights)
 
 
 @dataclass
@@ -153,6 +163,7 @@ class DataConfig:
     test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
+        self.root, self.cache_dir = _home_expanded(self.root), _home_expanded(self.cache_dir)
         _choice("data.name", self.name, DATASETS)
         _choice("data.pipeline", self.pipeline, PIPELINES)
         _choice("data.augment", self.augment, AUGMENTATIONS)
@@ -531,6 +542,12 @@ def override_error_line(override: str, message: str) -> str:
     if lines[0].startswith(LEXER_ERROR) and len(lines) > 1 and "^" in lines[1]:
         at = lines[1].index("^") - len(LEXER_ERROR)
         character = f"{override[at]!r} " if 0 <= at < len(override) else ""
+        key, _, value = override.partition("=")
+        if character == "'~' ":  # the shell (zsh, sh; bash expands it) left a home folder's ~ to us
+            quoted = f"quote it for Hydra inside the shell's quotes: {key}=\"'{value}'\""
+            spellings = f"write {key}={value.replace('~', '$HOME', 1)}, or {quoted}" if value.startswith("~") else quoted
+            return (f"cannot read the override {override!r}: Hydra's override grammar does not allow an unquoted "
+                    f"'~' in a value; {spellings} (see {GRAMMAR_URL})")
         reason = (f"the character {character}is not allowed in an unquoted value; quote the value "
                   "(KEY='VALUE') or write a number in digits")
     else:
