@@ -1,8 +1,8 @@
 """Tuning on a validation split with Hydra's Optuna sweeper; the test set never takes part.
 
 - Under ``hydra/sweeper=optuna`` each run returns its final validation accuracy (``data.val_fraction``
-  of the training subset, held out) for the sweeper to maximise. A sweep that has no validation split,
-  or that would minimise, is refused before any trial runs.
+  of the training subset, held out) for the sweeper to maximise (the direction's default here). A
+  sweep that has no validation split, or that is told to minimise, is refused before any trial runs.
 - ``transferlab tune PART``: for each arm of an experiment's sweep (Part A: pretrained and scratch at
   each fraction), an Optuna study over ``optim.lr`` on a log scale, its trials in
   ``outputs/<PART>-tuning/<arm>/``; then each arm's best learning rate as a normal run (the whole
@@ -14,6 +14,7 @@ No torch here: the CLI imports this module for every run.
 from __future__ import annotations
 
 import argparse
+import enum
 import importlib.util
 import itertools
 import math
@@ -58,8 +59,8 @@ class SweepRefused(BaseException):
 
 
 class RequireValidationSplit(Callback):
-    """Refuses an Optuna sweep that has no validation split to score, or that would minimise the
-    validation accuracy that the runs return."""
+    """Makes an Optuna sweep maximise unless told otherwise (runs return their validation accuracy),
+    and refuses one that has no validation split to score, or that is told to minimise."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweeper = config.hydra.sweeper
@@ -69,6 +70,10 @@ class RequireValidationSplit(Callback):
             raise SweepRefused("hydra/sweeper=optuna maximises the validation accuracy, but data.val_fraction=0 "
                                "holds out no validation split; set data.val_fraction in (0, 1), e.g. 0.2 (the "
                                "test set is never used for tuning)")
+        # The plugin's schema default is its Direction.minimize member; a direction that anyone set (on
+        # the command line, in a config file) is a string. The sweeper is made from this config next.
+        if isinstance(sweeper.direction, enum.Enum):
+            sweeper.direction = "maximize"
         direction = getattr(sweeper.direction, "name", sweeper.direction)
         if direction != "maximize":
             raise SweepRefused(f"hydra.sweeper.direction={direction} is not allowed: runs return their validation "
