@@ -140,7 +140,8 @@ def test_an_unquoted_tilde_is_one_line_saying_how_to_write_it(tmp_path, monkeypa
            "data.root=\"'~/photos/birds'\"" in line
     # What the shell hands on of the quoted spelling works, and is the home folder.
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert compose_and_validate(["data=imagefolder", "data.root='~/photos/birds'"]).data.root == f"{tmp_path}/photos/birds"
+    quoted = compose_and_validate(["data=imagefolder", "data.root='~/photos/birds'"])
+    assert quoted.data.root == f"{tmp_path}/photos/birds"
 
 
 def test_each_dataset_gets_its_own_transforms_and_cifar10_keeps_the_protocols():

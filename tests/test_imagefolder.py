@@ -414,7 +414,8 @@ def test_a_decoding_killed_with_sigkill_leaves_nothing_the_next_run_keeps(tmp_pa
 def _decode_recording_signals(folder):
     def recording(path, size):
         handlers = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
-        names = ["default" if h == signal.SIG_DFL else "ignored" if h == signal.SIG_IGN else "the run's" for h in handlers]
+        names = ["default" if h == signal.SIG_DFL else "ignored" if h == signal.SIG_IGN else "the run's"
+                 for h in handlers]
         (folder / f"{os.getpid()}.txt").write_text(" ".join(names))
         return decode_image(path, size)
 

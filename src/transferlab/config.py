@@ -545,9 +545,9 @@ def override_error_line(override: str, message: str) -> str:
         key, _, value = override.partition("=")
         if character == "'~' ":  # the shell (zsh, sh; bash expands it) left a home folder's ~ to us
             quoted = f"quote it for Hydra inside the shell's quotes: {key}=\"'{value}'\""
-            spellings = f"write {key}={value.replace('~', '$HOME', 1)}, or {quoted}" if value.startswith("~") else quoted
+            home = f"write {key}={value.replace('~', '$HOME', 1)}, or " if value.startswith("~") else ""
             return (f"cannot read the override {override!r}: Hydra's override grammar does not allow an unquoted "
-                    f"'~' in a value; {spellings} (see {GRAMMAR_URL})")
+                    f"'~' in a value; {home}{quoted} (see {GRAMMAR_URL})")
         reason = (f"the character {character}is not allowed in an unquoted value; quote the value "
                   "(KEY='VALUE') or write a number in digits")
     else:

@@ -20,7 +20,8 @@ HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: name-<sh
 STUDY_MODELS = ("alexnet", "resnet18", "vgg16")  # the protocol's, prepared when neither data nor model is named
 MODEL_KEYS, DATA_KEYS = ("model=", "model.name="), ("data=", "data.name=")  # overrides that name one
 
-HELP = f"""usage: transferlab prepare [data=cifar10|cifar100|imagefolder] [data.root=DIR] [model=NAME] [model.pretrained=false]
+HELP = f"""usage: transferlab prepare [data=cifar10|cifar100|imagefolder] [data.root=DIR] [model=NAME]
+                           [model.pretrained=false]
 
 Downloads and verifies what runs will need, so that they need no internet; anything already in
 place is only verified:

@@ -33,12 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferlab.caches import (ABOUT_FILE, DIGESTS_FILE, IMAGES_FILE, LABELS_FILE, default_cache_dir, format_size,
-                                lock_if_free, lock_path, temporaries)
+from transferlab.caches import (ABOUT_FILE, DIGESTS_FILE, IMAGES_FILE, LABELS_FILE, format_size, lock_if_free,
+                                lock_path, temporaries)
 from transferlab.errors import TransferlabError
 from transferlab.locks import file_lock
-
-__all__ = ["cached_images", "decode_image", "default_cache_dir", "format_size"]
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.data.cache import cached_images, default_cache_dir
+from transferlab.caches import default_cache_dir
+from transferlab.data.cache import cached_images
 from transferlab.data.images import ImageSet, stratified_split
 from transferlab.errors import ConfigError, TransferlabError
 
