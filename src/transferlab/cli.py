@@ -5,6 +5,7 @@
     transferlab report [PATH ...] [--out DIR]
     transferlab tune PART [--trials N] [OVERRIDES ...]
     transferlab prepare [model=NAME] [data.root=DIR]
+    transferlab cache list | remove PATH ... | remove --all
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ commands:
            transferlab tune part_a [--trials 8] [OVERRIDES ...]  (needs transferlab[optuna])
   prepare  download and verify CIFAR-10 (or data=cifar100; data=imagefolder: decode its cache) and the
            pretrained weights for offline machines: transferlab prepare [data=NAME] [model=NAME] [data.root=DIR]
+  cache    the decoded-image caches of data=imagefolder: transferlab cache list, transferlab cache remove PATH|--all
 
 Run `transferlab COMMAND --help` for a command's options."""
 
@@ -92,6 +94,12 @@ def tune(args: list[str]) -> int:
     return tune_main(args)
 
 
+def cache(args: list[str]) -> int:
+    from transferlab.caches import main as cache_main
+
+    return cache_main(args)
+
+
 def report(args: list[str]) -> int:
     from transferlab.report import main as report_main
 
@@ -99,7 +107,7 @@ def report(args: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "train": train, "study": study, "report": report, "prepare": prepare, "tune": tune,
+    "train": train, "study": study, "report": report, "prepare": prepare, "tune": tune, "cache": cache,
 }
 
 COMPLETION_FLAGS = ("-sc", "--shell-completion")  # Hydra's

@@ -1,14 +1,16 @@
 """Tuning on a validation split with Hydra's Optuna sweeper; the test set never takes part.
 
 Under ``hydra/sweeper=optuna`` each run returns its final validation accuracy (``data.val_fraction``
-of the training subset, held out) for the sweeper to maximise. A sweep that has no validation split,
-or that would minimise, is refused before any trial runs. (``transferlab tune`` is transferlab.tune.)
+of the training subset, held out) for the sweeper to maximise (the direction's default here). A
+sweep that has no validation split, or that is told to minimise, is refused before any trial runs.
+(``transferlab tune`` is transferlab.tune.)
 
 No torch here: every run imports this module.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -34,8 +36,8 @@ def objective(record: dict[str, Any]) -> float | None:
 
 
 class RequireValidationSplit(Callback):
-    """Refuses an Optuna sweep that has no validation split to score, or that would minimise the
-    validation accuracy that the runs return."""
+    """Makes an Optuna sweep maximise unless told otherwise (runs return their validation accuracy),
+    and refuses one that has no validation split to score, or that is told to minimise."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweeper = config.hydra.sweeper
@@ -45,6 +47,10 @@ class RequireValidationSplit(Callback):
             raise SweepRefused("hydra/sweeper=optuna maximises the validation accuracy, but data.val_fraction=0 "
                                "holds out no validation split; set data.val_fraction in (0, 1), e.g. 0.2 (the "
                                "test set is never used for tuning)")
+        # The plugin's schema default is its Direction.minimize member; a direction that anyone set (on
+        # the command line, in a config file) is a string. The sweeper is made from this config next.
+        if isinstance(sweeper.direction, enum.Enum):
+            sweeper.direction = "maximize"
         direction = getattr(sweeper.direction, "name", sweeper.direction)
         if direction != "maximize":
             raise SweepRefused(f"hydra.sweeper.direction={direction} is not allowed: runs return their validation "
