@@ -114,7 +114,8 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
         try:
             tracker.start(record.to_dict())  # a tracker that cannot be used fails the run here, before any training
         finally:
-            record.mlflow_run_id = tracker.record_fields().get("mlflow_run_id")
+            for field_name, value in tracker.record_fields().items():  # with MLflow, the run id a resume continues
+                setattr(record, field_name, value)
         # deterministic=true: the ops that warn go straight into the record's list, so every rewrite
         # of run.json carries them.
         ops = record.nondeterministic_ops
