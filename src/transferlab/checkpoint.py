@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from transferlab.errors import TransferlabError
-from transferlab.files import write_atomic, write_failure  # noqa: F401 (run.py names full disks with it)
+from transferlab.files import RESUME_ADVICE, write_atomic, write_failure  # noqa: F401 (callbacks and run.py use them)
 from transferlab.models import load_state_dict_strict
 
 CHECKPOINT_FILE = "checkpoint.pt"

@@ -99,7 +99,7 @@ def prepare_imagefolder(data: DataConfig) -> str:
     except TransferlabError as error:
         raise TransferlabError(f"image folder: {error}") from error
     return (f"image folder {Path(data.root).expanduser()}: {len(train)} training and {len(test)} test images in "
-            f"{len(train.classes)} classes, decoded and cached at {data.stored_size}x{data.stored_size}")
+            f"{len(train.classes)} classes, decoded and cached at {train.images.shape[-1]}x{train.images.shape[-1]}")
 
 
 def prepare_synthetic(data: DataConfig) -> str:

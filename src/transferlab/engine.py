@@ -201,10 +201,12 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     on_batch: Callable[[int, _Totals], None] | None = None,
     finite_check_every: int = 50,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> EpochResult:
-    """One pass over ``batches``. A NaN or infinite loss stops the epoch with NonFiniteLoss: at the
-    end, and on the way at a check every ``finite_check_every`` batches (which does not wait for
-    the device, so on a GPU it notices the loss some batches later)."""
+    """One pass over ``batches``; ``scheduler``, if any, steps after every optimizer step. A NaN or
+    infinite loss stops the epoch with NonFiniteLoss: at the end, and on the way at a check every
+    ``finite_check_every`` batches (which does not wait for the device, so on a GPU it notices the
+    loss some batches later)."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     totals = _Totals(device)
@@ -222,6 +224,8 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         totals.add(loss, logits, labels)
         if step % finite_check_every == 0:
             totals.check_finite()

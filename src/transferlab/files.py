@@ -22,6 +22,8 @@ from typing import IO, Union
 
 log = logging.getLogger(__name__)
 TEMPORARY_SUFFIX = ".tmp"
+# How a full-disk line ends; a run that completed anyway has nothing to resume.
+RESUME_ADVICE = "; free some space and run the same command again to resume"
 # A writer's output: text (written as UTF-8), bytes, or a function that writes into a binary file.
 Content = Union[str, bytes, Callable[[IO[bytes]], None]]
 
@@ -126,8 +128,7 @@ def write_failure(path: Path, needed_bytes: int, error: BaseException) -> str:
     if disk_full(error, path.parent, needed_bytes):
         free = free_bytes(path.parent)
         free_text = f"{_mib(free)} free" if free is not None else "free space unknown"
-        return (f"the disk is full: {path} needs about {_mib(needed_bytes)} and {path.parent} has {free_text}; "
-                "free some space and run the same command again to resume")
+        return f"the disk is full: {path} needs about {_mib(needed_bytes)} and {path.parent} has {free_text}{RESUME_ADVICE}"
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return f"could not write {path} ({type(error).__name__}: {reason})"
 
