@@ -4,6 +4,7 @@ few times a second; a log line never lands on a bar's line; the decoding bar cou
 import io
 import logging
 import re
+import sys
 
 from transferlab.data.cache import _collect
 from transferlab.engine import ProgressBar
@@ -46,10 +47,11 @@ def test_close_removes_the_bar_and_may_be_called_again():
     assert "3/10" in drawn and cleared.startswith("\r") and "3/10" not in cleared
 
 
-def test_a_message_logged_while_a_bar_is_drawn_gets_a_line_of_its_own():
+def test_a_message_logged_while_a_bar_is_drawn_gets_a_line_of_its_own(monkeypatch):
     stream = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stream)  # the console as the handler finds it when it writes
     logger = logging.getLogger("transferlab.test_progress")
-    handler = ConsoleHandler(stream)
+    handler = ConsoleHandler(io.StringIO())  # the stream given when logging was configured, since replaced
     logger.addHandler(handler)
     try:
         bar = ProgressBar("epoch 1/1", total_batches=3, stream=stream, per_second=1e9)

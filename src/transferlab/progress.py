@@ -79,7 +79,17 @@ def decoding_bar(total_images: int, stream: IO[str] | None = None) -> tqdm:
 
 class ConsoleHandler(logging.StreamHandler):
     """A StreamHandler that writes through ``tqdm.write``: a progress bar on the terminal is lifted
-    for the message and drawn again below it."""
+    for the message and drawn again below it. It writes to sys.stdout as it is when the line is
+    logged, not as it was when logging was configured: a redirect made since is followed, and a
+    stream closed since (a finished test's capture) is never written to."""
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        """The stream given (conf/hydra/job_logging says ext://sys.stdout) is today's sys.stdout."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
