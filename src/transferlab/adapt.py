@@ -139,6 +139,11 @@ def is_peft(model: nn.Module) -> bool:
     return hasattr(model, "merge_and_unload") and hasattr(model, "peft_config")
 
 
+def plain_base(model: nn.Module) -> nn.Module:
+    """The architecture inside an adapted model (sharing its modules), or the model itself."""
+    return model.get_base_model() if is_peft(model) else model
+
+
 def plain_model(model: nn.Module) -> nn.Module:
     """The architecture without adapters: LoRA merged into a copy of the weights (``model`` keeps its
     adapters, so a run can go on); any other model as it is."""

@@ -13,6 +13,7 @@ import torch
 
 from transferlab.config import DataConfig, compose_config
 from transferlab.data import load_cifar10, load_cifar100, load_imagefolder
+from transferlab import timm_models
 from transferlab.errors import TransferlabError
 from transferlab.models import pretrained_weights
 
@@ -39,6 +40,8 @@ def sha256_matches(path: Path) -> bool:
 
 
 def prepare_weights(model_name: str) -> str:
+    if timm_models.is_timm(model_name):
+        return timm_models.prepare_weights(model_name)
     url, path = weights_file(model_name)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +115,8 @@ def main(args: list[str]) -> int:
               "[model.pretrained=false]\n\n"
               "Downloads and verifies the data (CIFAR-10 unless data=... is given) into data.root and the\n"
               "ImageNet weights that model.pretrained=true loads into torch's cache (those of\n"
-              f"{', '.join(STUDY_MODELS)} unless model=NAME names any torchvision model), so that runs need no\n"
+              f"{', '.join(STUDY_MODELS)} unless model=NAME names any torchvision model; a timm model's,\n"
+              "model.name=timm/NAME.TAG, go into the Hugging Face cache), so that runs need no\n"
               "internet. Anything already in place is only verified. data=imagefolder\n"
               "checks the folder and decodes it into its cache, so that runs start at once.")
         return 0

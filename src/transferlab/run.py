@@ -42,9 +42,10 @@ from transferlab.engine import (
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.loggers import MetricLogger, make_logger
+from transferlab import adapt, schedules, timm_models
 from transferlab.models import (
-    apply_freeze, build_model, check_image_size, check_model_name, count_parameters, frozen_modules, head_name,
-    pretrained_weights, trainable_parameter_names, unfreeze,
+    apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
+    head_name, trainable_parameter_names, unfreeze,
 )
 from transferlab.records import RUN_FILE, SAMPLES_FILE, utc_now, write_atomic, write_record
 
@@ -92,8 +93,18 @@ def dataset_name(data: DataConfig) -> str:
     return Path(data.root).expanduser().resolve().name if data.name == "imagefolder" else data.name
 
 
-def transforms_of(data: DataConfig) -> Transforms:
-    return Transforms(data.augment, data.normalize, data.test_crop, tuple(data.crop_scale))
+def transforms_of(data: DataConfig, model: torch.nn.Module | None = None) -> Transforms:
+    """The data's transforms. data.normalize=auto takes the model's own preprocessing: a timm
+    model's mean, std, interpolation and crop (its pretrained_cfg), ImageNet's statistics for a
+    torchvision model (or before the model is built)."""
+    if data.normalize != "auto":
+        return Transforms(data.augment, data.normalize, data.test_crop, tuple(data.crop_scale))
+    base = adapt.plain_base(model) if model is not None else None
+    if base is None or not timm_models.is_timm_module(base):
+        return Transforms(data.augment, "imagenet", data.test_crop, tuple(data.crop_scale))
+    own = timm_models.data_config(base)
+    return Transforms(data.augment, "auto", own["crop_pct"], tuple(data.crop_scale), mean=own["mean"], std=own["std"],
+                      interpolation=own["interpolation"] if own["interpolation"] in ("bilinear", "bicubic") else "bilinear")
 
 
 def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
@@ -208,20 +219,27 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
                   num_val_images=len(val_set) if val_set is not None else 0,
                   num_classes=len(train_set.classes), classes=list(train_set.classes))
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = _build_model(config, len(train_set.classes), device, memory_format, record)
+    model, stages = _build_model(config, len(train_set.classes), device, memory_format, record)
     optimizer = make_optimizer(
-        config.optim.name, [p for p in model.parameters() if p.requires_grad], lr=config.optim.lr,
+        config.optim.name, _parameter_groups(model, stages, config), lr=config.optim.lr,
         momentum=config.optim.momentum, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
         implementation=config.optim.implementation,
     )
+    record["param_groups"] = schedules.describe_groups(optimizer)
+    transforms = transforms_of(config.data, model)
+    record["transforms"] = transforms.describe(config.data.image_size)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     _remove_leftover_temporaries(run_dir)
     epochs_done, digest = 0, None  # digest: the SHA-256 of the checkpoint resumed from
     unfreeze_at = config.freeze.unfreeze_at_epoch
+    train_batches = make_loader(train_set, config.data.pipeline, config.train.batch_size, train=True,
+                                image_size=config.data.image_size, seed=config.effective_seed, device=device,
+                                num_workers=config.data.num_workers, memory_format=memory_format, transforms=transforms)
+    scheduler = _make_scheduler(optimizer, config, len(train_batches))
     if _resumes(config, checkpoint_path):
         epochs_done, digest = _resume(checkpoint_path, model, optimizer, scaler, record, unfreeze_at,
-                                      config.train.epochs)
+                                      config.train.epochs, scheduler)
         write_record(run_dir, record)
     elif checkpoint_path.exists() or digest_path(checkpoint_path).exists():
         # Of the run this one starts over from (resume=false, force=true): removed, so that no later
@@ -232,9 +250,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
 
     write_samples(run_dir / SAMPLES_FILE, train_set)
     loader_args = dict(image_size=config.data.image_size, seed=config.effective_seed, device=device,
-                       num_workers=config.data.num_workers, memory_format=memory_format,
-                       transforms=transforms_of(config.data))
-    train_batches = make_loader(train_set, config.data.pipeline, config.train.batch_size, train=True, **loader_args)
+                       num_workers=config.data.num_workers, memory_format=memory_format, transforms=transforms)
     test_batches = make_loader(test_set, config.data.pipeline, config.train.eval_batch_size, train=False, **loader_args)
     val_batches = None if val_set is None else make_loader(val_set, config.data.pipeline, config.train.eval_batch_size,
                                                            train=False, **loader_args)
@@ -247,32 +263,34 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     try:
         for epoch in range(epochs_done + 1, epochs + 1):
             if unfreeze_at is not None and epoch == unfreeze_at + 1:
-                _start_fine_tuning(model, optimizer, record)
+                _start_fine_tuning(model, optimizer, record, scheduler)
             bar = ProgressBar(f"epoch {epoch}/{epochs}", len(train_batches), sys.stdout) if show_progress else None
+            epoch_lr = optimizer.param_groups[-1]["lr"]  # the last group's: the head's, with optim.layer_decay
             try:
                 trained = train_one_epoch(forward, train_batches.epoch(epoch), optimizer, device, amp_dtype, scaler,
-                                          bar)
+                                          bar, scheduler=scheduler, label_smoothing=config.train.label_smoothing,
+                                          clip_grad_norm=config.optim.clip_grad_norm)
             except NonFiniteLoss as error:
                 raise TransferlabError(f"epoch {epoch}, batch {error.batch}: the training loss is not finite "
                                        "(NaN or inf); try a lower optim.lr or precision=fp32") from error
             tested = evaluate(forward, test_batches.epoch(epoch), device, amp_dtype)
             validated = None if val_batches is None else evaluate(forward, val_batches.epoch(epoch), device, amp_dtype)
             _check_finite_evaluation(epoch, tested, validated)
-            entry = _history_entry(epoch, trained, tested, validated)
+            entry = _history_entry(epoch, trained, tested, validated) | {"lr": epoch_lr}
             record["history"].append(entry)
             record.update(test_acc=tested.accuracy, test_loss=tested.loss)
             if validated is not None:
                 record.update(val_acc=validated.accuracy, val_loss=validated.loss)
             # The last checkpoint of a run would only be deleted at the end: skip it unless it is kept.
             if epoch < epochs or config.keep_checkpoint:
-                _save_checkpoint(writer, epoch, model, optimizer, scaler, run_dir, record)
+                _save_checkpoint(writer, epoch, model, optimizer, scaler, run_dir, record, scheduler)
             metric_logger.log_epoch(entry)
             log.info("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1f s  %.0f img/s",
                      epoch, epochs, trained.loss, 100 * trained.accuracy, tested.loss, 100 * tested.accuracy,
                      trained.seconds, trained.images_per_second)
         _finish_checkpoints(writer, config.keep_checkpoint)
         if config.save_model:
-            save_atomically(_state_dict_on_host(model), run_dir / MODEL_FILE)
+            save_atomically(_state_dict_on_host(adapt.plain_model(model)), run_dir / MODEL_FILE)
             record["model_file"] = MODEL_FILE
     except BaseException:
         _keep_what_was_saved(writer, record)
@@ -293,7 +311,8 @@ def _check_finite_evaluation(epoch: int, tested: EpochResult, validated: EpochRe
 
 
 def _save_checkpoint(writer: CheckpointWriter, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler | None, run_dir: Path, record: dict[str, Any]) -> None:
+                     scaler: torch.amp.GradScaler | None, run_dir: Path, record: dict[str, Any],
+                     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
     """Hand the epoch's checkpoint to the writer, and with it the run.json to write once it is on
     disk. A failed earlier write stops the run here."""
     record["checkpoint_seconds"] = writer.seconds
@@ -306,7 +325,8 @@ def _save_checkpoint(writer: CheckpointWriter, epoch: int, model: torch.nn.Modul
             raise CheckpointWriteError(write_failure(run_dir / RUN_FILE, _record_bytes(saved_record), error)) from error
 
     try:
-        writer.save(model, optimizer, scaler, epoch, record["history"], record["config"], after=write_saved_record)
+        writer.save(model, optimizer, scaler, epoch, record["history"], record["config"], after=write_saved_record,
+                    scheduler=scheduler)
     except CheckpointWriteError as error:
         raise CheckpointWriteError(f"the run stops after epoch {epoch}, as its files could not be saved (a resume "
                                    f"starts after epoch {len(writer.saved_history)}): {error}") from error
@@ -347,23 +367,47 @@ def _remove_leftover_temporaries(run_dir: Path) -> None:
 
 
 def _build_model(config: Config, num_classes: int, device: torch.device, memory_format: torch.memory_format,
-                 record: dict[str, Any]) -> torch.nn.Module:
-    model = build_model(config.model.name, config.model.pretrained, config.model.weights, num_classes)
-    if config.model.weights is not None:
-        record["init"] = f"file:{config.model.weights}"
-    else:
-        record["init"] = pretrained_weights(config.model.name).name if config.model.pretrained else "random"
+                 record: dict[str, Any]) -> tuple[torch.nn.Module, list[list[str]]]:
+    """(the model, frozen and adapted as the config says, on ``device``; its stages by parameter
+    name, for optim.layer_decay)."""
+    model, init = build_model_with_init(config.model.name, config.model.pretrained, config.model.weights, num_classes,
+                                        config.data.image_size)
+    record.update(init=init.init, pretraining=init.as_record())
+    if init.new_head and init.source == "file":
+        log.info("%s: its head does not fit the %d classes of the data; a new head starts", init.init, num_classes)
     check_image_size(model, config.model.name, config.data.image_size)
     frozen = frozen_modules(model, config.model.name, config.freeze.name, config.freeze.modules)
     record["frozen_modules"] = list(frozen)
     trainable = trainable_parameter_names(model, frozen)
+    head = head_name(config.model.name, model)
     if not trainable:
-        head = head_name(config.model.name, model)
         raise ConfigError(f"freeze.modules={list(frozen)} leaves no parameter to train; keep {head} out of it")
     apply_freeze(model, trainable)
+    stages = schedules.stage_parameter_names(model) if config.optim.layer_decay is not None else []
+    lora = adapt.LoraSettings(config.adapt.rank, config.adapt.alpha, config.adapt.dropout,
+                              tuple(config.adapt.target_modules) if config.adapt.target_modules else None)
+    model, record["adapt"] = adapt.adapt_model(model, config.adapt.name, head, frozen, trainable, lora)
     model.to(device, memory_format=memory_format)
     record["params_total"], record["params_trainable"] = count_parameters(model)
-    return model
+    return model, stages
+
+
+def _parameter_groups(model: torch.nn.Module, stages: list[list[str]], config: Config) -> list:
+    """The optimizer's parameters: one group, or with optim.layer_decay one group per stage."""
+    if config.optim.layer_decay is None:
+        return [p for p in model.parameters() if p.requires_grad]
+    return schedules.layer_decay_groups(model, stages, config.optim.lr, config.optim.layer_decay,
+                                        base_name=adapt.base_parameter_name)
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer, config: Config,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-batch learning-rate scheduler; None for a constant rate without warm-up (the protocol's)."""
+    optim = config.optim
+    if optim.schedule == "constant" and optim.warmup_epochs == 0:
+        return None
+    return schedules.make_scheduler(optimizer, schedules.ScheduleFactor(
+        optim.schedule, steps_per_epoch, config.train.epochs, optim.warmup_epochs, optim.step_epochs, optim.step_gamma))
 
 
 def _resumes(config: Config, checkpoint_path: Path) -> bool:
@@ -375,7 +419,7 @@ def _resumes(config: Config, checkpoint_path: Path) -> bool:
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scaler: torch.amp.GradScaler | None, record: dict[str, Any], unfreeze_at: int | None,
-            epochs: int) -> tuple[int, str | None]:
+            epochs: int, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> tuple[int, str | None]:
     """Restore the run (of ``epochs`` epochs) from its checkpoint once its bytes match the digest
     recorded when it was written; (the number of epochs it had finished, its SHA-256 or None when
     it has no recorded digest). An LP-FT run whose checkpoint is from after the switch switches
@@ -391,8 +435,8 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
         raise CheckpointError(f"{path} says it was written after epoch {checkpoint.epoch}, but this run's epochs are "
                               f"1 to {epochs} (train.epochs={epochs}); delete it or pass resume=false")
     if unfreeze_at is not None and checkpoint.epoch > unfreeze_at:
-        _start_fine_tuning(model, optimizer, record)
-    restore(checkpoint, model, optimizer, scaler, path)
+        _start_fine_tuning(model, optimizer, record, scheduler)
+    restore(checkpoint, model, optimizer, scaler, path, scheduler)
     record["history"] = list(checkpoint.history)
     record["resumed_after_epoch"] = checkpoint.epoch
     record["checkpoint_seconds"] = checkpoint.checkpoint_seconds
@@ -404,10 +448,13 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     return checkpoint.epoch, digest
 
 
-def _start_fine_tuning(model: torch.nn.Module, optimizer: torch.optim.Optimizer, record: dict[str, Any]) -> None:
+def _start_fine_tuning(model: torch.nn.Module, optimizer: torch.optim.Optimizer, record: dict[str, Any],
+                       scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
     """LP-FT's switch: the frozen parameters train from now on, in a new parameter group of the
-    optimizer with its settings (learning rate, momentum, ...)."""
+    optimizer with its settings (learning rate, momentum, ...), scheduled like the others."""
     optimizer.add_param_group({"params": unfreeze(model)})
+    if scheduler is not None:
+        schedules.follow_new_group(scheduler, optimizer)
     record["params_trainable_after_unfreeze"] = count_parameters(model)[1]
     log.info("fine-tuning from now on: %d of %d parameters train", record["params_trainable_after_unfreeze"],
              record["params_total"])
@@ -467,7 +514,7 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         "name": config.name,
         "model": config.model.name,
         "pretrained": config.model.pretrained or config.model.weights is not None,
-        "init": None,  # IMAGENET1K_V1 (or the model's weights enum), random or file:PATH; set once it is known
+        "init": None,  # IMAGENET1K_V1 (the torchvision weights), timm:TAG, random, file:PATH or local-dir:DIR; set once known
         "data": config.data.name,
         "dataset": dataset_name(config.data),
         "transforms": transforms_of(config.data).describe(config.data.image_size),
@@ -479,6 +526,9 @@ def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[
         "image_size": config.data.image_size,
         "freeze": "custom" if config.freeze.modules is not None else config.freeze.name,
         "frozen_modules": None,
+        "adapt": {"name": config.adapt.name},  # with lora: its settings and how many modules it adapted
+        "pretraining": None,  # {source, tag, label, new_head}: how the model was initialised; set once it is known
+        "param_groups": None,  # the optimizer's groups: [{stage, lr, parameters}]
         # The replicate (docs/repeats.md) and the seeds it ran with: seed + repeat, data.subset_seed + repeat.
         "repeat": config.repeat,
         "seed": config.effective_seed,

@@ -3,7 +3,7 @@
 
 A schedule is a factor of each parameter group's own learning rate, stepped after every optimizer
 step (a torch ``LambdaLR``, so its state_dict resumes it exactly): ``constant`` (the protocol's),
-``cosine`` (from 1 after the warm-up to 0 at the last batch of the run) and ``step`` (times
+``cosine`` (from 1 after the warm-up towards 0, which the step after the run's last would reach) and ``step`` (times
 ``step_gamma`` every ``step_epochs`` epochs). A warm-up rises linearly over ``warmup_epochs``
 epochs (fractions allowed), reaching the full rate at its last batch.
 
@@ -52,7 +52,7 @@ class ScheduleFactor:
         if step < warmup:
             return (step + 1) / warmup
         if self.schedule == "cosine":
-            progress = min(1.0, (step - warmup + 1) / max(1, total - warmup))
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
             return 0.5 * (1.0 + math.cos(math.pi * progress))
         if self.schedule == "step":
             return self.step_gamma ** ((step // self.steps_per_epoch) // self.step_epochs)

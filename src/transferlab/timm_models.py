@@ -135,6 +135,9 @@ def build(model_name: str, pretrained: bool, weights: str | None, num_classes: i
     if not pretrained:
         model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **kwargs)
         return model, TimmInit("random", "scratch", None, new_head=True)
+    if tag is None:
+        raise ConfigError(f"model.name={model_name!r}: timm has no pretrained weights for {architecture}; "
+                          "use model.pretrained=false (or model.weights=FILE)")
     model = _create(timm, full_name, True, num_classes, kwargs, None, model_name)
     return model, TimmInit(f"timm:{tag}", "timm", tag, new_head=num_classes != model.pretrained_cfg.get("num_classes"))
 
@@ -161,11 +164,25 @@ def _create(timm, name: str, pretrained: bool, num_classes: int, kwargs: dict[st
         if weights is not None:
             raise ConfigError(f"model.weights={weights!r}: timm could not load it: {_first_line(error)}") from error
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") else ""
+        # huggingface_hub's LocalEntryNotFoundError: offline, and not in the cache (its message is a paragraph)
+        why = "they are not in the local cache" if "LocalEntryNotFound" in type(error).__name__ else _first_line(error)
         raise TransferlabError(
-            f"could not load the weights of {model_name}{offline}: {_first_line(error)}; they go into "
+            f"could not load the weights of {model_name}{offline}: {why}; they go into "
             f"{weights_location(model_name)}: run `transferlab prepare model.name={model_name}` on a connected "
             "machine and copy that folder, or pass model.weights=FILE, or model.pretrained=false"
         ) from error
+
+
+def prepare_weights(model_name: str) -> str:
+    """`transferlab prepare model.name=timm/...`: the tag's weights into the Hugging Face cache
+    (timm downloads them; a second call finds them there)."""
+    check_name(model_name)
+    architecture = split_name(model_name)[0]
+    tag = resolved_tag(model_name)
+    if tag is None:
+        raise TransferlabError(f"{model_name}: timm has no pretrained weights for {architecture}")
+    _create(_timm(), f"{architecture}.{tag}", True, 1000, {}, None, model_name)
+    return f"{model_name} weights ({tag}): in place, {weights_location(model_name)}"
 
 
 def _first_line(error: BaseException) -> str:
