@@ -132,6 +132,7 @@ RECORD_FIELDS: dict[str, Check] = {
     "params_trainable": COUNT, "params_trainable_after_unfreeze": COUNT, "frozen_modules": TEXTS,
     "nondeterministic_ops": TEXTS, "history": ("a list of mappings",
                                                lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v)),
+    "pretraining": MAPPING, "pretraining.label": TEXT, "adapt": MAPPING, "adapt.name": TEXT,
     "tuning": MAPPING, "tuning.study": TEXT, "tuning.keys": MAPPING, "tuning.trials": COUNT,
     "tuning.best_val_acc": FRACTION,
     "config.name": TEXT, "config.seed": WHOLE, "config.deterministic": FLAG, "config.precision": TEXT,
@@ -147,6 +148,7 @@ HISTORY_FIELDS: dict[str, Check] = {
     "train_loss": LOSS, "train_acc": FRACTION, "test_loss": LOSS, "test_acc": FRACTION,
     "val_loss": LOSS, "val_acc": FRACTION,
     "epoch_seconds": SECONDS, "eval_seconds": SECONDS, "images_per_second": SECONDS,
+    "lr": ("a finite number ≥ 0", lambda v: _finite(v) and v >= 0),
 }
 
 
