@@ -143,3 +143,23 @@ def test_a_run_records_each_epochs_learning_rate_and_its_checkpoint_the_schedule
     assert record["param_groups"] == [{"stage": 0, "lr": 0.01, "parameters": record["params_trainable"]}]
     checkpoint = load_checkpoint(tmp_path / CHECKPOINT_FILE)
     assert checkpoint.scheduler["last_epoch"] == 3 * 2  # 64 images, fraction 1, batches of 32: 2 a epoch
+
+
+def test_the_schedule_clipping_and_smoothing_keep_the_batch_loop_from_waiting_for_the_device():
+    """engine.py's rule with the recipe's three additions: no op that would wait for a GPU, no host
+    read of a tensor, per batch (test_engine's recorders)."""
+    from test_engine import HostReads, WaitingOps, watched
+
+    from transferlab.data import DeviceLoader, make_synthetic
+
+    train_set, _ = make_synthetic(8 * 12, 8, seed=0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scheduler = make_scheduler(optimizer, ScheduleFactor("cosine", 12, 1, warmup_epochs=0.5))
+    ops, reads = WaitingOps(), HostReads()
+    batches = watched(DeviceLoader(train_set, 8, 16, train=True, seed=0).epoch(1), ops, reads)
+    trained = train_one_epoch(model, batches, optimizer, torch.device("cpu"), scheduler=scheduler,
+                              label_smoothing=0.1, clip_grad_norm=0.5)
+    assert trained.images == 96 and scheduler.last_epoch == 12
+    assert ops.seen == [] and reads.seen == [], (ops.seen, reads.seen)
