@@ -185,12 +185,32 @@ def test_a_local_dir_folder_loads_through_timm(tmp_path):
         build_model_with_init("timm/test_resnet", False, f"local-dir:{tmp_path}", 5)
 
 
-def test_offline_and_missing_says_where_the_weights_go(tmp_path, monkeypatch):
+def _offline_cache(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_a_tags_weights_load_from_the_hugging_face_cache_offline_with_a_fresh_head(tmp_path, monkeypatch):
+    cache = _offline_cache(tmp_path, monkeypatch)
+    revision = "0" * 40  # the cache's layout: refs/main names the snapshot the files are in
+    repo = cache / "models--timm--test_resnet.r160_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    source = timm.create_model("test_resnet", pretrained=False)  # 1000 classes, as the tag's weights
+    _save(source.state_dict(), repo / "snapshots" / revision / "model.safetensors")
+    model, init = build_model_with_init("timm/test_resnet.r160_in1k", pretrained=True, num_classes=1000)
+    assert (init.init, init.source, init.tag, init.label) == ("timm:r160_in1k", "timm", "r160_in1k", "timm r160_in1k")
+    assert torch.equal(model.layer3[0].conv2.weight, source.layer3[0].conv2.weight)
+    assert not torch.equal(model.fc.weight, source.fc.weight)  # reset_classifier: a new head, even of 1000 classes
+
+
+def test_offline_and_missing_says_where_the_weights_go(tmp_path, monkeypatch):
+    _offline_cache(tmp_path, monkeypatch)
     with pytest.raises(TransferlabError) as error:
         build_model_with_init("timm/test_resnet.r160_in1k", pretrained=True, num_classes=3)
     line = str(error.value)

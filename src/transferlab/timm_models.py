@@ -129,6 +129,7 @@ def build(model_name: str, pretrained: bool, weights: str | None, num_classes: i
             raise ConfigError(f"model.weights={weights!r}: {folder} has no config.json (a local-dir: folder holds "
                               "config.json and model.safetensors, as the Hugging Face Hub stores a timm model)")
         model = _create(timm, f"{LOCAL_DIR}{folder}", True, num_classes, kwargs, weights)
+        model.reset_classifier(num_classes)  # a fresh head, as for a tag's weights, whatever the folder's classes
         return model, TimmInit(weights, "local-dir", None, new_head=True)
     if weights is not None:
         return _from_file(timm, full_name, Path(weights), num_classes, kwargs)
@@ -139,7 +140,10 @@ def build(model_name: str, pretrained: bool, weights: str | None, num_classes: i
         raise ConfigError(f"model.name={model_name!r}: timm has no pretrained weights for {architecture}; "
                           "use model.pretrained=false (or model.weights=FILE)")
     model = _create(timm, full_name, True, num_classes, kwargs, None, model_name)
-    return model, TimmInit(f"timm:{tag}", "timm", tag, new_head=num_classes != model.pretrained_cfg.get("num_classes"))
+    # timm keeps the pretrained head when the class counts agree (1000 classes): a fresh one all the same,
+    # as torchvision's weights get, so that pretrained means the same body and a new head for every dataset.
+    model.reset_classifier(num_classes)
+    return model, TimmInit(f"timm:{tag}", "timm", tag, new_head=True)
 
 
 def _size_kwargs(full_name: str, image_size: int | None) -> dict[str, Any]:
