@@ -386,9 +386,15 @@ def _build_model(config: Config, num_classes: int, device: torch.device, memory_
     stages = schedules.stage_parameter_names(model) if config.optim.layer_decay is not None else []
     lora = adapt.LoraSettings(config.adapt.rank, config.adapt.alpha, config.adapt.dropout,
                               tuple(config.adapt.target_modules) if config.adapt.target_modules else None)
+    architecture_total = count_parameters(model)[0]
     model, record["adapt"] = adapt.adapt_model(model, config.adapt.name, head, frozen, trainable, lora)
     model.to(device, memory_format=memory_format)
-    record["params_total"], record["params_trainable"] = count_parameters(model)
+    # params_total is the architecture's (what model.pt holds), so that arms adapted differently compare;
+    # LoRA's adapters (and peft's copy of the head) are counted apart.
+    adapted_total, record["params_trainable"] = count_parameters(model)
+    record["params_total"] = architecture_total
+    if adapted_total != architecture_total:
+        record["adapt"]["params_added"] = adapted_total - architecture_total
     return model, stages
 
 
