@@ -55,6 +55,13 @@ def test_a_torchvision_name_error_points_at_timm():
         check_model_name("convnext_atto")
 
 
+def test_model_equals_timm_says_to_use_model_name():
+    with pytest.raises(ConfigError, match=r"Could not find 'model/timm/resnet50': .*a timm model is "
+                                          r"model.name=timm/NAME\[.TAG\]"):
+        compose_config(["model=timm/resnet50"])
+    assert compose_config(["model.name=timm/resnet50.a1_in1k"]).model.name == "timm/resnet50.a1_in1k"
+
+
 def test_the_default_tag_is_timms():
     assert timm_models.resolved_tag("timm/resnet50") == "a1_in1k"
     assert timm_models.resolved_tag("timm/resnet50.tv_in1k") == "tv_in1k"

@@ -548,6 +548,8 @@ def composition_error_line(error: Exception) -> str:
         wanted = missing.rpartition("/")[2].rstrip("'")
         close = difflib.get_close_matches(wanted, names.split(), n=3, cutoff=0.6)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        if "'model/timm/" in missing:  # the group holds torchvision's models; timm's are names
+            return f"{missing}: the model group holds torchvision's models; a timm model is model.name=timm/NAME[.TAG]"
         if len(names.split()) > MAX_LISTED_OPTIONS:  # the model group: every torchvision model
             return f"{missing}{hint}; {group.strip()} has {len(names.split())} options: transferlab train --help lists them"
         line = f"{missing}{hint}; choose one of {group.strip()}: {', '.join(names.split())}"
