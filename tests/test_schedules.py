@@ -134,7 +134,8 @@ def test_a_group_added_later_is_scheduled_like_the_others():
 
 @pytest.mark.slow
 def test_a_run_records_each_epochs_learning_rate_and_its_checkpoint_the_scheduler(tmp_path):
-    config = tiny_config("model.name=timm/test_resnet", "train.epochs=3", "optim.schedule=step", "optim.step_epochs=1", "optim.step_gamma=0.5",
+    config = tiny_config("model.name=timm/test_resnet", "train.epochs=3", "optim.schedule=step", "optim.step_epochs=1",
+                         "optim.step_gamma=0.5",
                          "optim.lr=0.01", "keep_checkpoint=true", "data.num_train=64", "data.num_test=32",
                          "train.label_smoothing=0.1", "optim.clip_grad_norm=5")
     record = run_training(config, tmp_path)

@@ -17,7 +17,6 @@ hold the adapted model's own state (adapters apart), which a run rebuilt the sam
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -95,7 +94,8 @@ def _examples(candidates: list[tuple[str, nn.Module]], count: int = 4) -> list[s
     return list(dict.fromkeys(leaves))[:count]
 
 
-def apply_lora(model: nn.Module, head: str, frozen: tuple[str, ...], settings: LoraSettings) -> tuple[nn.Module, list[str]]:
+def apply_lora(model: nn.Module, head: str, frozen: tuple[str, ...],
+               settings: LoraSettings) -> tuple[nn.Module, list[str]]:
     """(the model with LoRA adapters on its targets and a fully trainable head, the targets). Only
     the adapters and the head train."""
     try:
@@ -150,10 +150,9 @@ def plain_model(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).merge_and_unload() if is_peft(model) else model
 
 
-def plain_state_dict(model: nn.Module, to_host: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """``model.pt``'s state_dict: the plain architecture's keys, adapters merged."""
-    state = plain_model(model).state_dict()
-    return {k: (to_host(v) if to_host else v) for k, v in state.items()}
+    return plain_model(model).state_dict()
 
 
 def base_parameter_name(name: str) -> str:

@@ -176,7 +176,8 @@ def frozen_modules(model: nn.Module, model_name: str, preset: str, modules: list
         with_stages = [name for name, spec in MODELS.items() if preset in spec.freeze_presets]
         raise ConfigError(
             f"freeze={preset} needs the stages of the model, which transferlab knows for {', '.join(with_stages)} "
-            f"and timm's models only; for {model_name} use freeze=none, freeze=last_only or freeze.modules=[...] with its blocks: "
+            f"and timm's models only; for {model_name} use freeze=none, freeze=last_only or freeze.modules=[...] "
+            "with its blocks: "
             f"{', '.join(freezable_module_names(model))}"
         )
     return presets[preset]

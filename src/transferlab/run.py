@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from transferlab import __version__
+from transferlab import __version__, adapt, schedules, timm_models
 from transferlab.checkpoint import (
     CHECKPOINT_FILE, CheckpointError, CheckpointWriteError, CheckpointWriter, digest_path, load_checkpoint,
     remove_checkpoint, restore, save_atomically, verify_digest, write_failure,
@@ -42,7 +42,6 @@ from transferlab.engine import (
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.loggers import MetricLogger, make_logger
-from transferlab import adapt, schedules, timm_models
 from transferlab.models import (
     apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
     head_name, trainable_parameter_names, unfreeze,
@@ -103,8 +102,10 @@ def transforms_of(data: DataConfig, model: torch.nn.Module | None = None) -> Tra
     if base is None or not timm_models.is_timm_module(base):
         return Transforms(data.augment, "imagenet", data.test_crop, tuple(data.crop_scale))
     own = timm_models.data_config(base)
+    # The batched resize knows bilinear and bicubic; timm's few others (bicubic variants, nearest) resize bilinearly.
+    interpolation = own["interpolation"] if own["interpolation"] in ("bilinear", "bicubic") else "bilinear"
     return Transforms(data.augment, "auto", own["crop_pct"], tuple(data.crop_scale), mean=own["mean"], std=own["std"],
-                      interpolation=own["interpolation"] if own["interpolation"] in ("bilinear", "bicubic") else "bilinear")
+                      interpolation=interpolation)
 
 
 def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
