@@ -134,6 +134,7 @@ def test_a_group_added_later_is_scheduled_like_the_others():
 
 @pytest.mark.slow
 def test_a_run_records_each_epochs_learning_rate_and_its_checkpoint_the_scheduler(tmp_path):
+    pytest.importorskip("timm")  # its test_resnet: a run of seconds
     config = tiny_config("model.name=timm/test_resnet", "train.epochs=3", "optim.schedule=step", "optim.step_epochs=1",
                          "optim.step_gamma=0.5",
                          "optim.lr=0.01", "keep_checkpoint=true", "data.num_train=64", "data.num_test=32",

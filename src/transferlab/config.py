@@ -414,7 +414,7 @@ KEY_MEANINGS: dict[str, str] = {
     "device": "auto (CUDA, else MPS, else CPU) | cuda | cpu | mps",
     "precision": "auto (bf16 on a CUDA GPU that has it, else fp32) | bf16 | fp16 | fp32",
     "deterministic": "deterministic kernels, no cuDNN autotuning (the protocol's setting; slower)",
-    "save_model": "write model.pt, a state_dict a plain torchvision model loads",
+    "save_model": "write model.pt, a state_dict the plain architecture loads (adapters merged)",
     "force": "re-run even when the run folder holds a completed run",
     "progress": "progress bar: auto (when stdout is a terminal) | on | off",
     "resume": "continue an unfinished run from its last epoch-end checkpoint",
