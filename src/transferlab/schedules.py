@@ -81,7 +81,10 @@ def stage_parameter_names(model: nn.Module) -> list[list[str]]:
     from transferlab import timm_models
 
     if timm_models.is_timm_module(model):
-        return timm_models.stages(model, coarse=False)
+        try:
+            return timm_models.stages(model, coarse=False)
+        except NotImplementedError:  # the few timm models without a group_matcher: the generic rule
+            pass
     return _torchvision_stages(model)
 
 

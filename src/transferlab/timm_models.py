@@ -247,7 +247,10 @@ def freeze_presets(model: nn.Module) -> dict[str, tuple[str, ...]]:
     """``early`` (the first half of the stages between the stem and the head) and ``middle`` (the
     middle half), the protocol's rule for ResNet18 applied to the model's own stages, as the fewest
     module names that cover their parameters."""
-    inner = stages(model)[1:-1]
+    try:
+        inner = stages(model)[1:-1]
+    except NotImplementedError:  # the few timm models without a group_matcher: no stages known
+        return {}
     if not inner:
         return {}
     half, quarter = max(1, len(inner) // 2), len(inner) // 4
