@@ -188,8 +188,11 @@ def test_a_lora_run_of_a_timm_model_writes_a_merged_model_pt(tmp_path):
     assert record["status"] == "completed", record.get("error")
     assert record["adapt"]["name"] == "lora" and record["adapt"]["adapted_modules"] == 24
     assert record["params_trainable"] < record["params_total"] / 2
-    assert [group["stage"] for group in record["param_groups"]][-1] == 7  # the head's, at optim.lr
-    assert record["param_groups"][-1]["lr"] == config.optim.lr
+    # the head's first; the stem (stage 0: patch embedding, tokens) has nothing trainable under LoRA
+    assert [group["stage"] for group in record["param_groups"]] == list(range(7, 0, -1))
+    assert record["param_groups"][0]["lr"] == config.optim.lr
+    assert record["param_groups"][1]["lr"] == pytest.approx(0.8 * config.optim.lr)
+    assert [entry["lr"] for entry in record["history"]] == [config.optim.lr]
     plain = timm.create_model("test_vit", num_classes=10, img_size=32)
     plain.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True), strict=True)
 
@@ -206,3 +209,31 @@ def test_a_bitfit_run_of_a_torchvision_model(tmp_path):
                                                                        and ("bn" in n or "downsample.1" in n
                                                                             or n.endswith("bias"))))
     model.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True), strict=True)
+
+
+@pytest.mark.slow
+def test_a_stopped_lora_run_with_a_schedule_resumes_to_what_an_uninterrupted_one_ends_with(tmp_path):
+    from conftest import At, interrupt
+
+    from transferlab.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from transferlab.errors import RunInterrupted
+
+    run = ("model.name=timm/test_vit", "adapt=lora", "adapt.rank=2", "adapt.dropout=0.1", "save_model=true",
+           "data.num_train=64", "data.num_test=32", "train.epochs=3", "optim.schedule=cosine",
+           "optim.warmup_epochs=1", "optim.layer_decay=0.8", "deterministic=true")
+    whole = run_training(tiny_config(*run), tmp_path / "whole")
+    assert whole["status"] == "completed", whole.get("error")
+    with pytest.raises(RunInterrupted):  # in epoch 2, after its first batch (dropout drew, the scheduler stepped)
+        run_training(tiny_config(*run), tmp_path / "stopped", callbacks=[At(2, 1, interrupt)])
+    assert load_checkpoint(tmp_path / "stopped" / CHECKPOINT_FILE).scheduler["last_epoch"] == 2  # 2 batches
+    resumed = run_training(tiny_config(*run), tmp_path / "stopped")
+    assert resumed["status"] == "completed" and resumed["resumed_after_epoch"] == 1
+    keys = ("train_loss", "test_loss", "test_acc", "lr")
+    assert [[e[k] for k in keys] for e in resumed["history"]] == [[e[k] for k in keys] for e in whole["history"]]
+    assert whole["history"][0]["lr"] == 0.5 * config_lr() and whole["history"][1]["lr"] == config_lr()
+    a, b = (torch.load(tmp_path / name / "model.pt", weights_only=True) for name in ("whole", "stopped"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def config_lr() -> float:
+    return tiny_config().optim.lr

@@ -99,10 +99,10 @@ def test_layer_decay_groups_give_the_head_the_learning_rate_and_each_earlier_sta
                                               "layer2.0.conv1.weight", "layer3.0.conv1.weight",
                                               "layer4.0.conv1.weight", "layer4.1.conv1.weight", "fc.weight"]
     groups = layer_decay_groups(model, stages, lr=0.1, decay=0.5)
-    assert [g["lr"] for g in groups] == pytest.approx([0.1 * 0.5 ** k for k in range(7, -1, -1)])
+    assert [g["lr"] for g in groups] == pytest.approx([0.1 * 0.5 ** k for k in range(8)])  # the head's first
     optimizer = torch.optim.SGD(groups, lr=0.1)
     described = describe_groups(optimizer)
-    assert described[-1] == {"stage": 7, "lr": 0.1, "parameters": 3 * 512 + 3}
+    assert described[0] == {"stage": 7, "lr": 0.1, "parameters": 3 * 512 + 3}
     assert sum(g["parameters"] for g in described) == sum(p.numel() for p in model.parameters())
     with torch.device("meta"):
         vit = torchvision.models.vit_b_16()
@@ -115,7 +115,7 @@ def test_layer_decay_leaves_frozen_parameters_out():
     for parameter in model.layer1.parameters():
         parameter.requires_grad_(False)
     groups = layer_decay_groups(model, stage_parameter_names(model), lr=1.0, decay=0.9)
-    assert [g["stage"] for g in groups] == [0, 1, 3, 4, 5, 6, 7]
+    assert [g["stage"] for g in groups] == [7, 6, 5, 4, 3, 1, 0]
 
 
 def test_a_group_added_later_is_scheduled_like_the_others():

@@ -283,12 +283,14 @@ class ProgressBar:
         self.interval = 1.0 / per_second
         self.start = time.perf_counter()
         self.last_draw = 0.0
+        self.drawn = False  # a line is on screen
 
     def __call__(self, step: int, totals: _Totals) -> None:
         now = time.perf_counter()
         if now - self.last_draw < self.interval and step < self.total:
             return
         self.last_draw = now
+        self.drawn = True
         loss, accuracy, _ = totals.running()
         width = 24
         filled = int(width * step / max(self.total, 1))
@@ -298,8 +300,15 @@ class ProgressBar:
             f"loss {loss:.4f} acc {accuracy:.2%} {rate:,.0f} img/s"
         )
         if step >= self.total:
-            self.stream.write("\r\033[K")
+            self.close()
         self.stream.flush()
+
+    def close(self) -> None:
+        """Clear the bar's line, so that what is printed next starts on a line of its own."""
+        if self.drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.drawn = False
 
 
 # optim.implementation: how the step runs over the parameters (the same update, other kernels).

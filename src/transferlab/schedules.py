@@ -103,7 +103,8 @@ def _torchvision_stages(model: nn.Module, prefix: str = "", total: int | None = 
 
 def layer_decay_groups(model: nn.Module, stages: list[list[str]], lr: float, decay: float,
                        base_name=lambda name: name) -> list[dict]:
-    """The trainable parameters of ``model`` as optimizer groups, one per stage that has any: the
+    """The trainable parameters of ``model`` as optimizer groups, one per stage that has any, the head's
+    first (so that the first group's learning rate, which a run's history records, is ``lr``): the
     last stage (the head) at ``lr``, stage i of n at ``lr * decay ** (n - 1 - i)``. ``base_name`` maps
     a parameter's name to its name in ``stages`` (an adapted model's names differ); a parameter of no
     stage joins the head's."""
@@ -116,7 +117,7 @@ def layer_decay_groups(model: nn.Module, stages: list[list[str]], lr: float, dec
         if parameter.requires_grad:
             by_stage.setdefault(stage_of.get(base_name(name), last), []).append(parameter)
     return [{"params": params, "lr": lr * decay ** (last - stage), "stage": stage}
-            for stage, params in sorted(by_stage.items())]
+            for stage, params in sorted(by_stage.items(), reverse=True)]
 
 
 def describe_groups(optimizer: torch.optim.Optimizer) -> list[dict]:
