@@ -237,3 +237,9 @@ def test_a_stopped_lora_run_with_a_schedule_resumes_to_what_an_uninterrupted_one
 
 def config_lr() -> float:
     return tiny_config().optim.lr
+
+
+def test_the_configs_adapters_and_schedules_are_the_code_tables():
+    from transferlab import config, schedules
+
+    assert config.ADAPTERS == tuple(adapt.ADAPTERS) and config.SCHEDULES == schedules.SCHEDULES

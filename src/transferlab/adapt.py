@@ -116,23 +116,35 @@ def bitfit_trainable(model: nn.Module, head: str, trainable: list[str]) -> list[
             if name.rpartition(".")[2] == "bias" or _inside(name, (head,)) or _inside(name.rpartition(".")[0], norms)]
 
 
+def _full(model, head, frozen, trainable, lora) -> tuple[nn.Module, dict[str, object]]:
+    return model, {"name": "none"}
+
+
+def _bitfit(model, head, frozen, trainable, lora) -> tuple[nn.Module, dict[str, object]]:
+    kept = set(bitfit_trainable(model, head, trainable))
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in kept)
+    return model, {"name": "bitfit"}
+
+
+def _lora(model, head, frozen, trainable, lora) -> tuple[nn.Module, dict[str, object]]:
+    adapted, targets = apply_lora(model, head, frozen, lora)
+    return adapted, {"name": "lora", "rank": lora.rank, "alpha": lora.alpha, "dropout": lora.dropout,
+                     "target_modules": list(lora.target_modules) if lora.target_modules else None,
+                     "adapted_modules": len(targets), "adapted_examples": targets[:4]}
+
+
+# adapt.name -> how it adapts a model that freeze has already frozen (config.ADAPTERS lists the names).
+ADAPTERS = {"none": _full, "bitfit": _bitfit, "lora": _lora}
+
+
 def adapt_model(model: nn.Module, adapter: str, head: str, frozen: tuple[str, ...], trainable: list[str],
                 lora: LoraSettings) -> tuple[nn.Module, dict[str, object]]:
     """``model`` (frozen as ``trainable`` says) adapted by ``adapter``, and what run.json records
     of it (``adapt``). Sets ``requires_grad`` on every parameter."""
-    if adapter == "none":
-        return model, {"name": "none"}
-    if adapter == "bitfit":
-        kept = set(bitfit_trainable(model, head, trainable))
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad_(name in kept)
-        return model, {"name": "bitfit"}
-    if adapter == "lora":
-        adapted, targets = apply_lora(model, head, frozen, lora)
-        return adapted, {"name": "lora", "rank": lora.rank, "alpha": lora.alpha, "dropout": lora.dropout,
-                         "target_modules": list(lora.target_modules) if lora.target_modules else None,
-                         "adapted_modules": len(targets), "adapted_examples": targets[:4]}
-    raise ConfigError(f"adapt={adapter!r} is not allowed; choose one of: none, lora, bitfit")
+    if adapter not in ADAPTERS:
+        raise ConfigError(f"adapt={adapter!r} is not allowed; choose one of: {', '.join(ADAPTERS)}")
+    return ADAPTERS[adapter](model, head, frozen, trainable, lora)
 
 
 def is_peft(model: nn.Module) -> bool:
