@@ -135,7 +135,7 @@ def _lora(model, head, frozen, trainable, lora) -> tuple[nn.Module, dict[str, ob
 
 
 # adapt.name -> how it adapts a model that freeze has already frozen (config.ADAPTERS lists the names).
-ADAPTERS = {"none": _full, "bitfit": _bitfit, "lora": _lora}
+ADAPTERS = {"none": _full, "lora": _lora, "bitfit": _bitfit}
 
 
 def adapt_model(model: nn.Module, adapter: str, head: str, frozen: tuple[str, ...], trainable: list[str],
