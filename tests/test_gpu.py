@@ -114,6 +114,24 @@ def test_an_epoch_and_an_evaluation_never_wait_for_the_gpu(precision, implementa
     assert 0.0 <= tested.accuracy <= 1.0 and tested.loss == tested.loss  # read after the loop: not NaN
 
 
+def test_an_epoch_with_a_schedule_clipping_and_label_smoothing_never_waits_for_the_gpu():
+    """optim.schedule, optim.clip_grad_norm and train.label_smoothing inside the batch loop, under
+    torch.cuda.set_sync_debug_mode("error"), fp16 with a fused optimizer (the GradScaler unscales
+    before clipping)."""
+    from transferlab.schedules import ScheduleFactor, make_scheduler
+
+    train_set, _ = make_synthetic(800, 100, seed=0)
+    model = build_model("resnet18", pretrained=False).to(CUDA, memory_format=torch.channels_last)
+    optimizer = make_optimizer("sgd", list(model.parameters()), lr=0.01, momentum=0.9, weight_decay=0.0,
+                               betas=(0.9, 0.999), implementation="fused")
+    train_batches = DeviceLoader(train_set.to(CUDA), 16, 32, train=True, seed=0, memory_format=torch.channels_last)
+    scheduler = make_scheduler(optimizer, ScheduleFactor("cosine", len(train_batches), 1, warmup_epochs=0.5))
+    trained = train_one_epoch(model, strict(train_batches.epoch(1)), optimizer, CUDA, torch.float16,
+                              torch.amp.GradScaler("cuda"), scheduler=scheduler, label_smoothing=0.1,
+                              clip_grad_norm=1.0)
+    assert trained.images == 800 and scheduler.last_epoch == len(train_batches)
+
+
 def test_the_sync_check_would_catch_a_wait():
     """The check above can fail: a read of a GPU value inside the strict region is an error."""
     batches = strict(iter([torch.ones(2, device=CUDA)]))

@@ -40,6 +40,7 @@ def history_entry(end: EpochEnd) -> dict[str, Any]:
         "epoch_seconds": end.trained.seconds,
         "eval_seconds": tested.seconds,
         "images_per_second": end.trained.images_per_second,
+        "lr": end.lr,
     }
 
 
@@ -78,9 +79,10 @@ class CheckpointEpochs(Callback):
     failed earlier write stops the run at the next epoch's end."""
 
     def __init__(self, writer: CheckpointWriter, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler | None, run_dir: Path, record: RunRecord, keep_last: bool):
+                 scaler: torch.amp.GradScaler | None, run_dir: Path, record: RunRecord, keep_last: bool,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None):
         self.writer, self.model, self.optimizer, self.scaler = writer, model, optimizer, scaler
-        self.run_dir, self.record, self.keep_last = run_dir, record, keep_last
+        self.run_dir, self.record, self.keep_last, self.scheduler = run_dir, record, keep_last, scheduler
 
     def on_epoch_end(self, end: EpochEnd) -> None:
         if end.epoch == end.last_epoch and not self.keep_last:
@@ -96,7 +98,7 @@ class CheckpointEpochs(Callback):
 
         try:
             self.writer.save(self.model, self.optimizer, self.scaler, end.epoch, self.record.history,
-                             self.record.config, after=write_saved_record)
+                             self.record.config, after=write_saved_record, scheduler=self.scheduler)
         except CheckpointWriteError as error:
             raise CheckpointWriteError(f"the run stops after epoch {end.epoch}, as its files could not be saved (a "
                                        f"resume starts after epoch {len(self.writer.saved_history)}): {error}") from error
@@ -138,16 +140,25 @@ class LpFtSwitch(Callback):
     """LP-FT's switch: after ``unfreeze_at`` epochs of the linear probe, the frozen parameters train
     too, in a new parameter group of the optimizer with its settings (learning rate, momentum...)."""
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, record: RunRecord, unfreeze_at: int):
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, record: RunRecord, unfreeze_at: int,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None):
         self.model, self.optimizer, self.record, self.unfreeze_at = model, optimizer, record, unfreeze_at
+        self.scheduler = scheduler
 
     def on_epoch_start(self, epoch: int) -> None:
         if epoch == self.unfreeze_at + 1:
-            start_fine_tuning(self.model, self.optimizer, self.record)
+            start_fine_tuning(self.model, self.optimizer, self.record, self.scheduler)
 
 
-def start_fine_tuning(model: torch.nn.Module, optimizer: torch.optim.Optimizer, record: RunRecord) -> None:
+def start_fine_tuning(model: torch.nn.Module, optimizer: torch.optim.Optimizer, record: RunRecord,
+                      scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+    """The switch itself (also when a resumed run's checkpoint is from after it): the new group is
+    scheduled like the others."""
+    from transferlab.schedules import follow_new_group
+
     optimizer.add_param_group({"params": unfreeze(model)})
+    if scheduler is not None:
+        follow_new_group(scheduler, optimizer)
     record.params_trainable_after_unfreeze = count_parameters(model)[1]
     log.info("fine-tuning from now on: %d of %d parameters train", record.params_trainable_after_unfreeze,
              record.params_total)

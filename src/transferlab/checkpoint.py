@@ -1,6 +1,6 @@
 """Epoch-end checkpoints: everything needed to continue a run as if it had never stopped.
 
-A checkpoint holds the model, optimizer and grad-scaler states, the RNG states, the epochs done
+A checkpoint holds the model, optimizer, learning-rate scheduler and grad-scaler states, the RNG states, the epochs done
 and their history, and the config that made it. It is loaded with ``weights_only=True``; a file
 that is corrupt, foreign, or from another config is refused before anything is loaded into the
 model or optimizer.
@@ -62,11 +62,13 @@ class Checkpoint:
     rng: dict[str, Any]
     config: dict[str, Any]
     checkpoint_seconds: float = 0.0  # what the run had paid for its checkpoints when this one was taken
+    scheduler: dict[str, Any] | None = None  # None: the run has no scheduler (optim.schedule=constant, no warm-up)
 
 
 def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
                      epoch: int, history: list[dict[str, Any]], config: dict[str, Any],
-                     reuse: dict[str, Any] | None = None) -> dict[str, Any]:
+                     reuse: dict[str, Any] | None = None,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> dict[str, Any]:
     """The checkpoint of the run as it stands, copied into host memory (into the tensors of
     ``reuse``, an earlier state that is no longer needed, where they fit): the training may go on
     changing its tensors while the copy is written."""
@@ -77,6 +79,7 @@ def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler:
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": _rng_state(),
         "config": config,
     }
@@ -229,11 +232,13 @@ class CheckpointWriter:
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
              epoch: int, history: list[dict[str, Any]], config: dict[str, Any],
-             after: Callable[[], None] | None = None) -> None:
+             after: Callable[[], None] | None = None,
+             scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
         start = time.perf_counter()
         try:
             self._wait()
-            state = checkpoint_state(model, optimizer, scaler, epoch, history, config, reuse=self._last_state)
+            state = checkpoint_state(model, optimizer, scaler, epoch, history, config, reuse=self._last_state,
+                                     scheduler=scheduler)
             state["checkpoint_seconds"] = self.seconds + time.perf_counter() - start
             self._last_state = state
             self._pending = self._thread.submit(self._write, state, after)
@@ -301,7 +306,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 
 def restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler | None, source: Path) -> None:
+            scaler: torch.amp.GradScaler | None, source: Path,
+            scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
     """Load a checkpoint into a freshly built model and optimizer: all of it, or (on a mismatch)
     nothing."""
     groups = optimizer.state_dict()["param_groups"]
@@ -310,10 +316,15 @@ def restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Opt
         raise CheckpointError(f"{source}: its optimizer state does not fit this run's trainable parameters")
     if (checkpoint.scaler is None) != (scaler is None):
         raise CheckpointError(f"{source}: it was written with another precision")
+    if (checkpoint.scheduler is None) != (scheduler is None):
+        raise CheckpointError(f"{source}: it was written {'with' if scheduler is None else 'without'} a "
+                              "learning-rate schedule, this run is not; delete it or pass resume=false")
     load_state_dict_strict(model, checkpoint.model, f"checkpoint {source}")
     optimizer.load_state_dict(checkpoint.optimizer)
     if scaler is not None:
         scaler.load_state_dict(checkpoint.scaler)
+    if scheduler is not None:
+        scheduler.load_state_dict(checkpoint.scheduler)
     _set_rng_state(checkpoint.rng)
 
 

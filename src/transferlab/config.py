@@ -34,7 +34,8 @@ PIPELINES = ("device", "reference")
 SAMPLINGS = ("stratified", "uniform")
 # The training augmentations and normalisation statistics a dataset can be given (see data/pipelines.py).
 AUGMENTATIONS = ("pad_crop_flip", "random_resized_crop", "flip", "none")
-NORMALIZATIONS = ("cifar10", "cifar100", "imagenet")
+# auto: the model's own (a timm model's pretrained_cfg: mean, std, interpolation, crop; ImageNet's for torchvision).
+NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "auto")
 OPTIMIZERS = ("sgd", "adamw")
 # How the optimizer's step runs: PyTorch's choice (foreach on a GPU), one kernel per parameter,
 # batched kernels, or one fused kernel.
@@ -43,6 +44,11 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 PROGRESS = ("auto", "on", "off")
 LOGGERS = ("none", "tensorboard", "mlflow")
 FREEZE_PRESETS = ("none", "early", "middle", "last_only")
+# How the model is adapted (transferlab.adapt): all its trainable parameters, LoRA adapters (peft),
+# or BitFit (biases and normalisation parameters); the head trains fully in each.
+ADAPTERS = ("none", "lora", "bitfit")
+# The learning-rate schedules (transferlab.schedules), stepped per batch after optim.warmup_epochs.
+SCHEDULES = ("constant", "cosine", "step")
 # Settings that change where or how visibly a run happens, not its results.
 # data.root is one of them except where the dataset table (transferlab.datasets) makes it an identity key:
 # for data=imagefolder the folder is the dataset (see result_config).
@@ -122,7 +128,7 @@ class ModelConfig:
 @dataclass
 class FreezeConfig:
     name: str = "none"
-    # Dotted module names to freeze instead of the preset, e.g. [layer1, layer2.0].
+    # Dotted module names to freeze instead of the preset, e.g. [layer1, layer2.0] (a timm model's own names).
     modules: Optional[list[str]] = None
     # LP-FT: the frozen modules train from epoch unfreeze_at_epoch + 1 on (null: they never do).
     unfreeze_at_epoch: Optional[int] = None
@@ -134,6 +140,30 @@ class FreezeConfig:
             if self.modules == [] or (self.modules is None and self.name == "none"):
                 raise ConfigError(f"freeze.unfreeze_at_epoch={self.unfreeze_at_epoch} needs something frozen to "
                                   "unfreeze; use it with freeze=last_only, early, middle or freeze.modules=[...]")
+
+
+@dataclass
+class AdaptConfig:
+    name: str = "none"
+    # LoRA (adapt=lora): the rank r of each adapter, its scale alpha (the update is alpha / r * B A),
+    # dropout on its input, and the modules it adapts (null: the linears outside the head, as in
+    # a ViT's attention and MLP; a model without them, a CNN: its convolutions).
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: Optional[list[str]] = None
+
+    def __post_init__(self) -> None:
+        _choice("adapt.name", self.name, ADAPTERS)
+        _at_least("adapt.rank", self.rank, 1)
+        if self.alpha <= 0:
+            raise ConfigError(f"adapt.alpha={self.alpha} is not allowed; it must be > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"adapt.dropout={self.dropout} is not allowed; it must be in [0, 1)")
+        if self.target_modules is not None and self.name != "lora":
+            raise ConfigError(f"adapt.target_modules={list(self.target_modules)} is LoRA's; use it with adapt=lora")
+        if self.target_modules == []:
+            raise ConfigError("adapt.target_modules=[] adapts nothing; name modules (e.g. [qkv,fc1,fc2]) or pass null")
 
 
 @dataclass
@@ -215,10 +245,33 @@ class OptimConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     implementation: str = "auto"
+    # The learning rate over the run, stepped after every batch: constant (the protocol's), cosine
+    # (to 0 at the last batch), step (times step_gamma every step_epochs epochs); after a linear
+    # warm-up from 0 over warmup_epochs epochs (0: none; fractions of an epoch allowed).
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    step_epochs: int = 30
+    step_gamma: float = 0.1
+    # Layer-wise learning-rate decay: the head trains at lr, each stage before it at layer_decay
+    # times the next one's (null: every parameter at lr).
+    layer_decay: Optional[float] = None
+    # Gradients are rescaled to at most this L2 norm (over all parameters) before each step (null: never).
+    clip_grad_norm: Optional[float] = None
 
     def __post_init__(self) -> None:
         _choice("optim.name", self.name, OPTIMIZERS)
         _choice("optim.implementation", self.implementation, OPTIMIZER_IMPLEMENTATIONS)
+        _choice("optim.schedule", self.schedule, SCHEDULES)
+        _at_least("optim.warmup_epochs", self.warmup_epochs, 0.0)
+        _at_least("optim.step_epochs", self.step_epochs, 1)
+        if not 0.0 < self.step_gamma <= 1.0:
+            raise ConfigError(f"optim.step_gamma={self.step_gamma} is not allowed; it must be in (0, 1]")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(f"optim.layer_decay={self.layer_decay} is not allowed; it must be in (0, 1] "
+                              "(null: no decay)")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ConfigError(f"optim.clip_grad_norm={self.clip_grad_norm} is not allowed; it must be > 0 "
+                              "(null: no clipping)")
         if self.lr <= 0:
             raise ConfigError(f"optim.lr={self.lr} is not allowed; it must be > 0")
         _at_least("optim.momentum", self.momentum, 0.0)
@@ -235,9 +288,13 @@ class TrainConfig:
     compile: bool = False
     # torch.compile's mode when compile is true; reduce-overhead replays the step as CUDA graphs.
     compile_mode: str = "default"
+    # The training loss's label smoothing (0: plain cross-entropy); the test loss never smooths.
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("train.compile_mode", self.compile_mode, COMPILE_MODES)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"train.label_smoothing={self.label_smoothing} is not allowed; it must be in [0, 1)")
         _at_least("train.epochs", self.epochs, 1)
         _at_least("train.batch_size", self.batch_size, 1)
         _at_least("train.eval_batch_size", self.eval_batch_size, 1)
@@ -247,6 +304,7 @@ class TrainConfig:
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -285,7 +343,27 @@ class Config:
             raise ConfigError(f"freeze.unfreeze_at_epoch={unfreeze_at} is not allowed; it must be < "
                               f"train.epochs={self.train.epochs} (the frozen modules train from epoch "
                               f"{unfreeze_at + 1} on)")
+        self._check_adapt_and_freeze()
+        if self.optim.warmup_epochs >= self.train.epochs:
+            raise ConfigError(f"optim.warmup_epochs={self.optim.warmup_epochs} is not allowed; it must be < "
+                              f"train.epochs={self.train.epochs}")
+        if self.optim.layer_decay is not None and unfreeze_at is not None:
+            raise ConfigError(f"optim.layer_decay={self.optim.layer_decay} does not combine with LP-FT "
+                              "(freeze.unfreeze_at_epoch): its switch adds the unfrozen parameters at optim.lr; "
+                              "use one of them")
 
+    def _check_adapt_and_freeze(self) -> None:
+        """adapt=lora and adapt=bitfit adapt what freeze leaves trainable; with nothing left to adapt
+        (freeze=last_only) or an LP-FT switch that would make everything train, they refuse."""
+        adapter = self.adapt.name
+        if adapter == "none":
+            return
+        if self.freeze.unfreeze_at_epoch is not None:
+            raise ConfigError(f"adapt={adapter} does not combine with LP-FT (freeze.unfreeze_at_epoch), whose switch "
+                              "trains every parameter; use adapt=none, or a freeze preset without the switch")
+        if self.freeze.name == "last_only" and self.freeze.modules is None:
+            raise ConfigError(f"adapt={adapter} with freeze=last_only leaves only the head, which trains fully "
+                              "anyway; use freeze=none, early or middle (or freeze.modules=[...]) with it")
     @property
     def effective_seed(self) -> int:
         """The seed of the initialisation, batch order and augmentation: seed + repeat."""
@@ -301,12 +379,17 @@ class Config:
 # values (settings_help); docs/configuration.md says more. tests/test_startup.py checks that every
 # key of the schema is here.
 KEY_MEANINGS: dict[str, str] = {
-    "model.name": "any torchvision classification model (model=NAME picks it too)",
+    "model.name": "any torchvision classification model (model=NAME picks it too), or timm/NAME[.TAG]",
     "model.pretrained": "start from torchvision's ImageNet weights (false: random initialisation)",
-    "model.weights": "a local state_dict file to start from instead (wins over model.pretrained)",
+    "model.weights": "a state_dict file (.pth, .safetensors) or local-dir:FOLDER to start from instead",
     "freeze.name": "the freeze preset: none | early | middle | last_only (freeze=lp_ft: LP-FT)",
     "freeze.modules": "dotted module names to freeze instead of the preset, e.g. [layer1,layer2.0]",
     "freeze.unfreeze_at_epoch": "LP-FT: the frozen modules train from epoch N+1 on (null: never)",
+    "adapt.name": "how the model adapts: none (its parameters) | lora | bitfit (adapt=NAME)",
+    "adapt.rank": "LoRA: the rank of each adapter, >= 1",
+    "adapt.alpha": "LoRA: the adapters' scale (the update is alpha / rank * B A), > 0",
+    "adapt.dropout": "LoRA: dropout on the adapters' input, in [0, 1)",
+    "adapt.target_modules": "LoRA: module names to adapt (null: linears outside the head, else the convs)",
     "data.name": "the dataset: cifar10 | cifar100 | imagefolder | synthetic (data=NAME)",
     "data.root": "where CIFAR lives (relative to the working directory); or the image folder",
     "data.download": "download CIFAR-10/100 into data.root when it is missing",
@@ -322,30 +405,37 @@ KEY_MEANINGS: dict[str, str] = {
     "data.val_fraction": "share of the training subset held out, scored every epoch, in [0, 1)",
     "data.augment": "training augmentation: pad_crop_flip | random_resized_crop | flip | none",
     "data.crop_scale": "[low, high]: the share of the image's area random_resized_crop draws from",
-    "data.normalize": "the mean and std images are normalised with: cifar10 | cifar100 | imagenet",
+    "data.normalize": "the mean and std images are normalised with: cifar10 | cifar100 | imagenet | auto",
     "data.test_crop": "test images: resized to image_size / test_crop, then centre-cropped",
     "data.stored_size": "imagefolder: each image's centre square is cached at this size in pixels",
     "data.cache_dir": "imagefolder: where decoded images are cached (null: ~/.cache/transferlab)",
     "data.decode_workers": "imagefolder: processes decoding images on the first run (0: one per core)",
     "data.test_fraction": "imagefolder without val/ or test/: the share of train/ held out for testing",
     "optim.name": "the optimizer: sgd | adamw (optim=NAME picks it)",
-    "optim.lr": "learning rate, > 0, constant (no schedule)",
+    "optim.lr": "learning rate, > 0 (the head's, with optim.layer_decay; the peak of a schedule)",
     "optim.momentum": "SGD's momentum, >= 0",
     "optim.weight_decay": "weight decay, >= 0",
     "optim.betas": "AdamW's [beta1, beta2], each in [0, 1)",
     "optim.implementation": "how the step runs (the same update): auto | for_loop | foreach | fused",
+    "optim.schedule": "the learning rate per batch: constant | cosine | step",
+    "optim.warmup_epochs": "a linear warm-up from 0 over this many epochs, >= 0, < train.epochs",
+    "optim.step_epochs": "optim.schedule=step: the rate drops every this many epochs, >= 1",
+    "optim.step_gamma": "optim.schedule=step: the factor of each drop, in (0, 1]",
+    "optim.layer_decay": "the head at optim.lr, each earlier stage times this, in (0, 1] (null: none)",
+    "optim.clip_grad_norm": "clip the gradients' total L2 norm to this, > 0 (null: no clipping)",
     "train.epochs": "passes over the training subset, >= 1",
     "train.batch_size": "training batch, >= 1",
     "train.eval_batch_size": "test and validation batch, >= 1",
     "train.compile": "torch.compile the model",
     "train.compile_mode": "default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs",
+    "train.label_smoothing": "the training loss's label smoothing, in [0, 1) (0: none)",
     "name": "the study: runs go to outputs/<name>/ (a folder name, not a path)",
     "seed": "initialisation, batch order and augmentation (plus repeat)",
     "repeat": "the replicate: seed + repeat, on the subset of data.subset_seed + repeat",
     "device": "auto (CUDA, else MPS, else CPU) | cuda | cpu | mps",
     "precision": "auto (bf16 on a CUDA GPU that has it, else fp32) | bf16 | fp16 | fp32",
     "deterministic": "deterministic kernels, no cuDNN autotuning (the protocol's setting; slower)",
-    "save_model": "write model.pt, a state_dict a plain torchvision model loads",
+    "save_model": "write model.pt, a state_dict the plain architecture loads (adapters merged)",
     "force": "re-run even when the run folder holds a completed run",
     "progress": "progress bar: auto (when stdout is a terminal) | on | off",
     "resume": "continue an unfinished run from its last epoch-end checkpoint",
@@ -527,6 +617,8 @@ def composition_error_line(error: Exception) -> str:
         wanted = missing.rpartition("/")[2].rstrip("'")
         close = difflib.get_close_matches(wanted, names.split(), n=3, cutoff=0.6)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        if "'model/timm/" in missing:  # the group holds torchvision's models; timm's are names
+            return f"{missing}: the model group holds torchvision's models; a timm model is model.name=timm/NAME[.TAG]"
         if len(names.split()) > MAX_LISTED_OPTIONS:  # the model group: every torchvision model
             return f"{missing}{hint}; {group.strip()} has {len(names.split())} options: transferlab train --help lists them"
         line = f"{missing}{hint}; choose one of {group.strip()}: {', '.join(names.split())}"
@@ -565,6 +657,11 @@ def override_error_line(override: str, message: str) -> str:
                     f"'~' in a value; {home}{quoted} (see {GRAMMAR_URL})")
         reason = (f"the character {character}is not allowed in an unquoted value; quote the value "
                   "(KEY='VALUE') or write a number in digits")
+    elif "mismatched input '='" in lines[0] and "=" in override.partition("=")[2]:
+        # A path into a run folder (outputs/runs/seed=1,data.fraction=0.1/model.pt) holds '=' and ','.
+        key, _, value = override.partition("=")
+        reason = (f"{lines[0]}; a value with '=' or ',' in it (a path into a run folder) must be quoted, "
+                  f"with the whole override in single quotes for the shell: '{key}=\"{value}\"'")
     else:
         reason = lines[0]
     return f"cannot read the override {override!r}: {reason} (see {GRAMMAR_URL})"

@@ -202,13 +202,21 @@ def train_one_epoch(
     on_batch: Callable[[int, _Totals], None] | None = None,
     finite_check_every: int = 50,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    label_smoothing: float = 0.0,
+    clip_grad_norm: float | None = None,
 ) -> EpochResult:
-    """One pass over ``batches``; ``scheduler``, if any, steps after every optimizer step. A NaN or
-    infinite loss stops the epoch with NonFiniteLoss: at the end, and on the way at a check every
-    ``finite_check_every`` batches (which does not wait for the device, so on a GPU it notices the
-    loss some batches later)."""
+    """One pass over ``batches``. A NaN or infinite loss stops the epoch with NonFiniteLoss: at the
+    end, and on the way at a check every ``finite_check_every`` batches (which does not wait for
+    the device, so on a GPU it notices the loss some batches later).
+
+    ``scheduler`` steps after every optimizer step; ``label_smoothing`` smooths the training loss
+    (the epoch's reported loss is that smoothed loss); ``clip_grad_norm`` rescales the gradients to
+    at most that total L2 norm before each step (after unscaling them, with a GradScaler), on the
+    device: the norm is never read on the host."""
     model.train()
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    clipped = ([p for group in optimizer.param_groups for p in group["params"]]
+               if clip_grad_norm is not None else [])
     totals = _Totals(device)
     _synchronize(device)
     start = time.perf_counter()
@@ -219,10 +227,15 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
+            if clipped:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(clipped, clip_grad_norm, foreach=True)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            if clipped:
+                torch.nn.utils.clip_grad_norm_(clipped, clip_grad_norm, foreach=True)
             optimizer.step()
         if scheduler is not None:
             scheduler.step()

@@ -66,10 +66,12 @@ class Callback:
 def fit(model: nn.Module, train_batches: Batches, optimizer: torch.optim.Optimizer, epochs: range, *,
         device: torch.device, evaluations: Mapping[str, Batches], amp_dtype: torch.dtype | None = None,
         scaler: torch.amp.GradScaler | None = None, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        label_smoothing: float = 0.0, clip_grad_norm: float | None = None,
         callbacks: Sequence[Callback] = ()) -> None:
     """Train ``model`` for each epoch of ``epochs`` (``range(4, 11)`` continues after epoch 3),
     evaluating on each of ``evaluations`` after each epoch. ``scheduler`` is stepped after every
-    optimizer step. A NaN or infinite training loss stops the fit with a TransferlabError."""
+    optimizer step; ``label_smoothing`` and ``clip_grad_norm`` go to engine.train_one_epoch. A NaN
+    or infinite training loss stops the fit with a TransferlabError."""
     batch_hooks = [c.on_batch for c in callbacks if type(c).on_batch is not Callback.on_batch]
 
     def on_batch(step: int, totals) -> None:
@@ -83,7 +85,8 @@ def fit(model: nn.Module, train_batches: Batches, optimizer: torch.optim.Optimiz
             lr = optimizer.param_groups[0]["lr"]
             try:
                 trained = train_one_epoch(model, train_batches.epoch(epoch), optimizer, device, amp_dtype, scaler,
-                                          on_batch if batch_hooks else None, scheduler=scheduler)
+                                          on_batch if batch_hooks else None, scheduler=scheduler,
+                                          label_smoothing=label_smoothing, clip_grad_norm=clip_grad_norm)
             except NonFiniteLoss as error:
                 raise TransferlabError(f"epoch {epoch}, batch {error.batch}: the training loss is not finite "
                                        "(NaN or inf); try a lower optim.lr or precision=fp32") from error

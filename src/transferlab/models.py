@@ -6,6 +6,13 @@ Any torchvision classification model can be built (``model.name``, one of
 classifier layer (``find_head``), its minimum image size is torchvision's own, and only the
 presets that need no stages (``none``, ``last_only``) apply. Freezing is data:
 ``trainable_parameter_names`` is a pure function of a model and a list of dotted names.
+
+``model.name=timm/<name>[.<tag>]`` builds a timm model instead (transferlab.timm_models): its head,
+stages and preprocessing come from timm's own metadata rather than from ``MODELS``.
+
+A weights file (``model.weights``) whose head does not fit the data's classes, or has no head,
+loads everything else and starts a fresh head (``Init.new_head``); any other mismatch is an error
+that names the keys.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 import torchvision
 from torch import nn
 
+from transferlab import timm_models
 from transferlab.errors import ConfigError, TransferlabError
 
 DEFAULT_NUM_CLASSES = 10  # CIFAR-10's; a run passes its dataset's class count
@@ -110,12 +118,16 @@ def model_names() -> list[str]:
 
 
 def check_model_name(name: str) -> None:
+    if timm_models.is_timm(name):
+        timm_models.check_name(name)
+        return
     names = model_names()
     if name not in names:
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"model.name={name!r} is not a torchvision classification model{hint} "
-                          "(torchvision.models.list_models(module=torchvision.models) lists them all)")
+                          "(torchvision.models.list_models(module=torchvision.models) lists them all; "
+                          "timm's models are model.name=timm/NAME)")
 
 
 def pretrained_weights(name: str) -> torchvision.models.WeightsEnum:
@@ -129,6 +141,8 @@ def pretrained_weights(name: str) -> torchvision.models.WeightsEnum:
 def find_head(model: nn.Module) -> str:
     """The dotted name of a model's final classifier layer: the last module (in definition order)
     that holds parameters of its own, which must be a Linear or a 1x1 Conv2d (SqueezeNet's)."""
+    if timm_models.is_timm_module(model):
+        return timm_models.head_names(model)[0]
     owners = [name for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))]
     head = owners[-1] if owners else ""
     layer = model.get_submodule(head)
@@ -139,7 +153,9 @@ def find_head(model: nn.Module) -> str:
 
 
 def head_name(model_name: str, model: nn.Module) -> str:
-    """The head of ``model`` (built as ``model_name``): the table's, else the one found generically."""
+    """The head of ``model`` (built as ``model_name``): the table's, timm's, else the one found generically."""
+    if timm_models.is_timm(model_name):
+        return timm_models.head_names(model)[0]
     return MODELS[model_name].head if model_name in MODELS else find_head(model)
 
 
@@ -152,12 +168,16 @@ def frozen_modules(model: nn.Module, model_name: str, preset: str, modules: list
         return ()
     if preset == "last_only":
         return tuple(_all_but(model, head_name(model_name, model)))
-    presets = MODELS[model_name].freeze_presets if model_name in MODELS else {}
+    if timm_models.is_timm(model_name):
+        presets = timm_models.freeze_presets(model)
+    else:
+        presets = MODELS[model_name].freeze_presets if model_name in MODELS else {}
     if preset not in presets:
         with_stages = [name for name, spec in MODELS.items() if preset in spec.freeze_presets]
         raise ConfigError(
             f"freeze={preset} needs the stages of the model, which transferlab knows for {', '.join(with_stages)} "
-            f"only; for {model_name} use freeze=none, freeze=last_only or freeze.modules=[...] with its blocks: "
+            f"and timm's models only; for {model_name} use freeze=none, freeze=last_only or freeze.modules=[...] "
+            "with its blocks: "
             f"{', '.join(freezable_module_names(model))}"
         )
     return presets[preset]
@@ -191,7 +211,8 @@ def check_image_size(model: nn.Module, model_name: str, image_size: int) -> None
         if image_size != fixed:
             raise ConfigError(f"data.image_size={image_size} does not fit {model_name}; it needs exactly {fixed}")
         return
-    minimum = min_image_size(model_name)
+    # timm's ViTs are built for the run's size; what a timm model cannot take shows in a forward pass.
+    minimum = 0 if timm_models.is_timm(model_name) else min_image_size(model_name)
     if image_size < minimum:
         raise ConfigError(f"data.image_size={image_size} is too small for {model_name}; it needs at least {minimum}")
     problem = _forward_problem(model, image_size)
@@ -216,17 +237,53 @@ def _forward_problem(model: nn.Module, image_size: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Init:
+    """How a built model was initialised (run.json's ``init`` and ``pretraining``)."""
+
+    init: str  # the weights' name (IMAGENET1K_V1, timm:a1_in1k), random, file:PATH or local-dir:FOLDER
+    source: str  # torchvision, timm, file, local-dir or scratch
+    tag: str | None  # the torchvision weights' or the timm pretraining tag; None for files and scratch
+    new_head: bool  # the head was started afresh (the weights' head did not fit the data's classes, or was missing)
+
+    @property
+    def label(self) -> str:
+        """How the report names the pretraining source: ``torchvision IMAGENET1K_V1``, ``timm a1_in1k``..."""
+        if self.source == "scratch":
+            return "from scratch"
+        return f"{self.source} {self.tag}" if self.tag else self.init
+
+    def as_record(self) -> dict[str, object]:
+        return {"source": self.source, "tag": self.tag, "label": self.label, "new_head": self.new_head}
+
+
 def build_model(name: str, pretrained: bool, weights_path: str | None = None,
-                num_classes: int = DEFAULT_NUM_CLASSES) -> nn.Module:
-    """A torchvision model with a fresh ``num_classes``-way head, initialised from ImageNet weights
-    (``pretrained_weights``), from a local state_dict (``weights_path``, which wins over
-    ``pretrained``) or at random."""
+                num_classes: int = DEFAULT_NUM_CLASSES, image_size: int | None = None) -> nn.Module:
+    """A torchvision (or ``timm/``) model with a fresh ``num_classes``-way head, initialised from
+    ImageNet weights (``pretrained_weights``), from a local state_dict (``weights_path``, which wins
+    over ``pretrained``) or at random; see ``build_model_with_init``."""
+    return build_model_with_init(name, pretrained, weights_path, num_classes, image_size)[0]
+
+
+def build_model_with_init(name: str, pretrained: bool, weights_path: str | None = None,
+                          num_classes: int = DEFAULT_NUM_CLASSES, image_size: int | None = None) -> tuple[nn.Module, Init]:
+    """(model, how it was initialised). ``image_size`` sizes the models whose input size is fixed
+    (timm's ViTs); torchvision's take their own size."""
     check_model_name(name)
+    if timm_models.is_timm(name):
+        model, init = timm_models.build(name, pretrained, weights_path, num_classes, image_size)
+        return model, Init(init.init, init.source, init.tag, init.new_head)
     if weights_path is not None:
         model = _architecture(name, weights=None)
-        _load_state_dict_file(model, name, Path(weights_path), num_classes)
-        return model
-    weights = pretrained_weights(name) if pretrained else None
+        new_head = _load_state_dict_file(model, name, Path(weights_path), num_classes)
+        return model, Init(f"file:{weights_path}", "file", None, new_head)
+    if not pretrained:
+        return _build_torchvision(name, None, num_classes), Init("random", "scratch", None, True)
+    weights = pretrained_weights(name)
+    return _build_torchvision(name, weights, num_classes), Init(weights.name, "torchvision", weights.name, True)
+
+
+def _build_torchvision(name: str, weights: torchvision.models.WeightsEnum | None, num_classes: int) -> nn.Module:
     try:
         model = _architecture(name, weights)
     except (OSError, RuntimeError) as error:  # urllib's URLError is an OSError
@@ -262,15 +319,22 @@ def _replace_head(model: nn.Module, head: str, num_classes: int) -> None:
     setattr(parent, child_name, new.to(old.weight.device))
 
 
-def _load_state_dict_file(model: nn.Module, name: str, path: Path, num_classes: int) -> None:
-    """Load an ImageNet (1000-class head) or a transferlab (``num_classes`` head) state_dict
-    into ``model``, an ImageNet-shaped architecture, and leave ``model`` with a ``num_classes`` head.
-    An ImageNet head is replaced by a fresh one, as with the downloaded weights; the weights of
-    auxiliary classifiers, which ``model`` does not have, are ignored."""
+def _load_state_dict_file(model: nn.Module, name: str, path: Path, num_classes: int) -> bool:
+    """Load a state_dict (a ``.pth``/``.pt`` torch file or ``.safetensors``) into ``model``, an
+    ImageNet-shaped architecture, and leave ``model`` with a ``num_classes`` head; whether that head
+    is new. A head of ``num_classes`` classes loads with the rest; any other (ImageNet's 1000, the
+    4 of an earlier run on other data) or none at all is replaced by a fresh one, as with the
+    downloaded weights. The weights of auxiliary classifiers, which ``model`` does not have, are
+    ignored; every other key must fit."""
     if not path.is_file():
         raise ConfigError(f"model.weights={str(path)!r}: no such file")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            loaded = load_file(path, device="cpu")
+        else:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for foreign or corrupt files
         raise ConfigError(f"model.weights={str(path)!r} is not a state_dict torch can load safely: {error}") from error
     state_dict = _unwrap_state_dict(loaded)
@@ -281,13 +345,15 @@ def _load_state_dict_file(model: nn.Module, name: str, path: Path, num_classes: 
     aux_prefixes = tuple(f"{aux}." for aux in (MODELS[name].aux_heads if name in MODELS else ()))
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith(aux_prefixes)}
     head = head_name(name, model)
-    head_weight = state_dict.get(f"{head}.weight")
-    if head_weight is not None and head_weight.shape[0] == num_classes:
-        _replace_head(model, head, num_classes)
-        load_state_dict_strict(model, state_dict, f"model.weights={str(path)!r}")
-    else:
-        load_state_dict_strict(model, state_dict, f"model.weights={str(path)!r}")
-        _replace_head(model, head, num_classes)
+    _replace_head(model, head, num_classes)
+    head_keys = {key for key in model.state_dict() if key.startswith(f"{head}.")}
+    expected = model.state_dict()
+    fits = all(key in state_dict and state_dict[key].shape == expected[key].shape for key in head_keys)
+    if not fits:  # the new head keeps its fresh initialisation; the rest must load
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(f"{head}.")}
+        state_dict.update({key: expected[key] for key in head_keys})
+    load_state_dict_strict(model, state_dict, f"model.weights={str(path)!r}")
+    return not fits
 
 
 def _unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor] | None:

@@ -28,7 +28,7 @@ place is only verified:
   - the data of data=... into data.root (CIFAR-10 or CIFAR-100; data=imagefolder checks the folder
     and decodes it into its cache, so that runs start at once);
   - the ImageNet weights of model=NAME (any torchvision model) into torch's cache, unless
-    model.pretrained=false.
+    model.pretrained=false; a timm model's (model.name=timm/NAME.TAG) into the Hugging Face cache.
 With neither data=... nor model=..., the study: CIFAR-10 and the weights of {', '.join(STUDY_MODELS)}.
 With data=... alone, only the data (no weights)."""
 
@@ -70,6 +70,10 @@ def sha256_matches(path: Path) -> bool:
 def prepare_weights(model_name: str) -> str:
     import torch
 
+    from transferlab import timm_models
+
+    if timm_models.is_timm(model_name):
+        return timm_models.prepare_weights(model_name)
     url, path = weights_file(model_name)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

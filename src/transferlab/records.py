@@ -50,7 +50,7 @@ class RunRecord:
     name: str
     model: str
     pretrained: bool
-    init: str | None  # IMAGENET1K_V1 (or the model's weights enum), random or file:PATH; set once it is known
+    init: str | None  # IMAGENET1K_V1 (the torchvision weights), timm:TAG, random, file:PATH or local-dir:DIR; once known
     data: str
     dataset: str
     transforms: Any
@@ -94,6 +94,9 @@ class RunRecord:
     resumed_after_epoch: int | None = None
     checkpoint_seconds: float | None = None  # what the checkpoints cost the training loop
     model_file: str | None = None
+    pretraining: dict[str, Any] | None = None  # {source, tag, label, new_head}: how the model was initialised
+    adapt: dict[str, Any] | None = None  # {name}; with lora its settings, adapted_modules and params_added
+    param_groups: list[dict[str, Any]] | None = None  # the optimizer's groups: [{stage, lr, parameters}]
     mlflow_run_id: str | None = None
     tuning: dict[str, Any] | None = None
     error: str | None = None
@@ -211,6 +214,7 @@ RECORD_FIELDS: dict[str, Check] = {
     "params_trainable": COUNT, "params_trainable_after_unfreeze": COUNT, "frozen_modules": TEXTS,
     "nondeterministic_ops": TEXTS, "history": ("a list of mappings",
                                                lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v)),
+    "pretraining": MAPPING, "pretraining.label": TEXT, "adapt": MAPPING, "adapt.name": TEXT,
     "tuning": MAPPING, "tuning.study": TEXT, "tuning.keys": MAPPING, "tuning.trials": COUNT,
     "tuning.best_val_acc": FRACTION,
     "config.name": TEXT, "config.seed": WHOLE, "config.deterministic": FLAG, "config.precision": TEXT,
@@ -226,6 +230,7 @@ HISTORY_FIELDS: dict[str, Check] = {
     "train_loss": LOSS, "train_acc": FRACTION, "test_loss": LOSS, "test_acc": FRACTION,
     "val_loss": LOSS, "val_acc": FRACTION,
     "epoch_seconds": SECONDS, "eval_seconds": SECONDS, "images_per_second": SECONDS,
+    "lr": ("a finite number ≥ 0", lambda v: _finite(v) and v >= 0),
 }
 
 

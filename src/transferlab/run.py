@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from transferlab import __version__
+from transferlab import __version__, adapt, schedules, timm_models
 from transferlab.callbacks import (
     CheckpointEpochs, EpochLog, FiniteEvaluation, LpFtSwitch, Progress, RecordEpochs, Trackers, record_bytes,
     start_fine_tuning,
@@ -45,8 +45,8 @@ from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.fit import Callback, fit
 from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
-    apply_freeze, build_model, check_image_size, check_model_name, count_parameters, frozen_modules, head_name,
-    pretrained_weights, trainable_parameter_names,
+    apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
+    head_name, trainable_parameter_names,
 )
 from transferlab.records import RUN_FILE, SAMPLES_FILE, RunRecord, utc_now, write_atomic, write_record
 
@@ -69,8 +69,20 @@ def hold_out_validation(train: ImageSet, fraction: float, seed: int) -> tuple[Im
     return train.subset(kept), train.subset(held_out)
 
 
-def transforms_of(data: DataConfig) -> Transforms:
-    return Transforms(data.augment, data.normalize, data.test_crop, tuple(data.crop_scale))
+def transforms_of(data: DataConfig, model: torch.nn.Module | None = None) -> Transforms:
+    """The data's transforms. data.normalize=auto takes the model's own preprocessing: a timm
+    model's mean, std, interpolation and crop (its pretrained_cfg), ImageNet's statistics for a
+    torchvision model (or before the model is built)."""
+    if data.normalize != "auto":
+        return Transforms(data.augment, data.normalize, data.test_crop, tuple(data.crop_scale))
+    base = adapt.plain_base(model) if model is not None else None
+    if base is None or not timm_models.is_timm_module(base):
+        return Transforms(data.augment, "imagenet", data.test_crop, tuple(data.crop_scale))
+    own = timm_models.data_config(base)
+    # The batched resize knows bilinear and bicubic; timm's few others (bicubic variants, nearest) resize bilinearly.
+    interpolation = own["interpolation"] if own["interpolation"] in ("bilinear", "bicubic") else "bilinear"
+    return Transforms(data.augment, "auto", own["crop_pct"], tuple(data.crop_scale), mean=own["mean"], std=own["std"],
+                      interpolation=interpolation)
 
 
 def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str, ...] = (),
@@ -187,25 +199,28 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
     train_set, val_set, test_set = _datasets(config, show_progress, record)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = _build_model(config, len(train_set.classes), device, memory_format, record)
+    model, stages = _build_model(config, len(train_set.classes), device, memory_format, record)
     optimizer = make_optimizer(
-        config.optim.name, [p for p in model.parameters() if p.requires_grad], lr=config.optim.lr,
+        config.optim.name, _parameter_groups(model, stages, config), lr=config.optim.lr,
         momentum=config.optim.momentum, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
         implementation=config.optim.implementation,
     )
+    record.param_groups = schedules.describe_groups(optimizer)
+    transforms = transforms_of(config.data, model)
+    record.transforms = transforms.describe(config.data.image_size)
+    loader_args = dict(image_size=config.data.image_size, seed=config.effective_seed, device=device,
+                       num_workers=config.data.num_workers, memory_format=memory_format, transforms=transforms)
+    train_batches = make_loader(train_set, config.data.pipeline, config.train.batch_size, train=True, **loader_args)
+    scheduler = _make_scheduler(optimizer, config, len(train_batches))  # its steps per epoch: the loader's batches
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     _remove_leftover_temporaries(run_dir)
-    epochs_done, digest = _starting_point(config, checkpoint_path, model, optimizer, scaler, record)
+    epochs_done, digest = _starting_point(config, checkpoint_path, model, optimizer, scaler, record, scheduler)
     if epochs_done:
         write_record(run_dir, record.to_dict())
     forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
 
     write_samples(run_dir / SAMPLES_FILE, train_set)
-    loader_args = dict(image_size=config.data.image_size, seed=config.effective_seed, device=device,
-                       num_workers=config.data.num_workers, memory_format=memory_format,
-                       transforms=transforms_of(config.data))
-    train_batches = make_loader(train_set, config.data.pipeline, config.train.batch_size, train=True, **loader_args)
     evaluations = {split: make_loader(images, config.data.pipeline, config.train.eval_batch_size, train=False,
                                       **loader_args)
                    for split, images in (("test", test_set), ("val", val_set)) if images is not None}
@@ -217,20 +232,23 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     writer = CheckpointWriter(checkpoint_path, record.history, record.checkpoint_seconds or 0.0, digest)
     unfreeze_at = config.freeze.unfreeze_at_epoch
     callbacks = [
-        *([LpFtSwitch(model, optimizer, record, unfreeze_at)] if unfreeze_at is not None else []),
+        *([LpFtSwitch(model, optimizer, record, unfreeze_at, scheduler)] if unfreeze_at is not None else []),
         *([Progress(len(train_batches), epochs)] if show_progress else []),
         FiniteEvaluation(),
         RecordEpochs(record),
-        CheckpointEpochs(writer, model, optimizer, scaler, run_dir, record, keep_last=config.keep_checkpoint),
+        CheckpointEpochs(writer, model, optimizer, scaler, run_dir, record, keep_last=config.keep_checkpoint,
+                         scheduler=scheduler),
         Trackers(tracker),
         EpochLog(),
         *extra_callbacks,
     ]
     try:
         fit(forward, train_batches, optimizer, range(epochs_done + 1, epochs + 1), device=device,
-            evaluations=evaluations, amp_dtype=amp_dtype, scaler=scaler, callbacks=callbacks)
-        if config.save_model:
-            save_atomically(_state_dict_on_host(model), run_dir / MODEL_FILE)
+            evaluations=evaluations, amp_dtype=amp_dtype, scaler=scaler, scheduler=scheduler,
+            label_smoothing=config.train.label_smoothing, clip_grad_norm=config.optim.clip_grad_norm,
+            callbacks=callbacks)
+        if config.save_model:  # the plain architecture, adapters merged
+            save_atomically(_state_dict_on_host(adapt.plain_model(model)), run_dir / MODEL_FILE)
             record.model_file = MODEL_FILE
     except BaseException:
         _keep_what_was_saved(writer, record)
@@ -268,23 +286,53 @@ def _remove_leftover_temporaries(run_dir: Path) -> None:
 
 
 def _build_model(config: Config, num_classes: int, device: torch.device, memory_format: torch.memory_format,
-                 record: RunRecord) -> torch.nn.Module:
-    model = build_model(config.model.name, config.model.pretrained, config.model.weights, num_classes)
-    if config.model.weights is not None:
-        record.init = f"file:{config.model.weights}"
-    else:
-        record.init = pretrained_weights(config.model.name).name if config.model.pretrained else "random"
+                 record: RunRecord) -> tuple[torch.nn.Module, list[list[str]]]:
+    """(the model, frozen and adapted as the config says, on ``device``; its stages by parameter
+    name, for optim.layer_decay)."""
+    model, init = build_model_with_init(config.model.name, config.model.pretrained, config.model.weights, num_classes,
+                                        config.data.image_size)
+    record.init, record.pretraining = init.init, init.as_record()
+    if init.new_head and init.source == "file":
+        log.info("%s: its head does not fit the %d classes of the data; a new head starts", init.init, num_classes)
     check_image_size(model, config.model.name, config.data.image_size)
     frozen = frozen_modules(model, config.model.name, config.freeze.name, config.freeze.modules)
     record.frozen_modules = list(frozen)
     trainable = trainable_parameter_names(model, frozen)
+    head = head_name(config.model.name, model)
     if not trainable:
-        head = head_name(config.model.name, model)
         raise ConfigError(f"freeze.modules={list(frozen)} leaves no parameter to train; keep {head} out of it")
     apply_freeze(model, trainable)
+    stages = schedules.stage_parameter_names(model) if config.optim.layer_decay is not None else []
+    lora = adapt.LoraSettings(config.adapt.rank, config.adapt.alpha, config.adapt.dropout,
+                              tuple(config.adapt.target_modules) if config.adapt.target_modules else None)
+    architecture_total = count_parameters(model)[0]
+    model, record.adapt = adapt.adapt_model(model, config.adapt.name, head, frozen, trainable, lora)
     model.to(device, memory_format=memory_format)
-    record.params_total, record.params_trainable = count_parameters(model)
-    return model
+    # params_total is the architecture's (what model.pt holds), so that arms adapted differently compare;
+    # LoRA's adapters (and peft's copy of the head) are counted apart.
+    adapted_total, record.params_trainable = count_parameters(model)
+    record.params_total = architecture_total
+    if adapted_total != architecture_total:
+        record.adapt["params_added"] = adapted_total - architecture_total
+    return model, stages
+
+
+def _parameter_groups(model: torch.nn.Module, stages: list[list[str]], config: Config) -> list:
+    """The optimizer's parameters: one group, or with optim.layer_decay one group per stage."""
+    if config.optim.layer_decay is None:
+        return [p for p in model.parameters() if p.requires_grad]
+    return schedules.layer_decay_groups(model, stages, config.optim.lr, config.optim.layer_decay,
+                                        base_name=adapt.base_parameter_name)
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer, config: Config,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-batch learning-rate scheduler; None for a constant rate without warm-up (the protocol's)."""
+    optim = config.optim
+    if optim.schedule == "constant" and optim.warmup_epochs == 0:
+        return None
+    return schedules.make_scheduler(optimizer, schedules.ScheduleFactor(
+        optim.schedule, steps_per_epoch, config.train.epochs, optim.warmup_epochs, optim.step_epochs, optim.step_gamma))
 
 
 def _resumes(config: Config, checkpoint_path: Path) -> bool:
@@ -295,12 +343,14 @@ def _resumes(config: Config, checkpoint_path: Path) -> bool:
 
 
 def _starting_point(config: Config, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler | None, record: RunRecord) -> tuple[int, str | None]:
+                    scaler: torch.amp.GradScaler | None, record: RunRecord,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> tuple[int, str | None]:
     """(epochs already done, the SHA-256 of the checkpoint resumed from or None): (0, None) for a
     run that starts at its first epoch, which removes the checkpoint of the run it starts over
     from (resume=false, force=true), so that no later resume takes it for this run's."""
     if _resumes(config, path):
-        return _resume(path, model, optimizer, scaler, record, config.freeze.unfreeze_at_epoch, config.train.epochs)
+        return _resume(path, model, optimizer, scaler, record, config.freeze.unfreeze_at_epoch, config.train.epochs,
+                       scheduler)
     if path.exists() or digest_path(path).exists():
         log.info("starting over: removing %s of the earlier run", path)
         remove_checkpoint(path)
@@ -309,7 +359,7 @@ def _starting_point(config: Config, path: Path, model: torch.nn.Module, optimize
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scaler: torch.amp.GradScaler | None, record: RunRecord, unfreeze_at: int | None,
-            epochs: int) -> tuple[int, str | None]:
+            epochs: int, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> tuple[int, str | None]:
     """Restore the run (of ``epochs`` epochs) from its checkpoint once its bytes match the digest
     recorded when it was written; (the number of epochs it had finished, its SHA-256 or None when
     it has no recorded digest). An LP-FT run whose checkpoint is from after the switch switches
@@ -325,8 +375,8 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
         raise CheckpointError(f"{path} says it was written after epoch {checkpoint.epoch}, but this run's epochs are "
                               f"1 to {epochs} (train.epochs={epochs}); delete it or pass resume=false")
     if unfreeze_at is not None and checkpoint.epoch > unfreeze_at:
-        start_fine_tuning(model, optimizer, record)
-    restore(checkpoint, model, optimizer, scaler, path)
+        start_fine_tuning(model, optimizer, record, scheduler)
+    restore(checkpoint, model, optimizer, scaler, path, scheduler)
     record.history = list(checkpoint.history)
     record.resumed_after_epoch = checkpoint.epoch
     record.checkpoint_seconds = checkpoint.checkpoint_seconds
@@ -362,8 +412,8 @@ def write_samples(path: Path, data: ImageSet, per_class: int = SAMPLES_PER_CLASS
 
 
 def _state_dict_on_host(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A state_dict that ``torchvision.models.get_model(name, num_classes=K)`` loads as it is, K being
-    the run's ``num_classes``."""
+    """A state_dict that ``torchvision.models.get_model(name, num_classes=K)`` (or
+    ``timm.create_model(name, num_classes=K)``) loads as it is, K being the run's ``num_classes``."""
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 

@@ -52,12 +52,25 @@ class Transforms:
     augment: ``pad_crop_flip`` (resize, zero-pad by 4 and crop back, flip: the protocol's),
     ``random_resized_crop`` (torchvision's RandomResizedCrop with ``crop_scale``, then a flip),
     ``flip`` (the test view, flipped), ``none`` (the test view). The test view resizes to
-    ``image_size / test_crop`` and centre-crops ``image_size``."""
+    ``image_size / test_crop`` and centre-crops ``image_size``.
+
+    ``mean`` and ``std``, when given, replace the statistics of ``normalize`` (data.normalize=auto:
+    a timm model's own, from its pretrained_cfg); ``interpolation`` is how images are resized
+    (bilinear, or a timm model's bicubic)."""
 
     augment: str = "pad_crop_flip"
     normalize: str = "cifar10"
     test_crop: float = 1.0
     crop_scale: tuple[float, float] = (0.08, 1.0)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: str = "bilinear"
+
+    def statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per channel that images are normalised with."""
+        if self.mean is not None and self.std is not None:
+            return tuple(self.mean), tuple(self.std)
+        return STATISTICS[self.normalize]
 
     def test_resize(self, image_size: int) -> int:
         return image_size if self.test_crop == 1.0 else round(image_size / self.test_crop)
@@ -74,8 +87,9 @@ class Transforms:
             "flip": f"{test}, RandomHorizontalFlip()",
             "none": test,
         }[self.augment]
-        mean, std = STATISTICS[self.normalize]
-        return {"train": train, "test": test, "normalize": self.normalize, "mean": list(mean), "std": list(std)}
+        mean, std = self.statistics()
+        described = {"train": train, "test": test, "normalize": self.normalize, "mean": list(mean), "std": list(std)}
+        return described | ({"interpolation": self.interpolation} if self.interpolation != "bilinear" else {})
 
 
 PROTOCOL_TRANSFORMS = Transforms()
@@ -84,13 +98,14 @@ PROTOCOL_TRANSFORMS = Transforms()
 # Batched augmentations of the device pipeline: float images in [0, 1], shape (B, 3, H, W).
 
 
-def batch_resize(images: torch.Tensor, size: int) -> torch.Tensor:
+def batch_resize(images: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     # Antialiasing only matters when shrinking (an image folder's stored images), as PIL's resize does;
     # CIFAR's 32 -> 224 is unaffected.
     shrinking = size < images.shape[-1]
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)
+    resized = F.interpolate(images, size=(size, size), mode=mode, align_corners=False, antialias=shrinking)
+    return resized.clamp_(0.0, 1.0) if mode == "bicubic" else resized  # bicubic overshoots [0, 1], as PIL's does not
 
 
 def batch_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -161,9 +176,10 @@ def batch_flip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
-def normalization(name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) of STATISTICS[name] as (1, 3, 1, 1) tensors on ``device``: made once per loader."""
-    mean, std = STATISTICS[name]
+def normalization(name: str | Transforms, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of STATISTICS[name] (or of a Transforms' own statistics) as (1, 3, 1, 1) tensors on
+    ``device``: made once per loader."""
+    mean, std = name.statistics() if isinstance(name, Transforms) else STATISTICS[name]
     return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
 
 
@@ -221,7 +237,7 @@ class DeviceLoader:
         self.device = data.images.device if device is None else torch.device(device)
         self.stream = stream
         self.labels = data.labels.to(self.device)
-        self.mean, self.std = normalization(transforms.normalize, self.device)
+        self.mean, self.std = normalization(transforms, self.device)
         self.sizes = batch_sizes(len(data), batch_size, train)
 
     def __len__(self) -> int:
@@ -251,7 +267,8 @@ class DeviceLoader:
             if self.train:
                 chosen = slice(start, start + len(index))
                 if augment == "pad_crop_flip":
-                    images = batch_crop(batch_resize(images, self.image_size), crops[chosen])
+                    images = batch_crop(batch_resize(images, self.image_size, self.transforms.interpolation),
+                                        crops[chosen])
                 elif augment == "random_resized_crop":
                     images = batch_resized_crop(images, crops[chosen], self.image_size)
                 if augment != "none":
@@ -260,7 +277,7 @@ class DeviceLoader:
             yield images, self.labels[index]
 
     def _test_view(self, images: torch.Tensor) -> torch.Tensor:
-        resized = batch_resize(images, self.transforms.test_resize(self.image_size))
+        resized = batch_resize(images, self.transforms.test_resize(self.image_size), self.transforms.interpolation)
         return batch_center_crop(resized, self.image_size)
 
     def _uint8_batches(self, on_host: tuple[torch.Tensor, ...],
@@ -312,17 +329,21 @@ def reference_transform(image_size: int, train: bool, transforms: Transforms = P
     from torchvision import transforms as T
 
     resize = transforms.test_resize(image_size)
-    test_view = [T.Resize(resize), T.CenterCrop(image_size)] if resize != image_size else [T.Resize(image_size)]
+    mode = T.InterpolationMode(transforms.interpolation)
+    test_view = ([T.Resize(resize, interpolation=mode), T.CenterCrop(image_size)] if resize != image_size
+                 else [T.Resize(image_size, interpolation=mode)])
     if not train or transforms.augment == "none":
         steps = test_view
     elif transforms.augment == "pad_crop_flip":
-        steps = [T.Resize(image_size), T.RandomCrop(image_size, padding=CROP_PADDING), T.RandomHorizontalFlip()]
+        steps = [T.Resize(image_size, interpolation=mode), T.RandomCrop(image_size, padding=CROP_PADDING),
+                 T.RandomHorizontalFlip()]
     elif transforms.augment == "random_resized_crop":
-        steps = [T.RandomResizedCrop(image_size, scale=tuple(transforms.crop_scale), ratio=RESIZED_CROP_RATIO),
+        steps = [T.RandomResizedCrop(image_size, scale=tuple(transforms.crop_scale), ratio=RESIZED_CROP_RATIO,
+                                     interpolation=mode),
                  T.RandomHorizontalFlip()]
     else:  # flip
         steps = test_view + [T.RandomHorizontalFlip()]
-    mean, std = STATISTICS[transforms.normalize]
+    mean, std = transforms.statistics()
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
 
 

@@ -69,10 +69,38 @@ def amount_order(run: pd.Series) -> tuple:
 
 
 def init_label(run: pd.Series) -> str:
+    """``pretrained`` (torchvision's ImageNet weights), ``pretrained (timm a1_in1k)`` for another
+    source, ``weights FILE`` or ``from scratch``."""
     weights = run["config"].get("model.weights")
     if weights:
         return f"weights {weights}"
-    return "pretrained" if run["pretrained"] else "from scratch"
+    if not run["pretrained"]:
+        return "from scratch"
+    source = run.get("source")
+    return "pretrained" if not isinstance(source, str) or source.startswith("torchvision") else f"pretrained ({source})"
+
+
+def source_label(run: pd.Series) -> str:
+    """The pretraining source alone: ``torchvision IMAGENET1K_V1``, ``timm a1_in1k``, ``from scratch``."""
+    source = run.get("source")
+    return source if isinstance(source, str) else init_label(run)
+
+
+def architecture_label(run: pd.Series) -> str:
+    """The architecture without its source: ``timm/resnet50.a1_in1k`` and ``resnet50`` are both ``resnet50``."""
+    return str(run["model"]).removeprefix("timm/").partition(".")[0]
+
+
+def adapt_facet_label(run: pd.Series) -> str:
+    label = run.get("adapt")
+    return label if isinstance(label, str) else "full fine-tuning"
+
+
+def adapt_order(run: pd.Series) -> tuple:
+    """Full fine-tuning first (the baseline), then the adapters by their trainable parameters, most first."""
+    label = adapt_facet_label(run)
+    trainable = trainable_epochs(run)
+    return (label != "full fine-tuning", -trainable if trainable == trainable else 0.0, label)
 
 
 def init_order(run: pd.Series) -> tuple:
@@ -129,6 +157,8 @@ FACETS = (  # in the order of table columns
     Facet("model", ("model.name",), lambda run: str(run["model"]), model_order),
     Facet("init", ("model.pretrained", "model.weights"), init_label, init_order, baseline="from scratch"),
     Facet("freeze", ("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch"), freeze_label, freeze_order),
+    Facet("how adapted", ("adapt.name", "adapt.rank", "adapt.alpha", "adapt.dropout", "adapt.target_modules"),
+          adapt_facet_label, adapt_order, baseline="full fine-tuning"),
 )
 FACET_OF_KEY = {key: facet for facet in FACETS for key in facet.keys}
 FACET_BY_NAME = {facet.name: facet for facet in FACETS}

@@ -178,6 +178,10 @@ def completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             "model": config.get("model.name"),
             "pretrained": bool(config.get("model.pretrained") or config.get("model.weights")),
             "init": record.get("init"),
+            # The pretraining source in the report's words (torchvision IMAGENET1K_V1, timm a1_in1k,
+            # from scratch...); older records, from before run.json had it, get it from their init.
+            "source": pretraining_label(record),
+            "adapt": adapt_label(record.get("adapt")),
             "strategy": strategy_label(config.get("freeze.name"), config.get("freeze.modules"),
                                        config.get("freeze.unfreeze_at_epoch")),
             "test_acc": record.get("test_acc"),
@@ -227,6 +231,30 @@ def not_completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame
              "error": _first_line(record.get("error")) or "(no error recorded: still running, or killed)"}
             for path, record in runs if record["status"] != "completed"]
     return pd.DataFrame(rows, columns=["run", "status", "error"])
+
+
+def pretraining_label(record: dict[str, Any]) -> str | None:
+    """How a run was initialised, as run.json's ``pretraining.label`` says, else from its ``init``
+    (None where the record has neither)."""
+    pretraining = record.get("pretraining")
+    if isinstance(pretraining, dict) and isinstance(pretraining.get("label"), str):
+        return pretraining["label"]
+    init = record.get("init")
+    if init is None:
+        return None
+    if init == "random":
+        return "from scratch"
+    if str(init).startswith("file:"):
+        return str(init)
+    return f"torchvision {init}"
+
+
+def adapt_label(adapt: dict[str, Any] | None) -> str:
+    """How a run adapted its model: ``full fine-tuning``, ``LoRA r=8``, ``BitFit``."""
+    name = (adapt or {}).get("name") or "none"
+    if name == "lora":
+        return f"LoRA r={adapt.get('rank')}"
+    return {"none": "full fine-tuning", "bitfit": "BitFit"}.get(name, str(name))
 
 
 def strategy_label(preset: str | None, modules: list[str] | None, unfreeze_at: int | None = None) -> str:

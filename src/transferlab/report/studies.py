@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from transferlab.report.arms import (
-    FACET_BY_NAME, FACETS, STRATEGIES, Arm, Contrast, Facet, against_baseline, all_pairs, display, facet_title,
-    facets_of, make_arms, percent_label, replicates_text, short_names, sort_key,
+    FACET_BY_NAME, FACETS, STRATEGIES, Arm, Contrast, Facet, against_baseline, all_pairs, architecture_label, display,
+    facet_title, facets_of, make_arms, percent_label, replicates_text, short_names, sort_key, source_label,
 )
 from transferlab.report.lpft import lpft_contrasts, lpft_label
 
@@ -115,6 +115,13 @@ PARTS = {
         compare=lambda arms, facets: by_each_facet(arms, facets),
         figures=TRAINING_FIGURES,
         protocol={"model.name": "resnet18", "data.fraction": 0.5, "model.pretrained": True},
+    ),
+    # experiment=sources: one architecture from several pretraining sources, each against from scratch.
+    "sources": Part(
+        label="Pretraining sources", swept=("data.fraction", "data.per_class", "model.name", "model.pretrained",
+                                            "model.weights"),
+        compare=by_init, figures=(*AMOUNT_FIGURES, ("curve", "test_acc")),
+        labels={"model": architecture_label, "init": source_label},
     ),
     "lpft": Part(
         label="LP-FT", swept=FREEZE_KEYS, compare=lambda arms, facets: lpft_contrasts(arms),

@@ -122,6 +122,7 @@ def arm_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
     keys = _swept_keys(group)
     names = short_names(keys)
     by_amount, by_model, by_freeze = (_varies(group, n) for n in ("data amount", "model", "freeze"))
+    by_freeze = by_freeze or _varies(group, "how adapted")  # an adapter's table: what trains, as freeze's
     shown, numbers = [], []
     for arm in group.arms:
         runs, accuracy, loss = arm.runs, arm.accuracy(), summarize(arm.runs["test_loss"], bounds=LOSS_BOUNDS)

@@ -1,0 +1,287 @@
+"""timm models: ``model.name=timm/<architecture>[.<tag>]``, any architecture ``timm.list_models()``
+knows, with the weights of its pretraining tag (``timm/resnet50.a1_in1k``; no tag: timm's default
+tag of the architecture).
+
+Weights come from the Hugging Face cache (timm's own download; ``HF_HUB_OFFLINE=1`` keeps it off
+the network, and ``transferlab prepare model.name=timm/...`` fills the cache on a connected
+machine), from ``model.weights=FILE`` (a ``.safetensors`` or ``.pth`` state_dict, loaded through
+timm's pretrained loading, so its checkpoint filter applies: a ViT's position embedding is resampled
+to the run's image size), or from ``model.weights=local-dir:FOLDER`` (a folder as the Hub stores a
+model: config.json and model.safetensors). The head is sized with timm's ``reset_classifier``;
+the stages of the freeze presets and of layer-wise learning-rate decay come from the model's own
+``group_matcher``. A model whose input size is fixed (ViTs) is built for the run's image size
+(``img_size=``), so ``model.pt`` of such a run loads into
+``timm.create_model(name, num_classes=K, img_size=S)``; every other one into
+``timm.create_model(name, num_classes=K)``.
+
+timm is an optional extra (``pip install 'transferlab[timm]'``); it is imported only here, and only
+when a run of a timm model starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from transferlab.errors import ConfigError, TransferlabError
+
+PREFIX = "timm/"
+LOCAL_DIR = "local-dir:"
+
+
+def is_timm(model_name: str) -> bool:
+    return model_name.startswith(PREFIX)
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError as error:
+        raise ConfigError("model.name=timm/... needs timm: pip install 'transferlab[timm]'") from error
+    return timm
+
+
+def split_name(model_name: str) -> tuple[str, str | None]:
+    """``timm/resnet50.a1_in1k`` -> (``resnet50``, ``a1_in1k``); no tag -> (architecture, None)."""
+    architecture, _, tag = model_name.removeprefix(PREFIX).partition(".")
+    return architecture, tag or None
+
+
+def check_name(model_name: str) -> None:
+    """A ConfigError unless timm knows the architecture and, when one is named, its tag."""
+    timm = _timm()
+    architecture, tag = split_name(model_name)
+    names = timm.list_models()
+    if architecture not in names:
+        close = difflib.get_close_matches(architecture, names, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(PREFIX + c for c in close)}?" if close else ""
+        raise ConfigError(f"model.name={model_name!r}: timm has no model {architecture!r}{hint} "
+                          "(timm.list_models() lists them all)")
+    if tag is not None:
+        tags = pretrained_tags(architecture)
+        if tag not in tags:
+            close = difflib.get_close_matches(tag, tags, n=3, cutoff=0.5)
+            known = f"; its tags: {', '.join(tags)}" if tags else "; it has no pretrained weights in timm"
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise ConfigError(f"model.name={model_name!r}: {architecture} has no pretraining tag {tag!r}{hint}{known}")
+
+
+def pretrained_tags(architecture: str) -> list[str]:
+    """The tags timm has weights for, its default first."""
+    timm = _timm()
+    return [name.partition(".")[2] for name in timm.list_pretrained(f"{architecture}.*")]
+
+
+def resolved_tag(model_name: str) -> str | None:
+    """The tag a run of ``model_name`` loads: the named one, else timm's default for the architecture."""
+    architecture, tag = split_name(model_name)
+    if tag is not None:
+        return tag
+    cfg = _timm().models.get_pretrained_cfg(architecture)
+    return getattr(cfg, "tag", None) if cfg is not None else None
+
+
+def weights_location(model_name: str) -> str:
+    """Where timm looks for (and downloads) the weights of ``model_name``'s tag: its folder in the
+    Hugging Face cache, or torch.hub's checkpoints folder for weights timm fetches by URL."""
+    architecture = split_name(model_name)[0]
+    tag = resolved_tag(model_name)
+    cfg = _timm().models.get_pretrained_cfg(f"{architecture}.{tag}" if tag else architecture)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if hub_id:
+        from huggingface_hub import constants
+
+        return str(Path(constants.HF_HUB_CACHE) / f"models--{hub_id.replace('/', '--')}")
+    return str(Path(torch.hub.get_dir()) / "checkpoints")
+
+
+@dataclass(frozen=True)
+class TimmInit:
+    """How a timm model was initialised, for run.json: ``init`` and whether its head is new."""
+
+    init: str  # timm:<tag>, random, file:PATH or local-dir:FOLDER
+    source: str  # timm, scratch, file, local-dir
+    tag: str | None
+    new_head: bool  # the weights' head did not fit the data (or was missing): a fresh one was started
+
+
+def build(model_name: str, pretrained: bool, weights: str | None, num_classes: int,
+          image_size: int | None = None) -> tuple[nn.Module, TimmInit]:
+    """A timm model with a ``num_classes``-way head, initialised from its tag's weights
+    (``pretrained``), from a weights file or a ``local-dir:`` folder (``weights``, which wins), or at
+    random. Models of a fixed input size are built for ``image_size``."""
+    check_name(model_name)
+    timm = _timm()
+    architecture, _ = split_name(model_name)
+    tag = resolved_tag(model_name)
+    full_name = f"{architecture}.{tag}" if tag else architecture
+    kwargs = _size_kwargs(full_name, image_size)
+    if weights is not None and weights.startswith(LOCAL_DIR):
+        folder = Path(weights.removeprefix(LOCAL_DIR)).expanduser()
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"model.weights={weights!r}: {folder} has no config.json (a local-dir: folder holds "
+                              "config.json and model.safetensors, as the Hugging Face Hub stores a timm model)")
+        model = _create(timm, f"{LOCAL_DIR}{folder}", True, num_classes, kwargs, weights)
+        model.reset_classifier(num_classes)  # a fresh head, as for a tag's weights, whatever the folder's classes
+        return model, TimmInit(weights, "local-dir", None, new_head=True)
+    if weights is not None:
+        return _from_file(timm, full_name, Path(weights), num_classes, kwargs)
+    if not pretrained:
+        model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **kwargs)
+        return model, TimmInit("random", "scratch", None, new_head=True)
+    if tag is None:
+        raise ConfigError(f"model.name={model_name!r}: timm has no pretrained weights for {architecture}; "
+                          "use model.pretrained=false (or model.weights=FILE)")
+    model = _create(timm, full_name, True, num_classes, kwargs, None, model_name)
+    # timm keeps the pretrained head when the class counts agree (1000 classes): a fresh one all the same,
+    # as torchvision's weights get, so that pretrained means the same body and a new head for every dataset.
+    model.reset_classifier(num_classes)
+    return model, TimmInit(f"timm:{tag}", "timm", tag, new_head=True)
+
+
+def _size_kwargs(full_name: str, image_size: int | None) -> dict[str, Any]:
+    """``img_size=image_size`` for a model whose input size is fixed (a ViT's position embedding
+    has one entry per patch), nothing for the others (whose constructors take no img_size)."""
+    cfg = _timm().models.get_pretrained_cfg(full_name)
+    fixed = bool(getattr(cfg, "fixed_input_size", False)) if cfg is not None else False
+    return {"img_size": image_size} if fixed and image_size is not None else {}
+
+
+def _create(timm, name: str, pretrained: bool, num_classes: int, kwargs: dict[str, Any], weights: str | None,
+            model_name: str | None = None, overlay: dict[str, Any] | None = None) -> nn.Module:
+    """timm.create_model with a pretrained load whose failure (offline, not cached) is one line."""
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes,
+                                 pretrained_cfg_overlay=overlay, **kwargs)
+    except (RuntimeError, OSError, ValueError) as error:
+        if "size mismatch" in str(error) or "Error(s) in loading state_dict" in str(error):
+            source = f"model.weights={weights!r}" if weights else model_name
+            raise ConfigError(f"{source} does not fit {name.partition(':')[2] or name}: "
+                              f"{_first_line(error)}") from error
+        if weights is not None:
+            raise ConfigError(f"model.weights={weights!r}: timm could not load it: {_first_line(error)}") from error
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") else ""
+        # huggingface_hub's LocalEntryNotFoundError: offline, and not in the cache (its message is a paragraph)
+        why = "they are not in the local cache" if "LocalEntryNotFound" in type(error).__name__ else _first_line(error)
+        raise TransferlabError(
+            f"could not load the weights of {model_name}{offline}: {why}; they go into "
+            f"{weights_location(model_name)}: run `transferlab prepare model.name={model_name}` on a connected "
+            "machine and copy that folder, or pass model.weights=FILE, or model.pretrained=false"
+        ) from error
+
+
+def prepare_weights(model_name: str) -> str:
+    """`transferlab prepare model.name=timm/...`: the tag's weights into the Hugging Face cache
+    (timm downloads them; a second call finds them there)."""
+    check_name(model_name)
+    architecture = split_name(model_name)[0]
+    tag = resolved_tag(model_name)
+    if tag is None:
+        raise TransferlabError(f"{model_name}: timm has no pretrained weights for {architecture}")
+    _create(_timm(), f"{architecture}.{tag}", True, 1000, {}, None, model_name)
+    return f"{model_name} weights ({tag}): in place, {weights_location(model_name)}"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _from_file(timm, full_name: str, path: Path, num_classes: int, kwargs: dict[str, Any]) -> tuple[nn.Module, TimmInit]:
+    """A weights file through timm's pretrained loading (its checkpoint filter applies). A head that
+    does not fit ``num_classes``, or none at all, leaves a fresh head; every other key must be there."""
+    source = f"model.weights={str(path)!r}"
+    if not path.is_file():
+        raise ConfigError(f"{source}: no such file")
+    try:
+        state_dict = timm.models.load_state_dict(str(path), weights_only=True)
+    except Exception as error:  # torch and safetensors raise several types for foreign or corrupt files
+        raise ConfigError(f"{source} is not a state_dict timm can load safely: {_first_line(error)}") from error
+    if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ConfigError(f"{source} is not a state_dict (a mapping of parameter names to tensors)")
+    with torch.device("meta"):  # shapes only: which keys the architecture has
+        shape = timm.create_model(full_name.partition(".")[0], pretrained=False, num_classes=num_classes, **kwargs)
+    heads = head_names(shape)
+    head_keys = {f"{head}.{leaf}" for head in heads for leaf in ("weight", "bias")}
+    fits = all(key in state_dict and state_dict[key].shape == tensor.shape
+               for key, tensor in shape.state_dict().items() if key in head_keys)
+    expected = set(shape.state_dict()) - head_keys
+    given = set(state_dict) - head_keys
+    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    if missing or unexpected:
+        problems = [f"{label} {len(keys)} (e.g. {', '.join(keys[:3])})"
+                    for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise ConfigError(f"{source} does not fit {full_name.partition('.')[0]}: keys {'; '.join(problems)}")
+    if not fits:  # timm drops the head when the class counts differ, and loads the rest
+        state_dict = {k: v for k, v in state_dict.items() if k not in head_keys}
+    overlay = {"state_dict": state_dict, "num_classes": num_classes if fits else -1}
+    model = _create(timm, full_name, True, num_classes, kwargs, str(path), overlay=overlay)
+    model.pretrained_cfg.pop("state_dict", None)  # the model holds the weights; the cfg need not keep a copy
+    return model, TimmInit(f"file:{path}", "file", None, new_head=not fits)
+
+
+def head_names(model: nn.Module) -> tuple[str, ...]:
+    """The classifier layer(s) of a timm model, from its pretrained_cfg (a distilled ViT has two)."""
+    classifier = model.pretrained_cfg.get("classifier") or "head"
+    return (classifier,) if isinstance(classifier, str) else tuple(classifier)
+
+
+def stages(model: nn.Module, coarse: bool = True) -> list[list[str]]:
+    """The model's parameter names by stage, input to output, as its ``group_matcher`` groups them:
+    the stem first, the head (and what timm groups with it) last. ``coarse`` groups whole stages
+    (ResNet's layer1..4), else single blocks (for layer-wise learning-rate decay)."""
+    from timm.models import group_parameters
+
+    groups = group_parameters(model, model.group_matcher(coarse=coarse))
+    return [groups[index] for index in sorted(groups)]
+
+
+def freeze_presets(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """``early`` (the first half of the stages between the stem and the head) and ``middle`` (the
+    middle half), the protocol's rule for ResNet18 applied to the model's own stages, as the fewest
+    module names that cover their parameters."""
+    try:
+        inner = stages(model)[1:-1]
+    except NotImplementedError:  # the few timm models without a group_matcher: no stages known
+        return {}
+    if not inner:
+        return {}
+    half, quarter = max(1, len(inner) // 2), len(inner) // 4
+    return {"early": covering_names(model, [n for group in inner[:half] for n in group]),
+            "middle": covering_names(model, [n for group in inner[quarter:quarter + half] for n in group])}
+
+
+def covering_names(model: nn.Module, parameter_names: list[str]) -> tuple[str, ...]:
+    """The fewest dotted names (modules, or parameters) that cover exactly ``parameter_names``."""
+    wanted = set(parameter_names)
+
+    def cover(module: nn.Module, prefix: str) -> list[str]:
+        names = [f"{prefix}{name}" for name, _ in module.named_parameters()]
+        if names and all(name in wanted for name in names):
+            return [prefix.rstrip(".")] if prefix else names
+        out = [f"{prefix}{name}" for name, _ in module.named_parameters(recurse=False) if f"{prefix}{name}" in wanted]
+        for child_name, child in module.named_children():
+            out += cover(child, f"{prefix}{child_name}.")
+        return out
+
+    return tuple(cover(model, ""))
+
+
+def data_config(model: nn.Module) -> dict[str, Any]:
+    """The model's own preprocessing (timm.data.resolve_data_config): mean, std, interpolation, crop_pct."""
+    from timm.data import resolve_data_config
+
+    resolved = resolve_data_config(model=model)
+    return {"mean": tuple(resolved["mean"]), "std": tuple(resolved["std"]),
+            "interpolation": resolved["interpolation"], "crop_pct": float(resolved["crop_pct"])}
+
+
+def is_timm_module(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "pretrained_cfg", None), Mapping) and hasattr(model, "group_matcher")
