@@ -55,11 +55,13 @@ PROBE_CACHED = "cached features, BN in evaluation mode, no augmentation"
 PROBE_IN_LOOP = "in the training loop"
 FEATURES_FORMAT = 1  # bump when what a feature cache stores changes
 ABOUT_FILE = "about.json"
-# L-BFGS's L2 sweep (CLIP: 1e-6 to 1e6, log-spaced): one value a decade first, then a finer one
-# around the best of those.
-COARSE_L2 = tuple(10.0 ** k for k in range(-6, 7))
-FINE_STEPS = 8  # values between the best coarse value's two neighbours, each side
-LBFGS_ITERATIONS = 500  # an upper bound: L-BFGS stops earlier once its steps no longer change the loss
+# L-BFGS's L2 sweep, one value a decade first, then a finer one around the best of those. CLIP sweeps
+# scikit-learn's C over 1e-6 to 1e6 on a summed loss, which is l2 = 1 / (C * N) on our mean loss:
+# 4e-11 to 40 for N = 25,000 images; this range covers that but for the weakest penalties, where a
+# fit on features (of order 1, hundreds of them) is unregularised already.
+COARSE_L2 = tuple(10.0 ** k for k in range(-8, 3))
+FINE_STEPS = 4  # values between the best coarse value's two neighbours, each side
+LBFGS_ITERATIONS = 100  # per value of the sweep, each warm-started from the fit of the stronger value before it
 
 
 # --- what a feature depends on ---------------------------------------------------------------------
@@ -309,12 +311,14 @@ class FeatureBatches:
 
 @dataclass(frozen=True)
 class LogisticFit:
-    """What ``fit_logistic_regression`` chose: the L2 strength, its validation accuracy, every
-    value it tried (l2 -> validation accuracy, a fraction), and the seconds it took."""
+    """What ``fit_logistic_regression`` chose: the L2 strength, its validation accuracy (a
+    fraction) and loss, every value it tried (l2 -> (validation accuracy, validation loss)), and
+    the seconds it took."""
 
     l2: float
     val_accuracy: float
-    sweep: dict[float, float] = field(default_factory=dict)
+    val_loss: float
+    sweep: dict[float, tuple[float, float]] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -324,20 +328,21 @@ def fit_logistic_regression(head: nn.Linear, train: Features, val: Features,
     """Fit ``head`` (its weight and bias, in place) by full-batch L-BFGS on the mean cross-entropy
     of ``train`` plus ``l2 / 2 * ||weight||^2`` (the bias is not penalised), with ``l2`` chosen by its
     accuracy on ``val``: first over ``coarse``, then over ``fine_steps`` log-spaced values each
-    side of the best coarse value up to its neighbours. Ties go to the stronger penalty. The head
-    ends with the weights fitted at the chosen ``l2``."""
+    side of the best coarse value up to its neighbours. Ties in accuracy (which does not change
+    with the weights' scale, so a penalty that only shrinks them ties) go to the lower validation
+    loss. The head ends with the weights fitted at the chosen ``l2``."""
     start = time.perf_counter()
     if len(val) == 0:
         raise ConfigError("freeze.probe=lbfgs chooses its L2 strength on the validation split, which is empty; "
                           "set data.val_fraction > 0")
-    sweep: dict[float, float] = {}
+    sweep: dict[float, tuple[float, float]] = {}
     states: dict[float, dict[str, torch.Tensor]] = {}
 
     def trial(l2: float, warm: dict[str, torch.Tensor] | None) -> None:
         if warm is not None:
             head.load_state_dict(warm)
         _lbfgs(head, train, l2, max_iterations)
-        sweep[l2] = _accuracy(head, val)
+        sweep[l2] = _scores(head, val)
         states[l2] = {k: v.detach().clone() for k, v in head.state_dict().items()}
 
     with torch.no_grad():
@@ -356,12 +361,12 @@ def fit_logistic_regression(head: nn.Linear, train: Features, val: Features,
         trial(l2, states[min((k for k in states if k >= l2), default=best)])
     best = _best(sweep)
     head.load_state_dict(states[best])
-    return LogisticFit(best, sweep[best], dict(sorted(sweep.items())), time.perf_counter() - start)
+    return LogisticFit(best, *sweep[best], dict(sorted(sweep.items())), time.perf_counter() - start)
 
 
-def _best(sweep: dict[float, float]) -> float:
-    """The l2 of the highest validation accuracy; the largest l2 among ties."""
-    return max(sweep, key=lambda l2: (sweep[l2], l2))
+def _best(sweep: dict[float, tuple[float, float]]) -> float:
+    """The l2 of the highest validation accuracy, the lowest validation loss among ties."""
+    return max(sweep, key=lambda l2: (sweep[l2][0], -sweep[l2][1], l2))
 
 
 def _lbfgs(head: nn.Linear, train: Features, l2: float, max_iterations: int) -> None:
@@ -383,7 +388,12 @@ def _lbfgs(head: nn.Linear, train: Features, l2: float, max_iterations: int) -> 
 
 
 @torch.no_grad()
-def _accuracy(head: nn.Module, data: Features, batch: int = 65536) -> float:
-    correct = sum(int((head(data.features[i:i + batch]).argmax(1) == data.labels[i:i + batch]).sum())
-                  for i in range(0, len(data), batch))
-    return correct / max(len(data), 1)
+def _scores(head: nn.Module, data: Features, batch: int = 65536) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``head`` on ``data``."""
+    correct, loss = 0, 0.0
+    for i in range(0, len(data), batch):
+        logits = head(data.features[i:i + batch]).float()
+        labels = data.labels[i:i + batch]
+        correct += int((logits.argmax(1) == labels).sum())
+        loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+    return correct / max(len(data), 1), loss / max(len(data), 1)

@@ -1,0 +1,218 @@
+"""Linear probes on cached frozen features (transferlab.probe): the cache, its batches, the
+L-BFGS fit, and the cached probe against the probe in the training loop."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from transferlab import probe
+from transferlab.data import Transforms, make_loader, make_synthetic
+from transferlab.engine import train_one_epoch
+from transferlab.errors import ConfigError, TransferlabError
+from transferlab.models import build_model
+
+CPU = torch.device("cpu")
+NO_AUGMENTATION = Transforms(augment="none")
+
+
+def tiny_backbone_model() -> nn.Module:
+    """A BatchNorm- and dropout-free CNN whose head, ``fc``, is its last step: its training and
+    evaluation modes compute the same."""
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("conv", nn.Conv2d(3, 8, 3, stride=2))
+    model.add_module("relu", nn.ReLU())
+    model.add_module("pool", nn.AdaptiveAvgPool2d(2))
+    model.add_module("flat", nn.Flatten())
+    model.add_module("fc", nn.Linear(32, 10))
+    return model
+
+
+def image_batches(data, train: bool, seed: int = 0, batch_size: int = 16):
+    return make_loader(data, "device", batch_size, 32, train, seed, CPU, 0, transforms=NO_AUGMENTATION)
+
+
+def build_cache(folder, model, head, sets, identity=None):
+    identity = identity or {"model": "test"}
+    return probe.features_cache(
+        folder / probe.cache_key(identity), {split: data.labels for split, data in sets.items()}, identity,
+        {split: (lambda data=data: probe.extract_features(model, head, image_batches(data, False).epoch(1), CPU))
+         for split, data in sets.items()})
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return make_synthetic(48, 24, seed=3)
+
+
+def test_features_are_the_heads_input_in_evaluation_mode(synthetic):
+    train, _ = synthetic
+    model = build_model("resnet18", False, None, 10)
+    model.train()
+    batches = list(probe.extract_features(model, "fc", image_batches(train, False).epoch(1), CPU))
+    features = torch.cat([f for f, _ in batches])
+    model.fc = nn.Identity()
+    model.eval()
+    with torch.no_grad():
+        expected = torch.cat([model(images) for images, _ in image_batches(train, False).epoch(1)])
+    assert features.shape == (48, 512)
+    torch.testing.assert_close(features, expected)
+    assert model.training is False  # ours: the extraction restored the mode it found (train) on its model
+
+
+def test_extraction_restores_the_training_mode(synthetic):
+    train, _ = synthetic
+    model = build_model("resnet18", False, None, 10).train()
+    list(probe.extract_features(model, "fc", image_batches(train, False).epoch(1), CPU))
+    assert model.training and model.layer1[0].bn1.training
+
+
+def test_a_head_that_is_not_the_last_step_is_refused(synthetic):
+    train, _ = synthetic
+    model = tiny_backbone_model()
+    with pytest.raises(ConfigError, match="needs a model whose head .*conv.* is its last step"):
+        list(probe.extract_features(model, "conv", image_batches(train, False).epoch(1), CPU))
+
+
+def test_the_cache_is_built_once_and_then_read(tmp_path, synthetic):
+    train, test = synthetic
+    model = tiny_backbone_model()
+    built_features, built = build_cache(tmp_path, model, "fc", {"train": train, "test": test})
+    assert built
+    calls = []
+
+    def never(*args):
+        calls.append(args)
+        return iter(())
+
+    identity = {"model": "test"}
+    read, rebuilt = probe.features_cache(tmp_path / probe.cache_key(identity),
+                                         {"train": train.labels, "test": test.labels}, identity,
+                                         {"train": never, "test": never})
+    assert not rebuilt and not calls
+    torch.testing.assert_close(read["train"].features, built_features["train"].features)
+    assert torch.equal(read["test"].labels, test.labels)
+    about = json.loads((tmp_path / probe.cache_key(identity) / probe.ABOUT_FILE).read_text())
+    assert about["splits"] == {"train": 48, "test": 24} and about["features"] == 32
+
+
+@pytest.mark.parametrize("damage", ["truncate", "about", "labels"])
+def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, synthetic, caplog, damage):
+    train, test = synthetic
+    model = tiny_backbone_model()
+    first, _ = build_cache(tmp_path, model, "fc", {"train": train, "test": test})
+    expected = first["train"].features.clone()
+    folder = tmp_path / probe.cache_key({"model": "test"})
+    if damage == "truncate":
+        os.truncate(folder / "train.npy", 1000)
+    elif damage == "about":
+        (folder / probe.ABOUT_FILE).write_text("{not json")
+    else:
+        (folder / "test_labels.npy").write_bytes((folder / "train_labels.npy").read_bytes())
+    with caplog.at_level(logging.WARNING, logger="transferlab.probe"):
+        features, built = build_cache(tmp_path, model, "fc", {"train": train, "test": test})
+    assert built
+    assert any("feature cache" in r.getMessage() and "damaged" in r.getMessage() for r in caplog.records)
+    torch.testing.assert_close(features["train"].features, expected)
+
+
+def test_an_unwritable_cache_folder_is_one_line(tmp_path, synthetic):
+    train, test = synthetic
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(TransferlabError) as error:
+        build_cache(blocker / "features", tiny_backbone_model(), "fc", {"train": train, "test": test})
+    assert "feature cache cannot be written" in str(error.value) and "data.cache_dir" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_only_the_head_may_train():
+    probe.check_head_only(["fc.weight", "fc.bias"], "fc")
+    with pytest.raises(ConfigError, match=r"^freeze.cached_features=true needs a run in which only the head \(fc\) "
+                                          r"trains, but layer4.1.conv2.weight train too"):
+        probe.check_head_only(["layer4.1.conv2.weight", "fc.weight", "fc.bias"], "fc")
+
+
+def test_feature_batches_come_in_the_image_pipelines_order(synthetic):
+    train, _ = synthetic
+    images = image_batches(train, True, seed=7, batch_size=10)
+    features = probe.FeatureBatches(probe.Features(torch.arange(48.0)[:, None], train.labels), 10, True, seed=7)
+    assert len(features) == len(images) == 5
+    for epoch in (1, 2):
+        image_labels = [labels for _, labels in images.epoch(epoch)]
+        feature_batches = list(features.epoch(epoch))
+        assert [len(b) for b, _ in feature_batches] == [len(labels) for labels in image_labels]
+        assert all(torch.equal(a, b) for (_, a), b in zip(feature_batches, image_labels))
+    first, second = (torch.cat([f for f, _ in features.epoch(e)]).flatten() for e in (1, 2))
+    assert not torch.equal(first, second) and sorted(first.tolist()) == list(range(48))
+
+
+def test_weights_identity_names_the_file_by_its_bytes(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(3)}, path)
+    first = probe.weights_identity(str(path), None, 1)
+    assert first == probe.weights_identity(str(path), None, 2)  # the seed does not change a loaded backbone
+    torch.save({"w": torch.ones(3)}, path)
+    assert probe.weights_identity(str(path), None, 1) != first
+    assert probe.weights_identity(None, None, 1) != probe.weights_identity(None, None, 2)  # a random one, it does
+    assert probe.weights_identity(None, "ResNet18_Weights.IMAGENET1K_V1", 1) == "torchvision ResNet18_Weights.IMAGENET1K_V1"
+
+
+def _blobs(count: int, seed: int, flip: bool = False) -> probe.Features:
+    """Two classes apart in the first of 20 dimensions, the others noise: with few training
+    images, a weak penalty fits the noise."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % 2
+    features = torch.randn(count, 20, generator=generator)
+    features[:, 0] += 1.5 * (2 * labels - 1)
+    return probe.Features(features, 1 - labels if flip else labels)
+
+
+SWEEP = dict(coarse=(1e-4, 1e-2, 1.0, 100.0), fine_steps=2)
+
+
+def test_lbfgs_chooses_the_l2_on_the_validation_split():
+    train, val = _blobs(24, 0), _blobs(200, 1)
+    head = nn.Linear(20, 2)
+    fit = probe.fit_logistic_regression(head, train, val, **SWEEP)
+    accuracies = {l2: accuracy for l2, (accuracy, _) in fit.sweep.items()}
+    assert fit.val_accuracy == max(accuracies.values()) > accuracies[1e-4]  # the penalty mattered
+    assert len(fit.sweep) > 4  # the fine sweep ran around the best coarse value
+    assert probe._scores(head, val) == pytest.approx((fit.val_accuracy, fit.val_loss))  # the head holds that fit
+    # The same training images, a validation split that contradicts them: another choice.
+    flipped = probe.fit_logistic_regression(nn.Linear(20, 2), train, _blobs(200, 1, flip=True), **SWEEP)
+    assert flipped.l2 != fit.l2
+    assert flipped.val_accuracy == max(accuracy for accuracy, _ in flipped.sweep.values())
+
+
+def test_lbfgs_without_a_validation_split_is_refused():
+    with pytest.raises(ConfigError, match="data.val_fraction"):
+        probe.fit_logistic_regression(nn.Linear(20, 2), _blobs(10, 0),
+                                      probe.Features(torch.zeros(0, 20), torch.zeros(0, dtype=torch.long)))
+
+
+def test_the_cached_probe_trains_the_head_as_the_training_loop_does(tmp_path, synthetic):
+    """A frozen backbone without BatchNorm or dropout, no augmentation, the same optimizer and seed:
+    the head trained on cached features ends where the head trained in the loop does."""
+    train, test = synthetic
+    in_loop = tiny_backbone_model()
+    for name, parameter in in_loop.named_parameters():
+        parameter.requires_grad_(name.startswith("fc."))
+    cached = tiny_backbone_model()
+    head = cached.get_submodule("fc")
+    features, _ = build_cache(tmp_path, cached, "fc", {"train": train, "test": test})
+    loop_optimizer = torch.optim.SGD([p for p in in_loop.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+    cached_optimizer = torch.optim.SGD(head.parameters(), lr=0.05, momentum=0.9)
+    feature_batches = probe.FeatureBatches(features["train"], 16, True, seed=5)
+    for epoch in (1, 2, 3):
+        looped = train_one_epoch(in_loop, image_batches(train, True, seed=5).epoch(epoch), loop_optimizer, CPU)
+        fitted = train_one_epoch(head, feature_batches.epoch(epoch), cached_optimizer, CPU)
+        assert fitted.loss == pytest.approx(looped.loss, rel=1e-4)
+    torch.testing.assert_close(cached.fc.weight, in_loop.fc.weight, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(cached.fc.weight, tiny_backbone_model().fc.weight)  # it did train
