@@ -216,3 +216,29 @@ def test_the_cached_probe_trains_the_head_as_the_training_loop_does(tmp_path, sy
         assert fitted.loss == pytest.approx(looped.loss, rel=1e-4)
     torch.testing.assert_close(cached.fc.weight, in_loop.fc.weight, rtol=1e-4, atol=1e-5)
     assert not torch.equal(cached.fc.weight, tiny_backbone_model().fc.weight)  # it did train
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["freeze=early", "freeze.cached_features=true"],
+     "freeze.cached_features=true needs a run in which only the head trains, but freeze=early trains more"),
+    (["freeze=none", "freeze.cached_features=true"], "but freeze=none trains more"),
+    (["freeze=last_only", "freeze.probe=lbfgs"], "freeze.probe=lbfgs fits the head on cached features"),
+    (["freeze=last_only", "freeze.cached_features=true", "freeze.probe=lbfgs"], "set data.val_fraction > 0"),
+    (["freeze.probe=sgd"], "freeze.probe='sgd' is not allowed; choose one of: optimizer, lbfgs"),
+])
+def test_cached_features_config_is_refused_in_one_line(overrides, message):
+    from transferlab.config import compose_config
+
+    with pytest.raises(ConfigError) as error:
+        compose_config(["data=synthetic", *overrides])
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_cached_features_config_for_a_probe():
+    from transferlab.config import compose_config
+
+    config = compose_config(["freeze=lp_ft", "freeze.cached_features=true", "train.epochs=4"])
+    assert config.freeze.cached_features and config.freeze.probe == "optimizer"
+    config = compose_config(["freeze=last_only", "freeze.cached_features=true", "freeze.probe=lbfgs",
+                             "data.val_fraction=0.1"])
+    assert config.freeze.probe == "lbfgs"
