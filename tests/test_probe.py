@@ -242,3 +242,49 @@ def test_cached_features_config_for_a_probe():
     config = compose_config(["freeze=last_only", "freeze.cached_features=true", "freeze.probe=lbfgs",
                              "data.val_fraction=0.1"])
     assert config.freeze.probe == "lbfgs"
+
+
+def test_the_report_keeps_cached_and_in_loop_probes_apart():
+    """A cached-feature probe is never an arm of the loop's: the LP-FT study gives each its own row
+    and compares each LP-FT arm with the probe of its own kind."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from report_records import groups_of, hand_record
+
+    lpft = ("name=lpft", "train.epochs=4")
+    records = {}
+    for seed in (1, 2):
+        records[f"full-{seed}"] = hand_record(*lpft, seed=seed, test_acc=0.9)
+        records[f"probe-{seed}"] = hand_record(*lpft, "freeze=last_only", seed=seed, test_acc=0.6)
+        records[f"cached-{seed}"] = hand_record(*lpft, "freeze=last_only", "freeze.cached_features=true",
+                                                seed=seed, test_acc=0.7)
+        records[f"lpft-cached-{seed}"] = hand_record(*lpft, "freeze=lp_ft", "freeze.cached_features=true",
+                                                     seed=seed, test_acc=0.92, params_trainable_after_unfreeze=11)
+    [group] = groups_of(records)
+    labels = [arm.label for arm in group.arms]
+    assert sorted(labels) == sorted(["full fine-tuning", "linear probe", "linear probe (cached features)",
+                                     "linear probe (cached features), then fine-tune after epoch 2"])
+    assert all(len(arm.runs) == 2 for arm in group.arms)
+    compared = {(c.arm.label, c.baseline.label) for c in group.contrasts}
+    assert compared == {("linear probe (cached features), then fine-tune after epoch 2", "full fine-tuning"),
+                        ("linear probe (cached features), then fine-tune after epoch 2",
+                         "linear probe (cached features)")}
+
+
+def test_a_cached_probe_in_part_c_is_its_own_group_without_the_reference():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from report_records import groups_of, hand_record
+
+    groups = groups_of({"loop": hand_record("name=part_c", "freeze=last_only"),
+                        "cached": hand_record("name=part_c", "freeze=last_only", "freeze.cached_features=true")})
+    assert len(groups) == 2
+    [cached] = [g for g in groups if g.runs["config"].iloc[0]["freeze.cached_features"]]
+    assert "last_only (cached features)" in cached.title
+    assert cached.note.startswith("No reference column") and "cached_features=true" in cached.note
+    [loop] = [g for g in groups if g is not cached]
+    assert "(cached features)" not in loop.title and not loop.note.startswith("No reference column")

@@ -82,7 +82,8 @@ def init_order(run: pd.Series) -> tuple:
 def freeze_label(run: pd.Series) -> str:
     config = run["config"]
     return strategy_label(config.get("freeze.name"), config.get("freeze.modules"),
-                          config.get("freeze.unfreeze_at_epoch"))
+                          config.get("freeze.unfreeze_at_epoch"), config.get("freeze.cached_features"),
+                          config.get("freeze.probe"))
 
 
 def trainable_epochs(run: pd.Series) -> float:
@@ -128,7 +129,8 @@ FACETS = (  # in the order of table columns
     Facet("data amount", ("data.fraction", "data.per_class"), amount_label, amount_order),
     Facet("model", ("model.name",), lambda run: str(run["model"]), model_order),
     Facet("init", ("model.pretrained", "model.weights"), init_label, init_order, baseline="from scratch"),
-    Facet("freeze", ("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch"), freeze_label, freeze_order),
+    Facet("freeze", ("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch", "freeze.cached_features",
+                     "freeze.probe"), freeze_label, freeze_order),
 )
 FACET_OF_KEY = {key: facet for facet in FACETS for key in facet.keys}
 FACET_BY_NAME = {facet.name: facet for facet in FACETS}
