@@ -168,6 +168,24 @@ def _check_head_is_last(layer: nn.Module, head: str, features: torch.Tensor, log
 
 # --- the cache -------------------------------------------------------------------------------------
 
+def probe_features(model: nn.Module, head: str, sets: dict[str, Any], batches_of, cache_root: Path,
+                   identity: dict[str, Any], device: torch.device,
+                   amp_dtype: torch.dtype | None = None) -> tuple[dict[str, Features], dict[str, Any]]:
+    """The features of each of ``sets`` ({split: ImageSet}) at the input of ``model``'s ``head``,
+    on ``device``, from the cache for ``identity`` in ``cache_root/features/`` (extracted first,
+    through ``batches_of(ImageSet)``, the evaluation batches of the test-time transform, when it is
+    missing or damaged), and what run.json records of it: the cache folder, whether this run
+    built it, and the seconds it took to build or read."""
+    start = time.perf_counter()
+    folder = Path(cache_root).expanduser() / "features" / cache_key(identity)
+    extract = {split: (lambda data=data: extract_features(model, head, batches_of(data).epoch(1), device, amp_dtype))
+               for split, data in sets.items()}
+    features, built = features_cache(folder, {split: data.labels for split, data in sets.items()}, identity, extract)
+    features = {split: split_features.to(device) for split, split_features in features.items()}
+    return features, {"feature_cache": str(folder), "feature_cache_built": built,
+                      "feature_seconds": round(time.perf_counter() - start, 3)}
+
+
 def features_cache(folder: Path, splits: dict[str, torch.Tensor], identity: dict[str, Any],
                    extract: dict[str, Any]) -> tuple[dict[str, Features], bool]:
     """({split: Features}, whether it was built now) from the cache in ``folder``, built first

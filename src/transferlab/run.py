@@ -19,6 +19,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from transferlab.checkpoint import (
 from transferlab.config import Config, DataConfig, as_dict, result_config
 from transferlab.data import (
     ImageSet, Transforms, describe_source, images_per_class, load_cifar10, load_cifar100, load_imagefolder, make_loader,
-    make_synthetic, stratified_split, subset_indices,
+    make_synthetic, scan_folder, stratified_split, subset_indices,
 )
 from transferlab.engine import (
     EpochResult, NonFiniteLoss, ProgressBar, configure_determinism, evaluate, make_optimizer,
@@ -46,7 +47,12 @@ from transferlab.models import (
     apply_freeze, build_model, check_image_size, check_model_name, count_parameters, frozen_modules, head_name,
     pretrained_weights, trainable_parameter_names, unfreeze,
 )
+from transferlab.probe import (
+    PROBE_CACHED, PROBE_IN_LOOP, FeatureBatches, check_head_only, feature_identity, fit_logistic_regression,
+    probe_features, weights_identity,
+)
 from transferlab.records import RUN_FILE, SAMPLES_FILE, utc_now, write_atomic, write_record
+from transferlab.data.cache import default_cache_dir
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
@@ -243,20 +249,34 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
              len(train_set), len(test_set), record["device_name"], record["precision"])
 
     epochs = config.train.epochs
+    probe = _cached_probe(config, model, device, amp_dtype, train_set, val_set, test_set, loader_args, record) \
+        if config.freeze.cached_features else None
     writer = CheckpointWriter(checkpoint_path, record["history"], record.setdefault("checkpoint_seconds", 0.0), digest)
     try:
+        if probe is not None and config.freeze.probe == "lbfgs" and epochs_done == 0:
+            epochs_done = unfreeze_at if unfreeze_at is not None else epochs
+            trained, tested, validated = _fit_lbfgs(probe, device, record)
+            record["history"].append(_history_entry(epochs_done, trained, tested, validated))
+            record.update(test_acc=tested.accuracy, test_loss=tested.loss, val_acc=validated.accuracy,
+                          val_loss=validated.loss)
+            if epochs_done < epochs or config.keep_checkpoint:
+                _save_checkpoint(writer, epochs_done, model, optimizer, scaler, run_dir, record)
         for epoch in range(epochs_done + 1, epochs + 1):
             if unfreeze_at is not None and epoch == unfreeze_at + 1:
                 _start_fine_tuning(model, optimizer, record)
-            bar = ProgressBar(f"epoch {epoch}/{epochs}", len(train_batches), sys.stdout) if show_progress else None
+            # A probe on cached features trains the head alone on them, until LP-FT's switch.
+            on_features = probe is not None and (unfreeze_at is None or epoch <= unfreeze_at)
+            net = probe.head if on_features else forward
+            batches, tests, vals = (probe.train, probe.test, probe.val) if on_features else \
+                (train_batches, test_batches, val_batches)
+            bar = ProgressBar(f"epoch {epoch}/{epochs}", len(batches), sys.stdout) if show_progress else None
             try:
-                trained = train_one_epoch(forward, train_batches.epoch(epoch), optimizer, device, amp_dtype, scaler,
-                                          bar)
+                trained = train_one_epoch(net, batches.epoch(epoch), optimizer, device, amp_dtype, scaler, bar)
             except NonFiniteLoss as error:
                 raise TransferlabError(f"epoch {epoch}, batch {error.batch}: the training loss is not finite "
                                        "(NaN or inf); try a lower optim.lr or precision=fp32") from error
-            tested = evaluate(forward, test_batches.epoch(epoch), device, amp_dtype)
-            validated = None if val_batches is None else evaluate(forward, val_batches.epoch(epoch), device, amp_dtype)
+            tested = evaluate(net, tests.epoch(epoch), device, amp_dtype)
+            validated = None if vals is None else evaluate(net, vals.epoch(epoch), device, amp_dtype)
             _check_finite_evaluation(epoch, tested, validated)
             entry = _history_entry(epoch, trained, tested, validated)
             record["history"].append(entry)
@@ -361,9 +381,84 @@ def _build_model(config: Config, num_classes: int, device: torch.device, memory_
         head = head_name(config.model.name, model)
         raise ConfigError(f"freeze.modules={list(frozen)} leaves no parameter to train; keep {head} out of it")
     apply_freeze(model, trainable)
+    head = head_name(config.model.name, model)
+    if config.freeze.cached_features:
+        check_head_only(trainable, head)
+    if all(name.startswith(f"{head}.") for name in trainable):  # a linear probe (LP-FT's first phase included)
+        record["probe"] = PROBE_CACHED if config.freeze.cached_features else PROBE_IN_LOOP
     model.to(device, memory_format=memory_format)
     record["params_total"], record["params_trainable"] = count_parameters(model)
     return model
+
+
+@dataclass(frozen=True)
+class _CachedProbe:
+    """A head and the cached features it fits on: training, test and (or None) validation batches."""
+
+    head: torch.nn.Module
+    train: FeatureBatches
+    test: FeatureBatches
+    val: FeatureBatches | None
+
+
+def _cached_probe(config: Config, model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None,
+                  train_set: ImageSet, val_set: ImageSet | None, test_set: ImageSet, loader_args: dict[str, Any],
+                  record: dict[str, Any]) -> _CachedProbe:
+    """freeze.cached_features=true: the frozen backbone's features of every split (evaluation mode,
+    the test-time transform), from the feature cache (extracted on the first run), and the model's
+    head with its batches over them."""
+    head = head_name(config.model.name, model)
+    sets = {"train": train_set, "test": test_set, **({"val": val_set} if val_set is not None else {})}
+    cache_root = Path(config.data.cache_dir) if config.data.cache_dir is not None else default_cache_dir()
+    features, about = probe_features(
+        model, head, sets,
+        lambda data: make_loader(data, config.data.pipeline, config.train.eval_batch_size, train=False, **loader_args),
+        cache_root, _feature_identity(config, record), device, amp_dtype)
+    record.update(about)
+    log.info("features: %s (%s, %.1f s)", about["feature_cache"],
+             "extracted now" if about["feature_cache_built"] else "from the cache", about["feature_seconds"])
+    seed = config.effective_seed
+    return _CachedProbe(
+        model.get_submodule(head),
+        FeatureBatches(features["train"], config.train.batch_size, train=True, seed=seed),
+        FeatureBatches(features["test"], config.train.eval_batch_size, train=False, seed=seed),
+        FeatureBatches(features["val"], config.train.eval_batch_size, train=False, seed=seed) if "val" in features
+        else None)
+
+
+def _feature_identity(config: Config, record: dict[str, Any]) -> dict[str, Any]:
+    """What the features of this run depend on (probe.feature_identity): the cache's key."""
+    data = config.data
+    source: dict[str, Any] = {"name": data.name}
+    if data.name == "synthetic":
+        source.update(num_train=data.num_train, num_test=data.num_test, seed=data.subset_seed)
+    elif data.name == "imagefolder":
+        source.update(content=scan_folder(data.root).content_key(data.stored_size), stored_size=data.stored_size,
+                      test_fraction=data.test_fraction, test_seed=data.subset_seed)
+    subset = {**record["subset"], "val_fraction": data.val_fraction}
+    weights = pretrained_weights(config.model.name) if config.model.pretrained and config.model.weights is None else None
+    init = weights_identity(config.model.weights, f"{type(weights).__name__}.{weights.name}" if weights else None,
+                            config.effective_seed)
+    transforms = record["transforms"]
+    return feature_identity(model_name=config.model.name, init=init, image_size=data.image_size,
+                            test_view={"test": transforms["test"], "mean": transforms["mean"], "std": transforms["std"]},
+                            data=source, subset=subset, device_type=record["device"].split(":")[0],
+                            precision=record["precision"], versions=record["versions"])
+
+
+def _fit_lbfgs(probe: _CachedProbe, device: torch.device, record: dict[str, Any]) -> tuple[EpochResult, ...]:
+    """freeze.probe=lbfgs: the head fitted by L-BFGS logistic regression, its L2 strength chosen on
+    the validation split; (training, test, validation) results of the fitted head."""
+    log.info("fitting the head by L-BFGS logistic regression, choosing its L2 strength on the validation split")
+    fitted = fit_logistic_regression(probe.head, probe.train.data, probe.val.data)
+    record.update(probe_l2=fitted.l2, probe_seconds=round(fitted.seconds, 3),
+                  probe_l2_sweep=[{"l2": l2, "val_acc": acc, "val_loss": loss}
+                                  for l2, (acc, loss) in fitted.sweep.items()])
+    trained = evaluate(probe.head, probe.train.epoch(1), device)
+    trained = EpochResult(trained.loss, trained.accuracy, trained.images, fitted.seconds)
+    log.info("L-BFGS chose l2=%g (validation accuracy %.2f%%) of %d values in %.1f s", fitted.l2,
+             100 * fitted.val_accuracy, len(fitted.sweep), fitted.seconds)
+    return trained, evaluate(probe.head, probe.test.epoch(1), device), evaluate(probe.head, probe.val.epoch(1), device)
 
 
 def _resumes(config: Config, checkpoint_path: Path) -> bool:
