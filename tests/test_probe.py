@@ -288,3 +288,72 @@ def test_a_cached_probe_in_part_c_is_its_own_group_without_the_reference():
     assert cached.note.startswith("No reference column") and "cached_features=true" in cached.note
     [loop] = [g for g in groups if g is not cached]
     assert "(cached features)" not in loop.title and not loop.note.startswith("No reference column")
+
+
+# --- whole runs ---------------------------------------------------------------------------------------
+
+def _weights_file(folder):
+    """An ImageNet-shaped ResNet18 state_dict, saved by the test: the backbone every run loads."""
+    path = folder / "resnet18.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        torch.save(build_model("resnet18", False, None, 1000).state_dict(), path)
+    return path
+
+
+def _probe_run(tmp_path, name, *overrides):
+    from conftest import tiny_config
+
+    from transferlab.run import run_training
+
+    overrides = ("data.num_train=40", "data.num_test=20", f"model.weights={_weights_file(tmp_path)}",
+                 f"data.cache_dir={tmp_path / 'cache'}", "freeze=last_only", "data.augment=none", *overrides)
+    record = run_training(tiny_config(*overrides), tmp_path / name, list(overrides))
+    return record.to_dict() if hasattr(record, "to_dict") else record
+
+
+@pytest.mark.slow
+def test_a_cached_probe_reuses_its_features_across_seeds_and_saves_the_whole_network(tmp_path):
+    import torchvision
+
+    from transferlab.data import make_synthetic
+
+    first = _probe_run(tmp_path, "first", "freeze.cached_features=true", "train.epochs=2", "save_model=true")
+    assert first["status"] == "completed", first.get("error")
+    assert first["probe"] == probe.PROBE_CACHED and first["feature_cache_built"] is True
+    second = _probe_run(tmp_path, "second", "freeze.cached_features=true", "train.epochs=2", "seed=7",
+                        "optim.lr=0.01")
+    assert second["status"] == "completed" and second["feature_cache_built"] is False  # not extracted again
+    assert second["feature_cache"] == first["feature_cache"] and second["test_acc"] is not None
+    # model.pt is the whole network with the fitted head: torchvision's ResNet18 loads it as it is, and
+    # in evaluation mode on the test images it scores what the run recorded.
+    model = torchvision.models.resnet18(num_classes=10)
+    model.load_state_dict(torch.load(tmp_path / "first" / "model.pt", weights_only=True))
+    _, test = make_synthetic(40, 20, seed=42)
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(images) for images, _ in image_batches(test, False).epoch(1)])
+    assert (logits.argmax(1) == test.labels).float().mean().item() == pytest.approx(first["test_acc"])
+    initial = build_model("resnet18", False, str(_weights_file(tmp_path)), 10)
+    assert torch.equal(model.layer1[0].conv1.weight, initial.layer1[0].conv1.weight)  # the backbone as loaded
+    in_loop = _probe_run(tmp_path, "in_loop", "train.epochs=1")
+    assert in_loop["probe"] == probe.PROBE_IN_LOOP and "feature_cache" not in in_loop
+
+
+def test_a_run_with_more_than_the_head_training_is_refused_in_one_line(tmp_path):
+    record = _probe_run(tmp_path, "refused", "freeze.cached_features=true",
+                        "freeze.modules=[conv1,bn1,layer1,layer2,layer3]")
+    assert record["status"] == "failed"
+    assert record["error"].startswith("freeze.cached_features=true needs a run in which only the head (fc) trains, "
+                                      "but layer4.0.conv1.weight")
+    assert "\n" not in record["error"] and not (tmp_path / "cache" / "features").exists()
+
+
+@pytest.mark.slow
+def test_an_lbfgs_probe_records_its_l2_sweep(tmp_path):
+    record = _probe_run(tmp_path, "lbfgs", "freeze.cached_features=true", "freeze.probe=lbfgs",
+                        "data.val_fraction=0.25", "train.epochs=3")
+    assert record["status"] == "completed", record.get("error")
+    sweep = {entry["l2"]: entry["val_acc"] for entry in record["probe_l2_sweep"]}
+    assert record["probe_l2"] in sweep and sweep[record["probe_l2"]] == max(sweep.values()) == record["val_acc"]
+    assert [entry["epoch"] for entry in record["history"]] == [3]
