@@ -100,10 +100,6 @@ def cache_key(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def labels_digest(labels: torch.Tensor) -> str:
-    return hashlib.sha256(labels.cpu().to(torch.int64).numpy().tobytes()).hexdigest()[:16]
-
-
 # --- the model split at its head -------------------------------------------------------------------
 
 def check_head_only(trainable_names: Sequence[str], head: str) -> None:
@@ -153,7 +149,7 @@ def extract_features(model: nn.Module, head: str, batches: Iterable[tuple[torch.
                 features = captured[0]
                 if index == 0:
                     _check_head_is_last(layer, head, features, logits)
-            yield features.float().flatten(1), labels
+            yield features.float(), labels
     finally:
         hook.remove()
         model.train(training)
