@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from hydra import compose, initialize_config_dir
 
 import transferlab.config as config_module
 from transferlab.config import Config, config_dir, register_with_hydra
+from transferlab.fit import Callback
 
 # A CPU run of a few seconds: small images, a few hundred generated images, no download.
 TINY = [
@@ -61,6 +63,32 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False):
 
 def tiny_config(*overrides: str) -> Config:
     return config_module.compose_config([*TINY, *overrides])
+
+
+class At(Callback):
+    """A test's hand in a run (``run_training(..., callbacks=[At(2, 1, interrupt)])``): calls ``do()``
+    after training batch ``batch`` of epoch ``epoch``, or at that epoch's end with batch=None
+    (after the run's own callbacks: its checkpoint is handed to the writer); every batch of every
+    epoch with epoch=None."""
+
+    def __init__(self, epoch: int | None, batch: int | None, do: Callable[[], object]):
+        self.epoch, self.batch, self.do, self.current = epoch, batch, do, 0
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.current = epoch
+
+    def on_batch(self, step: int, totals) -> None:
+        if self.epoch is None or (self.batch is not None and (self.current, step) == (self.epoch, self.batch)):
+            self.do()
+
+    def on_epoch_end(self, end) -> None:
+        if self.batch is None and end.epoch == self.epoch:
+            self.do()
+
+
+def interrupt() -> None:
+    """What Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def write_cifar10(root: Path, train_per_batch: int = 40, num_test: int = 80, seed: int = 0) -> Path:

@@ -18,6 +18,7 @@ def test_help_lists_the_commands(tmp_path):
     result = transferlab("--help", cwd=tmp_path)
     assert result.returncode == 0
     assert "train" in result.stdout and "report" in result.stdout
+    assert "transferlab cache list, transferlab cache remove PATH|--all" in result.stdout
     unknown = transferlab("fly", cwd=tmp_path)
     assert unknown.returncode == 2 and "unknown command 'fly'; choose one of: train, study, report, prepare" in unknown.stderr
 
@@ -98,3 +99,31 @@ def test_bad_input_exits_nonzero_with_one_clear_line(tmp_path, weight_files, ove
     assert "Traceback" not in output
     [line] = [line for line in output.splitlines() if message in line]
     assert len(line) < 600
+
+
+@pytest.mark.slow
+def test_the_cache_command_lists_and_removes_image_caches_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import cli_env, write_image_folder
+
+    root = write_image_folder(tmp_path / "pets", per_class=2)
+    decoded = transferlab("prepare", "data=imagefolder", f"data.root={root}", "data.cache_dir=cache", cwd=tmp_path)
+    assert decoded.returncode == 0, decoded.stdout + decoded.stderr
+    listed = transferlab("cache", "list", "--dir", "cache", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    [row] = [line for line in listed.stdout.splitlines() if line.startswith(str(tmp_path / "cache"))]
+    assert row.split()[1:4] == [str(root), "12", "64x64"]
+    script = ("import sys\nfrom transferlab.cli import main\n"
+              "assert main(['cache', 'remove', '--all', '--dir', 'cache']) == 0\n"
+              "heavy = ('torch', 'torchvision', 'numpy')\n"
+              "print(sorted(name for name in sys.modules if name.partition('.')[0] in heavy))")
+    removed = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env(), capture_output=True,
+                             text=True, timeout=120)
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.startswith(f"removed {row.split()[0]} (") and removed.stdout.splitlines()[-1] == "[]"
+    assert not [path for path in (tmp_path / "cache" / "imagefolder").iterdir() if path.is_dir()]
+    refused = transferlab("cache", "remove", str(root), cwd=tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"transferlab cache: error: {root} is not an image cache")

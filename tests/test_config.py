@@ -38,6 +38,15 @@ def test_synthetic_keeps_the_protocol_schedule_and_transforms():
     assert (config.data.fraction, config.data.image_size, config.train.batch_size) == (0.5, 224, 64)
 
 
+def test_an_image_folder_trains_on_all_of_its_images_unless_asked():
+    """data.fraction's 0.5 is the study's CIFAR recipe: a user's own folder was silently halved."""
+    folder = validate(compose_config(["data=imagefolder"])).data
+    assert (folder.fraction, folder.per_class) == (1.0, None)
+    assert validate(compose_config(["data=imagefolder", "data.fraction=0.5"])).data.fraction == 0.5
+    assert validate(compose_config(["data=imagefolder", "data.per_class=5"])).data.fraction is None
+    assert validate(compose_config(["data=cifar10"])).data.fraction == 0.5
+
+
 @pytest.mark.parametrize("override, message", [
     ("data.fraction=0", "data.fraction=0.0 is not allowed; it must be in (0, 1]"),
     ("data.fraction=1.01", "data.fraction=1.01 is not allowed"),
@@ -92,6 +101,47 @@ def test_run_folder_names_are_safe_and_distinct():
     long_a, long_b = ",".join(f"key{i}=value" for i in range(40)), ",".join(f"key{i}=value" for i in range(41))
     assert len(run_dirname(long_a).encode()) <= 200 and run_dirname(long_a) != run_dirname(long_b)
     assert run_dirname(long_a).startswith("key0=value,key1=value")
+
+
+def test_equal_spellings_of_a_value_name_one_run_folder():
+    """model.pretrained=False (as a sweep writes it) and model.pretrained=false named two folders,
+    so the same run trained twice instead of being skipped."""
+    def folder(*overrides: str) -> str:
+        return compose_config(list(overrides), return_hydra_config=True).hydra.run.dir
+
+    assert folder("model.pretrained=False") == folder("model.pretrained=FALSE") == "outputs/runs/model.pretrained=false"
+    assert folder("model.pretrained=True", "optim.lr=0.10") == "outputs/runs/model.pretrained=true,optim.lr=0.1"
+    assert folder("data.fraction=1.00") == folder("data.fraction=1.0") == "outputs/runs/data.fraction=1.0"
+    # The usual spellings keep their folders (existing outputs are still found); strings stay as typed.
+    assert folder("optim.lr=1e-3", "save_model=true") == "outputs/runs/optim.lr=1e-3,save_model=true"
+    assert folder("name=False") == "outputs/False/defaults"
+    assert folder("data=imagefolder", "data.root=False") == "outputs/runs/data=imagefolder,data.root=False"
+
+
+def test_a_home_folder_in_a_path_setting_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = validate(compose_config(["data=imagefolder", "data.root='~/photos/birds'", "data.cache_dir='~/cache'",
+                                      "model.weights='~/w.pt'"]))
+    assert (config.data.root, config.data.cache_dir, config.model.weights) == (
+        f"{tmp_path}/photos/birds", f"{tmp_path}/cache", f"{tmp_path}/w.pt")
+    assert validate(compose_config([])).data.root == "data"  # relative paths stay relative
+
+
+def test_an_unquoted_tilde_is_one_line_saying_how_to_write_it(tmp_path, monkeypatch):
+    """The docs' own data.root=~/photos/birds failed in Hydra's grammar where the shell (zsh, sh) does
+    not expand it, with an error that said to quote the value, which the shell then unquoted."""
+    from transferlab.config import compose_config as compose_and_validate
+
+    with pytest.raises(ConfigError) as error:
+        compose_and_validate(["data=imagefolder", "data.root=~/photos/birds"])
+    line = str(error.value)
+    assert "\n" not in line and line.startswith("cannot read the override 'data.root=~/photos/birds': ")
+    assert "write data.root=$HOME/photos/birds, or quote it for Hydra inside the shell's quotes: " \
+           "data.root=\"'~/photos/birds'\"" in line
+    # What the shell hands on of the quoted spelling works, and is the home folder.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    quoted = compose_and_validate(["data=imagefolder", "data.root='~/photos/birds'"])
+    assert quoted.data.root == f"{tmp_path}/photos/birds"
 
 
 def test_each_dataset_gets_its_own_transforms_and_cifar10_keeps_the_protocols():

@@ -26,11 +26,8 @@ SMALL_RUN = ("data.num_train=32", "data.num_test=16")
 
 
 def exit_code(*argv: str) -> int:
-    """What `transferlab ARGV` exits with, run in this process (a failed run exits through SystemExit)."""
-    try:
-        return main(list(argv))
-    except SystemExit as exit_:
-        return exit_.code
+    """What `transferlab ARGV` exits with, run in this process: main returns it, never exits."""
+    return main(list(argv))
 
 
 def error_lines(text: str) -> list[str]:
@@ -81,12 +78,14 @@ def test_every_float_setting_of_the_schema_refuses_nan_and_infinity(bad):
 def test_a_non_finite_test_loss_fails_the_run(tmp_path, monkeypatch):
     """One training batch can end finite while its step leaves the weights NaN: the test loss is
     then NaN, which made a `completed` run."""
-    real_evaluate = run_module.evaluate
+    import transferlab.fit as fit_module
+
+    real_evaluate = fit_module.evaluate
 
     def diverged(*args, **kwargs):
         return dataclasses.replace(real_evaluate(*args, **kwargs), loss=math.nan)
 
-    monkeypatch.setattr(run_module, "evaluate", diverged)
+    monkeypatch.setattr(fit_module, "evaluate", diverged)
     record = run_training(tiny_config(*SMALL_RUN), tmp_path)
     assert record["status"] == "failed"
     assert record["error"] == ("epoch 1: the test loss is not finite (nan); the weights diverged: try a lower "
@@ -137,7 +136,10 @@ def broken_conf(tmp_path, monkeypatch) -> Path:
     conf = tmp_path / "conf"
     shutil.copytree(config_dir(), conf)
     (conf / "optim" / "sgd.yaml").write_text("name: sgd\nlr: [0.1\nmomentum: 0.9\n")
-    monkeypatch.setattr(config_module, "config_dir", lambda: conf)
+    import transferlab.launch as launch_module
+
+    for module in (config_module, launch_module):
+        monkeypatch.setattr(module, "config_dir", lambda: conf)
     monkeypatch.chdir(tmp_path)
     return conf
 

@@ -2,12 +2,14 @@
 the one-line errors, on folders the tests write (PNG and JPEG, mixed sizes and modes)."""
 
 import errno
+import json
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -407,3 +409,118 @@ def test_a_decoding_killed_with_sigkill_leaves_nothing_the_next_run_keeps(tmp_pa
     train, test = load(root, tmp_path / "cache")
     assert len(train) + len(test) == 64 and not temporary.exists()
     assert len(cache_entries(tmp_path / "cache")) == 1
+
+
+def _decode_recording_signals(folder):
+    def recording(path, size):
+        handlers = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+        names = ["default" if h == signal.SIG_DFL else "ignored" if h == signal.SIG_IGN else "the run's"
+                 for h in handlers]
+        (folder / f"{os.getpid()}.txt").write_text(" ".join(names))
+        return decode_image(path, size)
+
+    return recording
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_decoding_workers_do_not_inherit_the_runs_signal_handlers(tmp_path, monkeypatch, capfd, corrupt):
+    """Under the run's SIGTERM handler (run.py raises RunInterrupted), the SIGTERM with which the pool
+    ends its workers printed a traceback from each worker before the one-line error."""
+    root = write_image_folder(tmp_path / "pets", per_class=8)
+    if corrupt:
+        path = root / "val" / "owl" / "val_owl_1.jpg"
+        path.write_bytes(path.read_bytes()[:200])
+    seen = tmp_path / "workers"
+    seen.mkdir()
+    monkeypatch.setattr(cache_module, "decode_image", _decode_recording_signals(seen))
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        if corrupt:
+            with pytest.raises(TransferlabError, match="is not an image Pillow can read"):
+                load(root, tmp_path / "cache", workers=2)
+        else:
+            load(root, tmp_path / "cache", workers=2)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    workers = {path.stem: path.read_text() for path in seen.iterdir()}
+    assert workers and str(os.getpid()) not in workers
+    assert set(workers.values()) == {"default ignored"}  # SIGTERM ends a worker quietly; Ctrl-C stops the run
+    assert "Traceback" not in capfd.readouterr().err
+
+
+# The stored size, and `transferlab cache`: 7 MB of 8x8 PNGs became 337 MB of 256x256 in ~/.cache.
+
+
+def _small_folder(root, sides=((8, 8), (6, 10), (8, 5))):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            (root / split / name).mkdir(parents=True)
+            for index, (width, height) in enumerate(sides):
+                pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{index}.png")
+    return root
+
+
+def test_small_images_are_stored_at_the_largest_centre_square_not_blown_up(tmp_path, monkeypatch):
+    root = _small_folder(tmp_path / "tiny")
+    train, test = load(root, tmp_path / "cache", stored_size=256)
+    assert tuple(train.images.shape[1:]) == tuple(test.images.shape[1:]) == (3, 8, 8)  # the largest square is 8x8
+    assert torch.equal(train.images[0], torch.from_numpy(decode_image(root / "train" / "cat" / "0.png", 8).copy()))
+    [folder] = (tmp_path / "cache" / "imagefolder").glob("[0-9a-f]*[!k]")
+    about = json.loads((folder / "about.json").read_text())
+    assert (about["stored_size"], about["requested_stored_size"]) == (8, 256)
+    assert (folder / "images.npy").stat().st_size < 12 * 3 * 8 * 8 + 200  # 12 images of 8x8 and the header
+
+    def refuse(path, size):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(cache_module, "decode_image", refuse)
+    again, _ = load(root, tmp_path / "cache", stored_size=256)  # the cache is whole and read as it is
+    assert torch.equal(again.images, train.images)
+    monkeypatch.undo()
+    # Larger images than data.stored_size are stored at data.stored_size, as before.
+    assert tuple(load(root, tmp_path / "cache", stored_size=8)[0].images.shape[2:]) == (8, 8)
+    big = write_image_folder(tmp_path / "pets", per_class=3)  # centre squares from 23 to 64 pixels
+    assert tuple(load(big, tmp_path / "cache", stored_size=256)[0].images.shape[2:]) == (64, 64)
+    assert tuple(load(big, tmp_path / "cache", stored_size=24)[0].images.shape[2:]) == (24, 24)
+
+
+def test_cache_list_shows_each_cache_and_remove_frees_it(tmp_path, capsys):
+    from transferlab import caches
+    from transferlab.locks import file_lock
+
+    cache = tmp_path / "cache"
+    birds, pets = _small_folder(tmp_path / "birds"), write_image_folder(tmp_path / "pets", per_class=3)
+    load(birds, cache, stored_size=256)
+    load(pets, cache, stored_size=24)
+    assert caches.main(["list", "--dir", str(cache)]) == 0
+    header, *rows, total = capsys.readouterr().out.splitlines()
+    assert header.split() == ["CACHE", "SOURCE", "IMAGES", "STORED", "ON", "DISK", "LAST", "USED"]
+    assert len(rows) == 2 and rows[0].split()[1] == str(pets.resolve())  # the last used first
+    assert rows[0].split()[2:4] == ["18", "24x24"] and rows[1].split()[1:4] == [str(birds.resolve()), "12", "8x8"]
+    listed = {Path(row.split()[0]) for row in rows}
+    assert listed == {path for path in (cache / "imagefolder").iterdir() if path.is_dir()}
+    assert total.startswith("2 cache(s), ") and total.endswith(f"on disk in {cache / 'imagefolder'}")
+
+    pets_cache = next(path for path in listed if json.loads((path / "about.json").read_text())["images"] == 18)
+    with file_lock(caches.lock_path(pets_cache)):  # a run decoding or opening it
+        assert caches.main(["remove", str(pets_cache), "--dir", str(cache)]) == 1
+    assert f"{pets_cache} is in use: a run is decoding or opening it" in capsys.readouterr().err
+    assert pets_cache.exists()
+    assert caches.main(["remove", str(tmp_path / "pets"), "--dir", str(cache)]) == 1  # not a cache: left alone
+    assert "is not an image cache" in capsys.readouterr().err and (tmp_path / "pets" / "train").exists()
+    assert caches.main(["remove", str(pets_cache)]) == 0
+    assert capsys.readouterr().out.startswith(f"removed {pets_cache} (")
+    assert not pets_cache.exists() and len(caches.image_caches(cache)) == 1
+    assert caches.main(["remove", "--all", "--dir", str(cache)]) == 0
+    assert caches.image_caches(cache) == []
+    capsys.readouterr()
+    assert caches.main(["list", "--dir", str(cache)]) == 0
+    assert capsys.readouterr().out.strip() == f"no image caches in {cache / 'imagefolder'}"
+    train, test = load(pets, cache, stored_size=24)  # a removed cache is decoded again
+    assert len(train) + len(test) == 18 and len(caches.image_caches(cache)) == 1

@@ -13,7 +13,7 @@ from transferlab.config import validate
 from transferlab.errors import ConfigError, RunInterrupted
 from transferlab.run import MODEL_FILE, run_training
 
-from conftest import compose_config, tiny_config
+from conftest import At, compose_config, interrupt, tiny_config
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 # freeze=lp_ft probes for half of the 3 epochs: the switch comes at the start of epoch 2.
@@ -68,22 +68,10 @@ def uninterrupted(tmp_path_factory, start_weights):
     return record, torch.load(run_dir / MODEL_FILE, weights_only=True)
 
 
-def stop_after_epoch(epochs: int, config, run_dir, monkeypatch) -> None:
+def stop_after_epoch(epochs: int, config, run_dir) -> None:
     """Run until ``epochs`` epochs are done and checkpointed, then interrupt the next one."""
-    import transferlab.run as run_module
-
-    real_evaluate, calls = run_module.evaluate, []
-
-    def evaluate_then_interrupt(*args, **kwargs):
-        calls.append(1)
-        if len(calls) > epochs:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(run_module, "evaluate", evaluate_then_interrupt)
     with pytest.raises(RunInterrupted):
-        run_training(config, run_dir)
-    monkeypatch.undo()
+        run_training(config, run_dir, callbacks=[At(epochs + 1, 1, interrupt)])
 
 
 def test_the_frozen_modules_join_the_optimizer_at_the_switch(uninterrupted, start_weights):
@@ -99,7 +87,7 @@ def test_the_frozen_modules_join_the_optimizer_at_the_switch(uninterrupted, star
 def test_a_run_stopped_on_either_side_of_the_switch_resumes_exactly(tmp_path, monkeypatch, uninterrupted,
                                                                     start_weights, stopped_after, groups):
     config = tiny_config(*LPFT, f"model.weights={start_weights}")
-    stop_after_epoch(stopped_after, config, tmp_path, monkeypatch)
+    stop_after_epoch(stopped_after, config, tmp_path)
     checkpoint = load_checkpoint(tmp_path / CHECKPOINT_FILE)
     assert checkpoint.epoch == stopped_after
     param_groups = checkpoint.optimizer["param_groups"]

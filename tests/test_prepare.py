@@ -1,6 +1,8 @@
 """`transferlab prepare`, offline: what cannot be fetched is named; what is in place is a no-op."""
 
 import hashlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from transferlab.prepare import main, prepare, sha256_matches, weights_file
 
 from transferlab.config import DataConfig
 
-from conftest import write_cifar10, write_cifar100, write_image_folder
+from conftest import cli_env, write_cifar10, write_cifar100, write_image_folder
 
 
 @pytest.fixture
@@ -91,3 +93,33 @@ def test_prepare_decodes_an_image_folder_into_its_cache(tmp_path, capsys):
     (root / "train" / "cat" / "train_cat_0.png").write_bytes(b"not a png")
     assert main(run) == 1
     assert "error: image folder: " in capsys.readouterr().out
+
+
+def test_prepare_fetches_the_weights_of_a_named_model_only(tmp_path, offline, capsys):
+    """`transferlab prepare data=imagefolder ...` failed offline unless model.pretrained=false was
+    added: it fetched the study's three models' weights too."""
+    root = write_image_folder(tmp_path / "birds", per_class=3, splits=("train",))
+    folder = ["data=imagefolder", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}"]
+    assert main(folder) == 0
+    output = capsys.readouterr().out
+    assert output.startswith(f"ok: image folder {root}:") and "weights" not in output
+    assert main([*folder, "model=vgg16"]) == 1  # a model named: its weights, and only its
+    output = capsys.readouterr().out
+    assert "error: vgg16 weights: could not fetch" in output and output.count("weights:") == 1
+    assert main(["data=cifar10", f"data.root={tmp_path / 'data'}"]) == 1  # data named: the data only
+    output = capsys.readouterr().out
+    assert "error: CIFAR-10: " in output and "weights" not in output
+    assert main(["--help"]) == 0
+    assert "With data=... alone, only the data (no weights)." in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_prepare_help_does_not_import_torch(tmp_path):
+    script = ("import contextlib, io, sys\nfrom transferlab.cli import main\n"
+              "with contextlib.redirect_stdout(io.StringIO()) as out:\n    assert main(['prepare', '--help']) == 0\n"
+              "assert 'usage: transferlab prepare' in out.getvalue()\n"
+              "print(sorted(name for name in sys.modules if name.partition('.')[0] in ('torch', 'torchvision')))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"

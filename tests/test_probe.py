@@ -176,6 +176,7 @@ def _blobs(count: int, seed: int, flip: bool = False) -> probe.Features:
 SWEEP = dict(coarse=(1e-4, 1e-2, 1.0, 100.0), fine_steps=2)
 
 
+@pytest.mark.slow
 def test_lbfgs_chooses_the_l2_on_the_validation_split():
     train, val = _blobs(24, 0), _blobs(200, 1)
     head = nn.Linear(20, 2)
@@ -198,23 +199,51 @@ def test_lbfgs_without_a_validation_split_is_refused():
 
 def test_the_cached_probe_trains_the_head_as_the_training_loop_does(tmp_path, synthetic):
     """A frozen backbone without BatchNorm or dropout, no augmentation, the same optimizer and seed:
-    the head trained on cached features ends where the head trained in the loop does."""
+    the head trained on cached features (as run.py hands them to fit) ends where the head trained
+    in the loop does."""
+    from transferlab.fit import Callback, fit
+
     train, test = synthetic
     in_loop = tiny_backbone_model()
     for name, parameter in in_loop.named_parameters():
         parameter.requires_grad_(name.startswith("fc."))
     cached = tiny_backbone_model()
-    head = cached.get_submodule("fc")
     features, _ = build_cache(tmp_path, cached, "fc", {"train": train, "test": test})
-    loop_optimizer = torch.optim.SGD([p for p in in_loop.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
-    cached_optimizer = torch.optim.SGD(head.parameters(), lr=0.05, momentum=0.9)
-    feature_batches = probe.FeatureBatches(features["train"], 16, True, seed=5)
-    for epoch in (1, 2, 3):
-        looped = train_one_epoch(in_loop, image_batches(train, True, seed=5).epoch(epoch), loop_optimizer, CPU)
-        fitted = train_one_epoch(head, feature_batches.epoch(epoch), cached_optimizer, CPU)
-        assert fitted.loss == pytest.approx(looped.loss, rel=1e-4)
+
+    class Losses(Callback):
+        def __init__(self):
+            self.train, self.test = [], []
+
+        def on_epoch_end(self, end):
+            self.train.append(end.trained.loss)
+            self.test.append(end.evaluated["test"].loss)
+
+    looped, fitted = Losses(), Losses()
+    fit(in_loop, image_batches(train, True, seed=5), torch.optim.SGD(
+        [p for p in in_loop.parameters() if p.requires_grad], lr=0.05, momentum=0.9), range(1, 4), device=CPU,
+        evaluations={"test": image_batches(test, False)}, callbacks=[looped])
+    fit(probe.HeadOrNetwork(cached, cached.fc), probe.PhasedBatches(
+        probe.FeatureBatches(features["train"], 16, True, seed=5), image_batches(train, True, seed=5), 3),
+        torch.optim.SGD(cached.fc.parameters(), lr=0.05, momentum=0.9), range(1, 4), device=CPU,
+        evaluations={"test": probe.FeatureBatches(features["test"], 16, False, seed=5)}, callbacks=[fitted])
+    assert fitted.train == pytest.approx(looped.train, rel=1e-4)
+    assert fitted.test == pytest.approx(looped.test, rel=1e-4)
     torch.testing.assert_close(cached.fc.weight, in_loop.fc.weight, rtol=1e-4, atol=1e-5)
     assert not torch.equal(cached.fc.weight, tiny_backbone_model().fc.weight)  # it did train
+
+
+def test_phased_batches_switch_from_features_to_images_after_the_probe(synthetic):
+    train, _ = synthetic
+    images = image_batches(train, True, seed=1)
+    features = probe.FeatureBatches(probe.Features(torch.zeros(48, 4), train.labels), 16, True, seed=1)
+    phased = probe.PhasedBatches(features, images, last_feature_epoch=2)
+    shapes = [next(iter(phased.epoch(epoch)))[0].dim() for epoch in (1, 2, 3, 4)]
+    assert shapes == [2, 2, 4, 4]
+    model = tiny_backbone_model()
+    both = probe.HeadOrNetwork(model, model.fc)
+    batch = next(iter(images.epoch(1)))[0]
+    torch.testing.assert_close(both(batch), model(batch))
+    torch.testing.assert_close(both(torch.ones(3, 32)), model.fc(torch.ones(3, 32)))
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -346,6 +375,33 @@ def test_a_run_with_more_than_the_head_training_is_refused_in_one_line(tmp_path)
     assert record["error"].startswith("freeze.cached_features=true needs a run in which only the head (fc) trains, "
                                       "but layer4.0.conv1.weight")
     assert "\n" not in record["error"] and not (tmp_path / "cache" / "features").exists()
+
+
+@pytest.mark.slow
+def test_a_cached_lp_ft_run_stopped_in_its_probe_resumes_exactly(tmp_path):
+    """LP-FT on cached features: stopped after the first probe epoch, resumed, it ends bit for bit
+    where an uninterrupted run ends, without extracting the features again."""
+    from conftest import At, interrupt, tiny_config
+
+    from transferlab.errors import RunInterrupted
+    from transferlab.run import run_training
+
+    overrides = ("data.num_train=40", "data.num_test=20", f"model.weights={_weights_file(tmp_path)}",
+                 f"data.cache_dir={tmp_path / 'cache'}", "freeze=lp_ft", "freeze.cached_features=true",
+                 "train.epochs=4", "deterministic=true", "save_model=true")
+    whole = run_training(tiny_config(*overrides), tmp_path / "whole")
+    assert whole["status"] == "completed", whole.get("error")
+    assert whole["feature_cache_built"] and whole["params_trainable_after_unfreeze"] == whole["params_total"]
+    with pytest.raises(RunInterrupted):
+        run_training(tiny_config(*overrides), tmp_path / "stopped", callbacks=[At(2, 1, interrupt)])
+    resumed = run_training(tiny_config(*overrides), tmp_path / "stopped")
+    assert resumed["status"] == "completed" and resumed["resumed_after_epoch"] == 1
+    assert resumed["feature_cache_built"] is False
+    assert [e["test_acc"] for e in resumed["history"]] == [e["test_acc"] for e in whole["history"]]
+    ours, theirs = (torch.load(tmp_path / name / "model.pt", weights_only=True) for name in ("stopped", "whole"))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    start = build_model("resnet18", False, str(_weights_file(tmp_path)), 10).state_dict()
+    assert not torch.equal(ours["layer1.0.conv1.weight"], start["layer1.0.conv1.weight"])  # fine-tuned after the switch
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from transferlab.errors import RunInterrupted
 from transferlab.models import build_model
 from transferlab.run import run_training
 
-from conftest import TINY, start_transferlab, tiny_config, transferlab
+from conftest import TINY, At, interrupt, start_transferlab, tiny_config, transferlab
 
 # Three deterministic epochs of a few seconds each, so a test can stop the run in the middle.
 SLOW_RUN = [*TINY, "data.num_train=1200", "data.num_test=200", "train.epochs=3", "deterministic=true",
@@ -81,24 +81,12 @@ ALEXNET_RUN = [*TINY, "model=alexnet", "data.image_size=64", "data.num_train=96"
 
 
 @pytest.mark.slow
-def test_a_killed_and_resumed_alexnet_run_restores_the_rng_and_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    import transferlab.run as run_module
-
+def test_a_killed_and_resumed_alexnet_run_restores_the_rng_and_equals_an_uninterrupted_one(tmp_path):
     whole = run_training(tiny_config(*ALEXNET_RUN), tmp_path / "whole")
     assert whole["status"] == "completed", whole.get("error")
 
-    real_evaluate, calls = run_module.evaluate, []
-
-    def killed_in_epoch_2(*args, **kwargs):  # after epoch 2's training drew its dropout masks
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(run_module, "evaluate", killed_in_epoch_2)
-    with pytest.raises(RunInterrupted):
-        run_training(tiny_config(*ALEXNET_RUN), tmp_path / "killed")
-    monkeypatch.undo()
+    with pytest.raises(RunInterrupted):  # in epoch 2, once its first batch drew dropout masks
+        run_training(tiny_config(*ALEXNET_RUN), tmp_path / "killed", callbacks=[At(2, 1, interrupt)])
     assert load_checkpoint(tmp_path / "killed" / CHECKPOINT_FILE).epoch == 1
 
     resumed = run_training(tiny_config(*ALEXNET_RUN), tmp_path / "killed")
@@ -115,7 +103,7 @@ def test_sigterm_stops_cleanly_marks_interrupted_and_resumes(tmp_path):
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, output
-    assert "is marked interrupted" in output and "run the same command again to resume" in output
+    assert output.count("is marked interrupted") == 1 and "run the same command again to resume" in output
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "interrupted" and len(record["history"]) >= 1
     assert load_checkpoint(run_dir / CHECKPOINT_FILE).epoch == len(record["history"])
@@ -162,22 +150,10 @@ def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(tmp_path, monkey
 def interrupted_template(tmp_path_factory):
     """A folder as an interrupted run leaves it: Ctrl-C during epoch 2 of 2 (made once per module;
     each test gets a copy, see interrupted_run)."""
-    import transferlab.run as run_module
-
     folder = tmp_path_factory.mktemp("interrupted")
-    real_evaluate, calls = run_module.evaluate, []
-
-    def evaluate_then_interrupt(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run_module, "evaluate", evaluate_then_interrupt)
-        with pytest.raises(RunInterrupted) as interrupt:
-            run_training(tiny_config("train.epochs=2"), folder)
-    assert interrupt.value.run_dir == str(folder) and interrupt.value.exit_code == 130
+    with pytest.raises(RunInterrupted) as interrupted:
+        run_training(tiny_config("train.epochs=2"), folder, callbacks=[At(2, 1, interrupt)])
+    assert interrupted.value.run_dir == str(folder) and interrupted.value.exit_code == 130
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "interrupted" and len(record["history"]) == 1
     return folder
@@ -381,25 +357,18 @@ def test_checkpoints_are_written_while_the_next_epoch_trains_and_the_last_is_ski
     import threading
 
     import transferlab.checkpoint as checkpoint_module
-    import transferlab.run as run_module
 
     epoch_two_trained, writes = threading.Event(), []
-    real_save, real_evaluate, evaluations = checkpoint_module.save_atomically, run_module.evaluate, []
+    real_save = checkpoint_module.save_atomically
 
     def save_after_epoch_two(state, path, **kwargs):
         on_main_thread = threading.current_thread() is threading.main_thread()
         writes.append((state["epoch"], on_main_thread, epoch_two_trained.wait(timeout=0 if on_main_thread else 120)))
         return real_save(state, path, **kwargs)
 
-    def evaluate(*args, **kwargs):
-        evaluations.append(1)
-        if len(evaluations) == 2:
-            epoch_two_trained.set()
-        return real_evaluate(*args, **kwargs)
-
     monkeypatch.setattr(checkpoint_module, "save_atomically", save_after_epoch_two)
-    monkeypatch.setattr(run_module, "evaluate", evaluate)
-    record = run_training(tiny_config("train.epochs=2", "data.num_train=64", "data.num_test=32"), tmp_path)
+    record = run_training(tiny_config("train.epochs=2", "data.num_train=64", "data.num_test=32"), tmp_path,
+                          callbacks=[At(2, 1, epoch_two_trained.set)])
     assert record["status"] == "completed", record.get("error")
     assert writes == [(1, False, True)]
     assert record["checkpoint_seconds"] > 0
@@ -479,26 +448,20 @@ def test_a_checkpoint_that_does_not_fit_fails_the_run_keeping_the_last_one(small
     assert resumed["resumed_after_epoch"] == 1 and [e["epoch"] for e in resumed["history"]] == [1, 2, 3, 4]
 
 
-def test_when_the_disk_is_too_full_even_for_run_json_it_stays_whole_and_the_error_says_so(small_disk, monkeypatch):
-    import transferlab.run as run_module
+def test_when_the_disk_is_too_full_even_for_run_json_it_stays_whole_and_the_error_says_so(small_disk):
     from transferlab.errors import TransferlabError
 
     run_dir = small_disk / "run"
     config = tiny_config("train.epochs=2", *SMALL_RUN)
-    real_evaluate, evaluations = run_module.evaluate, []
 
-    def evaluate_then_fill_the_disk(*args, **kwargs):
-        evaluations.append(1)
-        if len(evaluations) == 2:  # epoch 2, once epoch 1's checkpoint and record are on disk
-            deadline = time.monotonic() + 120
-            while not json.loads((run_dir / "run.json").read_text())["history"] and time.monotonic() < deadline:
-                time.sleep(0.05)
-            fill(small_disk)
-        return real_evaluate(*args, **kwargs)
+    def fill_the_disk() -> None:  # in epoch 2, once epoch 1's checkpoint and record are on disk
+        deadline = time.monotonic() + 120
+        while not json.loads((run_dir / "run.json").read_text())["history"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fill(small_disk)
 
-    monkeypatch.setattr(run_module, "evaluate", evaluate_then_fill_the_disk)
     with pytest.raises(TransferlabError) as failed:
-        run_training(config, run_dir)
+        run_training(config, run_dir, callbacks=[At(2, 1, fill_the_disk)])
     message = str(failed.value)
     assert message.startswith("the run completed, but its record could not be saved: the disk is full: ")
     assert str(run_dir / "run.json") in message and "still shows the last saved epoch" in message
@@ -507,7 +470,6 @@ def test_when_the_disk_is_too_full_even_for_run_json_it_stays_whole_and_the_erro
     assert load_checkpoint(run_dir / CHECKPOINT_FILE).epoch == 1  # kept: run.json does not say completed
     assert not list(run_dir.glob(".*.tmp"))
 
-    monkeypatch.undo()
     (small_disk / "filler").unlink()
     resumed = run_training(config, run_dir)
     assert resumed["status"] == "completed" and resumed["resumed_after_epoch"] == 1

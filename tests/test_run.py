@@ -10,7 +10,7 @@ from transferlab.checkpoint import CHECKPOINT_FILE
 from transferlab.records import METRIC_COLUMNS
 from transferlab.run import run_training
 
-from conftest import tiny_config, write_cifar10, write_cifar100, write_image_folder
+from conftest import At, tiny_config, write_cifar10, write_cifar100, write_image_folder
 
 
 @pytest.mark.slow
@@ -150,19 +150,14 @@ def test_a_run_starts_from_a_weights_file_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_deterministic_run_records_the_ops_that_had_no_deterministic_implementation(tmp_path, monkeypatch):
+def test_a_deterministic_run_records_the_ops_that_had_no_deterministic_implementation(tmp_path):
     """deterministic=true only warns (warn_only) where torch has no deterministic kernel; run.json
     names those ops. On the CPU a training step has none, so one is added to it."""
-    import transferlab.run as run_module
-
-    real_train_one_epoch = run_module.train_one_epoch
-
-    def train_with_put(*args, **kwargs):
+    def put() -> None:
         torch.zeros(4).put_(torch.tensor([0, 0]), torch.tensor([1.0, 2.0]))  # warns on the CPU too
-        return real_train_one_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "train_one_epoch", train_with_put)
-    record = run_training(tiny_config("deterministic=true", "train.epochs=2"), tmp_path / "checked")
+    record = run_training(tiny_config("deterministic=true", "train.epochs=2"), tmp_path / "checked",
+                          callbacks=[At(None, None, put)])
     assert record["status"] == "completed", record.get("error")
     assert record["nondeterministic_ops"] == ["put_"]
     assert json.loads((tmp_path / "checked" / "run.json").read_text())["nondeterministic_ops"] == ["put_"]

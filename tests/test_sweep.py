@@ -245,3 +245,17 @@ def test_a_sweep_with_two_jobs_for_one_folder_is_refused_before_anything_runs(tm
     [line] = result.stderr.splitlines()
     assert line.startswith(f"transferlab train: error: {message}") and "nothing was run" in line, line
     assert list(tmp_path.iterdir()) == []  # no outputs/, not even the sweep's multirun.yaml
+
+
+@pytest.mark.slow
+def test_a_run_spelt_another_way_is_the_same_run_and_is_skipped(tmp_path):
+    """model.pretrained=False (a sweep's Python spelling) and model.pretrained=false named two run
+    folders, so the same run trained twice."""
+    first = transferlab("train", *DRY_RUN, "model.pretrained=False", "optim.lr=0.010", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = transferlab("train", *DRY_RUN, "model.pretrained=false", "optim.lr=0.01", cwd=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "skipped:" in second.stdout + second.stderr
+    assert list(records(tmp_path / "outputs" / "runs")) == [
+        "data.image_size=32,data.num_test=40,data.num_train=60,data=synthetic,device=cpu,model.pretrained=false,"
+        "optim.lr=0.01,train.batch_size=30,train.epochs=1"]

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from transferlab.config import compose_with_hydra, validate
 from transferlab.errors import ConfigError
 from transferlab.run import hold_out_validation, load_datasets, run_training
-from transferlab.tuning import RequireValidationSplit, SweepRefused, objective
+from transferlab.errors import SweepRefused
+from transferlab.tuning import RequireValidationSplit, objective
 
 from conftest import start_transferlab, tiny_config, transferlab
 
@@ -66,12 +67,28 @@ def test_the_sweeper_gets_the_validation_accuracy_and_nothing_for_a_run_that_fai
     assert objective({"status": "failed", "val_acc": 0.5, "error": "not finite"}) is None
 
 
-def test_an_optuna_sweep_that_would_minimise_is_refused():
+def test_an_optuna_sweep_maximises_unless_told_to_minimise_which_is_refused():
+    """The sweep refused to start until hydra.sweeper.direction=maximize was typed, though a run
+    always returns its validation accuracy."""
     config = compose_with_hydra(["hydra/sweeper=optuna", "data.val_fraction=0.2"])
+    RequireValidationSplit().on_multirun_start(config)
+    assert config.hydra.sweeper.direction == "maximize"  # what the sweeper is then made from
+    told = compose_with_hydra(["hydra/sweeper=optuna", "data.val_fraction=0.2", "hydra.sweeper.direction=minimize"])
     with pytest.raises(SweepRefused, match="hydra.sweeper.direction=minimize is not allowed"):
-        RequireValidationSplit().on_multirun_start(config)
+        RequireValidationSplit().on_multirun_start(told)
     RequireValidationSplit().on_multirun_start(compose_with_hydra(
         ["hydra/sweeper=optuna", "data.val_fraction=0.2", "hydra.sweeper.direction=maximize"]))
+
+
+@pytest.mark.slow
+def test_an_optuna_sweep_without_a_direction_maximises(tmp_path):
+    result = transferlab("train", "-m", *TUNE_RUN, "hydra/sweeper=optuna", "data.val_fraction=0.3",
+                         "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1", "optim.lr=tag(log,interval(0.001,0.1))",
+                         cwd=tmp_path, OMP_NUM_THREADS="1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Directions: ['maximize']" in output
+    assert len(records(tmp_path / "outputs")) == 1
 
 
 @pytest.mark.slow

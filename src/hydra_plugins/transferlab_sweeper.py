@@ -5,8 +5,8 @@ jobs may run in other processes. Hydra loads sweepers only from the hydra_plugin
 imports every module here at start-up, so this stays small and imports transferlab when it sweeps.
 
 Before any job runs, every job's config is composed (as Hydra's basic sweeper does to catch
-composition errors early) and its run folder computed: a sweep with two jobs for one folder is
-refused. Under the joblib launcher, SIGTERM to this process stops the workers too
+composition errors early) and validated, and its run folder computed: a sweep with a config that
+is not allowed, or with two jobs for one folder, is refused before any run. Under the joblib launcher, SIGTERM to this process stops the workers too
 (transferlab.workers)."""
 
 from __future__ import annotations
@@ -51,12 +51,15 @@ class TransferlabSweeper(BasicSweeper):
     def _job_folders(self, arguments: list[str]) -> list[tuple[list[str], Path]]:
         """(overrides, run folder) of every job of the sweep, in order, as Hydra's launchers will
         compose them."""
+        from transferlab.config import validate
+
         loader = self.hydra_context.config_loader
         parsed = OverridesParser.create(config_loader=loader).parse_overrides([*self._parse_config(), *arguments])
         jobs = [job for batch in self.split_arguments(parsed, None) for job in batch]
         folders = []
         for overrides in jobs:
             job_config = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
+            validate(job_config)
             folders.append((list(overrides),
                             Path(str(job_config.hydra.sweep.dir)) / str(job_config.hydra.sweep.subdir)))
         return folders

@@ -208,6 +208,10 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
+# How a full-disk line ends; a run that completed anyway has nothing to resume.
+RESUME_ADVICE = "; free some space and run the same command again to resume"
+
+
 def write_failure(path: Path, needed_bytes: int, error: BaseException) -> str:
     """One line on why ``path`` could not be written: a full disk (where, how much the file needs,
     how much is free), or the OS's or torch's own reason."""
@@ -218,8 +222,7 @@ def write_failure(path: Path, needed_bytes: int, error: BaseException) -> str:
     full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < needed_bytes)
     if full:
         free_text = f"{_mib(free)} free" if free is not None else "free space unknown"
-        return (f"the disk is full: {path} needs about {_mib(needed_bytes)} and {path.parent} has {free_text}; "
-                "free some space and run the same command again to resume")
+        return f"the disk is full: {path} needs about {_mib(needed_bytes)} and {path.parent} has {free_text}{RESUME_ADVICE}"
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return f"could not write {path} ({type(error).__name__}: {reason})"
 

@@ -5,6 +5,7 @@
     transferlab report [PATH ...] [--out DIR]
     transferlab tune PART [--trials N] [OVERRIDES ...]
     transferlab prepare [model=NAME] [data.root=DIR]
+    transferlab cache list | remove PATH ... | remove --all
 """
 
 from __future__ import annotations
@@ -13,18 +14,8 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
-import hydra
-import yaml
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
-from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
-
-from transferlab.config import composition_error_line, yaml_error_line
-from transferlab.errors import ConfigError, JobRaised, RunInterrupted, TransferlabError
-from transferlab.tuning import SweepRefused, is_optuna_sweep, objective
+from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 
 USAGE = """usage: transferlab COMMAND [ARGS ...]
 
@@ -44,64 +35,31 @@ commands:
            transferlab tune part_a [--trials 8] [OVERRIDES ...]  (needs transferlab[optuna])
   prepare  download and verify CIFAR-10 (or data=cifar100; data=imagefolder: decode its cache) and the
            pretrained weights for offline machines: transferlab prepare [data=NAME] [model=NAME] [data.root=DIR]
+  cache    the decoded-image caches of data=imagefolder: transferlab cache list, transferlab cache remove PATH|--all
 
 Run `transferlab COMMAND --help` for a command's options."""
 
 
-def _train_job(cfg: DictConfig) -> dict | float | None:
-    """One Hydra job (a run, or one run of a sweep): its run record; under the Optuna sweeper, which
-    maximises what a job returns, its validation accuracy (never a test figure)."""
-    from transferlab.sweep import run_job
-
-    hydra_config = HydraConfig.instance().cfg  # the `hydra` node of this job, as Hydra would save it
-    record = run_job(cfg, Path(hydra_config.hydra.runtime.output_dir), hydra_config)
-    return objective(record) if is_optuna_sweep(hydra_config.hydra) else record
-
-
 def train(args: list[str]) -> int:
-    from transferlab.config import config_dir, register_with_hydra
+    """`transferlab train [-m] OVERRIDES`: 0 when every run completed (or had completed before), 1
+    when any did not; Hydra's own flags (--help, --cfg, -sc, --info) print what Hydra prints."""
+    from hydra._internal.utils import get_args_parser
 
-    register_with_hydra()
-    train_app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_train_job)
-    saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
-    sys.argv = [saved_argv[0], *args]  # Hydra parses sys.argv
-    # Let composition errors reach us instead of Hydra's multi-line report, unless the user asked for it.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+    from transferlab.launch import hydra_command, launch
+
+    parser = get_args_parser()
     try:
-        train_app()
-    except (HydraException, OmegaConfBaseException) as error:
-        if saved_full_error:
-            raise
-        cause = _transferlab_cause(error)
-        if cause is not None:  # raised by one of our resolvers (e.g. a bad name)
-            raise cause from None
-        raise ConfigError(composition_error_line(error)) from error
-    except yaml.YAMLError as error:  # a file of conf/ that is not YAML: Hydra lets PyYAML's report through
-        if saved_full_error:
-            raise
-        raise ConfigError(yaml_error_line(error)) from error
-    except SweepRefused as refused:
-        raise ConfigError(str(refused)) from None
-    except JobRaised as raised:  # the run's own files could not be written, or a bug (its traceback stays)
-        if isinstance(raised.error, OSError):
-            raise TransferlabError(f"cannot write the run's files: {raised.error}") from raised.error
-        raise raised.error from None
-    except ValueError as error:  # Hydra's check of its own flags; runs never raise out of their job
-        raise ConfigError(str(error)) from error
-    except OSError as error:  # Hydra could not make the run folder or write its files
-        raise TransferlabError(f"cannot write the run's files: {error}") from error
-    finally:
-        sys.argv = saved_argv
-        if saved_full_error is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-    return 0
-
-
-def _transferlab_cause(error: BaseException) -> TransferlabError | None:
-    """The TransferlabError that Hydra or OmegaConf wrapped into ``error``, if any."""
-    while error is not None and not isinstance(error, TransferlabError):
-        error = error.__cause__ or error.__context__
-    return error
+        options = parser.parse_args(args)
+    except SystemExit as exit_:  # argparse has printed its usage line; --version exits 0 after printing
+        return int(exit_.code or 0)
+    if options.help or options.hydra_help or options.cfg or options.shell_completion or options.info:
+        hydra_command(options, parser)
+        return 0
+    if options.experimental_rerun or options.config_path or options.config_name:
+        raise ConfigError("--experimental-rerun, --config-path and --config-name are not supported by transferlab "
+                          "train; use --config-dir DIR to put your own config group files first")
+    results = launch(options.overrides, multirun=options.multirun)
+    return 0 if all(result.completed for result in results) else 1
 
 
 STUDY_PARTS = ("part_a", "part_b", "part_c")
@@ -110,17 +68,14 @@ STUDY_PARTS = ("part_a", "part_b", "part_c")
 def study(args: list[str]) -> int:
     """The whole study: the three experiment sweeps in turn, with the same extra overrides. A part
     that fails does not stop the next; the exit code is non-zero when any run did not complete."""
+    from transferlab.launch import launch
+
     if any(arg in ("-h", "--help") for arg in args):
         print("usage: transferlab study [OVERRIDES ...]\n\nRuns `transferlab train -m experiment=PART OVERRIDES` "
               f"for PART in {', '.join(STUDY_PARTS)} (12 runs); finished runs are skipped.")
         return 0
-    failed = []
-    for part in STUDY_PARTS:
-        try:
-            train(["-m", f"experiment={part}", *args])
-        except SystemExit as exit_:
-            if exit_.code:
-                failed.append(part)
+    failed = [part for part in STUDY_PARTS
+              if not all(result.completed for result in launch([f"experiment={part}", *args], multirun=True))]
     if failed:
         print(f"transferlab study: runs did not complete in: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -134,9 +89,15 @@ def prepare(args: list[str]) -> int:
 
 
 def tune(args: list[str]) -> int:
-    from transferlab.tuning import tune as tune_main
+    from transferlab.tune import main as tune_main
 
     return tune_main(args)
+
+
+def cache(args: list[str]) -> int:
+    from transferlab.caches import main as cache_main
+
+    return cache_main(args)
 
 
 def report(args: list[str]) -> int:
@@ -146,7 +107,7 @@ def report(args: list[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "train": train, "study": study, "report": report, "prepare": prepare, "tune": tune,
+    "train": train, "study": study, "report": report, "prepare": prepare, "tune": tune, "cache": cache,
 }
 
 COMPLETION_FLAGS = ("-sc", "--shell-completion")  # Hydra's
@@ -211,9 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                   "training are marked interrupted and keep their last epoch-end checkpoints: run the same command "
                   "again to resume", file=sys.stderr)
             return interrupt.exit_code
-        print(f"transferlab {command}: interrupted; the run in {interrupt.run_dir} is marked interrupted and "
-              "keeps its last epoch-end checkpoint: run the same command again to resume", file=sys.stderr)
-        return interrupt.exit_code
+        return interrupt.exit_code  # the run has said what it keeps and what to do
     except KeyboardInterrupt:
         print(f"transferlab {command}: interrupted", file=sys.stderr)
         return 130

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import math
+import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -94,12 +97,21 @@ def _refuse_non_finite(section: Any, prefix: str = "") -> None:
             raise ConfigError(f"{key}={list(value)} is not allowed; its values must be finite numbers")
 
 
+def _home_expanded(path: Optional[str]) -> Optional[str]:
+    """A path setting with a leading ~ (written quoted on the command line, or in a config file)
+    made the home folder's path, as a shell would have done."""
+    return None if path is None else os.path.expanduser(path)
+
+
 @dataclass
 class ModelConfig:
     name: str = "resnet18"
     pretrained: bool = True
     # A local state_dict to start from instead of downloading; see README "Working offline".
     weights: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        self.weights = _home_expanded(self.weights)
 
 
 @dataclass
@@ -164,6 +176,7 @@ class DataConfig:
     test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
+        self.root, self.cache_dir = _home_expanded(self.root), _home_expanded(self.cache_dir)
         _choice("data.name", self.name, DATASETS)
         _choice("data.pipeline", self.pipeline, PIPELINES)
         _choice("data.augment", self.augment, AUGMENTATIONS)
@@ -373,16 +386,57 @@ MAX_LISTED_OPTIONS = 20  # a config group with more options is not listed in ful
 DEFAULT_DIRNAME = "defaults"
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 FIRST_REPEAT = "repeat=0"  # the run itself: `repeat=0,1,2` finds it where the run without repeat= is
+BOOLEAN_SPELLINGS = ("true", "false")  # Hydra reads True, TRUE, ... as these too
+TRAILING_ZEROS = re.compile(r"(?P<number>[+-]?\d+\.\d)(?P<digits>\d*?)0+")  # 0.10, 1.500, 2.00
+
+
+@functools.cache
+def schema_types() -> dict[str, type]:
+    """The type of each key of the schema (``model.pretrained``: bool, ``optim.lr``: float, ...),
+    Optional[...] unwrapped; lists and other types are left out."""
+    types: dict[str, type] = {}
+
+    def walk(schema: type, prefix: str) -> None:
+        for name, hint in typing.get_type_hints(schema).items():
+            arguments = [a for a in typing.get_args(hint) if a is not type(None)]
+            hint = arguments[0] if typing.get_origin(hint) is typing.Union and len(arguments) == 1 else hint
+            if dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{name}.")
+            elif hint in (bool, float):
+                types[f"{prefix}{name}"] = hint
+
+    walk(Config, "")
+    return types
+
+
+def canonical_override(item: str) -> str:
+    """One override of a run folder's name with the value spelt one way for each value that Hydra
+    reads the same: a switch's False, FALSE or false is ``false`` (a sweep may write Python's
+    False); a float's 0.10 is 0.1 (trailing zeros after the first decimal dropped). The usual
+    spellings (false, 0.1, 1.0, 1e-3) are left as they are, so existing run folders keep their names."""
+    key, equals, value = item.partition("=")
+    kind = schema_types().get(key.lstrip("+~"))
+    if not equals or kind is None:
+        return item
+    if kind is bool and value.lower() in BOOLEAN_SPELLINGS:
+        return f"{key}={value.lower()}"
+    if kind is float:
+        match = TRAILING_ZEROS.fullmatch(value)
+        if match:
+            return f"{key}={match['number']}{match['digits']}"
+    return item
 
 
 def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "") -> str:
     """The folder of a run inside outputs/<name>/: its overrides ('defaults' when it has none),
-    with '/' replaced, and cut short with a hash of the whole when it is too long for a file name.
+    each value in one spelling (canonical_override), with '/' replaced, and cut short with a hash
+    of the whole when it is too long for a file name.
     data.root is left out of the overrides (a CIFAR-10 copy elsewhere is the same data) except for
     data=imagefolder, whose folder is the dataset: runs on two folders must not share a run folder.
     repeat=0 is left out too: it is the same run as no repeat= at all, so a sweep repeat=0,1,2 after
     a plain sweep skips the runs that sweep completed."""
-    override_dirname = ",".join(item for item in override_dirname.split(",") if item != FIRST_REPEAT)
+    items = [canonical_override(item) for item in override_dirname.split(",")]
+    override_dirname = ",".join(item for item in items if item != FIRST_REPEAT)
     if data_name == "imagefolder":
         override_dirname = ",".join(filter(None, [override_dirname, f"data.root={data_root}"]))
     name = (override_dirname or DEFAULT_DIRNAME).replace("/", "_")
@@ -506,6 +560,12 @@ def override_error_line(override: str, message: str) -> str:
     if lines[0].startswith(LEXER_ERROR) and len(lines) > 1 and "^" in lines[1]:
         at = lines[1].index("^") - len(LEXER_ERROR)
         character = f"{override[at]!r} " if 0 <= at < len(override) else ""
+        key, _, value = override.partition("=")
+        if character == "'~' ":  # the shell (zsh, sh; bash expands it) left a home folder's ~ to us
+            quoted = f"quote it for Hydra inside the shell's quotes: {key}=\"'{value}'\""
+            home = f"write {key}={value.replace('~', '$HOME', 1)}, or " if value.startswith("~") else ""
+            return (f"cannot read the override {override!r}: Hydra's override grammar does not allow an unquoted "
+                    f"'~' in a value; {home}{quoted} (see {GRAMMAR_URL})")
         reason = (f"the character {character}is not allowed in an unquoted value; quote the value "
                   "(KEY='VALUE') or write a number in digits")
     else:

@@ -201,10 +201,12 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     on_batch: Callable[[int, _Totals], None] | None = None,
     finite_check_every: int = 50,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> EpochResult:
-    """One pass over ``batches``. A NaN or infinite loss stops the epoch with NonFiniteLoss: at the
-    end, and on the way at a check every ``finite_check_every`` batches (which does not wait for
-    the device, so on a GPU it notices the loss some batches later)."""
+    """One pass over ``batches``; ``scheduler``, if any, steps after every optimizer step. A NaN or
+    infinite loss stops the epoch with NonFiniteLoss: at the end, and on the way at a check every
+    ``finite_check_every`` batches (which does not wait for the device, so on a GPU it notices the
+    loss some batches later)."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     totals = _Totals(device)
@@ -222,6 +224,8 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         totals.add(loss, logits, labels)
         if step % finite_check_every == 0:
             totals.check_finite()
@@ -266,12 +270,14 @@ class ProgressBar:
         self.interval = 1.0 / per_second
         self.start = time.perf_counter()
         self.last_draw = 0.0
+        self.drawn = False  # a line is on screen
 
     def __call__(self, step: int, totals: _Totals) -> None:
         now = time.perf_counter()
         if now - self.last_draw < self.interval and step < self.total:
             return
         self.last_draw = now
+        self.drawn = True
         loss, accuracy, _ = totals.running()
         width = 24
         filled = int(width * step / max(self.total, 1))
@@ -281,8 +287,15 @@ class ProgressBar:
             f"loss {loss:.4f} acc {accuracy:.2%} {rate:,.0f} img/s"
         )
         if step >= self.total:
-            self.stream.write("\r\033[K")
+            self.close()
         self.stream.flush()
+
+    def close(self) -> None:
+        """Clear the bar's line, so that what is printed next starts on a line of its own."""
+        if self.drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.drawn = False
 
 
 # optim.implementation: how the step runs over the parameters (the same update, other kernels).

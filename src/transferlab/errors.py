@@ -31,3 +31,9 @@ class JobRaised(BaseException):
     def __init__(self, error: BaseException):
         super().__init__(error)
         self.error = error
+
+
+class SweepRefused(BaseException):
+    """A sweep refused before it started (by a Hydra callback of transferlab.tuning or loggers). A
+    BaseException because Hydra turns the Exceptions of a callback into warnings and goes on;
+    transferlab.launch turns this one into a ConfigError line."""

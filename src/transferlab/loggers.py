@@ -3,7 +3,8 @@
 run.py calls a logger in this order: ``start(record)`` before any training (a tracker that cannot
 be used fails the run there, before work is spent), ``log_epoch(entry)`` after each epoch,
 ``close()`` when the epochs stop, and ``end(record)`` once the final record is written (its status
-and files). After ``start``, a tracker that fails only warns: the run's results are in run.json.
+and files); ``record_fields()`` is what the tracker adds to run.json. After ``start``, a tracker
+that fails only warns: the run's results are in run.json. A logger reads records, never changes them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +24,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
 from transferlab.config import NOT_RESULT_KEYS
-from transferlab.errors import ConfigError, TransferlabError
-from transferlab.records import METRICS_FILE, RUN_FILE, read_record
+from transferlab.errors import ConfigError, SweepRefused, TransferlabError
+from transferlab.records import METRICS_FILE, RUN_FILE, flatten, read_record
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ class MetricLogger:
 
     def end(self, record: dict[str, Any]) -> None:
         pass
+
+    def record_fields(self) -> dict[str, Any]:
+        """Fields for run.json (none here)."""
+        return {}
 
 
 class TensorBoardLogger(MetricLogger):
@@ -146,8 +150,6 @@ def experiment_id(client, name: str, artifact_root: str | None) -> str:
 
 def config_params(config: dict[str, Any]) -> dict[str, str]:
     """The resolved config as MLflow params: dotted keys, values as on the command line."""
-    from transferlab.report.reading import flatten
-
     return {key: value if isinstance(value, str) else json.dumps(value) for key, value in flatten(config).items()}
 
 
@@ -162,9 +164,11 @@ class MlflowLogger(MetricLogger):
         self.client = None
         self.warned = False
 
+    def record_fields(self) -> dict[str, Any]:
+        """The MLflow run a resume continues: kept even when the store cannot be reached now."""
+        return {} if self.run_id is None else {RUN_ID_KEY: self.run_id}
+
     def start(self, record: dict[str, Any]) -> None:
-        if self.run_id is not None:
-            record[RUN_ID_KEY] = self.run_id  # kept even when the store cannot be reached now
         uri, artifact_root = tracking_store()
         with store_errors(uri):
             client = mlflow_client(uri)
@@ -182,7 +186,6 @@ class MlflowLogger(MetricLogger):
             for first in range(0, len(params), MAX_PARAMS_PER_CALL):
                 client.log_batch(run.info.run_id, params=params[first:first + MAX_PARAMS_PER_CALL])
         self.client, self.run_id = client, run.info.run_id
-        record[RUN_ID_KEY] = self.run_id
         log.info("MLflow run %s in experiment %r of %s", self.run_id, record["name"], uri)
 
     def _continued_run(self, client):
@@ -289,9 +292,8 @@ class MlflowSweepCallback(Callback):
                         "sweep": sweep, "sweep_key": key, "run_dir": str(Path(config.hydra.sweep.dir).resolve())},
                     ).info.run_id
                     self.made_parent = True
-        except TransferlabError as error:
-            print(f"transferlab: error: {error}", file=sys.stderr)  # Hydra turns a callback's exception into a warning
-            raise SystemExit(1) from error
+        except TransferlabError as error:  # Hydra would turn it into a warning and go on
+            raise SweepRefused(str(error)) from error
         self.client, self.experiment_id = client, experiment
         with read_write(config.hydra.overrides.hydra):
             config.hydra.overrides.hydra.extend([

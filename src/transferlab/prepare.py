@@ -1,6 +1,10 @@
 """`transferlab prepare`: fetch and verify the data (CIFAR-10 or CIFAR-100; an image folder is
 checked and decoded into its cache) and the pretrained weights ahead of time, so that a machine
-without internet (a cluster's compute node) can then run everything."""
+without internet (a cluster's compute node) can then run everything.
+
+It prepares what it is asked for (models_to_prepare): the data of ``data=``, and the weights of the
+model that ``model=NAME`` names; with neither, the study (CIFAR-10 and its three models' weights).
+torch is imported when something is prepared, not for ``--help``."""
 
 from __future__ import annotations
 
@@ -9,19 +13,44 @@ import re
 import sys
 from pathlib import Path
 
-import torch
-
-from transferlab.config import DataConfig, compose_config
-from transferlab.data import load_cifar10, load_cifar100, load_imagefolder
+from transferlab.config import Config, DataConfig, compose_config
 from transferlab.errors import TransferlabError
-from transferlab.models import pretrained_weights
 
 HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's convention: name-<sha256 prefix>.pth
-STUDY_MODELS = ("alexnet", "resnet18", "vgg16")  # the protocol's, prepared when no model is named
+STUDY_MODELS = ("alexnet", "resnet18", "vgg16")  # the protocol's, prepared when neither data nor model is named
+MODEL_KEYS, DATA_KEYS = ("model=", "model.name="), ("data=", "data.name=")  # overrides that name one
+
+HELP = f"""usage: transferlab prepare [data=cifar10|cifar100|imagefolder] [data.root=DIR] [model=NAME]
+                           [model.pretrained=false]
+
+Downloads and verifies what runs will need, so that they need no internet; anything already in
+place is only verified:
+  - the data of data=... into data.root (CIFAR-10 or CIFAR-100; data=imagefolder checks the folder
+    and decodes it into its cache, so that runs start at once);
+  - the ImageNet weights of model=NAME (any torchvision model) into torch's cache, unless
+    model.pretrained=false.
+With neither data=... nor model=..., the study: CIFAR-10 and the weights of {', '.join(STUDY_MODELS)}.
+With data=... alone, only the data (no weights)."""
+
+
+def models_to_prepare(args: list[str], config: Config) -> list[str]:
+    """The models whose weights ``transferlab prepare ARGS`` fetches: the one model=NAME names;
+    with no model and no data named, the study's; else none (the data was asked for, not weights)."""
+    if not config.model.pretrained:
+        return []
+    if any(arg.lstrip("+").startswith(MODEL_KEYS) for arg in args):
+        return [config.model.name]
+    if any(arg.lstrip("+").startswith(DATA_KEYS) for arg in args):
+        return []
+    return list(STUDY_MODELS)
 
 
 def weights_file(model_name: str) -> tuple[str, Path]:
     """(download address, cache path) of the weights ``model.pretrained=true`` loads for a model."""
+    import torch
+
+    from transferlab.models import pretrained_weights
+
     url = pretrained_weights(model_name).url
     return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
@@ -39,6 +68,8 @@ def sha256_matches(path: Path) -> bool:
 
 
 def prepare_weights(model_name: str) -> str:
+    import torch
+
     url, path = weights_file(model_name)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,10 +87,14 @@ def prepare_weights(model_name: str) -> str:
 
 
 def prepare_cifar10(root: Path) -> str:
+    from transferlab.data import load_cifar10
+
     return _prepare_cifar("CIFAR-10", load_cifar10, root)
 
 
 def prepare_cifar100(root: Path) -> str:
+    from transferlab.data import load_cifar100
+
     return _prepare_cifar("CIFAR-100", load_cifar100, root)
 
 
@@ -73,13 +108,15 @@ def _prepare_cifar(title: str, load, root: Path) -> str:
 
 def prepare_imagefolder(data: DataConfig) -> str:
     """Check the folder and decode it into the cache (a no-op when the cache is already there)."""
+    from transferlab.data import load_imagefolder
+
     try:
         train, test = load_imagefolder(data.root, data.stored_size, data.test_fraction, data.subset_seed,
                                        data.cache_dir, data.decode_workers, show_progress=sys.stderr.isatty())
     except TransferlabError as error:
         raise TransferlabError(f"image folder: {error}") from error
     return (f"image folder {Path(data.root).expanduser()}: {len(train)} training and {len(test)} test images in "
-            f"{len(train.classes)} classes, decoded and cached at {data.stored_size}x{data.stored_size}")
+            f"{len(train.classes)} classes, decoded and cached at {train.images.shape[-1]}x{train.images.shape[-1]}")
 
 
 def prepare_data(data: DataConfig) -> str:
@@ -92,11 +129,11 @@ def prepare_data(data: DataConfig) -> str:
     return prepare_cifar10(Path(data.root))
 
 
-def prepare(data: DataConfig, model_names: list[str], weights: bool = True) -> tuple[list[str], list[str]]:
-    """(what is ready, what could not be made ready), one line each."""
+def prepare(data: DataConfig, model_names: list[str]) -> tuple[list[str], list[str]]:
+    """(what is ready, what could not be made ready), one line each: the data, then the weights of
+    each of ``model_names``."""
     steps = [lambda: prepare_data(data)]
-    if weights:
-        steps += [lambda name=name: prepare_weights(name) for name in model_names]
+    steps += [lambda name=name: prepare_weights(name) for name in model_names]
     ready, problems = [], []
     for step in steps:
         try:
@@ -108,18 +145,10 @@ def prepare(data: DataConfig, model_names: list[str], weights: bool = True) -> t
 
 def main(args: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in args):
-        print("usage: transferlab prepare [data=cifar10|cifar100|imagefolder] [data.root=DIR] [model=NAME] "
-              "[model.pretrained=false]\n\n"
-              "Downloads and verifies the data (CIFAR-10 unless data=... is given) into data.root and the\n"
-              "ImageNet weights that model.pretrained=true loads into torch's cache (those of\n"
-              f"{', '.join(STUDY_MODELS)} unless model=NAME names any torchvision model), so that runs need no\n"
-              "internet. Anything already in place is only verified. data=imagefolder\n"
-              "checks the folder and decodes it into its cache, so that runs start at once.")
+        print(HELP)
         return 0
     config = compose_config(args)
-    chosen = any(arg.startswith(("model=", "model.name=")) for arg in args)
-    ready, problems = prepare(config.data, [config.model.name] if chosen else list(STUDY_MODELS),
-                              weights=config.model.pretrained)
+    ready, problems = prepare(config.data, models_to_prepare(args, config))
     for line in ready:
         print(f"ok: {line}")
     for line in problems:

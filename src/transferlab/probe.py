@@ -321,6 +321,32 @@ class FeatureBatches:
             yield self.data.features[index], self.data.labels[index]
 
 
+class PhasedBatches:
+    """The batches of a run whose head trains on cached features until ``last_feature_epoch`` (LP-FT's
+    switch, or the run's last epoch), then on images: ``features`` up to it, ``images`` after."""
+
+    def __init__(self, features: FeatureBatches, images, last_feature_epoch: int):
+        self.features, self.images, self.last_feature_epoch = features, images, last_feature_epoch
+
+    def __len__(self) -> int:
+        return len(self.features)  # what a progress bar made before the first epoch counts
+
+    def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        return (self.features if epoch <= self.last_feature_epoch else self.images).epoch(epoch)
+
+
+class HeadOrNetwork(nn.Module):
+    """The model as the training loop sees it in such a run: cached features ((N, D)) go to the
+    head alone, images ((N, C, H, W)) through the whole network (``network``, maybe compiled)."""
+
+    def __init__(self, network: nn.Module, head: nn.Module):
+        super().__init__()
+        self.network, self.head = network, head
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(inputs) if inputs.dim() == 2 else self.network(inputs)
+
+
 # --- L-BFGS logistic regression ----------------------------------------------------------------------
 
 @dataclass(frozen=True)

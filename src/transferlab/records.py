@@ -16,6 +16,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,130 @@ METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "
 # Columns after those, only in runs that have a validation split (data.val_fraction > 0).
 VALIDATION_COLUMNS = ("val_loss", "val_acc")
 STATUSES = ("running", "completed", "failed", "interrupted")
+# run.json's layout. 2 added schema_version itself (records without it are version 1: the same
+# fields, less those added since); a reader takes any version and uses the fields it knows.
+SCHEMA_VERSION = 2
+# Study names of `transferlab tune`: <part>-tuning holds the trials, <part>-tuned the tuned runs.
+TRIALS_SUFFIX, TUNED_SUFFIX = "-tuning", "-tuned"
+
+
+@dataclass
+class RunRecord:
+    """One run's record, as run.json holds it (docs/records.md says what each field means).
+
+    run.py fills it in as the run learns each fact, each in one place: the settings when the run
+    starts, the device, data and model facts once known, each epoch's results in ``history`` (the
+    epoch-end callback of transferlab.fit), the outcome at the end. ``to_dict()`` is run.json's
+    JSON; the fields after ``slurm_job_id`` are left out while they are None."""
+
+    status: str
+    name: str
+    model: str
+    pretrained: bool
+    init: str | None  # IMAGENET1K_V1 (or the model's weights enum), random or file:PATH; set once it is known
+    data: str
+    dataset: str
+    transforms: Any
+    fraction: float | None  # null with data.per_class
+    per_class: int | None
+    subset: dict[str, Any]  # how the training subset was drawn: another draw trained on other images
+    image_size: int
+    freeze: str
+    repeat: int  # the replicate (docs/repeats.md); it ran with seed + repeat, data.subset_seed + repeat
+    seed: int
+    subset_seed: int
+    config: dict[str, Any]
+    overrides: list[str]
+    started_at: str
+    versions: dict[str, str]
+    host: str
+    pid: int
+    slurm_job_id: str | None
+    frozen_modules: list[str] | None = None
+    num_classes: int | None = None
+    classes: list[str] | None = None
+    params_total: int | None = None
+    params_trainable: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    test_acc: float | None = None
+    test_loss: float | None = None
+    nondeterministic_ops: list[str] | None = None  # the ops that ran without a deterministic kernel; null: not checked
+    finished_at: str | None = None
+    # Written only once set:
+    data_source: dict[str, Any] | None = None  # an image folder's files (data.describe_source)
+    device: str | None = None
+    device_name: str | None = None
+    precision: str | None = None
+    num_train_images: int | None = None
+    train_images_per_class: Any = None
+    num_test_images: int | None = None
+    num_val_images: int | None = None
+    params_trainable_after_unfreeze: int | None = None
+    val_acc: float | None = None
+    val_loss: float | None = None
+    resumed_after_epoch: int | None = None
+    checkpoint_seconds: float | None = None  # what the checkpoints cost the training loop
+    model_file: str | None = None
+    mlflow_run_id: str | None = None
+    tuning: dict[str, Any] | None = None
+    # A linear probe (only the head trains at first): which kind (transferlab.probe's PROBE_CACHED or
+    # PROBE_IN_LOOP), and for one on cached features their cache folder, whether this run extracted
+    # them, the seconds that took (or reading them), and with freeze.probe=lbfgs its L2 sweep.
+    probe: str | None = None
+    feature_cache: str | None = None
+    feature_cache_built: bool | None = None
+    feature_seconds: float | None = None
+    probe_l2: float | None = None
+    probe_l2_sweep: list[dict[str, float]] | None = None
+    probe_seconds: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """run.json's JSON: ``schema_version`` first, then the fields in order."""
+        values = {"schema_version": SCHEMA_VERSION}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is not None or item.name in _ALWAYS_WRITTEN:
+                values[item.name] = value
+        return values
+
+    def set_results(self, entry: dict[str, Any] | None) -> None:
+        """The run's test (and validation) figures from a history entry: the last finished epoch's;
+        None for a run that has none."""
+        entry = entry or {}
+        self.test_acc, self.test_loss = entry.get("test_acc"), entry.get("test_loss")
+        self.val_acc, self.val_loss = entry.get("val_acc"), entry.get("val_loss")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one job of `transferlab train` did: its run folder and record (run.json's dict; a run
+    that was not started has a record that was never saved), and whether it was skipped as
+    completed before."""
+
+    run_dir: Path
+    record: dict[str, Any]
+    skipped: bool = False
+
+    @property
+    def completed(self) -> bool:
+        return self.record.get("status") == "completed"
+
+
+_FIELD_NAMES = [item.name for item in fields(RunRecord)]
+_ALWAYS_WRITTEN = frozenset(_FIELD_NAMES[:_FIELD_NAMES.index("data_source")])
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as {dotted key: value}; lists stay values."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def file_mode() -> int:
@@ -164,13 +289,13 @@ def record_problem(record: dict[str, Any]) -> str | None:
 
 def _first_problem(values: dict[str, Any], checks: dict[str, Check], required: tuple[str, ...],
                    prefix: str = "") -> str | None:
-    for field, (allowed, check) in checks.items():
-        value = _lookup(values, field)
+    for name, (allowed, check) in checks.items():
+        value = _lookup(values, name)
         if value is None:
-            if field in required:
-                return f"field {prefix}{field} is missing (it must be {allowed})"
+            if name in required:
+                return f"field {prefix}{name} is missing (it must be {allowed})"
         elif not check(value):
-            return f"field {prefix}{field} is {_shown(value)}, not {allowed}"
+            return f"field {prefix}{name} is {_shown(value)}, not {allowed}"
     return None
 
 

@@ -7,18 +7,15 @@ composes and validates the config and picks the folder.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
-import json
 import logging
-import math
 import os
 import platform
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from transferlab import __version__
+from transferlab.caches import default_cache_dir
+from transferlab.callbacks import (
+    CheckpointEpochs, EpochLog, FiniteEvaluation, LpFtSwitch, Progress, RecordEpochs, Trackers, record_bytes,
+    start_fine_tuning,
+)
 from transferlab.checkpoint import (
-    CHECKPOINT_FILE, CheckpointError, CheckpointWriteError, CheckpointWriter, digest_path, load_checkpoint,
-    remove_checkpoint, restore, save_atomically, verify_digest, write_failure,
+    CHECKPOINT_FILE, CheckpointError, CheckpointWriter, digest_path, load_checkpoint, remove_checkpoint, restore,
+    save_atomically, verify_digest, write_failure,
 )
 from transferlab.config import Config, DataConfig, as_dict, result_config
 from transferlab.data import (
@@ -37,22 +39,22 @@ from transferlab.data import (
     make_synthetic, scan_folder, stratified_split, subset_indices,
 )
 from transferlab.engine import (
-    EpochResult, NonFiniteLoss, ProgressBar, configure_determinism, evaluate, make_optimizer,
-    precision_name, recording_nondeterministic_ops, select_amp_dtype, select_device, train_one_epoch,
+    EpochResult, configure_determinism, evaluate, make_optimizer, precision_name, recording_nondeterministic_ops, select_amp_dtype,
+    select_device,
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.gpus import claimed_gpu, visible_gpu_uuids
+from transferlab.fit import Callback, EpochEnd, fit
 from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
     apply_freeze, build_model, check_image_size, check_model_name, count_parameters, frozen_modules, head_name,
-    pretrained_weights, trainable_parameter_names, unfreeze,
+    pretrained_weights, trainable_parameter_names,
 )
 from transferlab.probe import (
-    PROBE_CACHED, PROBE_IN_LOOP, FeatureBatches, check_head_only, feature_identity, fit_logistic_regression,
-    probe_features, weights_identity,
+    PROBE_CACHED, PROBE_IN_LOOP, FeatureBatches, HeadOrNetwork, PhasedBatches, check_head_only, feature_identity,
+    fit_logistic_regression, probe_features, weights_identity,
 )
-from transferlab.records import RUN_FILE, SAMPLES_FILE, utc_now, write_atomic, write_record
-from transferlab.data.cache import default_cache_dir
+from transferlab.records import RUN_FILE, SAMPLES_FILE, RunRecord, utc_now, write_atomic, write_record
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
@@ -102,63 +104,69 @@ def transforms_of(data: DataConfig) -> Transforms:
     return Transforms(data.augment, data.normalize, data.test_crop, tuple(data.crop_scale))
 
 
-def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str, ...] = (),
+                 callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train and evaluate one run, saving a checkpoint and rewriting run.json and metrics.csv in
-    ``run_dir`` at every epoch end. Returns the final record; its ``status`` is ``completed`` or
-    ``failed`` (with ``error``). Ctrl-C or SIGTERM marks the record ``interrupted`` and raises
-    RunInterrupted; the last epoch-end checkpoint stays for ``resume``."""
+    ``run_dir`` at every epoch end. Returns the final record (run.json's dict); its ``status`` is
+    ``completed`` or ``failed`` (with ``error``). Ctrl-C or SIGTERM marks the record ``interrupted``
+    and raises RunInterrupted; the last epoch-end checkpoint stays for ``resume``. ``callbacks`` run
+    at each epoch after the run's own (a test stops a run with one)."""
     run_dir = Path(run_dir)
-    record = _new_record(config, overrides)
+    record = new_record(config, overrides)
     # Made before run.json is rewritten: a resumed run's MLflow run id is read from it.
-    metric_logger = make_logger(config.logger, run_dir, _resumes(config, run_dir / CHECKPOINT_FILE))
-    write_record(run_dir, record)
+    tracker = make_logger(config.logger, run_dir, _resumes(config, run_dir / CHECKPOINT_FILE))
+    write_record(run_dir, record.to_dict())
     try:
-        metric_logger.start(record)  # a tracker that cannot be used fails the run here, before any training
+        try:
+            tracker.start(record.to_dict())  # a tracker that cannot be used fails the run here, before any training
+        finally:
+            record.mlflow_run_id = tracker.record_fields().get("mlflow_run_id")
         # deterministic=true: the ops that warn go straight into the record's list, so every rewrite
         # of run.json carries them.
-        ops = record["nondeterministic_ops"]
+        ops = record.nondeterministic_ops
         recording = recording_nondeterministic_ops(ops) if ops is not None else contextlib.nullcontext()
         with _sigterm_interrupts(), recording, _run_device(config.device) as device:
-            _train(config, device, run_dir, record, metric_logger)
-        record["status"] = "completed"
+            _train(config, device, run_dir, record, tracker, callbacks)
+        record.status = "completed"
     except TransferlabError as error:
-        record.update(status="failed", error=str(error))
+        record.status, record.error = "failed", str(error)
         log.error("run failed: %s", error)
         log.debug("traceback:", exc_info=True)
     except KeyboardInterrupt as interrupt:
-        record.update(status="interrupted", error="interrupted by a signal; run the same command again to resume")
-        log.warning("run interrupted after %d finished epoch(s); run the same command again to resume",
-                    len(record["history"]))
-        raise RunInterrupted(str(run_dir), getattr(interrupt, "exit_code", 130), record) from None
+        record.status = "interrupted"
+        saved = len(record.history)
+        record.error = "interrupted by a signal; run the same command again to " + (
+            "resume" if saved else "start it (no epoch had finished)")
+        log.warning("run interrupted %s; it is marked interrupted in %s: run the same command again to %s",
+                    f"after {saved} finished epoch(s)" if saved else "before its first epoch finished",
+                    run_dir / RUN_FILE, "resume from its last epoch-end checkpoint" if saved else "start it")
+        raise RunInterrupted(str(run_dir), getattr(interrupt, "exit_code", 130), record.to_dict()) from None
     except Exception as error:  # a bug or a library failure: keep the traceback in the run's log
-        record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+        record.status, record.error = "failed", f"{type(error).__name__}: {error}"
+        record.traceback = traceback.format_exc()
         log.error("run failed: %s: %s", type(error).__name__, error)
-        log.debug("traceback:\n%s", record["traceback"])
+        log.debug("traceback:\n%s", record.traceback)
     finally:
-        record["finished_at"] = utc_now()
+        record.finished_at = utc_now()
         try:
             _write_final_record(run_dir, record)
         finally:
-            metric_logger.end(record)  # the final status, and run.json among the tracked files
-    if record["status"] == "completed" and not config.keep_checkpoint:
+            tracker.end(record.to_dict())  # the final status, and run.json among the tracked files
+    if record.status == "completed" and not config.keep_checkpoint:
         remove_checkpoint(run_dir / CHECKPOINT_FILE)  # only once run.json says completed
-    return record
+    return record.to_dict()
 
 
-def _write_final_record(run_dir: Path, record: dict[str, Any]) -> None:
+def _write_final_record(run_dir: Path, record: RunRecord) -> None:
     """run.json with the run's outcome. When even that cannot be written (a full disk), the run.json
     on disk stays as it was, a whole record of the last saved epoch, and the error says so."""
     try:
-        write_record(run_dir, record)
+        write_record(run_dir, record.to_dict())
     except OSError as error:
-        outcome = record["status"] + (f" ({record['error']})" if record.get("error") else "")
+        outcome = record.status + (f" ({record.error})" if record.error else "")
         raise TransferlabError(f"the run {outcome}, but its record could not be saved: "
-                               f"{write_failure(run_dir / RUN_FILE, _record_bytes(record), error)}; {RUN_FILE} "
+                               f"{write_failure(run_dir / RUN_FILE, record_bytes(record), error)}; {RUN_FILE} "
                                "still shows the last saved epoch") from error
-
-
-def _record_bytes(record: dict[str, Any]) -> int:
-    return len(json.dumps(record, indent=2).encode())
 
 
 @contextlib.contextmanager
@@ -195,24 +203,19 @@ def _run_device(name: str) -> Iterator[torch.device]:
         yield torch.device("cuda", index)
 
 
-def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str, Any],
-           metric_logger: MetricLogger) -> None:
+def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecord, tracker: MetricLogger,
+           extra_callbacks: Sequence[Callback]) -> None:
+    """Assemble the run's collaborators (data, model, optimizer, checkpoint writer), then fit."""
     check_model_name(config.model.name)
     amp_dtype = select_amp_dtype(config.precision, device)
     if amp_dtype == torch.float16 and device.type == "cpu":  # allowed, but the user should know at once
         log.warning("precision=fp16 on the CPU trains about 50-150x slower than fp32 (float16 has no fast CPU "
                     "kernels); use precision=fp32 or auto, or bf16 on a CPU with bfloat16 instructions")
     configure_determinism(config.effective_seed, config.deterministic, device)
-    record.update(device=str(device), device_name=_device_name(device),
-                  precision=precision_name(amp_dtype))
+    record.device, record.device_name, record.precision = str(device), _device_name(device), precision_name(amp_dtype)
 
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
-    train_set, test_set = load_datasets(config.data, config.effective_subset_seed, show_progress)
-    train_set, val_set = hold_out_validation(train_set, config.data.val_fraction, config.effective_subset_seed)
-    record.update(num_train_images=len(train_set), train_images_per_class=images_per_class(train_set),
-                  num_test_images=len(test_set),
-                  num_val_images=len(val_set) if val_set is not None else 0,
-                  num_classes=len(train_set.classes), classes=list(train_set.classes))
+    train_set, val_set, test_set = _datasets(config, show_progress, record)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = _build_model(config, len(train_set.classes), device, memory_format, record)
     optimizer = make_optimizer(
@@ -223,17 +226,9 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     _remove_leftover_temporaries(run_dir)
-    epochs_done, digest = 0, None  # digest: the SHA-256 of the checkpoint resumed from
-    unfreeze_at = config.freeze.unfreeze_at_epoch
-    if _resumes(config, checkpoint_path):
-        epochs_done, digest = _resume(checkpoint_path, model, optimizer, scaler, record, unfreeze_at,
-                                      config.train.epochs)
-        write_record(run_dir, record)
-    elif checkpoint_path.exists() or digest_path(checkpoint_path).exists():
-        # Of the run this one starts over from (resume=false, force=true): removed, so that no later
-        # resume takes it for this run's.
-        log.info("starting over: removing %s of the earlier run", checkpoint_path)
-        remove_checkpoint(checkpoint_path)
+    epochs_done, digest = _starting_point(config, checkpoint_path, model, optimizer, scaler, record)
+    if epochs_done:
+        write_record(run_dir, record.to_dict())
     forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
 
     write_samples(run_dir / SAMPLES_FILE, train_set)
@@ -241,121 +236,69 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: dict[str
                        num_workers=config.data.num_workers, memory_format=memory_format,
                        transforms=transforms_of(config.data))
     train_batches = make_loader(train_set, config.data.pipeline, config.train.batch_size, train=True, **loader_args)
-    test_batches = make_loader(test_set, config.data.pipeline, config.train.eval_batch_size, train=False, **loader_args)
-    val_batches = None if val_set is None else make_loader(val_set, config.data.pipeline, config.train.eval_batch_size,
-                                                           train=False, **loader_args)
+    evaluations = {split: make_loader(images, config.data.pipeline, config.train.eval_batch_size, train=False,
+                                      **loader_args)
+                   for split, images in (("test", test_set), ("val", val_set)) if images is not None}
     log.info("%s (%s), %d of %d parameters train, %d training / %d test images, on %s, %s",
-             config.model.name, record["init"], record["params_trainable"], record["params_total"],
-             len(train_set), len(test_set), record["device_name"], record["precision"])
+             config.model.name, record.init, record.params_trainable, record.params_total,
+             len(train_set), len(test_set), record.device_name, record.precision)
 
     epochs = config.train.epochs
-    probe = _cached_probe(config, model, device, amp_dtype, train_set, val_set, test_set, loader_args, record) \
-        if config.freeze.cached_features else None
-    writer = CheckpointWriter(checkpoint_path, record["history"], record.setdefault("checkpoint_seconds", 0.0), digest)
+    writer = CheckpointWriter(checkpoint_path, record.history, record.checkpoint_seconds or 0.0, digest)
+    unfreeze_at = config.freeze.unfreeze_at_epoch
+    callbacks = [
+        *([LpFtSwitch(model, optimizer, record, unfreeze_at)] if unfreeze_at is not None else []),
+        *([Progress(len(train_batches), epochs)] if show_progress else []),
+        FiniteEvaluation(),
+        RecordEpochs(record),
+        CheckpointEpochs(writer, model, optimizer, scaler, run_dir, record, keep_last=config.keep_checkpoint),
+        Trackers(tracker),
+        EpochLog(),
+        *extra_callbacks,
+    ]
     try:
-        if probe is not None and config.freeze.probe == "lbfgs" and epochs_done == 0:
-            epochs_done = unfreeze_at if unfreeze_at is not None else epochs
-            trained, tested, validated = _fit_lbfgs(probe, device, record)
-            record["history"].append(_history_entry(epochs_done, trained, tested, validated))
-            record.update(test_acc=tested.accuracy, test_loss=tested.loss, val_acc=validated.accuracy,
-                          val_loss=validated.loss)
-            if epochs_done < epochs or config.keep_checkpoint:
-                _save_checkpoint(writer, epochs_done, model, optimizer, scaler, run_dir, record)
-        for epoch in range(epochs_done + 1, epochs + 1):
-            if unfreeze_at is not None and epoch == unfreeze_at + 1:
-                _start_fine_tuning(model, optimizer, record)
-            # A probe on cached features trains the head alone on them, until LP-FT's switch.
-            on_features = probe is not None and (unfreeze_at is None or epoch <= unfreeze_at)
-            net = probe.head if on_features else forward
-            batches, tests, vals = (probe.train, probe.test, probe.val) if on_features else \
-                (train_batches, test_batches, val_batches)
-            bar = ProgressBar(f"epoch {epoch}/{epochs}", len(batches), sys.stdout) if show_progress else None
-            try:
-                trained = train_one_epoch(net, batches.epoch(epoch), optimizer, device, amp_dtype, scaler, bar)
-            except NonFiniteLoss as error:
-                raise TransferlabError(f"epoch {epoch}, batch {error.batch}: the training loss is not finite "
-                                       "(NaN or inf); try a lower optim.lr or precision=fp32") from error
-            tested = evaluate(net, tests.epoch(epoch), device, amp_dtype)
-            validated = None if vals is None else evaluate(net, vals.epoch(epoch), device, amp_dtype)
-            _check_finite_evaluation(epoch, tested, validated)
-            entry = _history_entry(epoch, trained, tested, validated)
-            record["history"].append(entry)
-            record.update(test_acc=tested.accuracy, test_loss=tested.loss)
-            if validated is not None:
-                record.update(val_acc=validated.accuracy, val_loss=validated.loss)
-            # The last checkpoint of a run would only be deleted at the end: skip it unless it is kept.
-            if epoch < epochs or config.keep_checkpoint:
-                _save_checkpoint(writer, epoch, model, optimizer, scaler, run_dir, record)
-            metric_logger.log_epoch(entry)
-            log.info("epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  %.1f s  %.0f img/s",
-                     epoch, epochs, trained.loss, 100 * trained.accuracy, tested.loss, 100 * tested.accuracy,
-                     trained.seconds, trained.images_per_second)
-        _finish_checkpoints(writer, config.keep_checkpoint)
+        if config.freeze.cached_features:  # the head trains on cached features, until LP-FT's switch
+            probe = _cached_probe(config, model, device, amp_dtype, train_set, val_set, test_set, loader_args, record)
+            if config.freeze.probe == "lbfgs" and epochs_done < probe.last_epoch:
+                _fit_lbfgs(probe, device, callbacks, epochs, record)
+                epochs_done = probe.last_epoch
+            else:
+                forward = HeadOrNetwork(forward, probe.head)
+                train_batches = PhasedBatches(probe.train, train_batches, probe.last_epoch)
+                evaluations = {split: PhasedBatches(probe.evaluations[split], batches, probe.last_epoch)
+                               for split, batches in evaluations.items()}
+        fit(forward, train_batches, optimizer, range(epochs_done + 1, epochs + 1), device=device,
+            evaluations=evaluations, amp_dtype=amp_dtype, scaler=scaler, callbacks=callbacks)
         if config.save_model:
             save_atomically(_state_dict_on_host(model), run_dir / MODEL_FILE)
-            record["model_file"] = MODEL_FILE
+            record.model_file = MODEL_FILE
     except BaseException:
         _keep_what_was_saved(writer, record)
         raise
     finally:
         writer.close()
-        record["checkpoint_seconds"] = writer.seconds
-        metric_logger.close()
+        record.checkpoint_seconds = writer.seconds
+        tracker.close()
 
 
-def _check_finite_evaluation(epoch: int, tested: EpochResult, validated: EpochResult | None) -> None:
-    """A NaN or infinite test (or validation) loss fails the run: its weights have diverged, even
-    where the training loss of the epoch, summed before the last steps, was still finite."""
-    for split, result in (("test", tested), ("validation", validated)):
-        if result is not None and not math.isfinite(result.loss):
-            raise TransferlabError(f"epoch {epoch}: the {split} loss is not finite ({result.loss}); the weights "
-                                   "diverged: try a lower optim.lr or precision=fp32")
+def _datasets(config: Config, show_progress: bool, record: RunRecord) -> tuple[ImageSet, ImageSet | None, ImageSet]:
+    """(images that train, validation split or None, test set), recorded in ``record``."""
+    train_set, test_set = load_datasets(config.data, config.effective_subset_seed, show_progress)
+    train_set, val_set = hold_out_validation(train_set, config.data.val_fraction, config.effective_subset_seed)
+    record.num_train_images, record.train_images_per_class = len(train_set), images_per_class(train_set)
+    record.num_test_images, record.num_val_images = len(test_set), len(val_set) if val_set is not None else 0
+    record.num_classes, record.classes = len(train_set.classes), list(train_set.classes)
+    return train_set, val_set, test_set
 
 
-def _save_checkpoint(writer: CheckpointWriter, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler | None, run_dir: Path, record: dict[str, Any]) -> None:
-    """Hand the epoch's checkpoint to the writer, and with it the run.json to write once it is on
-    disk. A failed earlier write stops the run here."""
-    record["checkpoint_seconds"] = writer.seconds
-    saved_record = copy.deepcopy(record)
-
-    def write_saved_record() -> None:
-        try:
-            write_record(run_dir, saved_record)
-        except OSError as error:
-            raise CheckpointWriteError(write_failure(run_dir / RUN_FILE, _record_bytes(saved_record), error)) from error
-
-    try:
-        writer.save(model, optimizer, scaler, epoch, record["history"], record["config"], after=write_saved_record)
-    except CheckpointWriteError as error:
-        raise CheckpointWriteError(f"the run stops after epoch {epoch}, as its files could not be saved (a resume "
-                                   f"starts after epoch {len(writer.saved_history)}): {error}") from error
-
-
-def _keep_what_was_saved(writer: CheckpointWriter, record: dict[str, Any]) -> None:
+def _keep_what_was_saved(writer: CheckpointWriter, record: RunRecord) -> None:
     """A run that stops early keeps in its record the epochs a resume will find in the last
     checkpoint on disk (the write in progress is allowed to land first)."""
     error = writer.close()
     if error is not None:
         log.error("%s", error)
-    record["history"] = list(writer.saved_history)
-    last = record["history"][-1] if record["history"] else {}
-    record.update(test_acc=last.get("test_acc"), test_loss=last.get("test_loss"))
-    for key in ("val_acc", "val_loss"):
-        if key in record:
-            record[key] = last.get(key)
-
-
-def _finish_checkpoints(writer: CheckpointWriter, keep_checkpoint: bool) -> None:
-    """Wait for the last checkpoint write. When it failed and the checkpoint is not to be kept,
-    nothing is lost: the run is complete and that checkpoint would be deleted."""
-    try:
-        writer.finish()
-    except CheckpointWriteError as error:
-        if keep_checkpoint:
-            raise CheckpointWriteError(f"the run finished, but the checkpoint it was asked to keep "
-                                       f"(keep_checkpoint=true) could not be saved: {error}") from error
-        log.warning("a checkpoint could not be saved, but the run finished without it: %s", error)
+    record.history = list(writer.saved_history)
+    record.set_results(record.history[-1] if record.history else None)
 
 
 def _remove_leftover_temporaries(run_dir: Path) -> None:
@@ -367,15 +310,15 @@ def _remove_leftover_temporaries(run_dir: Path) -> None:
 
 
 def _build_model(config: Config, num_classes: int, device: torch.device, memory_format: torch.memory_format,
-                 record: dict[str, Any]) -> torch.nn.Module:
+                 record: RunRecord) -> torch.nn.Module:
     model = build_model(config.model.name, config.model.pretrained, config.model.weights, num_classes)
     if config.model.weights is not None:
-        record["init"] = f"file:{config.model.weights}"
+        record.init = f"file:{config.model.weights}"
     else:
-        record["init"] = pretrained_weights(config.model.name).name if config.model.pretrained else "random"
+        record.init = pretrained_weights(config.model.name).name if config.model.pretrained else "random"
     check_image_size(model, config.model.name, config.data.image_size)
     frozen = frozen_modules(model, config.model.name, config.freeze.name, config.freeze.modules)
-    record["frozen_modules"] = list(frozen)
+    record.frozen_modules = list(frozen)
     trainable = trainable_parameter_names(model, frozen)
     if not trainable:
         head = head_name(config.model.name, model)
@@ -385,25 +328,26 @@ def _build_model(config: Config, num_classes: int, device: torch.device, memory_
     if config.freeze.cached_features:
         check_head_only(trainable, head)
     if all(name.startswith(f"{head}.") for name in trainable):  # a linear probe (LP-FT's first phase included)
-        record["probe"] = PROBE_CACHED if config.freeze.cached_features else PROBE_IN_LOOP
+        record.probe = PROBE_CACHED if config.freeze.cached_features else PROBE_IN_LOOP
     model.to(device, memory_format=memory_format)
-    record["params_total"], record["params_trainable"] = count_parameters(model)
+    record.params_total, record.params_trainable = count_parameters(model)
     return model
 
 
 @dataclass(frozen=True)
 class _CachedProbe:
-    """A head and the cached features it fits on: training, test and (or None) validation batches."""
+    """A head and the cached features it fits on, until its ``last_epoch`` (LP-FT's switch, or the
+    run's last epoch): training batches, and evaluation batches by split ("test", "val")."""
 
     head: torch.nn.Module
     train: FeatureBatches
-    test: FeatureBatches
-    val: FeatureBatches | None
+    evaluations: dict[str, FeatureBatches]
+    last_epoch: int
 
 
 def _cached_probe(config: Config, model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None,
                   train_set: ImageSet, val_set: ImageSet | None, test_set: ImageSet, loader_args: dict[str, Any],
-                  record: dict[str, Any]) -> _CachedProbe:
+                  record: RunRecord) -> _CachedProbe:
     """freeze.cached_features=true: the frozen backbone's features of every split (evaluation mode,
     the test-time transform), from the feature cache (extracted on the first run), and the model's
     head with its batches over them."""
@@ -414,19 +358,20 @@ def _cached_probe(config: Config, model: torch.nn.Module, device: torch.device, 
         model, head, sets,
         lambda data: make_loader(data, config.data.pipeline, config.train.eval_batch_size, train=False, **loader_args),
         cache_root, _feature_identity(config, record), device, amp_dtype)
-    record.update(about)
-    log.info("features: %s (%s, %.1f s)", about["feature_cache"],
-             "extracted now" if about["feature_cache_built"] else "from the cache", about["feature_seconds"])
-    seed = config.effective_seed
+    record.feature_cache, record.feature_cache_built, record.feature_seconds = (
+        about["feature_cache"], about["feature_cache_built"], about["feature_seconds"])
+    log.info("features: %s (%s, %.1f s)", record.feature_cache,
+             "extracted now" if record.feature_cache_built else "from the cache", record.feature_seconds)
+    seed, eval_batch = config.effective_seed, config.train.eval_batch_size
+    unfreeze_at = config.freeze.unfreeze_at_epoch
     return _CachedProbe(
-        model.get_submodule(head),
-        FeatureBatches(features["train"], config.train.batch_size, train=True, seed=seed),
-        FeatureBatches(features["test"], config.train.eval_batch_size, train=False, seed=seed),
-        FeatureBatches(features["val"], config.train.eval_batch_size, train=False, seed=seed) if "val" in features
-        else None)
+        model.get_submodule(head), FeatureBatches(features["train"], config.train.batch_size, train=True, seed=seed),
+        {split: FeatureBatches(features[split], eval_batch, train=False, seed=seed) for split in ("test", "val")
+         if split in features},
+        unfreeze_at if unfreeze_at is not None else config.train.epochs)
 
 
-def _feature_identity(config: Config, record: dict[str, Any]) -> dict[str, Any]:
+def _feature_identity(config: Config, record: RunRecord) -> dict[str, Any]:
     """What the features of this run depend on (probe.feature_identity): the cache's key."""
     data = config.data
     source: dict[str, Any] = {"name": data.name}
@@ -435,30 +380,40 @@ def _feature_identity(config: Config, record: dict[str, Any]) -> dict[str, Any]:
     elif data.name == "imagefolder":
         source.update(content=scan_folder(data.root).content_key(data.stored_size), stored_size=data.stored_size,
                       test_fraction=data.test_fraction, test_seed=data.subset_seed)
-    subset = {**record["subset"], "val_fraction": data.val_fraction}
     weights = pretrained_weights(config.model.name) if config.model.pretrained and config.model.weights is None else None
     init = weights_identity(config.model.weights, f"{type(weights).__name__}.{weights.name}" if weights else None,
                             config.effective_seed)
-    transforms = record["transforms"]
+    view = record.transforms
     return feature_identity(model_name=config.model.name, init=init, image_size=data.image_size,
-                            test_view={"test": transforms["test"], "mean": transforms["mean"], "std": transforms["std"]},
-                            data=source, subset=subset, device_type=record["device"].split(":")[0],
-                            precision=record["precision"], versions=record["versions"])
+                            test_view={"test": view["test"], "mean": view["mean"], "std": view["std"]},
+                            data=source, subset={**record.subset, "val_fraction": data.val_fraction},
+                            device_type=record.device.split(":")[0], precision=record.precision,
+                            versions=record.versions)
 
 
-def _fit_lbfgs(probe: _CachedProbe, device: torch.device, record: dict[str, Any]) -> tuple[EpochResult, ...]:
-    """freeze.probe=lbfgs: the head fitted by L-BFGS logistic regression, its L2 strength chosen on
-    the validation split; (training, test, validation) results of the fitted head."""
+def _fit_lbfgs(probe: _CachedProbe, device: torch.device, callbacks: Sequence[Callback], epochs: int,
+               record: RunRecord) -> None:
+    """freeze.probe=lbfgs: the head fitted once by L-BFGS logistic regression, its L2 strength chosen
+    on the validation split, and told to the callbacks as the end of the probe's last epoch (its
+    record entry, checkpoint, trackers, log line), as the loop tells them of an epoch."""
     log.info("fitting the head by L-BFGS logistic regression, choosing its L2 strength on the validation split")
-    fitted = fit_logistic_regression(probe.head, probe.train.data, probe.val.data)
-    record.update(probe_l2=fitted.l2, probe_seconds=round(fitted.seconds, 3),
-                  probe_l2_sweep=[{"l2": l2, "val_acc": acc, "val_loss": loss}
-                                  for l2, (acc, loss) in fitted.sweep.items()])
-    trained = evaluate(probe.head, probe.train.epoch(1), device)
-    trained = EpochResult(trained.loss, trained.accuracy, trained.images, fitted.seconds)
-    log.info("L-BFGS chose l2=%g (validation accuracy %.2f%%) of %d values in %.1f s", fitted.l2,
-             100 * fitted.val_accuracy, len(fitted.sweep), fitted.seconds)
-    return trained, evaluate(probe.head, probe.test.epoch(1), device), evaluate(probe.head, probe.val.epoch(1), device)
+    try:
+        fitted = fit_logistic_regression(probe.head, probe.train.data, probe.evaluations["val"].data)
+        record.probe_l2, record.probe_seconds = fitted.l2, round(fitted.seconds, 3)
+        record.probe_l2_sweep = [{"l2": l2, "val_acc": accuracy, "val_loss": loss}
+                                 for l2, (accuracy, loss) in fitted.sweep.items()]
+        log.info("L-BFGS chose l2=%g (validation accuracy %.2f%%) of %d values in %.1f s", fitted.l2,
+                 100 * fitted.val_accuracy, len(fitted.sweep), fitted.seconds)
+        trained = evaluate(probe.head, probe.train.epoch(1), device)
+        trained = EpochResult(trained.loss, trained.accuracy, trained.images, fitted.seconds)
+        evaluated = {split: evaluate(probe.head, batches.epoch(1), device) for split, batches in probe.evaluations.items()}
+        end = EpochEnd(probe.last_epoch, epochs, trained, evaluated, lr=float("nan"))
+        for callback in callbacks:
+            callback.on_epoch_end(end)
+    except BaseException:
+        for callback in callbacks:
+            callback.on_fit_stop()
+        raise
 
 
 def _resumes(config: Config, checkpoint_path: Path) -> bool:
@@ -468,8 +423,21 @@ def _resumes(config: Config, checkpoint_path: Path) -> bool:
     return config.resume and not config.force and checkpoint_path.exists()
 
 
+def _starting_point(config: Config, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler | None, record: RunRecord) -> tuple[int, str | None]:
+    """(epochs already done, the SHA-256 of the checkpoint resumed from or None): (0, None) for a
+    run that starts at its first epoch, which removes the checkpoint of the run it starts over
+    from (resume=false, force=true), so that no later resume takes it for this run's."""
+    if _resumes(config, path):
+        return _resume(path, model, optimizer, scaler, record, config.freeze.unfreeze_at_epoch, config.train.epochs)
+    if path.exists() or digest_path(path).exists():
+        log.info("starting over: removing %s of the earlier run", path)
+        remove_checkpoint(path)
+    return 0, None
+
+
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler | None, record: dict[str, Any], unfreeze_at: int | None,
+            scaler: torch.amp.GradScaler | None, record: RunRecord, unfreeze_at: int | None,
             epochs: int) -> tuple[int, str | None]:
     """Restore the run (of ``epochs`` epochs) from its checkpoint once its bytes match the digest
     recorded when it was written; (the number of epochs it had finished, its SHA-256 or None when
@@ -480,32 +448,20 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
         log.warning("%s has no recorded digest (it was written before transferlab recorded them), so it is not "
                     "verified; pass resume=false to start over instead", path)
     checkpoint = load_checkpoint(path)
-    if result_config(checkpoint.config) != result_config(record["config"]):
+    if result_config(checkpoint.config) != result_config(record.config):
         raise CheckpointError(f"{path} was written by a run of another config; delete it or pass resume=false")
     if not 1 <= checkpoint.epoch <= epochs:
         raise CheckpointError(f"{path} says it was written after epoch {checkpoint.epoch}, but this run's epochs are "
                               f"1 to {epochs} (train.epochs={epochs}); delete it or pass resume=false")
     if unfreeze_at is not None and checkpoint.epoch > unfreeze_at:
-        _start_fine_tuning(model, optimizer, record)
+        start_fine_tuning(model, optimizer, record)
     restore(checkpoint, model, optimizer, scaler, path)
-    record["history"] = list(checkpoint.history)
-    record["resumed_after_epoch"] = checkpoint.epoch
-    record["checkpoint_seconds"] = checkpoint.checkpoint_seconds
-    if checkpoint.history:
-        last = checkpoint.history[-1]
-        record.update(test_acc=last["test_acc"], test_loss=last["test_loss"])
-        record.update({key: last[key] for key in ("val_acc", "val_loss") if key in last})
+    record.history = list(checkpoint.history)
+    record.resumed_after_epoch = checkpoint.epoch
+    record.checkpoint_seconds = checkpoint.checkpoint_seconds
+    record.set_results(checkpoint.history[-1] if checkpoint.history else None)
     log.info("resuming from %s after epoch %d", path, checkpoint.epoch)
     return checkpoint.epoch, digest
-
-
-def _start_fine_tuning(model: torch.nn.Module, optimizer: torch.optim.Optimizer, record: dict[str, Any]) -> None:
-    """LP-FT's switch: the frozen parameters train from now on, in a new parameter group of the
-    optimizer with its settings (learning rate, momentum, ...)."""
-    optimizer.add_param_group({"params": unfreeze(model)})
-    record["params_trainable_after_unfreeze"] = count_parameters(model)[1]
-    log.info("fine-tuning from now on: %d of %d parameters train", record["params_trainable_after_unfreeze"],
-             record["params_total"])
 
 
 def write_samples(path: Path, data: ImageSet, per_class: int = SAMPLES_PER_CLASS,
@@ -534,72 +490,29 @@ def write_samples(path: Path, data: ImageSet, per_class: int = SAMPLES_PER_CLASS
     write_atomic(path, buffer.getvalue())
 
 
-def _history_entry(epoch: int, trained: EpochResult, tested: EpochResult,
-                   validated: EpochResult | None = None) -> dict[str, Any]:
-    validation = {} if validated is None else {"val_loss": validated.loss, "val_acc": validated.accuracy}
-    return {
-        "epoch": epoch,
-        "train_loss": trained.loss,
-        "train_acc": trained.accuracy,
-        "test_loss": tested.loss,
-        "test_acc": tested.accuracy,
-        **validation,
-        "epoch_seconds": trained.seconds,
-        "eval_seconds": tested.seconds,
-        "images_per_second": trained.images_per_second,
-    }
-
-
 def _state_dict_on_host(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A state_dict that ``torchvision.models.get_model(name, num_classes=K)`` loads as it is, K being
     the run's ``num_classes``."""
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
-def _new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    record = {
-        "status": "running",
-        "name": config.name,
-        "model": config.model.name,
-        "pretrained": config.model.pretrained or config.model.weights is not None,
-        "init": None,  # IMAGENET1K_V1 (or the model's weights enum), random or file:PATH; set once it is known
-        "data": config.data.name,
-        "dataset": dataset_name(config.data),
-        "transforms": transforms_of(config.data).describe(config.data.image_size),
-        "fraction": config.data.fraction,  # null with data.per_class
-        "per_class": config.data.per_class,
-        # How the training subset was drawn: a run drawn another way trained on other images.
-        "subset": {"sampling": config.data.sampling, "seed": config.effective_subset_seed,
-                   "fraction": config.data.fraction, "per_class": config.data.per_class},
-        "image_size": config.data.image_size,
-        "freeze": "custom" if config.freeze.modules is not None else config.freeze.name,
-        "frozen_modules": None,
-        # The replicate (docs/repeats.md) and the seeds it ran with: seed + repeat, data.subset_seed + repeat.
-        "repeat": config.repeat,
-        "seed": config.effective_seed,
-        "subset_seed": config.effective_subset_seed,
-        "config": as_dict(config),
-        "overrides": list(overrides),
-        "num_classes": None,
-        "classes": None,
-        "params_total": None,
-        "params_trainable": None,
-        **({"params_trainable_after_unfreeze": None} if config.freeze.unfreeze_at_epoch is not None else {}),
-        "history": [],
-        "test_acc": None,
-        "test_loss": None,
-        # The operations that ran without a deterministic implementation; null: not checked.
-        "nondeterministic_ops": [] if config.deterministic else None,
-        "started_at": utc_now(),
-        "finished_at": None,
-        "versions": _versions(),
-        "host": platform.node(),
-        "pid": os.getpid(),
-        "slurm_job_id": _slurm_job_id(),
-    }
-    if config.data.name == "imagefolder":
-        record["data_source"] = describe_source(config.data.root, config.data.test_fraction)
-    return record
+def new_record(config: Config, overrides: list[str] | tuple[str, ...]) -> RunRecord:
+    """The record of a run that starts: its settings; the rest is filled in as the run learns it."""
+    data = config.data
+    return RunRecord(
+        status="running", name=config.name, model=config.model.name,
+        pretrained=config.model.pretrained or config.model.weights is not None, init=None,
+        data=data.name, dataset=dataset_name(data), transforms=transforms_of(data).describe(data.image_size),
+        fraction=data.fraction, per_class=data.per_class,
+        subset={"sampling": data.sampling, "seed": config.effective_subset_seed, "fraction": data.fraction,
+                "per_class": data.per_class},
+        image_size=data.image_size, freeze="custom" if config.freeze.modules is not None else config.freeze.name,
+        repeat=config.repeat, seed=config.effective_seed, subset_seed=config.effective_subset_seed,
+        config=as_dict(config), overrides=list(overrides), started_at=utc_now(), versions=_versions(),
+        host=platform.node(), pid=os.getpid(), slurm_job_id=_slurm_job_id(),
+        nondeterministic_ops=[] if config.deterministic else None,
+        data_source=describe_source(data.root, data.test_fraction) if data.name == "imagefolder" else None,
+    )
 
 
 def _slurm_job_id() -> str | None:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from transferlab.config import as_dict, result_config, validate
 from transferlab.errors import ConfigError, JobRaised, RunInterrupted, TransferlabError
 from transferlab.locks import RUN_LOCK_FILE, run_folder_lock
-from transferlab.records import RUN_FILE, read_record, utc_now, write_atomic, write_record
+from transferlab.records import RUN_FILE, RunResult, read_record, utc_now, write_atomic
 from transferlab.run import run_training
 from transferlab.workers import worker_stop
 
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 LOG_FILE = "train.log"
 HYDRA_DIR = ".hydra"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
-SKIPPED = "skipped"  # set in the record a job returns (never on disk) when it trained nothing
 
 
 class RunFolderTaken(TransferlabError):
@@ -68,13 +67,15 @@ def completed_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | Non
     )
 
 
-def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, Any]:
-    """One Hydra job: the finished run's record, or the completed record it skipped (marked
-    ``skipped``). Never raises for a failed run, so that one failure does not stop a sweep;
-    Ctrl-C does propagate (in a launcher's worker process an interrupted run is returned instead:
-    see transferlab.workers), and so does a TransferlabError when the run's own files cannot be
-    written (a full disk: the runs after it would fail the same way), for the CLI to print.
-    ``hydra_cfg`` is the job's ``hydra`` node, saved into .hydra/.
+def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig, callbacks: Sequence[Any] = ()) -> RunResult:
+    """One Hydra job: the finished run, or the completed run it skipped. Never raises for a failed
+    run, so that one failure does not stop a sweep; a config that is not allowed raises its
+    ConfigError before anything is written (a sweep checks every job's config before the first
+    runs), Ctrl-C propagates (in a launcher's worker process an interrupted run is returned
+    instead: see transferlab.workers), and so does a TransferlabError when the run's own files
+    cannot be written (a full disk: the runs after it would fail the same way), for the CLI to
+    print. ``hydra_cfg`` is the job's ``hydra`` node, saved into .hydra/; ``callbacks`` go to
+    run_training.
 
     The folder is written only under its lock (transferlab.locks.run_folder_lock), which the job
     holds to the end of the run: a second process for the same folder is refused with one line
@@ -85,9 +86,14 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, 
     worker = worker_stop()
     try:
         config = validate(cfg)
+    except ConfigError:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # made by Hydra just now, if it is empty: a refused config leaves nothing
+        raise
+    try:
         finished = None if config.force else completed_run(run_dir, as_dict(config))
-    except TransferlabError as error:
-        return _refused(cfg, run_dir, hydra_cfg, overrides, error)
+    except RunFolderTaken as error:
+        return _not_started(cfg, run_dir, overrides, str(error))
     if finished is not None:
         return _skipped(run_dir, finished)
     with contextlib.ExitStack() as held:
@@ -96,59 +102,39 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig) -> dict[str, 
                 held.enter_context(run_folder_lock(run_dir))
         except RunFilesError:
             raise  # a full disk: the runs after it would fail the same way
-        except TransferlabError as busy:
-            log.error("run not started: %s", busy)  # and nothing written: the folder is another process's
-            return _not_started(cfg, overrides, str(busy))
+        except TransferlabError as busy:  # and nothing written: the folder is another process's
+            return _not_started(cfg, run_dir, overrides, str(busy))
         try:
             finished = None if config.force else completed_run(run_dir, as_dict(config))
         except RunFolderTaken as error:
-            log.error("run not started: %s", error)
-            return _not_started(cfg, overrides, str(error))
+            return _not_started(cfg, run_dir, overrides, str(error))
         if finished is not None:
             return _skipped(run_dir, finished)
         if worker is not None and worker.requested:  # the sweep is stopping: this worker starts no run
-            log.error("run not started: %s", worker.reason())
-            return _not_started(cfg, overrides, worker.reason(), status="interrupted")
+            return _not_started(cfg, run_dir, overrides, worker.reason(), status="interrupted")
         try:
             with run_folder_files(run_dir, cfg, hydra_cfg):
-                return run_training(config, run_dir, overrides)
+                return RunResult(run_dir, run_training(config, run_dir, overrides, callbacks))
         except RunInterrupted as interrupted:
             if worker is None or interrupted.record is None:
                 raise
             worker.stop(interrupted.exit_code - 128)  # this worker starts no further job of the sweep
-            return interrupted.record
+            return RunResult(run_dir, interrupted.record)
 
 
-def _skipped(run_dir: Path, finished: dict[str, Any]) -> dict[str, Any]:
+def _skipped(run_dir: Path, finished: dict[str, Any]) -> RunResult:
     log.info("skipped: %s already completed with this config (test acc %.2f%%); force=true re-runs it",
              run_dir, 100 * finished["test_acc"])
-    return {**finished, SKIPPED: True}
+    return RunResult(run_dir, finished, skipped=True)
 
 
-def _not_started(cfg: DictConfig, overrides: list[str], error: str, status: str = "failed") -> dict[str, Any]:
-    """The record of a job that wrote nothing (returned, never saved)."""
-    return {"status": status, "config": OmegaConf.to_container(cfg), "overrides": overrides, "error": error,
-            "history": [], "finished_at": utc_now()}
-
-
-def _refused(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig, overrides: list[str],
-             error: TransferlabError) -> dict[str, Any]:
-    """A run refused for its config: recorded as failed in its folder, unless the folder holds a
-    completed run (or another process holds it), which stays as it is."""
-    record = _not_started(cfg, overrides, str(error))
-    if isinstance(error, RunFolderTaken) or completed_record(run_dir) is not None:
-        log.error("run not started: %s", error)  # and nothing written: the results stay as they are
-        return record
-    try:
-        with run_folder_lock(run_dir), run_folder_files(run_dir, cfg, hydra_cfg):
-            log.error("run not started: %s", error)
-            with _writing(run_dir / RUN_FILE):
-                write_record(run_dir, record)
-    except RunFilesError as unwritable:
-        raise RunFilesError(f"run not started: {error}; and {unwritable}") from unwritable
-    except TransferlabError as busy:  # the folder is another process's (RunFolderBusy)
-        log.error("run not started: %s (and not recorded: %s)", error, busy)
-    return record
+def _not_started(cfg: DictConfig, run_dir: Path, overrides: list[str], error: str,
+                 status: str = "failed") -> RunResult:
+    """A job that wrote nothing: the folder holds another config's completed run, or another
+    process holds it, or the sweep is stopping. Its record is returned, never saved."""
+    log.error("run not started: %s", error)
+    return RunResult(run_dir, {"status": status, "config": OmegaConf.to_container(cfg), "overrides": overrides,
+                               "error": error, "history": [], "finished_at": utc_now()})
 
 
 @contextlib.contextmanager
@@ -237,21 +223,21 @@ def summarize_sweep(job_returns: Iterable[JobReturn]) -> SweepSummary:
         if job.status != JobStatus.COMPLETED:  # the job raised: a bug, not a recorded failure
             summary.not_completed.append(f"{folder} (error: {job._return_value!r})")
             continue
-        record = job.return_value
-        if not isinstance(record, dict):
+        result = job.return_value
+        if not isinstance(result, RunResult):
             summary.not_completed.append(f"{folder} (returned no run record)")
-        elif record.get(SKIPPED):
+        elif result.skipped:
             summary.skipped.append(folder)
-        elif record.get("status") == "completed":
+        elif result.completed:
             summary.completed.append(folder)
         else:
-            summary.not_completed.append(f"{folder} ({record.get('status')}: {record.get('error', '')})")
+            summary.not_completed.append(f"{folder} ({result.record.get('status')}: {result.record.get('error', '')})")
     return summary
 
 
 def finish_sweep(job_returns: Iterable[JobReturn], sweep_dir: Path, stopped_by: int | None = None) -> None:
-    """Log the sweep's summary; exit 1 when a run did not complete, or raise RunInterrupted when
-    the signal ``stopped_by`` stopped the sweep."""
+    """Log the sweep's summary, or raise RunInterrupted when the signal ``stopped_by`` stopped the
+    sweep. (The command's exit status comes from the results: see transferlab.cli.)"""
     summary = summarize_sweep(job_returns)
     ran = len(summary.completed) + len(summary.not_completed)  # a refused run ran (and did not complete)
     log.info("sweep finished in %s: %d run(s) ran, %d did not complete, %d skipped (completed before)",
@@ -260,8 +246,6 @@ def finish_sweep(job_returns: Iterable[JobReturn], sweep_dir: Path, stopped_by: 
         log.error("not completed: %s", line)
     if stopped_by is not None:
         raise RunInterrupted(str(sweep_dir), 128 + stopped_by, sweep=True)
-    if summary.not_completed:
-        raise SystemExit(1)
 
 
 def refuse_shared_run_folders(jobs: Sequence[tuple[Sequence[str], Path]]) -> None:
@@ -287,15 +271,10 @@ def refuse_shared_run_folders(jobs: Sequence[tuple[Sequence[str], Path]]) -> Non
 
 
 class RunStatusCallback(Callback):
-    """Makes ``transferlab train`` exit 1 when its single run did not complete (a sweep's exit
-    status is the sweeper's: see finish_sweep). The error of a job that raised goes to the CLI,
-    which prints it."""
+    """Hands the error of a single run's job that raised (a config that is not allowed, files that
+    could not be written, a bug) to transferlab.launch as JobRaised, before Hydra prints a line of
+    its own about it."""
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn | None = None, **kwargs: Any) -> None:
-        if job_return is None:
-            return
-        if job_return.status != JobStatus.COMPLETED:
+        if job_return is not None and job_return.status != JobStatus.COMPLETED:
             raise JobRaised(job_return._return_value)  # Hydra's `return_value` would print a line of its own
-        record = job_return.return_value
-        if not isinstance(record, dict) or record.get("status") != "completed":
-            raise SystemExit(1)

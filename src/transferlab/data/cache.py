@@ -1,48 +1,47 @@
 """Decoded images on disk: every file is decoded once, in parallel, into one uint8 array of
-(N, 3, S, S) that later runs memory-map in a fraction of a second.
+(N, 3, S, S) that later runs memory-map in a fraction of a second. S is the stored size asked for
+(data.stored_size), or the largest centre square among the files when that is smaller: a folder of
+8x8 images is stored at 8x8, not blown up to 256x256 (each file's header is read first).
 
 A cache is a folder named by its key (a hash of the file list, sizes, modification times and the
-stored size; see imagefolder.py) holding ``images.npy``, ``labels.npy``, ``digests.npy`` (the
+stored size asked for; see imagefolder.py) holding ``images.npy``, ``labels.npy``, ``digests.npy`` (the
 SHA-256 of each file's bytes, which find copies of one image) and ``about.json``. It is built in a
 temporary folder and published with one rename, under a file lock, so parallel runs on one image
 folder decode it once and nobody ever reads half a cache. Opening a cache checks its files' shapes
 and sizes against about.json and the folder (a damaged one is decoded again, with a warning), and
-first removes the temporaries that no process is writing (a decoding killed with SIGKILL).
+first removes the temporaries that no process is writing (a decoding killed with SIGKILL). Each
+opening sets the folder's modification time: its last use, which `transferlab cache list` shows
+(transferlab.caches, which also says where caches live and removes them).
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import logging
 import multiprocessing
 import os
-import re
 import shutil
+import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from transferlab.caches import (ABOUT_FILE, DIGESTS_FILE, IMAGES_FILE, LABELS_FILE, format_size, lock_if_free,
+                                lock_path, temporaries)
 from transferlab.errors import TransferlabError
 from transferlab.locks import file_lock
 
 log = logging.getLogger(__name__)
 
-IMAGES_FILE, LABELS_FILE, DIGESTS_FILE, ABOUT_FILE = "images.npy", "labels.npy", "digests.npy", "about.json"
 DIGEST_BYTES = 32  # SHA-256: 47 us for a 42 KB JPEG that takes 3.3 ms to decode (measured on the dev machine)
-TEMPORARY = re.compile(r"^\.(?P<key>[^.]+)\.(?P<pid>\d+)\.tmp$")  # .<key>.<pid of its writer>.tmp
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit PNG/TIFF greyscale opens as one of these
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "transferlab"
 
 
 def decode_image(source: Path | io.BytesIO, size: int) -> np.ndarray:
@@ -65,25 +64,16 @@ def decode_image(source: Path | io.BytesIO, size: int) -> np.ndarray:
         return np.asarray(image).transpose(2, 0, 1)
 
 
-def format_size(num_bytes: float) -> str:
-    """A size in bytes for people: 13.8 KB, 4.2 MB, 1.4 GB (powers of 1000)."""
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if num_bytes < 1000:
-            return f"{num_bytes:.0f} bytes" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1000
-    return f"{num_bytes:.1f} TB"
-
-
 def cached_images(folder: Path, files: list[Path], labels: list[int], size: int, workers: int,
                   show_progress: bool, description: dict) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """(images (N, 3, size, size) uint8, memory-mapped; labels (N,) int64; SHA-256 digests (N, 32)
-    uint8 of the files' bytes) of ``files``, from the cache in ``folder``, which is built first when
-    it is not there or is damaged."""
+    """(images (N, 3, S, S) uint8, memory-mapped, S at most ``size`` (see the module's docstring);
+    labels (N,) int64; SHA-256 digests (N, 32) uint8 of the files' bytes) of ``files``, from the
+    cache in ``folder``, which is built first when it is not there or is damaged."""
     _remove_stale_temporaries(folder.parent)
-    with file_lock(_lock_path(folder)):
+    with file_lock(lock_path(folder)):
         # This cache's own: its lock is ours now, so whoever wrote them is gone (a process killed
         # while decoding it, or its pool workers, which held the lock a moment longer).
-        for path, key, pid in _temporaries(folder.parent):
+        for path, key, pid in temporaries(folder.parent):
             if key == folder.name:
                 _remove_temporary(path, pid)
         damage = _damage(folder, len(files), size, labels) if os.path.lexists(folder) else None
@@ -94,27 +84,34 @@ def cached_images(folder: Path, files: list[Path], labels: list[int], size: int,
             log.info("image cache: %s", folder)
         else:
             _build(folder, files, labels, size, workers, show_progress, description)
+        _mark_used(folder)
         # Copy-on-write: the tensor is writable (torch wants that) but nothing is ever written back.
         images = torch.from_numpy(np.load(folder / IMAGES_FILE, mmap_mode="c"))
         return images, torch.from_numpy(np.load(folder / LABELS_FILE)), np.load(folder / DIGESTS_FILE)
 
 
-def _lock_path(folder: Path) -> Path:
-    return folder.with_name(f"{folder.name}.lock")
+def _mark_used(folder: Path) -> None:
+    """The cache's last use, for `transferlab cache list`: its folder's modification time."""
+    try:
+        os.utime(folder)
+    except OSError:
+        pass  # a cache someone else owns, or on a read-only file system, is used all the same
 
 
 def _damage(folder: Path, count: int, size: int, labels: list[int]) -> str | None:
-    """What is wrong with the cache in ``folder`` for ``count`` images at ``size`` (files missing,
-    shorter or of another shape than about.json and the folder say), or None when it is whole."""
+    """What is wrong with the cache in ``folder`` for ``count`` images asked for at ``size`` (files
+    missing, shorter or of another shape than about.json and the folder say), or None when it is whole."""
     try:
         about = json.loads((folder / ABOUT_FILE).read_text())
     except FileNotFoundError:
         return f"{ABOUT_FILE} is missing"
     except (OSError, ValueError) as error:
         return f"{ABOUT_FILE} cannot be read: {error}"
-    if not isinstance(about, dict) or (about.get("images"), about.get("stored_size")) != (count, size):
-        return f"{ABOUT_FILE} does not describe {count} images at {size}x{size}"
-    for name, shape, dtype in ((IMAGES_FILE, (count, 3, size, size), np.uint8), (LABELS_FILE, (count,), np.int64),
+    stored = about.get("stored_size") if isinstance(about, dict) else None
+    if (not isinstance(stored, int) or not 1 <= stored <= size
+            or (about.get("images"), about.get("requested_stored_size")) != (count, size)):
+        return f"{ABOUT_FILE} does not describe {count} images asked for at {size}x{size}"
+    for name, shape, dtype in ((IMAGES_FILE, (count, 3, stored, stored), np.uint8), (LABELS_FILE, (count,), np.int64),
                                (DIGESTS_FILE, (count, DIGEST_BYTES), np.uint8)):
         damage = _array_damage(folder / name, shape, np.dtype(dtype))
         if damage is not None:
@@ -164,38 +161,15 @@ def _remove_stale_temporaries(cache_folder: Path) -> None:
     only written under its cache's lock, so one whose lock is free is stale, whatever machine
     (on a shared file system) or process id made it. One whose lock is taken is left alone (the
     next run on that cache removes it, under its lock, if its writer is gone)."""
-    for path, key, pid in _temporaries(cache_folder):
-        with _lock_if_free(cache_folder / f"{key}.lock") as free:
+    for path, key, pid in temporaries(cache_folder):
+        with lock_if_free(cache_folder / f"{key}.lock") as free:
             if free:
                 _remove_temporary(path, pid)
-
-
-def _temporaries(cache_folder: Path) -> list[tuple[Path, str, str]]:
-    """(path, cache key, writer's process id) of each temporary folder in ``cache_folder``."""
-    try:
-        names = sorted(os.listdir(cache_folder))
-    except FileNotFoundError:
-        return []
-    matches = [(name, TEMPORARY.match(name)) for name in names]
-    return [(cache_folder / name, match["key"], match["pid"]) for name, match in matches if match]
 
 
 def _remove_temporary(path: Path, pid: str) -> None:
     log.info("removing %s, left by an interrupted decoding (process %s)", path, pid)
     shutil.rmtree(path, ignore_errors=True)
-
-
-@contextmanager
-def _lock_if_free(path: Path) -> Iterator[bool]:
-    """Hold the lock on ``path`` for the block when no process holds it (yields True); never waits
-    (yields False when it is taken)."""
-    with open(path, "a+") as handle:  # closing the file releases the lock
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-        else:
-            yield True
 
 
 def _build(folder: Path, files: list[Path], labels: list[int], size: int, workers: int,
@@ -206,19 +180,28 @@ def _build(folder: Path, files: list[Path], labels: list[int], size: int, worker
     temporary.mkdir(parents=True)
     try:
         images_path, digests_path = temporary / IMAGES_FILE, temporary / DIGESTS_FILE
-        _allocate(images_path, (len(files), 3, size, size))
-        _allocate(digests_path, (len(files), DIGEST_BYTES))
-        log.info("decoding %d images of %s to %dx%d with %d worker(s) into %s", len(files),
-                 description["root"], size, size, workers, folder)
-        start = time.perf_counter()
-        _decode_all(temporary, files, size, workers, show_progress)
-        seconds = time.perf_counter() - start
+        with _decoding_processes(workers) as each:
+            # Every result of both passes is taken before the pool ends: Pool.terminate() with tasks
+            # still queued can hang for good (its task thread waits on a queue lock), as a test here once did.
+            largest = max(each(_square_side, files), default=0)  # 0: no header could be read
+            stored = min(size, largest) if largest else size
+            _allocate(images_path, (len(files), 3, stored, stored))
+            _allocate(digests_path, (len(files), DIGEST_BYTES))
+            log.info("decoding %d images of %s to %dx%d with %d worker(s) into %s", len(files),
+                     description["root"], stored, stored, workers, folder)
+            start = time.perf_counter()
+            tasks = [(temporary, stored, position, path) for position, path in enumerate(files)]
+            errors = _collect(each(_decode_into, tasks), _Progress(len(files)) if show_progress else None)
+            seconds = time.perf_counter() - start
+        if errors:
+            more = f" (and {len(errors) - 1} more file(s) that cannot be read)" if len(errors) > 1 else ""
+            raise TransferlabError(sorted(errors)[0] + more)
         for path in (images_path, digests_path):
             with open(path, "rb+") as handle:
                 os.fsync(handle.fileno())
         np.save(temporary / LABELS_FILE, np.asarray(labels, dtype=np.int64))
-        about = {**description, "images": len(files), "stored_size": size, "decode_seconds": round(seconds, 2),
-                 "decode_workers": workers}
+        about = {**description, "images": len(files), "stored_size": stored, "requested_stored_size": size,
+                 "decode_seconds": round(seconds, 2), "decode_workers": workers}
         (temporary / ABOUT_FILE).write_text(json.dumps(about, indent=2) + "\n")
         os.replace(temporary, folder)
         log.info("decoded %d images in %.1f s (%.0f images/s)", len(files), seconds, len(files) / max(seconds, 1e-9))
@@ -245,25 +228,20 @@ def _allocate(path: Path, shape: tuple[int, ...]) -> None:
                 ) from error
 
 
-def _decode_all(temporary: Path, files: list[Path], size: int, workers: int, show_progress: bool) -> None:
-    tasks = list(enumerate(files))
-    progress = _Progress(len(files)) if show_progress else None
+@contextmanager
+def _decoding_processes(workers: int) -> Iterator[Callable[[Callable, Iterable], Iterable]]:
+    """``each(function, tasks)``, the results of ``function`` over ``tasks`` in any order: in this
+    process for one worker, else in a pool of ``workers`` processes (forked where there is fork:
+    the workers need only Pillow and numpy, and start at once)."""
     if workers <= 1:
-        _open_target(temporary, size)
         try:
-            errors = _collect(map(_decode_into, tasks), progress)
+            yield map
         finally:
-            _target.clear()
-    else:
-        # fork where there is one: the workers need only Pillow and numpy, and start at once.
-        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        with context.Pool(workers, initializer=_open_target, initargs=(temporary, size)) as pool:
-            # Every result is taken before the pool ends: Pool.terminate() with tasks still queued can
-            # hang for good (its task thread waits on a queue lock), as a test here once did.
-            errors = _collect(pool.imap_unordered(_decode_into, tasks, chunksize=16), progress)
-    if errors:
-        more = f" (and {len(errors) - 1} more file(s) that cannot be read)" if len(errors) > 1 else ""
-        raise TransferlabError(sorted(errors)[0] + more)
+            _target.clear()  # this process's memory maps of the temporary cache
+        return
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with context.Pool(workers, initializer=_start_worker) as pool:
+        yield lambda function, tasks: pool.imap_unordered(function, tasks, chunksize=16)
 
 
 def _collect(results, progress: _Progress | None) -> list[str]:
@@ -279,25 +257,43 @@ def _collect(results, progress: _Progress | None) -> list[str]:
     return errors
 
 
-# Each decoding process opens the cache's memory maps once (a Pool initializer cannot hand back an
-# object), and writes every image it decodes, and its digest, straight into its row: no pixels
-# cross a pipe.
+# Each decoding process opens the temporary cache's memory maps once, at its first image, and writes
+# every image it decodes, and its digest, straight into its row: no pixels cross a pipe.
 _target: dict = {}
 
 
-def _open_target(temporary: Path, size: int) -> None:
-    _target.update(images=np.load(temporary / IMAGES_FILE, mmap_mode="r+"),
-                   digests=np.load(temporary / DIGESTS_FILE, mmap_mode="r+"), size=size)
+def _start_worker() -> None:
+    """A decoding process's start. A forked worker inherits the run's signal handlers, and the run's
+    SIGTERM handler raises to stop the run: the SIGTERM with which the pool ends its workers (and any
+    other) would print a traceback from each worker. A worker ends quietly on SIGTERM, and ignores
+    SIGINT (Ctrl-C reaches the whole process group): the run stops, and its pool ends the workers."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _decode_into(task: tuple[int, Path]) -> str | None:
-    """Decode one file into its row of the cache, and its bytes' digest into the digests' row; the
-    error line when it cannot be read. The file is read once, for both."""
-    position, path = task
+def _square_side(path: Path) -> int:
+    """The side in pixels of the centre square of the image in ``path``, from its header; 0 when it
+    cannot be read (decoding it then names the file)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return min(image.size)
+    except Exception:  # Pillow raises several types for unreadable, truncated or foreign files
+        return 0
+
+
+def _decode_into(task: tuple[Path, int, int, Path]) -> str | None:
+    """Decode one file into its row of the temporary cache at its stored size, and its bytes' digest
+    into the digests' row; the error line when it cannot be read. The file is read once, for both."""
+    temporary, size, position, path = task
+    if _target.get("temporary") != temporary:
+        _target.update(temporary=temporary, images=np.load(temporary / IMAGES_FILE, mmap_mode="r+"),
+                       digests=np.load(temporary / DIGESTS_FILE, mmap_mode="r+"))
     try:
         data = Path(path).read_bytes()
         _target["digests"][position] = np.frombuffer(hashlib.sha256(data).digest(), dtype=np.uint8)
-        _target["images"][position] = decode_image(io.BytesIO(data), _target["size"])
+        _target["images"][position] = decode_image(io.BytesIO(data), size)
     except Exception as error:  # Pillow raises several types for unreadable, truncated or foreign files
         return f"{path} is not an image Pillow can read ({type(error).__name__}: {error}); remove or replace it"
     return None

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from transferlab.data.cache import cached_images, default_cache_dir
+from transferlab.caches import default_cache_dir
+from transferlab.data.cache import cached_images
 from transferlab.data.images import ImageSet, stratified_split
 from transferlab.errors import ConfigError, TransferlabError
 
@@ -32,7 +33,9 @@ log = logging.getLogger(__name__)
 LAYOUT = ("DIR/train/<class>/<images> and DIR/val/<class>/<images> (or DIR/test/<class>/...; with neither, "
           "data.test_fraction of train/ is held out)")
 COMMON_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")  # named in errors
-CACHE_FORMAT = 2  # bump when what the cache stores, or which files a scan finds, changes (2: digests, no folder links)
+# Bump when what the cache stores, or which files a scan finds, changes (2: digests, no folder links;
+# 3: stored at most at the largest centre square among the files).
+CACHE_FORMAT = 3
 FOLDER_LINKS = ("data=imagefolder follows links to files but not to folders inside a class folder: remove the link, "
                 "or put the folder itself (or links to its files) there")
 
@@ -50,7 +53,8 @@ class FolderListing:
 
     def content_key(self, stored_size: int) -> str:
         """A hash of everything the decoded images depend on: the files (relative path, class,
-        size, modification time) of both splits and the stored size."""
+        size, modification time) of both splits and the stored size asked for (the size stored
+        follows from it and the files)."""
         digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "stored_size": stored_size,
                                             "classes": self.classes}).encode())
         for split, files in (("train", self.train), (self.test_folder, self.test)):
@@ -232,7 +236,8 @@ def _check_copies(listing: FolderListing, digests: np.ndarray) -> None:
 def load_imagefolder(root: str | Path, stored_size: int, test_fraction: float, seed: int,
                      cache_dir: str | Path | None = None, workers: int = 0,
                      show_progress: bool = False) -> tuple[ImageSet, ImageSet]:
-    """(training set, test set) of an image folder, every image stored_size x stored_size uint8.
+    """(training set, test set) of an image folder, every image S x S uint8: S is ``stored_size``,
+    or the largest centre square among the files when that is smaller (data/cache.py).
 
     The images come from the cache (decoded on the first run, memory-mapped after); without val/
     or test/, a stratified ``test_fraction`` of train/, fixed by ``seed``, is the test set."""

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from transferlab.config import NOT_RESULT_KEYS
-from transferlab.records import RUN_FILE, read_record, record_problem
+from transferlab.records import RUN_FILE, flatten, read_record, record_problem
 
 # Settings that never split a group: replicates differ in seed, subset seed and repeat (see
 # replicate()), the rest cannot change a result.
@@ -95,17 +95,6 @@ def read_runs(files: list[Path]) -> tuple[list[tuple[Path, dict[str, Any]]], lis
             continue
         runs.append((file, record))
     return runs, skipped
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as {dotted key: value}; lists stay values."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def normalised(config: dict[str, Any]) -> dict[str, Any]:

@@ -14,13 +14,13 @@ from typing import Any
 import pandas as pd
 
 from transferlab.config import Config, as_dict
+from transferlab.records import TRIALS_SUFFIX, TUNED_SUFFIX
 from transferlab.report.arms import display, short_names, sort_key
 from transferlab.report.page import Section, Table
 from transferlab.report.reading import IGNORED_KEYS, flatten, normalised, replicate
 from transferlab.report.stats import PERCENT_BOUNDS, POINTS_BOUNDS, paired_difference, summarize
 from transferlab.report.studies import PARTS, varying_keys
 from transferlab.report.tables import CI, EXCLUDES_ZERO, N, numeric_columns, interval_cell, summary_cell
-from transferlab.tuning import TRIALS_SUFFIX, TUNED_SUFFIX
 
 Run = tuple[Path, dict[str, Any]]
 FIXED_ACC, TUNED_ACC, VAL_ACC = "fixed: test acc (%)", "tuned: test acc (%)", "tuned: validation acc (%)"
