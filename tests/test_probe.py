@@ -13,7 +13,6 @@ from torch import nn
 
 from transferlab import probe
 from transferlab.data import Transforms, make_loader, make_synthetic
-from transferlab.engine import train_one_epoch
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.models import build_model
 
@@ -160,7 +159,9 @@ def test_weights_identity_names_the_file_by_its_bytes(tmp_path):
     torch.save({"w": torch.ones(3)}, path)
     assert probe.weights_identity(str(path), None, 1) != first
     assert probe.weights_identity(None, None, 1) != probe.weights_identity(None, None, 2)  # a random one, it does
-    assert probe.weights_identity(None, "ResNet18_Weights.IMAGENET1K_V1", 1) == "torchvision ResNet18_Weights.IMAGENET1K_V1"
+    pretrained = "ResNet18_Weights.IMAGENET1K_V1"
+    assert probe.weights_identity(None, pretrained, 1) == probe.weights_identity(None, pretrained, 2) == \
+        f"torchvision {pretrained}"
 
 
 def _blobs(count: int, seed: int, flip: bool = False) -> probe.Features:

@@ -335,7 +335,7 @@ KEY_MEANINGS: dict[str, str] = {
     "data.normalize": "the mean and std images are normalised with: cifar10 | cifar100 | imagenet",
     "data.test_crop": "test images: resized to image_size / test_crop, then centre-cropped",
     "data.stored_size": "imagefolder: each image's centre square is cached at this size in pixels",
-    "data.cache_dir": "imagefolder: where decoded images are cached (null: ~/.cache/transferlab)",
+    "data.cache_dir": "where decoded images and cached features are kept (null: ~/.cache/transferlab)",
     "data.decode_workers": "imagefolder: processes decoding images on the first run (0: one per core)",
     "data.test_fraction": "imagefolder without val/ or test/: the share of train/ held out for testing",
     "optim.name": "the optimizer: sgd | adamw (optim=NAME picks it)",

@@ -316,7 +316,10 @@ class FeatureBatches:
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count = len(self.data)
-        order = torch.randperm(count, generator=epoch_generator(self.seed, epoch)) if self.train else torch.arange(count)
+        if self.train:  # the image pipeline's draw (DeviceLoader): the order comes first from this generator
+            order = torch.randperm(count, generator=epoch_generator(self.seed, epoch))
+        else:
+            order = torch.arange(count)
         for index in torch.split(order.to(self.data.labels.device), self.sizes):
             yield self.data.features[index], self.data.labels[index]
 

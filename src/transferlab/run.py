@@ -39,8 +39,8 @@ from transferlab.data import (
     make_synthetic, scan_folder, stratified_split, subset_indices,
 )
 from transferlab.engine import (
-    EpochResult, configure_determinism, evaluate, make_optimizer, precision_name, recording_nondeterministic_ops, select_amp_dtype,
-    select_device,
+    EpochResult, configure_determinism, evaluate, make_optimizer, precision_name, recording_nondeterministic_ops,
+    select_amp_dtype, select_device,
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.gpus import claimed_gpu, visible_gpu_uuids
@@ -380,8 +380,9 @@ def _feature_identity(config: Config, record: RunRecord) -> dict[str, Any]:
     elif data.name == "imagefolder":
         source.update(content=scan_folder(data.root).content_key(data.stored_size), stored_size=data.stored_size,
                       test_fraction=data.test_fraction, test_seed=data.subset_seed)
-    weights = pretrained_weights(config.model.name) if config.model.pretrained and config.model.weights is None else None
-    init = weights_identity(config.model.weights, f"{type(weights).__name__}.{weights.name}" if weights else None,
+    model = config.model
+    weights = pretrained_weights(model.name) if model.pretrained and model.weights is None else None
+    init = weights_identity(model.weights, f"{type(weights).__name__}.{weights.name}" if weights else None,
                             config.effective_seed)
     view = record.transforms
     return feature_identity(model_name=config.model.name, init=init, image_size=data.image_size,
@@ -406,7 +407,8 @@ def _fit_lbfgs(probe: _CachedProbe, device: torch.device, callbacks: Sequence[Ca
                  100 * fitted.val_accuracy, len(fitted.sweep), fitted.seconds)
         trained = evaluate(probe.head, probe.train.epoch(1), device)
         trained = EpochResult(trained.loss, trained.accuracy, trained.images, fitted.seconds)
-        evaluated = {split: evaluate(probe.head, batches.epoch(1), device) for split, batches in probe.evaluations.items()}
+        evaluated = {split: evaluate(probe.head, batches.epoch(1), device)
+                     for split, batches in probe.evaluations.items()}
         end = EpochEnd(probe.last_epoch, epochs, trained, evaluated, lr=float("nan"))
         for callback in callbacks:
             callback.on_epoch_end(end)

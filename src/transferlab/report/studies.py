@@ -65,7 +65,8 @@ REFERENCE_DIFFERENCES: dict[str, list[tuple[dict[str, Any], float]]] = {
 REFERENCE_RUN_AS = "fp32, deterministic"  # how the reference computed: fp32, cuDNN deterministic
 
 # The LP-FT study's arms; a probe on cached features is an arm of its own, never one with the loop's.
-FREEZE_KEYS = ("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch", "freeze.cached_features", "freeze.probe")
+FREEZE_KEYS = ("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch", "freeze.cached_features",
+               "freeze.probe")
 TRAINING_FIGURES = (("differences", "test_acc"), ("bars", "test_acc"), ("bars", "test_loss"), ("curve", "train_loss"),
                     ("curve", "train_acc"), ("curve", "test_acc"))
 
