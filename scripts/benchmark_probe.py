@@ -16,7 +16,8 @@ and what running a frozen prefix without autograd would save.
 2. A frozen prefix (``freeze.modules=[conv1,bn1,layer1,layer2]``: the stem and the first two
    stages, the only kind of frozen block that nothing trainable comes before): training steps with
    the prefix run as usual against run under ``torch.no_grad()``, with the bytes autograd saves for
-   the backward pass (and, on CUDA, the peak memory) and the median step time of each.
+   the backward pass (and, on CUDA, the peak memory) and the median step time of each (in the
+   order A B B A, repeated, so that neither gains from coming second).
 
     python scripts/benchmark_probe.py                 # CPU: ResNet18, 64 px, 2,000 images, 10 epochs
     python scripts/benchmark_probe.py --device cuda --image-size 224 --images 25000 --precision bf16
@@ -126,16 +127,20 @@ def frozen_prefix(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         return saved[0], time.perf_counter() - start
 
-    figures = {name: {"saved_bytes": 0, "seconds": []} for name in ("as usual", "under no_grad")}
-    for _ in range(args.steps):  # interleaved, the first of each a warm-up
-        for name, forward in (("as usual", plain), ("under no_grad", without_graph)):
-            saved, seconds = step(forward)
-            figures[name]["saved_bytes"] = saved
+    variants = {"as usual": plain, "under no_grad": without_graph}
+    figures = {name: {"saved_bytes": 0, "seconds": []} for name in variants}
+    # One warm-up step of each, then A B B A B A A B ...: an order that favours neither (the step
+    # after another variant's runs slower or faster on a busy CPU).
+    order = list(variants) + [name for _ in range(args.steps) for name in (*variants, *reversed(variants))]
+    for index, name in enumerate(order):
+        saved, seconds = step(variants[name])
+        figures[name]["saved_bytes"] = saved
+        if index >= len(variants):
             figures[name]["seconds"].append(seconds)
-            if device.type == "cuda":
-                figures[name]["peak_bytes"] = torch.cuda.max_memory_allocated()
+        if device.type == "cuda":
+            figures[name]["peak_bytes"] = torch.cuda.max_memory_allocated()
     for name, figure in figures.items():
-        figure["median_step_seconds"] = round(statistics.median(figure.pop("seconds")[1:]), 4)
+        figure["median_step_seconds"] = round(statistics.median(figure.pop("seconds")), 4)
         peak = f", peak {figure['peak_bytes'] / 1e6:.0f} MB" if "peak_bytes" in figure else ""
         print(f"frozen prefix {name:<14} saved for backward {figure['saved_bytes'] / 1e6:7.1f} MB{peak}, "
               f"median step {1000 * figure['median_step_seconds']:.0f} ms")
@@ -151,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-images", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=6, help="training steps of each frozen-prefix variant")
+    parser.add_argument("--steps", type=int, default=4,
+                        help="frozen prefix: pairs of timed steps of each variant (after one warm-up step each)")
     parser.add_argument("--skip-runs", action="store_true", help="only the frozen-prefix measurement")
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmark/probe.json"))
     args = parser.parse_args(argv)
