@@ -49,6 +49,9 @@ FREEZE_PRESETS = ("none", "early", "middle", "last_only")
 ADAPTERS = ("none", "lora", "bitfit")
 # The learning-rate schedules (transferlab.schedules), stepped per batch after optim.warmup_epochs.
 SCHEDULES = ("constant", "cosine", "step")
+# How a head fitted on cached features trains (transferlab.probe): the run's optimizer over its
+# epochs, or L-BFGS logistic regression with its L2 strength chosen on the validation split.
+PROBE_FITS = ("optimizer", "lbfgs")
 # Settings that change where or how visibly a run happens, not its results.
 # data.root is one of them except where the dataset table (transferlab.datasets) makes it an identity key:
 # for data=imagefolder the folder is the dataset (see result_config).
@@ -132,9 +135,19 @@ class FreezeConfig:
     modules: Optional[list[str]] = None
     # LP-FT: the frozen modules train from epoch unfreeze_at_epoch + 1 on (null: they never do).
     unfreeze_at_epoch: Optional[int] = None
+    # A linear probe on features the frozen backbone computes once (evaluation mode, no augmentation)
+    # instead of in the training loop; for runs in which only the head trains (docs/probes.md).
+    cached_features: bool = False
+    probe: str = "optimizer"  # how the head fits on them: optimizer | lbfgs
 
     def __post_init__(self) -> None:
         _choice("freeze.name", self.name, FREEZE_PRESETS)
+        _choice("freeze.probe", self.probe, PROBE_FITS)
+        if self.cached_features and self.modules is None and self.name != "last_only":
+            raise ConfigError(f"freeze.cached_features=true needs a run in which only the head trains, but freeze="
+                              f"{self.name} trains more; use freeze=last_only or freeze=lp_ft")
+        if self.probe == "lbfgs" and not self.cached_features:
+            raise ConfigError("freeze.probe=lbfgs fits the head on cached features; add freeze.cached_features=true")
         if self.unfreeze_at_epoch is not None:
             _at_least("freeze.unfreeze_at_epoch", self.unfreeze_at_epoch, 1)
             if self.modules == [] or (self.modules is None and self.name == "none"):
@@ -339,6 +352,9 @@ class Config:
         _seed_in_range("data.subset_seed + repeat", self.effective_subset_seed)
         _refuse_non_finite(self)  # the sections' own checks ran first: these are the floats they let through
         unfreeze_at = self.freeze.unfreeze_at_epoch
+        if self.freeze.probe == "lbfgs" and self.data.val_fraction == 0:
+            raise ConfigError("freeze.probe=lbfgs chooses its L2 strength on the validation split; set "
+                              "data.val_fraction > 0 (e.g. 0.1)")
         if unfreeze_at is not None and unfreeze_at >= self.train.epochs:
             raise ConfigError(f"freeze.unfreeze_at_epoch={unfreeze_at} is not allowed; it must be < "
                               f"train.epochs={self.train.epochs} (the frozen modules train from epoch "
@@ -385,6 +401,8 @@ KEY_MEANINGS: dict[str, str] = {
     "freeze.name": "the freeze preset: none | early | middle | last_only (freeze=lp_ft: LP-FT)",
     "freeze.modules": "dotted module names to freeze instead of the preset, e.g. [layer1,layer2.0]",
     "freeze.unfreeze_at_epoch": "LP-FT: the frozen modules train from epoch N+1 on (null: never)",
+    "freeze.cached_features": "linear probe on features computed once (eval mode, no augmentation)",
+    "freeze.probe": "how the head fits on cached features: optimizer (optim.*, train.epochs) | lbfgs",
     "adapt.name": "how the model adapts: none (its parameters) | lora | bitfit (adapt=NAME)",
     "adapt.rank": "LoRA: the rank of each adapter, >= 1",
     "adapt.alpha": "LoRA: the adapters' scale (the update is alpha / rank * B A), > 0",
@@ -408,7 +426,7 @@ KEY_MEANINGS: dict[str, str] = {
     "data.normalize": "the mean and std images are normalised with: cifar10 | cifar100 | imagenet | auto",
     "data.test_crop": "test images: resized to image_size / test_crop, then centre-cropped",
     "data.stored_size": "imagefolder: each image's centre square is cached at this size in pixels",
-    "data.cache_dir": "imagefolder: where decoded images are cached (null: ~/.cache/transferlab)",
+    "data.cache_dir": "where decoded images and cached features are kept (null: ~/.cache/transferlab)",
     "data.decode_workers": "imagefolder: processes decoding images on the first run (0: one per core)",
     "data.test_fraction": "imagefolder without val/ or test/: the share of train/ held out for testing",
     "optim.name": "the optimizer: sgd | adamw (optim=NAME picks it)",

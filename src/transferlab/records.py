@@ -99,6 +99,16 @@ class RunRecord:
     param_groups: list[dict[str, Any]] | None = None  # the optimizer's groups: [{stage, lr, parameters}]
     mlflow_run_id: str | None = None
     tuning: dict[str, Any] | None = None
+    # A linear probe (only the head trains at first): which kind (transferlab.probe's PROBE_CACHED or
+    # PROBE_IN_LOOP), and for one on cached features their cache folder, whether this run extracted
+    # them, the seconds that took (or reading them), and with freeze.probe=lbfgs its L2 sweep.
+    probe: str | None = None
+    feature_cache: str | None = None
+    feature_cache_built: bool | None = None
+    feature_seconds: float | None = None
+    probe_l2: float | None = None
+    probe_l2_sweep: list[dict[str, float]] | None = None
+    probe_seconds: float | None = None
     error: str | None = None
     traceback: str | None = None
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from transferlab import __version__, adapt, schedules, timm_models
+from transferlab.caches import default_cache_dir
 from transferlab.callbacks import (
     CheckpointEpochs, EpochLog, FiniteEvaluation, LpFtSwitch, Progress, RecordEpochs, Trackers, record_bytes,
     start_fine_tuning,
@@ -33,20 +35,25 @@ from transferlab.checkpoint import (
 )
 from transferlab.config import Config, DataConfig, as_dict, result_config
 from transferlab.data import (
-    ImageSet, Transforms, data_source, dataset_name, images_per_class, load_datasets, make_loader, stratified_split,
+    ImageSet, Transforms, data_source, dataset_name, images_per_class, load_datasets, make_loader, scan_folder,
+    stratified_split,
 )
 from transferlab.engine import (
-    configure_determinism, make_optimizer, precision_name, recording_nondeterministic_ops, select_amp_dtype,
-    select_device,
+    EpochResult, configure_determinism, evaluate, make_optimizer, precision_name, recording_nondeterministic_ops,
+    select_amp_dtype, select_device,
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.files import remove_leftover_temporaries
 from transferlab.gpus import claimed_gpu, visible_gpu_uuids
-from transferlab.fit import Callback, fit
+from transferlab.fit import Callback, EpochEnd, fit
 from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
     apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
     head_name, trainable_parameter_names,
+)
+from transferlab.probe import (
+    PROBE_CACHED, PROBE_IN_LOOP, FeatureBatches, HeadOrNetwork, PhasedBatches, check_head_only, feature_identity,
+    fit_logistic_regression, probe_features, weights_identity,
 )
 from transferlab.records import RUN_FILE, SAMPLES_FILE, RunRecord, utc_now, write_atomic, write_record
 
@@ -243,6 +250,16 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
         *extra_callbacks,
     ]
     try:
+        if config.freeze.cached_features:  # the head trains on cached features, until LP-FT's switch
+            probe = _cached_probe(config, model, device, amp_dtype, train_set, val_set, test_set, loader_args, record)
+            if config.freeze.probe == "lbfgs" and epochs_done < probe.last_epoch:
+                _fit_lbfgs(probe, device, callbacks, epochs, record)
+                epochs_done = probe.last_epoch
+            else:
+                forward = HeadOrNetwork(forward, probe.head)
+                train_batches = PhasedBatches(probe.train, train_batches, probe.last_epoch)
+                evaluations = {split: PhasedBatches(probe.evaluations[split], batches, probe.last_epoch)
+                               for split, batches in evaluations.items()}
         fit(forward, train_batches, optimizer, range(epochs_done + 1, epochs + 1), device=device,
             evaluations=evaluations, amp_dtype=amp_dtype, scaler=scaler, scheduler=scheduler,
             label_smoothing=config.train.label_smoothing, clip_grad_norm=config.optim.clip_grad_norm,
@@ -302,6 +319,10 @@ def _build_model(config: Config, num_classes: int, device: torch.device, memory_
     if not trainable:
         raise ConfigError(f"freeze.modules={list(frozen)} leaves no parameter to train; keep {head} out of it")
     apply_freeze(model, trainable)
+    if config.freeze.cached_features:
+        check_head_only(trainable, head)
+    if all(name.startswith(f"{head}.") for name in trainable):  # a linear probe (LP-FT's first phase included)
+        record.probe = PROBE_CACHED if config.freeze.cached_features else PROBE_IN_LOOP
     stages = schedules.stage_parameter_names(model) if config.optim.layer_decay is not None else []
     lora = adapt.LoraSettings(config.adapt.rank, config.adapt.alpha, config.adapt.dropout,
                               tuple(config.adapt.target_modules) if config.adapt.target_modules else None)
@@ -333,6 +354,90 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, config: Config,
         return None
     return schedules.make_scheduler(optimizer, schedules.ScheduleFactor(
         optim.schedule, steps_per_epoch, config.train.epochs, optim.warmup_epochs, optim.step_epochs, optim.step_gamma))
+
+
+@dataclass(frozen=True)
+class _CachedProbe:
+    """A head and the cached features it fits on, until its ``last_epoch`` (LP-FT's switch, or the
+    run's last epoch): training batches, and evaluation batches by split ("test", "val")."""
+
+    head: torch.nn.Module
+    train: FeatureBatches
+    evaluations: dict[str, FeatureBatches]
+    last_epoch: int
+
+
+def _cached_probe(config: Config, model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None,
+                  train_set: ImageSet, val_set: ImageSet | None, test_set: ImageSet, loader_args: dict[str, Any],
+                  record: RunRecord) -> _CachedProbe:
+    """freeze.cached_features=true: the frozen backbone's features of every split (evaluation mode,
+    the test-time transform), from the feature cache (extracted on the first run), and the model's
+    head with its batches over them."""
+    head = head_name(config.model.name, model)
+    sets = {"train": train_set, "test": test_set, **({"val": val_set} if val_set is not None else {})}
+    cache_root = Path(config.data.cache_dir) if config.data.cache_dir is not None else default_cache_dir()
+    features, about = probe_features(
+        model, head, sets,
+        lambda data: make_loader(data, config.data.pipeline, config.train.eval_batch_size, train=False, **loader_args),
+        cache_root, _feature_identity(config, record), device, amp_dtype)
+    record.feature_cache, record.feature_cache_built, record.feature_seconds = (
+        about["feature_cache"], about["feature_cache_built"], about["feature_seconds"])
+    log.info("features: %s (%s, %.1f s)", record.feature_cache,
+             "extracted now" if record.feature_cache_built else "from the cache", record.feature_seconds)
+    seed, eval_batch = config.effective_seed, config.train.eval_batch_size
+    unfreeze_at = config.freeze.unfreeze_at_epoch
+    return _CachedProbe(
+        model.get_submodule(head), FeatureBatches(features["train"], config.train.batch_size, train=True, seed=seed),
+        {split: FeatureBatches(features[split], eval_batch, train=False, seed=seed) for split in ("test", "val")
+         if split in features},
+        unfreeze_at if unfreeze_at is not None else config.train.epochs)
+
+
+def _feature_identity(config: Config, record: RunRecord) -> dict[str, Any]:
+    """What the features of this run depend on (probe.feature_identity): the cache's key."""
+    data = config.data
+    source: dict[str, Any] = {"name": data.name}
+    if data.name == "synthetic":
+        source.update(num_train=data.num_train, num_test=data.num_test, seed=data.subset_seed)
+    elif data.name == "imagefolder":
+        source.update(content=scan_folder(data.root).content_key(data.stored_size), stored_size=data.stored_size,
+                      test_fraction=data.test_fraction, test_seed=data.subset_seed)
+    # A weights file by its digest; named weights (torchvision's enum, a timm tag, a local-dir folder) by name.
+    weights_file = config.model.weights if config.model.weights and Path(config.model.weights).is_file() else None
+    named = None if weights_file is not None or record.init == "random" else f"{config.model.name} {record.init}"
+    init = weights_identity(weights_file, named, config.effective_seed)
+    view = record.transforms
+    return feature_identity(model_name=config.model.name, init=init, image_size=data.image_size,
+                            test_view={"test": view["test"], "mean": view["mean"], "std": view["std"]},
+                            data=source, subset={**record.subset, "val_fraction": data.val_fraction},
+                            device_type=record.device.split(":")[0], precision=record.precision,
+                            versions=record.versions)
+
+
+def _fit_lbfgs(probe: _CachedProbe, device: torch.device, callbacks: Sequence[Callback], epochs: int,
+               record: RunRecord) -> None:
+    """freeze.probe=lbfgs: the head fitted once by L-BFGS logistic regression, its L2 strength chosen
+    on the validation split, and told to the callbacks as the end of the probe's last epoch (its
+    record entry, checkpoint, trackers, log line), as the loop tells them of an epoch."""
+    log.info("fitting the head by L-BFGS logistic regression, choosing its L2 strength on the validation split")
+    try:
+        fitted = fit_logistic_regression(probe.head, probe.train.data, probe.evaluations["val"].data)
+        record.probe_l2, record.probe_seconds = fitted.l2, round(fitted.seconds, 3)
+        record.probe_l2_sweep = [{"l2": l2, "val_acc": accuracy, "val_loss": loss}
+                                 for l2, (accuracy, loss) in fitted.sweep.items()]
+        log.info("L-BFGS chose l2=%g (validation accuracy %.2f%%) of %d values in %.1f s", fitted.l2,
+                 100 * fitted.val_accuracy, len(fitted.sweep), fitted.seconds)
+        trained = evaluate(probe.head, probe.train.epoch(1), device)
+        trained = EpochResult(trained.loss, trained.accuracy, trained.images, fitted.seconds)
+        evaluated = {split: evaluate(probe.head, batches.epoch(1), device)
+                     for split, batches in probe.evaluations.items()}
+        end = EpochEnd(probe.last_epoch, epochs, trained, evaluated, lr=float("nan"))
+        for callback in callbacks:
+            callback.on_epoch_end(end)
+    except BaseException:
+        for callback in callbacks:
+            callback.on_fit_stop()
+        raise
 
 
 def _resumes(config: Config, checkpoint_path: Path) -> bool:

@@ -110,7 +110,8 @@ def init_order(run: pd.Series) -> tuple:
 def freeze_label(run: pd.Series) -> str:
     config = run["config"]
     return strategy_label(config.get("freeze.name"), config.get("freeze.modules"),
-                          config.get("freeze.unfreeze_at_epoch"))
+                          config.get("freeze.unfreeze_at_epoch"), config.get("freeze.cached_features"),
+                          config.get("freeze.probe"))
 
 
 def trainable_epochs(run: pd.Series) -> float:
@@ -156,7 +157,8 @@ FACETS = (  # in the order of table columns
     Facet("data amount", ("data.fraction", "data.per_class"), amount_label, amount_order),
     Facet("model", ("model.name",), lambda run: str(run["model"]), model_order),
     Facet("init", ("model.pretrained", "model.weights"), init_label, init_order, baseline="from scratch"),
-    Facet("freeze", ("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch"), freeze_label, freeze_order),
+    Facet("freeze", ("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch", "freeze.cached_features",
+                     "freeze.probe"), freeze_label, freeze_order),
     Facet("how adapted", ("adapt.name", "adapt.rank", "adapt.alpha", "adapt.dropout", "adapt.target_modules"),
           adapt_facet_label, adapt_order, baseline="full fine-tuning"),
 )

@@ -10,8 +10,10 @@ from __future__ import annotations
 import pandas as pd
 
 from transferlab.report.arms import Arm, Contrast, by_context, contrast, freeze_label
+from transferlab.report.reading import probe_words
 
 FULL, PROBE, LP_FT = "full fine-tuning", "linear probe", "linear probe, then fine-tune after epoch"
+THEN_FINE_TUNE = ", then fine-tune after epoch"  # what an LP-FT label holds after its probe's words
 
 
 def switch_epoch(run: pd.Series) -> int | None:
@@ -21,21 +23,28 @@ def switch_epoch(run: pd.Series) -> int | None:
 
 def lpft_label(run: pd.Series) -> str:
     """The study's words: full fine-tuning, linear probe, linear probe, then fine-tune after epoch N;
-    any other freeze setting as its preset or modules."""
+    any other freeze setting as its preset or modules. A probe on cached features says so:
+    ``linear probe (cached features)``."""
     preset, modules, switch = run["config"].get("freeze.name"), run["config"].get("freeze.modules"), switch_epoch(run)
     if modules is None and switch is None and preset in ("none", "last_only"):
-        return FULL if preset == "none" else PROBE
+        if preset == "none":
+            return FULL
+        cached = run["config"].get("freeze.cached_features")
+        return f"{PROBE} ({probe_words(run['config'].get('freeze.probe'))})" if cached else PROBE
     return freeze_label(run)
 
 
 def lpft_contrasts(arms: list[Arm]) -> list[Contrast]:
-    """Each LP-FT arm against both of its neighbours: full fine-tuning and the linear probe."""
+    """Each LP-FT arm against both of its neighbours: full fine-tuning and the linear probe of its
+    own kind (in the loop, or on cached features)."""
     contrasts = []
     for _, group in by_context(arms, "freeze"):
         by_label = {arm.values["freeze"]: arm for arm in group}
         for arm in group:
-            if arm.values["freeze"].startswith(LP_FT):
-                contrasts += [contrast("freeze", arm, by_label[other]) for other in (FULL, PROBE) if other in by_label]
+            label = arm.values["freeze"]
+            if label.startswith(PROBE) and THEN_FINE_TUNE in label:
+                probe = label.split(THEN_FINE_TUNE)[0]
+                contrasts += [contrast("freeze", arm, by_label[other]) for other in (FULL, probe) if other in by_label]
     return contrasts
 
 
@@ -46,7 +55,7 @@ def what_trains(run: pd.Series) -> str:
     if run["frozen"] == "nothing":
         first = "everything"
     elif config.get("freeze.name") == "last_only" and config.get("freeze.modules") is None:
-        first = "the head"
+        first = "the head (on cached features)" if config.get("freeze.cached_features") else "the head"
     else:
         first = f"all but {run['frozen']}"
     if switch is None or switch >= epochs or first == "everything":

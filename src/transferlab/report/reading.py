@@ -101,7 +101,10 @@ def normalised(config: dict[str, Any]) -> dict[str, Any]:
     """A flat config as the report compares it: ``data.sampling`` where the record has none is the
     old uniform draw, and a run of ``data.per_class`` K has no fraction (its ``data.fraction`` is unused)."""
     config = {**config, "data.sampling": config.get("data.sampling") or OLD_SAMPLING,
-              "data.per_class": config.get("data.per_class")}
+              "data.per_class": config.get("data.per_class"),
+              # Records from before cached-feature probes trained their heads in the loop.
+              "freeze.cached_features": bool(config.get("freeze.cached_features")),
+              "freeze.probe": config.get("freeze.probe") or "optimizer"}
     if config["data.per_class"] is not None:
         config.pop("data.fraction", None)
     return config
@@ -183,7 +186,8 @@ def completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             "source": pretraining_label(record),
             "adapt": adapt_label(record.get("adapt")),
             "strategy": strategy_label(config.get("freeze.name"), config.get("freeze.modules"),
-                                       config.get("freeze.unfreeze_at_epoch")),
+                                       config.get("freeze.unfreeze_at_epoch"), config.get("freeze.cached_features"),
+                                       config.get("freeze.probe")),
             "test_acc": record.get("test_acc"),
             "test_loss": record.get("test_loss"),
             "params_total": record.get("params_total"),
@@ -257,15 +261,25 @@ def adapt_label(adapt: dict[str, Any] | None) -> str:
     return {"none": "full fine-tuning", "bitfit": "BitFit"}.get(name, str(name))
 
 
-def strategy_label(preset: str | None, modules: list[str] | None, unfreeze_at: int | None = None) -> str:
+def strategy_label(preset: str | None, modules: list[str] | None, unfreeze_at: int | None = None,
+                   cached_features: bool | None = False, probe: str | None = "optimizer") -> str:
     """A freeze setting in the study's words: the preset (``none``, ``early``...), ``custom [layer1]``,
-    and for LP-FT (last_only until epoch N) ``linear probe, then fine-tune after epoch N``."""
+    and for LP-FT (last_only until epoch N) ``linear probe, then fine-tune after epoch N``. A head
+    fitted on cached features (freeze.cached_features) is another experiment than one trained in
+    the loop, and says so: ``last_only (cached features)``, ``linear probe (cached features, L-BFGS),
+    then fine-tune after epoch N``."""
     label = f"custom [{', '.join(modules)}]" if modules is not None else str(preset)
+    cached = f" ({probe_words(probe)})" if cached_features else ""
     if unfreeze_at is None:
-        return label
+        return label + cached
     if modules is None and preset == "last_only":
-        return f"linear probe, then fine-tune after epoch {unfreeze_at}"
-    return f"{label}, then all train after epoch {unfreeze_at}"
+        return f"linear probe{cached}, then fine-tune after epoch {unfreeze_at}"
+    return f"{label}{cached}, then all train after epoch {unfreeze_at}"
+
+
+def probe_words(probe: str | None) -> str:
+    """How a head on cached features was fitted, in a label's words."""
+    return "cached features, L-BFGS" if probe == "lbfgs" else "cached features"
 
 
 def run_as(precision: str | None, deterministic: bool | None, nondeterministic_ops: list[str] | None) -> str:

@@ -32,7 +32,7 @@ PROTOCOL_SETTINGS = {
     "train.eval_batch_size": 128, "optim.name": "sgd", "optim.lr": 0.001, "optim.momentum": 0.9,
     "optim.weight_decay": 0, "freeze.modules": None, "freeze.unfreeze_at_epoch": None, "model.weights": None,
     "data.val_fraction": 0, "data.augment": "pad_crop_flip", "data.normalize": "cifar10", "data.test_crop": 1.0,
-    "data.per_class": None, "data.sampling": "stratified",
+    "data.per_class": None, "data.sampling": "stratified", "freeze.cached_features": False,
 }
 
 # The reference implementation's results (one seed each; docs/study.md), in percent where they are
@@ -64,7 +64,9 @@ REFERENCE_DIFFERENCES: dict[str, list[tuple[dict[str, Any], float]]] = {
 }
 REFERENCE_RUN_AS = "fp32, deterministic"  # how the reference computed: fp32, cuDNN deterministic
 
-FREEZE_KEYS = ("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch")
+# The LP-FT study's arms; a probe on cached features is an arm of its own, never one with the loop's.
+FREEZE_KEYS = ("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch", "freeze.cached_features",
+               "freeze.probe")
 TRAINING_FIGURES = (("differences", "test_acc"), ("bars", "test_acc"), ("bars", "test_loss"), ("curve", "train_loss"),
                     ("curve", "train_acc"), ("curve", "test_acc"))
 

@@ -1,0 +1,442 @@
+"""Linear probes on cached frozen features: the backbone runs once per image, the head trains alone.
+
+The transfer literature's linear-probe protocol (CLIP's and VTAB's evaluations, Kumar et al.'s LP-FT,
+CLIP_benchmark) runs a frozen backbone once over every image, in evaluation mode (BatchNorm with its
+running statistics, no dropout) and without augmentation, keeps the features, and fits the head on
+them. That is another experiment than a probe in the training loop, where every epoch sends
+augmented images through a backbone whose BatchNorm normalises with batch statistics (and updates
+its running ones): run.json names which one ran (``PROBE_CACHED`` / ``PROBE_IN_LOOP``).
+
+The features are the input of the model's head (``models.head_name``), taken by a forward
+pre-hook, so that the head fitted on them is the model's own head: written back into the model it
+makes ``model.pt`` the whole network. A model whose head is not its last step (SqueezeNet pools
+after its 1x1 convolution) is refused.
+
+The cache: a folder per key (a digest of everything a feature depends on, ``feature_identity``)
+in ``<data.cache_dir>/features/``, holding one float32 ``<split>.npy`` (N, D) and int64
+``<split>_labels.npy`` per split and ``about.json``, memory-mapped by later runs. It is built in a
+temporary folder and published with one rename, under a file lock, as the image cache is
+(data/cache.py): parallel runs extract once and nobody reads half a cache. A cache that is damaged
+(a file missing, short, of another shape, or not the labels of the run's split) is rebuilt, with
+a warning.
+
+Two ways to fit the head: the run's optimizer over ``FeatureBatches`` (the same batch order as the
+image pipeline's, by seed and epoch) through the training loop, or ``fit_logistic_regression``:
+full-batch L-BFGS on the multinomial logistic loss with the L2 strength chosen on the validation
+split (CLIP's protocol).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferlab.data.cache import _array_damage  # the image cache's .npy header check, shared
+from transferlab.data.pipelines import batch_sizes, epoch_generator
+from transferlab.errors import ConfigError, TransferlabError
+from transferlab.locks import file_lock
+
+log = logging.getLogger(__name__)
+
+PROBE_CACHED = "cached features, BN in evaluation mode, no augmentation"
+PROBE_IN_LOOP = "in the training loop"
+FEATURES_FORMAT = 1  # bump when what a feature cache stores changes
+ABOUT_FILE = "about.json"
+# L-BFGS's L2 sweep, one value a decade first, then a finer one around the best of those. CLIP sweeps
+# scikit-learn's C over 1e-6 to 1e6 on a summed loss, which is l2 = 1 / (C * N) on our mean loss:
+# 4e-11 to 40 for N = 25,000 images; this range covers that but for the weakest penalties, where a
+# fit on features (of order 1, hundreds of them) is unregularised already.
+COARSE_L2 = tuple(10.0 ** k for k in range(-8, 3))
+FINE_STEPS = 4  # values between the best coarse value's two neighbours, each side
+LBFGS_ITERATIONS = 100  # per value of the sweep, each warm-started from the fit of the stronger value before it
+
+
+# --- what a feature depends on ---------------------------------------------------------------------
+
+def feature_identity(*, model_name: str, init: str, image_size: int, test_view: dict[str, Any],
+                     data: dict[str, Any], subset: dict[str, Any], device_type: str, precision: str,
+                     versions: dict[str, str]) -> dict[str, Any]:
+    """Everything a cached feature depends on, as a JSON-ready dict whose digest names the cache.
+
+    ``init``: ``weights_identity``'s; ``test_view``: the test-time transform (resize, crop,
+    normalisation); ``data``: the source (dataset, and what makes its images: an image folder's
+    content key, data=synthetic's sizes and seed); ``subset``: the draw of the training subset and
+    its validation split. The device type, precision and library versions change features in their
+    last bits, so a cache is never shared between them."""
+    return {"format": FEATURES_FORMAT, "model": model_name, "init": init, "image_size": image_size,
+            "test_view": test_view, "data": data, "subset": subset, "device": device_type,
+            "precision": precision, "torch": versions.get("torch"), "torchvision": versions.get("torchvision")}
+
+
+def weights_identity(weights_path: str | None, pretrained_weights: str | None, init_seed: int) -> str:
+    """How the backbone was initialised, as the cache key needs it: the SHA-256 of a weights file,
+    the name of torchvision's weights, or a random initialisation with its seed (another seed is
+    another backbone)."""
+    if weights_path is not None:
+        sha256 = hashlib.sha256()
+        with open(weights_path, "rb") as handle:
+            while chunk := handle.read(2**20):
+                sha256.update(chunk)
+        return f"file sha256:{sha256.hexdigest()}"
+    if pretrained_weights is not None:
+        return f"torchvision {pretrained_weights}"
+    return f"random, seed {init_seed}"
+
+
+def cache_key(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+
+# --- the model split at its head -------------------------------------------------------------------
+
+def check_head_only(trainable_names: Sequence[str], head: str) -> None:
+    """A ConfigError, in one line, unless only the head's parameters train."""
+    others = [name for name in trainable_names if not name.startswith(f"{head}.")]
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise ConfigError(f"freeze.cached_features=true needs a run in which only the head ({head}) trains, but "
+                          f"{shown} train too; use freeze=last_only or freeze=lp_ft, or freeze.cached_features=false")
+
+
+@dataclass(frozen=True)
+class Features:
+    """One split's features (float32 (N, D)) and labels (int64 (N,)), on the host or a device."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device) -> Features:
+        return Features(self.features.to(device), self.labels.to(device))
+
+
+@torch.inference_mode()
+def extract_features(model: nn.Module, head: str, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                     device: torch.device, amp_dtype: torch.dtype | None = None) -> Iterator[tuple[torch.Tensor,
+                                                                                                   torch.Tensor]]:
+    """(features, labels) of each batch: the input of ``model``'s ``head``, with the model in
+    evaluation mode. The first batch checks that the head maps its input to the model's output
+    (that the head is the model's last step); a ConfigError otherwise. The model's mode is restored
+    at the end."""
+    layer = model.get_submodule(head)
+    captured: list[torch.Tensor] = []
+    hook = layer.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
+    training = model.training
+    model.eval()
+    try:
+        for index, (images, labels) in enumerate(batches):
+            captured.clear()
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = model(images)
+                if len(captured) != 1:
+                    raise ConfigError(f"freeze.cached_features=true: the head {head} ran {len(captured)} times in "
+                                      "one forward pass; this model cannot be probed on cached features")
+                features = captured[0]
+                if index == 0:
+                    _check_head_is_last(layer, head, features, logits)
+            yield features.float(), labels
+    finally:
+        hook.remove()
+        model.train(training)
+
+
+def _check_head_is_last(layer: nn.Module, head: str, features: torch.Tensor, logits: torch.Tensor) -> None:
+    if features.dim() != 2 or not torch.allclose(layer(features).float(), logits.float(), rtol=1e-3, atol=1e-4):
+        raise ConfigError(f"freeze.cached_features=true needs a model whose head ({head}, a {type(layer).__name__}) "
+                          "is its last step, taking (N, features); this model's is not: use "
+                          "freeze.cached_features=false")
+
+
+# --- the cache -------------------------------------------------------------------------------------
+
+def probe_features(model: nn.Module, head: str, sets: dict[str, Any], batches_of, cache_root: Path,
+                   identity: dict[str, Any], device: torch.device,
+                   amp_dtype: torch.dtype | None = None) -> tuple[dict[str, Features], dict[str, Any]]:
+    """The features of each of ``sets`` ({split: ImageSet}) at the input of ``model``'s ``head``,
+    on ``device``, from the cache for ``identity`` in ``cache_root/features/`` (extracted first,
+    through ``batches_of(ImageSet)``, the evaluation batches of the test-time transform, when it is
+    missing or damaged), and what run.json records of it: the cache folder, whether this run
+    built it, and the seconds it took to build or read."""
+    start = time.perf_counter()
+    folder = Path(cache_root).expanduser() / "features" / cache_key(identity)
+    extract = {split: (lambda data=data: extract_features(model, head, batches_of(data).epoch(1), device, amp_dtype))
+               for split, data in sets.items()}
+    features, built = features_cache(folder, {split: data.labels for split, data in sets.items()}, identity, extract)
+    features = {split: split_features.to(device) for split, split_features in features.items()}
+    return features, {"feature_cache": str(folder), "feature_cache_built": built,
+                      "feature_seconds": round(time.perf_counter() - start, 3)}
+
+
+def features_cache(folder: Path, splits: dict[str, torch.Tensor], identity: dict[str, Any],
+                   extract: dict[str, Any]) -> tuple[dict[str, Features], bool]:
+    """({split: Features}, whether it was built now) from the cache in ``folder``, built first
+    when it is missing or damaged. ``splits``: each split's labels, in the order its features come;
+    ``extract``: for each split, a callable returning an iterable of (features, labels) batches
+    (called only when the cache is built). The features are memory-mapped copy-on-write: the
+    tensors are writable (torch wants that) but nothing is written back."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(folder.with_name(f"{folder.name}.lock")):
+            _remove_temporaries(folder)  # ours: whoever wrote them is gone, as its lock is ours now
+            built = False
+            damage = _damage(folder, splits) if os.path.lexists(folder) else None
+            if damage is not None:
+                log.warning("warning: the feature cache %s is damaged (%s); extracting the features again", folder,
+                            damage)
+                _remove(folder)
+            if not os.path.lexists(folder):
+                _build(folder, splits, identity, extract)
+                built = True
+            else:
+                log.info("feature cache: %s", folder)
+            loaded = {}
+            for split in splits:
+                features = torch.from_numpy(np.load(folder / f"{split}.npy", mmap_mode="c"))
+                labels = torch.from_numpy(np.load(folder / f"{split}_labels.npy"))
+                loaded[split] = Features(features, labels)
+            return loaded, built
+    except OSError as error:
+        raise TransferlabError(f"the feature cache cannot be written in {folder.parent} ({error.strerror or error}); "
+                               "point data.cache_dir at a folder you can write") from error
+
+
+def _damage(folder: Path, splits: dict[str, torch.Tensor]) -> str | None:
+    """What is wrong with the cache in ``folder`` for ``splits`` (their labels), or None."""
+    try:
+        about = json.loads((folder / ABOUT_FILE).read_text())
+    except FileNotFoundError:
+        return f"{ABOUT_FILE} is missing"
+    except (OSError, ValueError) as error:
+        return f"{ABOUT_FILE} cannot be read: {error}"
+    dims = about.get("features") if isinstance(about, dict) else None
+    if not isinstance(dims, int) or about.get("splits") != {split: len(labels) for split, labels in splits.items()}:
+        return f"{ABOUT_FILE} does not describe these splits"
+    for split, labels in splits.items():
+        for name, shape, dtype in ((f"{split}.npy", (len(labels), dims), np.float32),
+                                   (f"{split}_labels.npy", (len(labels),), np.int64)):
+            damage = _array_damage(folder / name, shape, np.dtype(dtype))
+            if damage is not None:
+                return damage
+        if not np.array_equal(np.load(folder / f"{split}_labels.npy"), labels.cpu().numpy()):
+            return f"{split}_labels.npy does not hold the labels of the {split} split"
+        if not np.isfinite(np.load(folder / f"{split}.npy", mmap_mode="r")).all():
+            return f"{split}.npy holds values that are not finite"
+    return None
+
+
+def _build(folder: Path, splits: dict[str, torch.Tensor], identity: dict[str, Any], extract: dict[str, Any]) -> None:
+    temporary = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    try:
+        start = time.perf_counter()
+        dims = None
+        for split, labels in splits.items():
+            dims = _write_split(temporary, split, labels, extract[split](), dims)
+        seconds = time.perf_counter() - start
+        about = {**identity, "splits": {split: len(labels) for split, labels in splits.items()}, "features": dims,
+                 "extract_seconds": round(seconds, 2)}
+        (temporary / ABOUT_FILE).write_text(json.dumps(about, indent=2) + "\n")
+        os.replace(temporary, folder)
+        count = sum(len(labels) for labels in splits.values())
+        log.info("extracted the features of %d images in %.1f s (%.0f images/s) into %s", count, seconds,
+                 count / max(seconds, 1e-9), folder)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)  # never leave half a cache behind
+        raise
+
+
+def _write_split(temporary: Path, split: str, labels: torch.Tensor, batches, dims: int | None) -> int:
+    """Write one split's features batch by batch into a memory-mapped .npy; their width."""
+    array, position = None, 0
+    for features, batch_labels in batches:
+        if array is None:
+            array = np.lib.format.open_memmap(temporary / f"{split}.npy", mode="w+", dtype=np.float32,
+                                              shape=(len(labels), features.shape[1]))
+        if not torch.isfinite(features).all():
+            raise TransferlabError(f"the backbone's features of the {split} split are not finite (NaN or inf); "
+                                   "try precision=fp32")
+        array[position:position + len(features)] = features.cpu().numpy()
+        if not torch.equal(batch_labels.cpu(), labels[position:position + len(features)].cpu()):
+            raise TransferlabError(f"the {split} batches do not come in the order of the {split} split's labels")
+        position += len(features)
+    if array is None or position != len(labels):
+        raise TransferlabError(f"the {split} split gave {position} features for {len(labels)} images")
+    array.flush()
+    del array
+    with open(temporary / f"{split}.npy", "rb+") as handle:
+        os.fsync(handle.fileno())
+    np.save(temporary / f"{split}_labels.npy", labels.cpu().to(torch.int64).numpy())
+    return int(features.shape[1])
+
+
+def _remove(folder: Path) -> None:
+    if folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder)
+    else:
+        folder.unlink()
+
+
+def _remove_temporaries(folder: Path) -> None:
+    for leftover in folder.parent.glob(f".{folder.name}.*.tmp"):
+        log.info("removing %s, left by an interrupted feature extraction", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+# --- the head's training data ----------------------------------------------------------------------
+
+class FeatureBatches:
+    """Batches of cached features, as the image pipelines batch images (``Batches``): a training
+    epoch in the order ``epoch_generator(seed, epoch)`` draws, which is the image pipeline's order,
+    in ``batch_sizes``; an evaluation in order."""
+
+    def __init__(self, data: Features, batch_size: int, train: bool, seed: int):
+        self.data = data
+        self.train = train
+        self.seed = seed
+        self.sizes = batch_sizes(len(data), batch_size, train)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        count = len(self.data)
+        if self.train:  # the image pipeline's draw (DeviceLoader): the order comes first from this generator
+            order = torch.randperm(count, generator=epoch_generator(self.seed, epoch))
+        else:
+            order = torch.arange(count)
+        for index in torch.split(order.to(self.data.labels.device), self.sizes):
+            yield self.data.features[index], self.data.labels[index]
+
+
+class PhasedBatches:
+    """The batches of a run whose head trains on cached features until ``last_feature_epoch`` (LP-FT's
+    switch, or the run's last epoch), then on images: ``features`` up to it, ``images`` after."""
+
+    def __init__(self, features: FeatureBatches, images, last_feature_epoch: int):
+        self.features, self.images, self.last_feature_epoch = features, images, last_feature_epoch
+
+    def __len__(self) -> int:
+        return len(self.features)  # what a progress bar made before the first epoch counts
+
+    def epoch(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        return (self.features if epoch <= self.last_feature_epoch else self.images).epoch(epoch)
+
+
+class HeadOrNetwork(nn.Module):
+    """The model as the training loop sees it in such a run: cached features ((N, D)) go to the
+    head alone, images ((N, C, H, W)) through the whole network (``network``, maybe compiled)."""
+
+    def __init__(self, network: nn.Module, head: nn.Module):
+        super().__init__()
+        self.network, self.head = network, head
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(inputs) if inputs.dim() == 2 else self.network(inputs)
+
+
+# --- L-BFGS logistic regression ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LogisticFit:
+    """What ``fit_logistic_regression`` chose: the L2 strength, its validation accuracy (a
+    fraction) and loss, every value it tried (l2 -> (validation accuracy, validation loss)), and
+    the seconds it took."""
+
+    l2: float
+    val_accuracy: float
+    val_loss: float
+    sweep: dict[float, tuple[float, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def fit_logistic_regression(head: nn.Linear, train: Features, val: Features,
+                            coarse: Sequence[float] = COARSE_L2, fine_steps: int = FINE_STEPS,
+                            max_iterations: int = LBFGS_ITERATIONS) -> LogisticFit:
+    """Fit ``head`` (its weight and bias, in place) by full-batch L-BFGS on the mean cross-entropy
+    of ``train`` plus ``l2 / 2 * ||weight||^2`` (the bias is not penalised), with ``l2`` chosen by its
+    accuracy on ``val``: first over ``coarse``, then over ``fine_steps`` log-spaced values each
+    side of the best coarse value up to its neighbours. Ties in accuracy (which does not change
+    with the weights' scale, so a penalty that only shrinks them ties) go to the lower validation
+    loss. The head ends with the weights fitted at the chosen ``l2``."""
+    start = time.perf_counter()
+    if len(val) == 0:
+        raise ConfigError("freeze.probe=lbfgs chooses its L2 strength on the validation split, which is empty; "
+                          "set data.val_fraction > 0")
+    sweep: dict[float, tuple[float, float]] = {}
+    states: dict[float, dict[str, torch.Tensor]] = {}
+
+    def trial(l2: float, warm: dict[str, torch.Tensor] | None) -> None:
+        if warm is not None:
+            head.load_state_dict(warm)
+        _lbfgs(head, train, l2, max_iterations)
+        sweep[l2] = _scores(head, val)
+        states[l2] = {k: v.detach().clone() for k, v in head.state_dict().items()}
+
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+    warm = None
+    for l2 in sorted(coarse, reverse=True):  # strongest first: each warm-starts the next, weaker one
+        trial(l2, warm)
+        warm = states[l2]
+    ordered = sorted(coarse)
+    best = _best(sweep)
+    position = ordered.index(best)
+    low, high = ordered[max(position - 1, 0)], ordered[min(position + 1, len(ordered) - 1)]
+    fine = sorted({float(v) for v in np.geomspace(low, high, 2 * fine_steps + 3)[1:-1]} - set(sweep), reverse=True)
+    for l2 in fine:
+        trial(l2, states[min((k for k in states if k >= l2), default=best)])
+    best = _best(sweep)
+    head.load_state_dict(states[best])
+    return LogisticFit(best, *sweep[best], dict(sorted(sweep.items())), time.perf_counter() - start)
+
+
+def _best(sweep: dict[float, tuple[float, float]]) -> float:
+    """The l2 of the highest validation accuracy, the lowest validation loss among ties."""
+    return max(sweep, key=lambda l2: (sweep[l2][0], -sweep[l2][1], l2))
+
+
+def _lbfgs(head: nn.Linear, train: Features, l2: float, max_iterations: int) -> None:
+    parameters = [head.weight, head.bias]
+    optimizer = torch.optim.LBFGS(parameters, lr=1.0, max_iter=max_iterations, history_size=20,
+                                  tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+    loss_fn = nn.CrossEntropyLoss()
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(head(train.features), train.labels) + 0.5 * l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    if not all(math.isfinite(float(p.detach().abs().max())) for p in parameters):
+        raise TransferlabError(f"freeze.probe=lbfgs: the logistic regression diverged at l2={l2:g}")
+
+
+@torch.no_grad()
+def _scores(head: nn.Module, data: Features, batch: int = 65536) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``head`` on ``data``."""
+    correct, loss = 0, 0.0
+    for i in range(0, len(data), batch):
+        logits = head(data.features[i:i + batch]).float()
+        labels = data.labels[i:i + batch]
+        correct += int((logits.argmax(1) == labels).sum())
+        loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
+    return correct / max(len(data), 1), loss / max(len(data), 1)
