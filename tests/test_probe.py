@@ -413,3 +413,29 @@ def test_an_lbfgs_probe_records_its_l2_sweep(tmp_path):
     sweep = {entry["l2"]: entry["val_acc"] for entry in record["probe_l2_sweep"]}
     assert record["probe_l2"] in sweep and sweep[record["probe_l2"]] == max(sweep.values()) == record["val_acc"]
     assert [entry["epoch"] for entry in record["history"]] == [3]
+
+
+@pytest.mark.slow
+def test_an_lbfgs_lp_ft_run_resumes_after_its_switch_and_its_record_is_one_the_report_reads(tmp_path):
+    """The L-BFGS probe is one history entry for the probe's epochs: a checkpoint of the fine-tuning
+    that follows must still load, and a resume after the switch never touches the feature cache."""
+    import shutil
+
+    from conftest import At, interrupt, tiny_config
+
+    from transferlab.errors import RunInterrupted
+    from transferlab.records import record_problem
+    from transferlab.run import run_training
+
+    overrides = ("data.num_train=40", "data.num_test=20", f"model.weights={_weights_file(tmp_path)}",
+                 f"data.cache_dir={tmp_path / 'cache'}", "freeze=lp_ft", "freeze.cached_features=true",
+                 "freeze.probe=lbfgs", "data.val_fraction=0.25", "train.epochs=4")
+    with pytest.raises(RunInterrupted) as interrupted:
+        run_training(tiny_config(*overrides), tmp_path / "run", callbacks=[At(4, 1, interrupt)])
+    assert [e["epoch"] for e in interrupted.value.record["history"]] == [2, 3]
+    shutil.rmtree(tmp_path / "cache" / "features")  # a resume after the switch must not need (or remake) it
+    resumed = run_training(tiny_config(*overrides), tmp_path / "run")
+    assert resumed["status"] == "completed", resumed.get("error")
+    assert resumed["resumed_after_epoch"] == 3 and [e["epoch"] for e in resumed["history"]] == [2, 3, 4]
+    assert resumed["history"][0]["lr"] is None and record_problem(resumed) is None
+    assert not (tmp_path / "cache" / "features").exists()

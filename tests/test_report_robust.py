@@ -237,13 +237,13 @@ def test_a_full_disk_is_one_error_line_and_leaves_no_empty_or_half_png(tmp_path,
 
 def test_a_write_that_fails_at_fsync_is_one_error_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     """A full disk as network file systems report it: at fsync (runs where no tmpfs can be mounted too)."""
-    import transferlab.records as records
+    import transferlab.files as files
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     one_good_run(tmp_path)
-    monkeypatch.setattr(records.os, "fsync", full)
+    monkeypatch.setattr(files.os, "fsync", full)
     status, err = run_report(tmp_path, capsys)
     assert status == 1
     [line] = error_lines(err)

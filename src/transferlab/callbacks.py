@@ -156,9 +156,12 @@ def start_fine_tuning(model: torch.nn.Module, optimizer: torch.optim.Optimizer, 
     scheduled like the others."""
     from transferlab.schedules import follow_new_group
 
+    from transferlab.schedules import describe_groups
+
     optimizer.add_param_group({"params": unfreeze(model)})
     if scheduler is not None:
         follow_new_group(scheduler, optimizer)
+    record.param_groups = describe_groups(optimizer)
     record.params_trainable_after_unfreeze = count_parameters(model)[1]
     log.info("fine-tuning from now on: %d of %d parameters train", record.params_trainable_after_unfreeze,
              record.params_total)

@@ -298,11 +298,22 @@ def load_checkpoint(path: Path) -> Checkpoint:
     epoch, history = state["epoch"], state["history"]
     listed = [entry.get("epoch") if isinstance(entry, dict) else None for entry in history] \
         if isinstance(history, list) else None
-    if type(epoch) is not int or listed != list(range(1, epoch + 1)):
+    if type(epoch) is not int or listed != list(range(first_recorded_epoch(state["config"]), epoch + 1)):
         held = "no list" if listed is None else f"epochs {listed[:10]}{' ...' if len(listed) > 10 else ''}"
         raise CheckpointError(f"{path} says it was written after epoch {epoch!r}, but its history holds {held}; "
                               "delete it or pass resume=false")
     return Checkpoint(**{k: state[k] for k in Checkpoint.__dataclass_fields__ if k in state})
+
+
+def first_recorded_epoch(config: Any) -> int:
+    """The epoch of a run's first history entry: 1, except for a linear probe fitted once by L-BFGS
+    (freeze.probe=lbfgs), whose one entry stands for the probe's epochs (those before LP-FT's switch,
+    or all of them)."""
+    freeze = config.get("freeze", {}) if isinstance(config, dict) else {}
+    if isinstance(freeze, dict) and freeze.get("cached_features") and freeze.get("probe") == "lbfgs":
+        last = freeze.get("unfreeze_at_epoch") or config.get("train", {}).get("epochs")
+        return last if type(last) is int and last >= 1 else 1
+    return 1
 
 
 def restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer,

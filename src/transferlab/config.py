@@ -355,6 +355,12 @@ class Config:
         if self.freeze.probe == "lbfgs" and self.data.val_fraction == 0:
             raise ConfigError("freeze.probe=lbfgs chooses its L2 strength on the validation split; set "
                               "data.val_fraction > 0 (e.g. 0.1)")
+        if self.freeze.probe == "lbfgs" and unfreeze_at is not None and (
+                self.optim.schedule != "constant" or self.optim.warmup_epochs > 0):
+            raise ConfigError(f"freeze.probe=lbfgs with LP-FT fits the probe without the optimizer, so "
+                              f"optim.schedule={self.optim.schedule} (warm-up {self.optim.warmup_epochs}) would not "
+                              "have run its probe epochs at the switch; use optim.schedule=constant and "
+                              "optim.warmup_epochs=0, or freeze.probe=optimizer")
         if unfreeze_at is not None and unfreeze_at >= self.train.epochs:
             raise ConfigError(f"freeze.unfreeze_at_epoch={unfreeze_at} is not allowed; it must be < "
                               f"train.epochs={self.train.epochs} (the frozen modules train from epoch "

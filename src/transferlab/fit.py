@@ -10,6 +10,7 @@ Anything a callback raises stops the fit: that is also how a test stops a run at
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,7 +41,7 @@ class EpochEnd:
     last_epoch: int  # the run's last epoch (train.epochs)
     trained: EpochResult
     evaluated: dict[str, EpochResult]  # by split: "test", and "val" with a validation split
-    lr: float  # the first parameter group's learning rate when the epoch started
+    lr: float | None  # the first parameter group's learning rate when the epoch started (None: no optimizer ran)
 
 
 class Callback:
@@ -96,8 +97,17 @@ def fit(model: nn.Module, train_batches: Batches, optimizer: torch.optim.Optimiz
             for callback in callbacks:
                 callback.on_epoch_end(end)
     except BaseException:
-        for callback in callbacks:
-            callback.on_fit_stop()
+        stop_callbacks(callbacks)
         raise
     for callback in callbacks:
         callback.on_fit_end()
+
+
+def stop_callbacks(callbacks: Sequence[Callback]) -> None:
+    """Tell every callback that the fit stopped; one that fails is logged, and the others are told
+    too (the exception that stopped the fit is the one that goes on)."""
+    for callback in callbacks:
+        try:
+            callback.on_fit_stop()
+        except Exception:
+            logging.getLogger(__name__).exception("%s could not stop cleanly", type(callback).__name__)

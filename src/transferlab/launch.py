@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,8 @@ def _hydra(extra_config_dir: str | None = None) -> Iterator[Any]:
     from hydra.core.global_hydra import GlobalHydra
 
     register_with_hydra()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level  # Hydra configures the runs' logging; put it back after
     search_path = create_config_search_path(f"file://{config_dir()}")
     if extra_config_dir is not None:
         folder = Path(extra_config_dir).expanduser().resolve()
@@ -137,6 +140,8 @@ def _hydra(extra_config_dir: str | None = None) -> Iterator[Any]:
         raise TransferlabError(f"cannot write the run's files: {error}") from error
     finally:
         GlobalHydra.instance().clear()
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def _transferlab_cause(error: BaseException) -> TransferlabError | None:

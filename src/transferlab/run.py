@@ -45,7 +45,7 @@ from transferlab.engine import (
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.files import remove_leftover_temporaries
 from transferlab.gpus import claimed_gpu, visible_gpu_uuids
-from transferlab.fit import Callback, EpochEnd, fit
+from transferlab.fit import Callback, EpochEnd, fit, stop_callbacks
 from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
     apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
@@ -123,7 +123,7 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
         log.debug("traceback:", exc_info=True)
     except KeyboardInterrupt as interrupt:
         record.status = "interrupted"
-        saved = len(record.history)
+        saved = record.history[-1]["epoch"] if record.history else 0  # an L-BFGS probe is one entry for its epochs
         record.error = "interrupted by a signal; run the same command again to " + (
             "resume" if saved else "start it (no epoch had finished)")
         log.warning("run interrupted %s; it is marked interrupted in %s: run the same command again to %s",
@@ -250,7 +250,9 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
         *extra_callbacks,
     ]
     try:
-        if config.freeze.cached_features:  # the head trains on cached features, until LP-FT's switch
+        # The head trains on cached features until LP-FT's switch; a run resumed after it needs none
+        # (and its restored backbone, fine-tuned, must never make features for the cache).
+        if config.freeze.cached_features and epochs_done < (unfreeze_at or epochs):
             probe = _cached_probe(config, model, device, amp_dtype, train_set, val_set, test_set, loader_args, record)
             if config.freeze.probe == "lbfgs" and epochs_done < probe.last_epoch:
                 _fit_lbfgs(probe, device, callbacks, epochs, record)
@@ -408,7 +410,8 @@ def _feature_identity(config: Config, record: RunRecord) -> dict[str, Any]:
     init = weights_identity(weights_file, named, config.effective_seed)
     view = record.transforms
     return feature_identity(model_name=config.model.name, init=init, image_size=data.image_size,
-                            test_view={"test": view["test"], "mean": view["mean"], "std": view["std"]},
+                            # the test-time view: everything of the transforms but the training augmentation
+                            test_view={**{k: v for k, v in view.items() if k != "train"}, "pipeline": data.pipeline},
                             data=source, subset={**record.subset, "val_fraction": data.val_fraction},
                             device_type=record.device.split(":")[0], precision=record.precision,
                             versions=record.versions)
@@ -431,12 +434,11 @@ def _fit_lbfgs(probe: _CachedProbe, device: torch.device, callbacks: Sequence[Ca
         trained = EpochResult(trained.loss, trained.accuracy, trained.images, fitted.seconds)
         evaluated = {split: evaluate(probe.head, batches.epoch(1), device)
                      for split, batches in probe.evaluations.items()}
-        end = EpochEnd(probe.last_epoch, epochs, trained, evaluated, lr=float("nan"))
+        end = EpochEnd(probe.last_epoch, epochs, trained, evaluated, lr=None)  # no learning rate: L-BFGS
         for callback in callbacks:
             callback.on_epoch_end(end)
     except BaseException:
-        for callback in callbacks:
-            callback.on_fit_stop()
+        stop_callbacks(callbacks)
         raise
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from transferlab.config import NOT_RESULT_KEYS
+from transferlab.config import NOT_RESULT_KEYS, AdaptConfig
 from transferlab.records import RUN_FILE, flatten, read_record, record_problem
 
 # Settings that never split a group: replicates differ in seed, subset seed and repeat (see
@@ -254,10 +254,15 @@ def pretraining_label(record: dict[str, Any]) -> str | None:
 
 
 def adapt_label(adapt: dict[str, Any] | None) -> str:
-    """How a run adapted its model: ``full fine-tuning``, ``LoRA r=8``, ``BitFit``."""
+    """How a run adapted its model: ``full fine-tuning``, ``LoRA r=8``, ``BitFit``; a LoRA setting
+    other than its default is named too (``LoRA r=8, alpha=32.0, target_modules=['qkv']``), so that
+    runs adapted differently are never one arm."""
     name = (adapt or {}).get("name") or "none"
     if name == "lora":
-        return f"LoRA r={adapt.get('rank')}"
+        defaults = AdaptConfig()
+        others = [f"{key}={adapt[key]}" for key in ("alpha", "dropout", "target_modules")
+                  if key in adapt and adapt[key] != getattr(defaults, key)]
+        return ", ".join([f"LoRA r={adapt.get('rank')}", *others])
     return {"none": "full fine-tuning", "bitfit": "BitFit"}.get(name, str(name))
 
 
