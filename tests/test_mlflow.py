@@ -163,5 +163,5 @@ def test_an_unreachable_tracking_server_stops_a_sweep_before_any_run(tmp_path):
                          MLFLOW_HTTP_REQUEST_TIMEOUT="5")
     assert result.returncode == 1
     [line] = [line for line in result.stderr.splitlines() if "error" in line]
-    assert line.startswith("transferlab: error: logger=mlflow: cannot use the MLflow tracking store http://127.0.0.1:")
+    assert line.startswith("transferlab train: error: logger=mlflow: cannot use the MLflow tracking store http://127.0.0.1:")
     assert not list(tmp_path.glob("outputs/part_c/*/run.json"))

@@ -133,15 +133,17 @@ def test_a_repeat_sweep_runs_each_replicate_in_its_own_folder_and_skips_a_comple
 
 @pytest.mark.slow
 def test_study_repeats_every_part_over_the_replicates_given(tmp_path):
-    # data.sampling=bogus refuses every job as it starts, so this checks only what the study's sweeps
-    # expand to (each job still leaves its record), in seconds instead of 24 trainings.
-    dry_run = [o for o in DRY_RUN if not o.startswith("model.pretrained=")]  # Part A sweeps it
-    result = transferlab("study", *dry_run, "repeat=0,1", "data.sampling=bogus", cwd=tmp_path)
+    # CIFAR-10 missing from data.root (and no download) fails every run as it starts, so this checks only
+    # what the study's sweeps expand to (each run still leaves its record), in seconds instead of 24
+    # trainings. (A config that is not allowed would refuse the whole study before any run.)
+    dry_run = [o for o in DRY_RUN if not o.startswith(("model.pretrained=", "data="))]  # Part A sweeps it
+    missing = ["data=cifar10", f"data.root={tmp_path / 'no-cifar'}", "data.download=false"]
+    result = transferlab("study", *dry_run, *missing, "repeat=0,1", cwd=tmp_path)
     assert result.returncode == 1
     jobs = collections.Counter()
     for part in ("part_a", "part_b", "part_c"):
         for name, record in records(tmp_path / "outputs" / part).items():
-            assert "data.sampling='bogus' is not allowed" in record["error"]
+            assert record["status"] == "failed" and "cifar-10-python.tar.gz" in record["error"], record["error"]
             jobs[part, record["config"]["repeat"]] += 1
     assert jobs == {("part_a", 0): 6, ("part_a", 1): 6, ("part_b", 0): 2, ("part_b", 1): 2,
                     ("part_c", 0): 4, ("part_c", 1): 4}

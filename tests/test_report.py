@@ -395,8 +395,14 @@ def protocol_record(template: dict, test_acc: float, test_loss: float, **config:
     record = copy.deepcopy(template)
     for section, values in [*PROTOCOL.items(), *config.items()]:
         record["config"][section].update(values)
+    pretrained = record["config"]["model"]["pretrained"]
     record.update(data="cifar10", dataset="cifar10", image_size=224, test_acc=test_acc, test_loss=test_loss,
-                  fraction=record["config"]["data"]["fraction"], pretrained=record["config"]["model"]["pretrained"])
+                  fraction=record["config"]["data"]["fraction"], pretrained=pretrained,
+                  init="IMAGENET1K_V1" if pretrained else "random",
+                  pretraining={"source": "torchvision" if pretrained else "scratch",
+                               "tag": "IMAGENET1K_V1" if pretrained else None,
+                               "label": "torchvision IMAGENET1K_V1" if pretrained else "from scratch",
+                               "new_head": True})
     return record
 
 
@@ -440,7 +446,7 @@ def test_the_reference_column_appears_only_for_protocol_cifar10_runs(study, made
     assert difference.difference_mean == pytest.approx(40.0) and difference.reference_difference == 38.62
     assert not [c for c in read_frame(tmp_path / "out" / "part_b.csv").columns if "reference" in c]
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert "## Part C — resnet18, pretrained, cifar10, 50 % of the training set" in markdown
+    assert "## Part C — resnet18, pretrained (IMAGENET1K_V1), cifar10, 50 % of the training set" in markdown
     assert "the reference columns are the reference implementation's results (one seed each)" in markdown
     assert "docs/study.md" in markdown
     assert "differ from the study's recipe on CIFAR-10 in lr=0.01." in markdown
