@@ -44,8 +44,8 @@ from transferlab.engine import (
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.files import remove_leftover_temporaries
-from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.fit import Callback, EpochEnd, fit, stop_callbacks
+from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
     apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
