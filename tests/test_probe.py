@@ -254,6 +254,9 @@ def test_phased_batches_switch_from_features_to_images_after_the_probe(synthetic
     (["freeze=last_only", "freeze.probe=lbfgs"], "freeze.probe=lbfgs fits the head on cached features"),
     (["freeze=last_only", "freeze.cached_features=true", "freeze.probe=lbfgs"], "set data.val_fraction > 0"),
     (["freeze.probe=sgd"], "freeze.probe='sgd' is not allowed; choose one of: optimizer, lbfgs"),
+    (["freeze=lp_ft", "freeze.cached_features=true", "freeze.probe=lbfgs", "data.val_fraction=0.2",
+      "optim.schedule=cosine"], "freeze.probe=lbfgs with LP-FT fits the probe without the optimizer, so "
+                                "optim.schedule=cosine"),
 ])
 def test_cached_features_config_is_refused_in_one_line(overrides, message):
     from transferlab.config import compose_config

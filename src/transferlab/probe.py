@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferlab.data.cache import _array_damage  # the image cache's .npy header check, shared
+from transferlab.caches import ABOUT_FILE
+from transferlab.data.cache import arrays_damage, read_about  # the image cache's checks, shared
 from transferlab.data.pipelines import batch_sizes, epoch_generator
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.locks import file_lock
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 PROBE_CACHED = "cached features, BN in evaluation mode, no augmentation"
 PROBE_IN_LOOP = "in the training loop"
 FEATURES_FORMAT = 1  # bump when what a feature cache stores changes
-ABOUT_FILE = "about.json"
 # L-BFGS's L2 sweep, one value a decade first, then a finer one around the best of those. CLIP sweeps
 # scikit-learn's C over 1e-6 to 1e6 on a summed loss, which is l2 = 1 / (C * N) on our mean loss:
 # 4e-11 to 40 for N = 25,000 images; this range covers that but for the weakest penalties, where a
@@ -217,21 +217,17 @@ def features_cache(folder: Path, splits: dict[str, torch.Tensor], identity: dict
 
 def _damage(folder: Path, splits: dict[str, torch.Tensor]) -> str | None:
     """What is wrong with the cache in ``folder`` for ``splits`` (their labels), or None."""
-    try:
-        about = json.loads((folder / ABOUT_FILE).read_text())
-    except FileNotFoundError:
-        return f"{ABOUT_FILE} is missing"
-    except (OSError, ValueError) as error:
-        return f"{ABOUT_FILE} cannot be read: {error}"
-    dims = about.get("features") if isinstance(about, dict) else None
+    about = read_about(folder)
+    if isinstance(about, str):
+        return about
+    dims = about.get("features")
     if not isinstance(dims, int) or about.get("splits") != {split: len(labels) for split, labels in splits.items()}:
         return f"{ABOUT_FILE} does not describe these splits"
     for split, labels in splits.items():
-        for name, shape, dtype in ((f"{split}.npy", (len(labels), dims), np.float32),
-                                   (f"{split}_labels.npy", (len(labels),), np.int64)):
-            damage = _array_damage(folder / name, shape, np.dtype(dtype))
-            if damage is not None:
-                return damage
+        damage = arrays_damage(folder, ((f"{split}.npy", (len(labels), dims), np.float32),
+                                        (f"{split}_labels.npy", (len(labels),), np.int64)))
+        if damage is not None:
+            return damage
         if not np.array_equal(np.load(folder / f"{split}_labels.npy"), labels.cpu().numpy()):
             return f"{split}_labels.npy does not hold the labels of the {split} split"
         if not np.isfinite(np.load(folder / f"{split}.npy", mmap_mode="r")).all():

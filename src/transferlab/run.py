@@ -221,7 +221,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     scheduler = _make_scheduler(optimizer, config, len(train_batches))  # its steps per epoch: the loader's batches
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
-    _remove_leftover_temporaries(run_dir)
+    remove_leftover_temporaries(run_dir)  # of writes a kill cut short: a checkpoint's is as big as one
     epochs_done, digest = _starting_point(config, checkpoint_path, model, optimizer, scaler, record, scheduler)
     if epochs_done:
         write_record(run_dir, record.to_dict())
@@ -296,12 +296,6 @@ def _keep_what_was_saved(writer: CheckpointWriter, record: RunRecord) -> None:
         log.error("%s", error)
     record.history = list(writer.saved_history)
     record.set_results(record.history[-1] if record.history else None)
-
-
-def _remove_leftover_temporaries(run_dir: Path) -> None:
-    """Temporary files of writes that a kill cut short (a checkpoint's can be as big as the
-    checkpoint)."""
-    remove_leftover_temporaries(run_dir)
 
 
 def _build_model(config: Config, num_classes: int, device: torch.device, memory_format: torch.memory_format,

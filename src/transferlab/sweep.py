@@ -22,7 +22,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.config import as_dict, result_config, validate
+from transferlab.config import Config, as_dict, result_config, validate
 from transferlab.errors import ConfigError, JobRaised, RunInterrupted, TransferlabError
 from transferlab.files import disk_full
 from transferlab.locks import RUN_LOCK_FILE, run_folder_lock
@@ -90,12 +90,8 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig, callbacks: Se
         with contextlib.suppress(OSError):
             run_dir.rmdir()  # made by Hydra just now, if it is empty: a refused config leaves nothing
         raise
-    try:
-        finished = None if config.force else completed_run(run_dir, as_dict(config))
-    except RunFolderTaken as error:
-        return _not_started(cfg, run_dir, overrides, str(error))
-    if finished is not None:
-        return _skipped(run_dir, finished)
+    if (done := _trains_nothing(config, cfg, run_dir, overrides)) is not None:
+        return done
     with contextlib.ExitStack() as held:
         try:
             with _writing(run_dir / RUN_LOCK_FILE):  # the run's first write: the holder's line
@@ -104,12 +100,8 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig, callbacks: Se
             raise  # a full disk: the runs after it would fail the same way
         except TransferlabError as busy:  # and nothing written: the folder is another process's
             return _not_started(cfg, run_dir, overrides, str(busy))
-        try:
-            finished = None if config.force else completed_run(run_dir, as_dict(config))
-        except RunFolderTaken as error:
-            return _not_started(cfg, run_dir, overrides, str(error))
-        if finished is not None:
-            return _skipped(run_dir, finished)
+        if (done := _trains_nothing(config, cfg, run_dir, overrides)) is not None:
+            return done  # the holder it waited for completed the run meanwhile
         if worker is not None and worker.requested:  # the sweep is stopping: this worker starts no run
             return _not_started(cfg, run_dir, overrides, worker.reason(), status="interrupted")
         try:
@@ -120,6 +112,16 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig, callbacks: Se
                 raise
             worker.stop(interrupted.exit_code - 128)  # this worker starts no further job of the sweep
             return RunResult(run_dir, interrupted.record)
+
+
+def _trains_nothing(config: Config, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunResult | None:
+    """The result of a job whose folder already decides it, read without writing: this config's
+    completed run (skipped, unless force=true) or another config's (not started); None otherwise."""
+    try:
+        finished = None if config.force else completed_run(run_dir, as_dict(config))
+    except RunFolderTaken as error:
+        return _not_started(cfg, run_dir, overrides, str(error))
+    return None if finished is None else _skipped(run_dir, finished)
 
 
 def _skipped(run_dir: Path, finished: dict[str, Any]) -> RunResult:

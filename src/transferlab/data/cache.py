@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,23 +104,42 @@ def _mark_used(folder: Path) -> None:
 def _damage(folder: Path, count: int, size: int, labels: list[int]) -> str | None:
     """What is wrong with the cache in ``folder`` for ``count`` images asked for at ``size`` (files
     missing, shorter or of another shape than about.json and the folder say), or None when it is whole."""
+    about = read_about(folder)
+    if isinstance(about, str):
+        return about
+    stored = about.get("stored_size")
+    if (not isinstance(stored, int) or not 1 <= stored <= size
+            or (about.get("images"), about.get("requested_stored_size")) != (count, size)):
+        return f"{ABOUT_FILE} does not describe {count} images asked for at {size}x{size}"
+    damage = arrays_damage(folder, ((IMAGES_FILE, (count, 3, stored, stored), np.uint8),
+                                    (LABELS_FILE, (count,), np.int64), (DIGESTS_FILE, (count, DIGEST_BYTES), np.uint8)))
+    if damage is not None:
+        return damage
+    if not np.array_equal(np.load(folder / LABELS_FILE), np.asarray(labels, dtype=np.int64)):
+        return f"{LABELS_FILE} does not hold the folder's labels"
+    return None
+
+
+def read_about(folder: Path) -> dict[str, Any] | str:
+    """A cache folder's about.json as a mapping (empty when it holds something else, which
+    describes no cache), or one line on why it cannot be read. The image cache and the feature
+    cache (transferlab.probe) share it."""
     try:
         about = json.loads((folder / ABOUT_FILE).read_text())
     except FileNotFoundError:
         return f"{ABOUT_FILE} is missing"
     except (OSError, ValueError) as error:
         return f"{ABOUT_FILE} cannot be read: {error}"
-    stored = about.get("stored_size") if isinstance(about, dict) else None
-    if (not isinstance(stored, int) or not 1 <= stored <= size
-            or (about.get("images"), about.get("requested_stored_size")) != (count, size)):
-        return f"{ABOUT_FILE} does not describe {count} images asked for at {size}x{size}"
-    for name, shape, dtype in ((IMAGES_FILE, (count, 3, stored, stored), np.uint8), (LABELS_FILE, (count,), np.int64),
-                               (DIGESTS_FILE, (count, DIGEST_BYTES), np.uint8)):
+    return about if isinstance(about, dict) else {}
+
+
+def arrays_damage(folder: Path, arrays: Iterable[tuple[str, tuple[int, ...], Any]]) -> str | None:
+    """What is wrong with the first of the .npy files ``arrays`` names in ``folder``, given as
+    (file name, shape, dtype), or None when each has its shape, dtype and length."""
+    for name, shape, dtype in arrays:
         damage = _array_damage(folder / name, shape, np.dtype(dtype))
         if damage is not None:
             return damage
-    if not np.array_equal(np.load(folder / LABELS_FILE), np.asarray(labels, dtype=np.int64)):
-        return f"{LABELS_FILE} does not hold the folder's labels"
     return None
 
 
