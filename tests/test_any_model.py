@@ -183,6 +183,7 @@ def test_pretrained_means_imagenet1k_v1_else_the_default_weights():
 def test_pretrained_weights_of_a_model_outside_the_table_load_through_torchvision(tmp_path, monkeypatch):
     """SqueezeNet's ImageNet classifier is a 1x1 convolution: the file loads, the head is a fresh one."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("TRANSFERLAB_STAND_IN_WEIGHTS", "1")  # random weights under torchvision's file name
     source = torchvision.models.squeezenet1_1(weights=None)
     url, path = weights_file("squeezenet1_1")
     path.parent.mkdir(parents=True)

@@ -130,8 +130,10 @@ def test_weights_file_errors(tmp_path):
 
 
 def test_pretrained_goes_through_torchvisions_weights_api(tmp_path, monkeypatch):
-    """The cached file of IMAGENET1K_V1 (here one the test saves) is what pretrained=true loads."""
+    """The cached file of IMAGENET1K_V1 (here one the test saves, a stand-in: its SHA-256 is not
+    torchvision's) is what pretrained=true loads."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("TRANSFERLAB_STAND_IN_WEIGHTS", "1")
     weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
     source = torchvision.models.resnet18(weights=None)
     cache = Path(torch.hub.get_dir()) / "checkpoints"

@@ -151,17 +151,18 @@ def test_feature_batches_come_in_the_image_pipelines_order(synthetic):
     assert not torch.equal(first, second) and sorted(first.tolist()) == list(range(48))
 
 
-def test_weights_identity_names_the_file_by_its_bytes(tmp_path):
+def test_weights_identity_names_the_weights_by_their_digest(tmp_path):
+    from transferlab.models import build_model_with_init
+
     path = tmp_path / "weights.pt"
-    torch.save({"w": torch.zeros(3)}, path)
-    first = probe.weights_identity(str(path), None, 1)
-    assert first == probe.weights_identity(str(path), None, 2)  # the seed does not change a loaded backbone
-    torch.save({"w": torch.ones(3)}, path)
-    assert probe.weights_identity(str(path), None, 1) != first
-    assert probe.weights_identity(None, None, 1) != probe.weights_identity(None, None, 2)  # a random one, it does
-    pretrained = "ResNet18_Weights.IMAGENET1K_V1"
-    assert probe.weights_identity(None, pretrained, 1) == probe.weights_identity(None, pretrained, 2) == \
-        f"torchvision {pretrained}"
+    torch.save(build_model("resnet18", False, None, 10).state_dict(), path)
+    _, init = build_model_with_init("resnet18", False, str(path), 10)
+    first = probe.weights_identity(init.init, init.weights_sha256, 1)
+    assert first == probe.weights_identity(init.init, init.weights_sha256, 2)  # the seed does not change a loaded backbone
+    torch.save(build_model("resnet18", False, None, 10).state_dict(), path)  # the same path, other weights
+    _, init = build_model_with_init("resnet18", False, str(path), 10)
+    assert probe.weights_identity(init.init, init.weights_sha256, 1) != first
+    assert probe.weights_identity("random", None, 1) != probe.weights_identity("random", None, 2)  # a random one, it does
 
 
 def _blobs(count: int, seed: int, flip: bool = False) -> probe.Features:

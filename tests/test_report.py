@@ -108,7 +108,7 @@ def study(tmp_path_factory) -> Path:
     weights.parent.mkdir(parents=True)
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), weights)
     sweeps = {name: start_transferlab("train", "-m", *TINY_SWEEP, *overrides, cwd=root, OMP_NUM_THREADS="1",
-                                      TORCH_HOME=str(root / "torch_home"))
+                                      TORCH_HOME=str(root / "torch_home"), TRANSFERLAB_STAND_IN_WEIGHTS="1")
               for name, overrides in SWEEPS.items()}
     for name, process in sweeps.items():
         output, _ = process.communicate(timeout=300)

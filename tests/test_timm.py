@@ -6,6 +6,7 @@ themselves, as .pth and .safetensors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -262,6 +263,7 @@ def test_a_run_starts_from_the_model_pt_of_a_run_on_other_classes(tmp_path):
     record = run_training(tiny_config("model.name=timm/test_resnet", f"model.weights={tmp_path / 'four.pt'}"),
                           tmp_path / "second")
     assert record["status"] == "completed", record.get("error")
+    digest = hashlib.sha256((tmp_path / "four.pt").read_bytes()).hexdigest()
     assert record["pretraining"] == {"source": "file", "tag": None, "label": f"file:{tmp_path / 'four.pt'}",
-                                     "new_head": True}
+                                     "new_head": True, "weights_sha256": digest}
 

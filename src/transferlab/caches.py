@@ -12,6 +12,7 @@ file until the map is gone, on a local disk) and the next run decodes the folder
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -22,12 +23,55 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transferlab.errors import TransferlabError
+from transferlab.files import write_atomic
 from transferlab.locks import lock_if_free  # noqa: F401 (cache.py takes it from here too)
 
 IMAGES_FILE, LABELS_FILE, DIGESTS_FILE, ABOUT_FILE = "images.npy", "labels.npy", "digests.npy", "about.json"
 KIND = "imagefolder"  # the caches' folder inside the cache dir (data=imagefolder's)
 KEY = re.compile(r"[0-9a-f]{24}")  # a cache folder's name
 TEMPORARY = re.compile(r"^\.(?P<key>[^.]+)\.(?P<pid>\d+)\.tmp$")  # .<key>.<pid of its writer>.tmp
+
+
+DIGESTS = "digests"  # <cache dir>/digests/: weights files' SHA-256, remembered by what their stat says
+RACY_SECONDS = 2.0  # a file changed this recently is hashed again next time (git's "racily clean" files)
+
+
+def file_sha256(path: Path, memo_folder: Path | None = None) -> str:
+    """The SHA-256 (hex) of the file at ``path`` (links followed). With ``memo_folder``, remembered
+    there by what git looks at to see a change (size, modification and change times in ns, inode,
+    device): a later call for the unchanged file reads the memo instead of the file. Writing a
+    file sets its change time, which nobody can set back; a file changed within RACY_SECONDS of
+    its hashing is not remembered (a rewrite in the same tick of the clock keeps its times)."""
+    path = Path(path)
+    memo = memo_folder / f"{hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:24]}.json" \
+        if memo_folder is not None else None
+    before = _stat_key(path)
+    if memo is not None:
+        try:
+            entry = json.loads(memo.read_text())
+            if isinstance(entry, dict) and entry.get("stat") == before and isinstance(entry.get("sha256"), str):
+                return entry["sha256"]
+        except (OSError, ValueError):
+            pass  # no memo yet, or one that cannot be read: hash the file
+    started = time.time_ns()
+    sha256 = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(2**22):
+            sha256.update(chunk)
+    digest = sha256.hexdigest()
+    settled = started - max(before[2], before[3]) > RACY_SECONDS * 1e9
+    if memo is not None and settled and _stat_key(path) == before:
+        try:
+            write_atomic(memo, json.dumps({"path": os.path.realpath(path), "stat": before, "sha256": digest}) + "\n")
+        except OSError:
+            pass  # a read-only cache dir: hashed again next time
+    return digest
+
+
+def _stat_key(path: Path) -> list[int]:
+    """[size, mtime_ns, ctime_ns, inode, device] of the file ``path`` reaches (a list: as JSON reads it)."""
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
 
 
 def default_cache_dir() -> Path:

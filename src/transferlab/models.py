@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +30,13 @@ import torchvision
 from torch import nn
 
 from transferlab import timm_models
+from transferlab.caches import file_sha256
 from transferlab.errors import ConfigError, TransferlabError
 
+log = logging.getLogger(__name__)
+
+# Tests (and dry runs) put random weights under torchvision's file names; this lets them load, with a warning.
+STAND_IN_WEIGHTS = "TRANSFERLAB_STAND_IN_WEIGHTS"
 DEFAULT_NUM_CLASSES = 10  # CIFAR-10's; a run passes its dataset's class count
 PRETRAINED_WEIGHTS = "IMAGENET1K_V1"  # the protocol's; models that lack it use their DEFAULT weights
 
@@ -245,6 +252,8 @@ class Init:
     source: str  # torchvision, timm, file, local-dir or scratch
     tag: str | None  # the torchvision weights' or the timm pretraining tag; None for files and scratch
     new_head: bool  # the head was started afresh (the weights' head did not fit the data's classes, or was missing)
+    # The SHA-256 of the weights loaded (of a local-dir folder: of its files' digests); None for scratch.
+    weights_sha256: str | None = None
 
     @property
     def label(self) -> str:
@@ -254,7 +263,8 @@ class Init:
         return f"{self.source} {self.tag}" if self.tag else self.init
 
     def as_record(self) -> dict[str, object]:
-        return {"source": self.source, "tag": self.tag, "label": self.label, "new_head": self.new_head}
+        return {"source": self.source, "tag": self.tag, "label": self.label, "new_head": self.new_head,
+                "weights_sha256": self.weights_sha256}
 
 
 def build_model(name: str, pretrained: bool, weights_path: str | None = None,
@@ -266,21 +276,45 @@ def build_model(name: str, pretrained: bool, weights_path: str | None = None,
 
 
 def build_model_with_init(name: str, pretrained: bool, weights_path: str | None = None,
-                          num_classes: int = DEFAULT_NUM_CLASSES, image_size: int | None = None) -> tuple[nn.Module, Init]:
-    """(model, how it was initialised). ``image_size`` sizes the models whose input size is fixed
-    (timm's ViTs); torchvision's take their own size."""
+                          num_classes: int = DEFAULT_NUM_CLASSES, image_size: int | None = None,
+                          digest_memo: Path | None = None) -> tuple[nn.Module, Init]:
+    """(model, how it was initialised, with the SHA-256 of the weights it loaded). ``image_size``
+    sizes the models whose input size is fixed (timm's ViTs); torchvision's take their own size.
+    ``digest_memo``: where weights files' digests are remembered (caches.file_sha256)."""
     check_model_name(name)
     if timm_models.is_timm(name):
-        model, init = timm_models.build(name, pretrained, weights_path, num_classes, image_size)
-        return model, Init(init.init, init.source, init.tag, init.new_head)
+        model, init = timm_models.build(name, pretrained, weights_path, num_classes, image_size, digest_memo)
+        return model, Init(init.init, init.source, init.tag, init.new_head, init.weights_sha256)
     if weights_path is not None:
         model = _architecture(name, weights=None)
         new_head = _load_state_dict_file(model, name, Path(weights_path), num_classes)
-        return model, Init(f"file:{weights_path}", "file", None, new_head)
+        return model, Init(f"file:{weights_path}", "file", None, new_head, file_sha256(Path(weights_path), digest_memo))
     if not pretrained:
         return _build_torchvision(name, None, num_classes), Init("random", "scratch", None, True)
     weights = pretrained_weights(name)
-    return _build_torchvision(name, weights, num_classes), Init(weights.name, "torchvision", weights.name, True)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name  # where torch.hub keeps them
+    digest = None
+    if path.is_file() and os.environ.get(STAND_IN_WEIGHTS) == "1":
+        log.warning("warning: %s=1: %s is loaded as %s's %s weights without checking its SHA-256", STAND_IN_WEIGHTS,
+                    path, name, weights.name)
+    elif path.is_file():  # torch.hub checks the digest of the weights it downloads, never of those it finds
+        digest = hub_file_sha256(path, digest_memo, f"torchvision's {weights.name} weights of {name}")
+    model = _build_torchvision(name, weights, num_classes)
+    return model, Init(weights.name, "torchvision", weights.name, True, digest or file_sha256(path, digest_memo))
+
+
+def hub_file_sha256(path: Path, digest_memo: Path | None = None, what: str = "") -> str:
+    """The SHA-256 of a weights file named as torch.hub names them (``resnet18-f37072fd.pth``: the
+    digest's first hex digits after the last ``-``), once it begins with those digits; a
+    TransferlabError naming the file otherwise (``what``: whose weights it should hold)."""
+    digest = file_sha256(path, digest_memo)
+    match = torch.hub.HASH_REGEX.search(path.name)
+    if match is not None and not digest.startswith(match.group(1)):
+        raise TransferlabError(
+            f"{path} is not {what or 'the file its name says'}: its SHA-256 begins {digest[:len(match.group(1))]}, "
+            f"not {match.group(1)} as its name says; delete it and run `transferlab prepare` on a connected machine "
+            "(or pass model.weights=PATH)")
+    return digest
 
 
 def _build_torchvision(name: str, weights: torchvision.models.WeightsEnum | None, num_classes: int) -> nn.Module:

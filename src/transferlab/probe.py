@@ -35,6 +35,7 @@ import math
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,19 +82,19 @@ def feature_identity(*, model_name: str, init: str, image_size: int, test_view: 
             "precision": precision, "torch": versions.get("torch"), "torchvision": versions.get("torchvision")}
 
 
-def weights_identity(weights_path: str | None, pretrained_weights: str | None, init_seed: int) -> str:
-    """How the backbone was initialised, as the cache key needs it: the SHA-256 of a weights file,
-    the name of torchvision's weights, or a random initialisation with its seed (another seed is
-    another backbone)."""
-    if weights_path is not None:
-        sha256 = hashlib.sha256()
-        with open(weights_path, "rb") as handle:
-            while chunk := handle.read(2**20):
-                sha256.update(chunk)
-        return f"file sha256:{sha256.hexdigest()}"
-    if pretrained_weights is not None:
-        return f"torchvision {pretrained_weights}"
-    return f"random, seed {init_seed}"
+def weights_identity(init: str, weights_sha256: str | None, init_seed: int) -> str:
+    """How the backbone was initialised, as the cache key needs it: the SHA-256 of the weights
+    loaded (a file, torchvision's, a timm tag's, a local-dir folder's: models.Init's), never their
+    name or path, which may hold other weights tomorrow; or a random initialisation with its seed
+    (another seed is another backbone). Weights whose digest is unknown get a key of their own,
+    which no later run finds: their features are extracted at every run."""
+    if init == "random":
+        return f"random, seed {init_seed}"
+    if weights_sha256 is not None:
+        return f"sha256:{weights_sha256}"
+    log.warning("warning: the digest of the weights %s is unknown; their features are extracted again at every run",
+                init)
+    return f"{init}, unknown digest {uuid.uuid4()}"
 
 
 def cache_key(identity: dict[str, Any]) -> str:

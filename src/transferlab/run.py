@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from transferlab import __version__, adapt, schedules, timm_models
-from transferlab.caches import default_cache_dir
+from transferlab.caches import DIGESTS, default_cache_dir
 from transferlab.callbacks import (
     CheckpointEpochs, EpochLog, FiniteEvaluation, LpFtSwitch, Progress, RecordEpochs, Trackers, record_bytes,
     start_fine_tuning,
@@ -303,7 +303,7 @@ def _build_model(config: Config, num_classes: int, device: torch.device, memory_
     """(the model, frozen and adapted as the config says, on ``device``; its stages by parameter
     name, for optim.layer_decay)."""
     model, init = build_model_with_init(config.model.name, config.model.pretrained, config.model.weights, num_classes,
-                                        config.data.image_size)
+                                        config.data.image_size, _cache_root(config) / DIGESTS)
     record.init, record.pretraining = init.init, init.as_record()
     if init.new_head and init.source == "file":
         log.info("%s: its head does not fit the %d classes of the data; a new head starts", init.init, num_classes)
@@ -371,7 +371,7 @@ def _cached_probe(config: Config, model: torch.nn.Module, device: torch.device, 
     head with its batches over them."""
     head = head_name(config.model.name, model)
     sets = {"train": train_set, "test": test_set, **({"val": val_set} if val_set is not None else {})}
-    cache_root = Path(config.data.cache_dir) if config.data.cache_dir is not None else default_cache_dir()
+    cache_root = _cache_root(config)
     features, about = probe_features(
         model, head, sets,
         lambda data: make_loader(data, config.data.pipeline, config.train.eval_batch_size, train=False, **loader_args),
@@ -389,6 +389,10 @@ def _cached_probe(config: Config, model: torch.nn.Module, device: torch.device, 
         unfreeze_at if unfreeze_at is not None else config.train.epochs)
 
 
+def _cache_root(config: Config) -> Path:
+    return Path(config.data.cache_dir).expanduser() if config.data.cache_dir is not None else default_cache_dir()
+
+
 def _feature_identity(config: Config, record: RunRecord) -> dict[str, Any]:
     """What the features of this run depend on (probe.feature_identity): the cache's key."""
     data = config.data
@@ -398,10 +402,8 @@ def _feature_identity(config: Config, record: RunRecord) -> dict[str, Any]:
     elif data.name == "imagefolder":
         source.update(content=scan_folder(data.root).content_key(data.stored_size), stored_size=data.stored_size,
                       test_fraction=data.test_fraction, test_seed=data.subset_seed)
-    # A weights file by its digest; named weights (torchvision's enum, a timm tag, a local-dir folder) by name.
-    weights_file = config.model.weights if config.model.weights and Path(config.model.weights).is_file() else None
-    named = None if weights_file is not None or record.init == "random" else f"{config.model.name} {record.init}"
-    init = weights_identity(weights_file, named, config.effective_seed)
+    # The weights by the digest of the files loaded (a file, torchvision's, a timm tag's snapshot, a local-dir folder).
+    init = weights_identity(record.init, (record.pretraining or {}).get("weights_sha256"), config.effective_seed)
     view = record.transforms
     return feature_identity(model_name=config.model.name, init=init, image_size=data.image_size,
                             # the test-time view: everything of the transforms but the training augmentation

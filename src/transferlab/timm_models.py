@@ -21,6 +21,8 @@ when a run of a timm model starts.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from transferlab.caches import file_sha256
 from transferlab.errors import ConfigError, TransferlabError
 
 PREFIX = "timm/"
@@ -110,13 +113,15 @@ class TimmInit:
     source: str  # timm, scratch, file, local-dir
     tag: str | None
     new_head: bool  # the weights' head did not fit the data (or was missing): a fresh one was started
+    weights_sha256: str | None = None  # of the weights loaded (a local-dir folder: of its files); None: scratch
 
 
 def build(model_name: str, pretrained: bool, weights: str | None, num_classes: int,
-          image_size: int | None = None) -> tuple[nn.Module, TimmInit]:
+          image_size: int | None = None, digest_memo: Path | None = None) -> tuple[nn.Module, TimmInit]:
     """A timm model with a ``num_classes``-way head, initialised from its tag's weights
     (``pretrained``), from a weights file or a ``local-dir:`` folder (``weights``, which wins), or at
-    random. Models of a fixed input size are built for ``image_size``."""
+    random, and the SHA-256 of the weights it loaded (``digest_memo``: caches.file_sha256's). Models
+    of a fixed input size are built for ``image_size``."""
     check_name(model_name)
     timm = _timm()
     architecture, _ = split_name(model_name)
@@ -128,11 +133,13 @@ def build(model_name: str, pretrained: bool, weights: str | None, num_classes: i
         if not (folder / "config.json").is_file():
             raise ConfigError(f"model.weights={weights!r}: {folder} has no config.json (a local-dir: folder holds "
                               "config.json and model.safetensors, as the Hugging Face Hub stores a timm model)")
+        _check_folder_architecture(folder, weights, model_name)
         model = _create(timm, f"{LOCAL_DIR}{folder}", True, num_classes, kwargs, weights)
         model.reset_classifier(num_classes)  # a fresh head, as for a tag's weights, whatever the folder's classes
-        return model, TimmInit(weights, "local-dir", None, new_head=True)
+        return model, TimmInit(weights, "local-dir", None, True, _folder_sha256(folder, digest_memo))
     if weights is not None:
-        return _from_file(timm, full_name, Path(weights), num_classes, kwargs)
+        model, init = _from_file(timm, full_name, Path(weights), num_classes, kwargs)
+        return model, TimmInit(init.init, init.source, None, init.new_head, file_sha256(Path(weights), digest_memo))
     if not pretrained:
         model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **kwargs)
         return model, TimmInit("random", "scratch", None, new_head=True)
@@ -143,7 +150,59 @@ def build(model_name: str, pretrained: bool, weights: str | None, num_classes: i
     # timm keeps the pretrained head when the class counts agree (1000 classes): a fresh one all the same,
     # as torchvision's weights get, so that pretrained means the same body and a new head for every dataset.
     model.reset_classifier(num_classes)
-    return model, TimmInit(f"timm:{tag}", "timm", tag, new_head=True)
+    # The tag names weights, the file names what was loaded: a new snapshot of the tag is other weights.
+    loaded = tag_weights_file(full_name)
+    return model, TimmInit(f"timm:{tag}", "timm", tag, True,
+                           file_sha256(loaded, digest_memo) if loaded is not None else None)
+
+
+def tag_weights_file(full_name: str) -> Path | None:
+    """The file in the Hugging Face cache (its snapshot that ``refs/main`` names, or the one a
+    revision in the hub id names), else in torch.hub's checkpoints folder, that timm loads for the
+    tag ``full_name`` (``resnet50.a1_in1k``); None when there is none."""
+    cfg = _timm().models.get_pretrained_cfg(full_name)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+        from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives
+
+        repo, _, revision = hub_id.partition("@")
+        filename = getattr(cfg, "hf_hub_filename", None) or HF_WEIGHTS_NAME
+        names = [filename] if filename.endswith(".safetensors") else [*_get_safe_alternatives(filename), filename]
+        for name in names:  # timm's order: a safetensors alternative first
+            found = try_to_load_from_cache(repo, name, revision=revision or None)
+            if isinstance(found, str):
+                return Path(found)
+        return None
+    url = getattr(cfg, "url", None) if cfg is not None else None
+    if url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+        return path if path.is_file() else None
+    return None
+
+
+def _folder_sha256(folder: Path, digest_memo: Path | None) -> str:
+    """One digest of what timm may load from a local-dir folder: config.json and every weights
+    file in it (timm picks one of them by its own preference), each by its SHA-256."""
+    names = sorted(path.name for path in folder.iterdir()
+                   if path.name == "config.json" or path.name.endswith((".safetensors", ".pth", ".pth.tar", ".bin")))
+    lines = "".join(f"{name}\0{file_sha256(folder / name, digest_memo)}\n" for name in names if (folder / name).is_file())
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _check_folder_architecture(folder: Path, weights: str, model_name: str) -> None:
+    """A ConfigError unless the folder's config.json names the architecture of ``model_name``
+    (timm builds the architecture that config.json names, whatever model.name says)."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        architecture = config.get("architecture") if isinstance(config, dict) else None
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"model.weights={weights!r}: {folder / 'config.json'} cannot be read ({error})") from error
+    expected = split_name(model_name)[0]
+    if architecture != expected:
+        raise ConfigError(f"model.weights={weights!r} holds a {architecture} model ({folder / 'config.json'}), but "
+                          f"model.name={model_name!r} is a {expected}; set model.name=timm/{architecture}, or use "
+                          f"a folder of a {expected}")
 
 
 def _size_kwargs(full_name: str, image_size: int | None) -> dict[str, Any]:
@@ -157,9 +216,21 @@ def _size_kwargs(full_name: str, image_size: int | None) -> dict[str, Any]:
 def _create(timm, name: str, pretrained: bool, num_classes: int, kwargs: dict[str, Any], weights: str | None,
             model_name: str | None = None, overlay: dict[str, Any] | None = None) -> nn.Module:
     """timm.create_model with a pretrained load whose failure (offline, not cached) is one line."""
+    from safetensors import SafetensorError
+
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=num_classes,
                                  pretrained_cfg_overlay=overlay, **kwargs)
+    except SafetensorError as error:  # a truncated or garbled .safetensors file
+        if weights is not None:
+            raise ConfigError(f"model.weights={weights!r}: a .safetensors file in it is damaged ({_first_line(error)}); "
+                              "save or copy the weights again") from error
+        damaged = tag_weights_file(name)
+        where = f"{damaged} (the file {damaged.resolve()})" if damaged is not None else weights_location(model_name)
+        raise TransferlabError(
+            f"the weights of {model_name} in the Hugging Face cache are damaged ({_first_line(error)}): delete {where} "
+            f"and run `transferlab prepare model.name={model_name}` on a connected machine, or copy that file again"
+        ) from error
     except (RuntimeError, OSError, ValueError) as error:
         if "size mismatch" in str(error) or "Error(s) in loading state_dict" in str(error):
             source = f"model.weights={weights!r}" if weights else model_name

@@ -1,0 +1,191 @@
+"""Caches are keyed by content and checked when opened (issue 23, section 1 and the cache items of
+section 4): a cache is never used for inputs that changed, and a damaged one is never used silently.
+
+Offline throughout: weights are state_dicts the tests save (in a temporary TORCH_HOME, a Hugging Face
+cache laid out as the Hub lays it out, a local-dir folder), on timm's tiny test_* architectures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+import torch
+
+timm = pytest.importorskip("timm")
+from safetensors.torch import save_file  # noqa: E402
+
+from conftest import tiny_config  # noqa: E402
+from transferlab import caches, probe  # noqa: E402
+from transferlab.errors import ConfigError, TransferlabError  # noqa: E402
+from transferlab.models import build_model, build_model_with_init  # noqa: E402
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _local_dir(folder, seed: int, architecture: str = "test_resnet"):
+    """A timm model saved as the Hub stores one (config.json, model.safetensors) into ``folder``."""
+    from timm.models._hub import save_for_hf
+
+    torch.manual_seed(seed)
+    save_for_hf(timm.create_model(architecture, pretrained=False), str(folder), safe_serialization=True)
+    return folder
+
+
+def _hub_snapshot(cache, revision: str, seed: int):
+    """A snapshot of timm/test_resnet.r160_in1k in the Hugging Face cache ``cache``, made refs/main:
+    its model.safetensors a link to a blob, as the Hub's client lays them out."""
+    repo = cache / "models--timm--test_resnet.r160_in1k"
+    torch.manual_seed(seed)
+    blob = repo / "blobs" / f"blob{seed}"
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in timm.create_model("test_resnet", pretrained=False).state_dict().items()},
+              str(blob))
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").symlink_to(os.path.relpath(blob, snapshot))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot / "model.safetensors"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+# --- weights are named by their bytes ------------------------------------------------------------------
+
+def test_the_digest_memo_sees_a_rewrite_that_keeps_size_and_modification_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(caches, "RACY_SECONDS", 0.0)  # the file was just written: remember it all the same
+    path, memo = tmp_path / "weights.pt", tmp_path / "memo"
+    path.write_bytes(b"a" * 1000)
+    stat = path.stat()
+    assert caches.file_sha256(path, memo) == _sha256(path) and len(list(memo.iterdir())) == 1
+    assert caches.file_sha256(path, memo) == _sha256(path)  # from the memo
+    path.write_bytes(b"b" * 1000)  # in place, as a generator or `rsync -t` rewrites a file
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert caches.file_sha256(path, memo) == _sha256(path)  # its change time moved: hashed again
+
+
+def test_the_digest_memo_is_not_written_for_a_file_changed_a_moment_ago(tmp_path):
+    path, memo = tmp_path / "weights.pt", tmp_path / "memo"
+    path.write_bytes(b"a" * 1000)
+    assert caches.file_sha256(path, memo) == _sha256(path)
+    assert not memo.exists()  # a rewrite within the same clock tick would keep every time it has
+
+
+def test_new_weights_saved_into_a_local_dir_folder_are_other_weights(tmp_path):
+    folder = _local_dir(tmp_path / "folder", seed=1)
+    _, first = build_model_with_init("timm/test_resnet", False, f"local-dir:{folder}", 5)
+    _local_dir(folder, seed=2)  # the same folder, the same path: other weights
+    _, second = build_model_with_init("timm/test_resnet", False, f"local-dir:{folder}", 5)
+    assert first.weights_sha256 and second.weights_sha256 and first.weights_sha256 != second.weights_sha256
+    assert probe.weights_identity(first.init, first.weights_sha256, 0) != \
+        probe.weights_identity(second.init, second.weights_sha256, 0)
+    assert first.as_record()["weights_sha256"] == first.weights_sha256  # run.json says which weights
+
+
+def test_a_new_snapshot_of_a_timm_tag_is_other_weights(hub_cache):
+    old = _hub_snapshot(hub_cache, "a" * 40, seed=1)
+    _, first = build_model_with_init("timm/test_resnet.r160_in1k", True, num_classes=3)
+    new = _hub_snapshot(hub_cache, "b" * 40, seed=2)  # refs/main moved to a new revision of the tag
+    _, second = build_model_with_init("timm/test_resnet.r160_in1k", True, num_classes=3)
+    assert (first.init, second.init) == ("timm:r160_in1k", "timm:r160_in1k")
+    assert (first.weights_sha256, second.weights_sha256) == (_sha256(old), _sha256(new))
+    assert first.weights_sha256 != second.weights_sha256
+
+
+def test_weights_identity_names_weights_by_their_digest_never_by_name():
+    digest = "0" * 64
+    assert probe.weights_identity("file:/a.pt", digest, 1) == probe.weights_identity("local-dir:/b", digest, 2)
+    assert probe.weights_identity("random", None, 1) != probe.weights_identity("random", None, 2)
+    # weights of unknown digest get a key no later run finds
+    assert probe.weights_identity("timm:x", None, 1) != probe.weights_identity("timm:x", None, 1)
+
+
+@pytest.mark.slow
+def test_a_cached_probe_on_a_local_dir_folder_extracts_again_when_its_weights_change(tmp_path):
+    from transferlab.run import run_training
+
+    folder = _local_dir(tmp_path / "folder", seed=1)
+    overrides = ["data.num_train=40", "data.num_test=20", "model.name=timm/test_resnet",
+                 f"model.weights=local-dir:{folder}", f"data.cache_dir={tmp_path / 'cache'}", "freeze=last_only",
+                 "data.augment=none", "freeze.cached_features=true"]
+    first = run_training(tiny_config(*overrides), tmp_path / "first", overrides)
+    assert first["status"] == "completed", first.get("error")
+    _local_dir(folder, seed=2)
+    second = run_training(tiny_config(*overrides), tmp_path / "second", overrides)
+    assert second["status"] == "completed", second.get("error")
+    assert second["feature_cache_built"] is True and second["feature_cache"] != first["feature_cache"]
+    assert second["pretraining"]["weights_sha256"] != first["pretraining"]["weights_sha256"]
+
+
+# --- torchvision's weights in TORCH_HOME -----------------------------------------------------------------
+
+def test_weights_in_torch_home_that_are_not_torchvisions_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(build_model("resnet18", False, None, 1000).state_dict(), path)  # a random state_dict, by that name
+    with pytest.raises(TransferlabError) as error:
+        build_model_with_init("resnet18", True, num_classes=10)
+    line = str(error.value)
+    assert "\n" not in line and str(path) in line and "not f37072fd" in line and "transferlab prepare" in line
+
+
+def test_a_hub_file_whose_digest_begins_as_its_name_says_is_keyed_by_its_whole_digest(tmp_path):
+    from transferlab.models import hub_file_sha256
+
+    source = tmp_path / "weights.pth"
+    torch.save({"w": torch.ones(3)}, source)
+    digest = _sha256(source)
+    named = source.rename(tmp_path / f"net-{digest[:8]}.pth")
+    assert hub_file_sha256(named) == digest
+    wrong = named.rename(tmp_path / f"net-{'0' * 8 if digest[0] != '0' else '1' * 8}.pth")
+    with pytest.raises(TransferlabError, match="as its name says"):
+        hub_file_sha256(wrong)
+
+
+# --- local-dir folders of another architecture, damaged safetensors ------------------------------------
+
+def test_a_local_dir_folder_of_another_architecture_is_refused_in_one_line(tmp_path):
+    folder = _local_dir(tmp_path / "folder", seed=1, architecture="test_convnext")
+    with pytest.raises(ConfigError) as error:
+        build_model_with_init("timm/test_resnet", False, f"local-dir:{folder}", 5)
+    line = str(error.value)
+    assert "\n" not in line and "holds a test_convnext model" in line and "model.name='timm/test_resnet'" in line
+    assert "model.name=timm/test_convnext" in line
+
+
+def test_a_truncated_safetensors_file_in_the_hugging_face_cache_is_one_line_naming_it(hub_cache):
+    link = _hub_snapshot(hub_cache, "c" * 40, seed=1)
+    os.truncate(link.resolve(), link.resolve().stat().st_size // 2)
+    with pytest.raises(TransferlabError) as error:
+        build_model_with_init("timm/test_resnet.r160_in1k", True, num_classes=3)
+    line = str(error.value)
+    assert "\n" not in line and str(link) in line and "damaged" in line
+    assert "transferlab prepare model.name=timm/test_resnet.r160_in1k" in line
+
+
+def test_a_truncated_safetensors_file_in_a_local_dir_folder_is_one_line(tmp_path):
+    folder = _local_dir(tmp_path / "folder", seed=1)
+    os.truncate(folder / "model.safetensors", 100)
+    with pytest.raises(ConfigError, match="damaged") as error:
+        build_model_with_init("timm/test_resnet", False, f"local-dir:{folder}", 5)
+    assert "\n" not in str(error.value) and str(folder) in str(error.value)
+
+
+def test_the_local_dir_config_is_what_save_for_hf_writes(tmp_path):
+    """The architecture check reads the key that timm's own save writes."""
+    folder = _local_dir(tmp_path / "folder", seed=1)
+    assert json.loads((folder / "config.json").read_text())["architecture"] == "test_resnet"
