@@ -189,3 +189,76 @@ def test_the_local_dir_config_is_what_save_for_hf_writes(tmp_path):
     """The architecture check reads the key that timm's own save writes."""
     folder = _local_dir(tmp_path / "folder", seed=1)
     assert json.loads((folder / "config.json").read_text())["architecture"] == "test_resnet"
+
+
+# --- the image cache ---------------------------------------------------------------------------------------
+
+def _load_folder(root, cache, **settings):
+    from transferlab.data import load_imagefolder
+
+    return load_imagefolder(root, **{"stored_size": 24, "test_fraction": 0.25, "seed": 0, "cache_dir": cache,
+                                     "workers": 1, **settings})
+
+
+def test_an_image_rewritten_in_place_with_its_size_and_modification_time_is_decoded_again(tmp_path):
+    from PIL import Image
+
+    from conftest import write_image_folder
+
+    root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
+    path = root / "train" / "cat" / "train_cat_0.png"
+    Image.new("RGB", (24, 24), (0, 0, 0)).save(path, format="BMP")  # BMP: the same size whatever the pixels
+    stat = path.stat()
+    first, _ = _load_folder(root, tmp_path / "cache")
+    assert int(first.images[0].max()) == 0
+    Image.new("RGB", (24, 24), (255, 255, 255)).save(path, format="BMP")  # as a generator that overwrites
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `rsync -t` or an unpacked archive
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    again, _ = _load_folder(root, tmp_path / "cache")
+    assert int(again.images[0].min()) == 255  # the new pixels, not the cache's old ones
+
+
+def _overwrite_inside(path, offset_from_end: int, data: bytes) -> None:
+    """Write ``data`` into the file ``path`` in place, as a stray process (or a bad disk) would."""
+    with open(path, "r+b") as handle:
+        handle.seek(os.path.getsize(path) - offset_from_end)
+        handle.write(data)
+
+
+def test_pixels_zeroed_in_the_image_cache_are_found_and_the_images_decoded_again(tmp_path, caplog):
+    import logging
+
+    from conftest import write_image_folder
+
+    root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
+    train, _ = _load_folder(root, tmp_path / "cache")
+    expected = train.images.clone()
+    [folder] = [p for p in (tmp_path / "cache" / "imagefolder").iterdir() if p.is_dir()]
+    assert json.loads((folder / "about.json").read_text())["sha256"]["images.npy"] == _sha256(folder / "images.npy")
+    _overwrite_inside(folder / "images.npy", 3 * 24 * 24 * 2, bytes(3 * 24 * 24))  # one image, all black
+    with caplog.at_level(logging.WARNING, logger="transferlab"):
+        again, _ = _load_folder(root, tmp_path / "cache")
+    assert any("images.npy does not match the SHA-256 recorded when it was written" in r.getMessage()
+               for r in caplog.records)
+    assert torch.equal(again.images, expected)
+
+
+def test_finite_values_written_into_a_feature_cache_are_found_and_the_features_extracted_again(tmp_path, caplog):
+    import logging
+
+    import numpy as np
+
+    from transferlab.data import make_synthetic
+    from test_probe import build_cache, tiny_backbone_model
+
+    train, test = make_synthetic(48, 24, seed=3)
+    model = tiny_backbone_model()
+    first, _ = build_cache(tmp_path / "features", model, "fc", {"train": train, "test": test})
+    expected = first["train"].features.clone()
+    folder = tmp_path / "features" / probe.cache_key({"model": "test"})
+    _overwrite_inside(folder / "train.npy", 4 * 32, np.full(32, 7.0, dtype=np.float32).tobytes())  # finite, wrong
+    with caplog.at_level(logging.WARNING, logger="transferlab.probe"):
+        features, built = build_cache(tmp_path / "features", model, "fc", {"train": train, "test": test})
+    assert built
+    assert any("train.npy does not match the SHA-256" in r.getMessage() for r in caplog.records)
+    torch.testing.assert_close(features["train"].features, expected)

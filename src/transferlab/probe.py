@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from transferlab.caches import ABOUT_FILE
-from transferlab.data.cache import arrays_damage, read_about  # the image cache's checks, shared
+from transferlab.data.cache import array_digests, arrays_damage, digests_damage, read_about  # the image cache's
 from transferlab.data.pipelines import batch_sizes, epoch_generator
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.locks import file_lock
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 PROBE_CACHED = "cached features, BN in evaluation mode, no augmentation"
 PROBE_IN_LOOP = "in the training loop"
-FEATURES_FORMAT = 1  # bump when what a feature cache stores changes
+FEATURES_FORMAT = 2  # bump when what a feature cache stores changes (2: the arrays' SHA-256 in about.json)
 # L-BFGS's L2 sweep, one value a decade first, then a finer one around the best of those. CLIP sweeps
 # scikit-learn's C over 1e-6 to 1e6 on a summed loss, which is l2 = 1 / (C * N) on our mean loss:
 # 4e-11 to 40 for N = 25,000 images; this range covers that but for the weakest penalties, where a
@@ -233,7 +233,11 @@ def _damage(folder: Path, splits: dict[str, torch.Tensor]) -> str | None:
             return f"{split}_labels.npy does not hold the labels of the {split} split"
         if not np.isfinite(np.load(folder / f"{split}.npy", mmap_mode="r")).all():
             return f"{split}.npy holds values that are not finite"
-    return None
+    return digests_damage(folder, about, _array_names(splits))
+
+
+def _array_names(splits: Iterable[str]) -> list[str]:
+    return [name for split in splits for name in (f"{split}.npy", f"{split}_labels.npy")]
 
 
 def _build(folder: Path, splits: dict[str, torch.Tensor], identity: dict[str, Any], extract: dict[str, Any]) -> None:
@@ -247,7 +251,7 @@ def _build(folder: Path, splits: dict[str, torch.Tensor], identity: dict[str, An
             dims = _write_split(temporary, split, labels, extract[split](), dims)
         seconds = time.perf_counter() - start
         about = {**identity, "splits": {split: len(labels) for split, labels in splits.items()}, "features": dims,
-                 "extract_seconds": round(seconds, 2)}
+                 "extract_seconds": round(seconds, 2), "sha256": array_digests(temporary, _array_names(splits))}
         (temporary / ABOUT_FILE).write_text(json.dumps(about, indent=2) + "\n")
         os.replace(temporary, folder)
         count = sum(len(labels) for labels in splits.values())

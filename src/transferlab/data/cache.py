@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from transferlab.caches import (ABOUT_FILE, DIGESTS_FILE, IMAGES_FILE, LABELS_FILE, format_size, lock_if_free,
-                                lock_path, temporaries)
+from transferlab.caches import (ABOUT_FILE, DIGESTS, DIGESTS_FILE, IMAGES_FILE, LABELS_FILE, file_sha256, format_size,
+                                lock_if_free, lock_path, temporaries)
 from transferlab.errors import TransferlabError
 from transferlab.files import write_atomic
 from transferlab.locks import file_lock
@@ -117,7 +117,7 @@ def _damage(folder: Path, count: int, size: int, labels: list[int]) -> str | Non
         return damage
     if not np.array_equal(np.load(folder / LABELS_FILE), np.asarray(labels, dtype=np.int64)):
         return f"{LABELS_FILE} does not hold the folder's labels"
-    return None
+    return digests_damage(folder, about, (IMAGES_FILE, LABELS_FILE, DIGESTS_FILE))
 
 
 def read_about(folder: Path) -> dict[str, Any] | str:
@@ -140,6 +140,33 @@ def arrays_damage(folder: Path, arrays: Iterable[tuple[str, tuple[int, ...], Any
         damage = _array_damage(folder / name, shape, np.dtype(dtype))
         if damage is not None:
             return damage
+    return None
+
+
+def array_digests(folder: Path, names: Iterable[str]) -> dict[str, str]:
+    """The SHA-256 of each of the files ``names`` in ``folder`` (a cache being written), for its
+    about.json."""
+    return {name: file_sha256(folder / name) for name in names}
+
+
+def digests_damage(folder: Path, about: dict[str, Any], names: Iterable[str]) -> str | None:
+    """Which of the files ``names`` in the cache ``folder`` does not match the SHA-256 that its
+    about.json recorded when it was written, or None. A file is hashed in full when its stat
+    (size, modification and change times, inode) is not the one it had when last hashed
+    (remembered in <cache dir>/digests/, as weights files are; caches.file_sha256): any write
+    to it, through any path, changes its change time, so a cache opened again unchanged costs
+    one stat per file, and one written into is hashed and found out."""
+    recorded = about.get("sha256")
+    if not isinstance(recorded, dict):
+        return f"{ABOUT_FILE} records no digests of its arrays (written by an older transferlab)"
+    memo = folder.parent.parent / DIGESTS
+    for name in names:
+        try:
+            digest = file_sha256(folder / name, memo)
+        except OSError as error:
+            return f"{name} cannot be read: {error}"
+        if digest != recorded.get(name):
+            return f"{name} does not match the SHA-256 recorded when it was written"
     return None
 
 
@@ -223,7 +250,8 @@ def _build(folder: Path, files: list[Path], labels: list[int], size: int, worker
                 os.fsync(handle.fileno())
         write_atomic(temporary / LABELS_FILE, lambda handle: np.save(handle, np.asarray(labels, dtype=np.int64)))
         about = {**description, "images": len(files), "stored_size": stored, "requested_stored_size": size,
-                 "decode_seconds": round(seconds, 2), "decode_workers": workers}
+                 "decode_seconds": round(seconds, 2), "decode_workers": workers,
+                 "sha256": array_digests(temporary, (IMAGES_FILE, LABELS_FILE, DIGESTS_FILE))}
         write_atomic(temporary / ABOUT_FILE, json.dumps(about, indent=2) + "\n")
         os.replace(temporary, folder)
         log.info("decoded %d images in %.1f s (%.0f images/s)", len(files), seconds, len(files) / max(seconds, 1e-9))

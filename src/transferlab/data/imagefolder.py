@@ -34,8 +34,8 @@ LAYOUT = ("DIR/train/<class>/<images> and DIR/val/<class>/<images> (or DIR/test/
           "data.test_fraction of train/ is held out)")
 COMMON_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")  # named in errors
 # Bump when what the cache stores, or which files a scan finds, changes (2: digests, no folder links;
-# 3: stored at most at the largest centre square among the files).
-CACHE_FORMAT = 3
+# 3: stored at most at the largest centre square among the files; 4: keyed by ctime and inode too).
+CACHE_FORMAT = 4
 FOLDER_LINKS = ("data=imagefolder follows links to files but not to folders inside a class folder: remove the link, "
                 "or put the folder itself (or links to its files) there")
 
@@ -49,18 +49,23 @@ class FolderListing:
     train: list[tuple[Path, int]]
     test: list[tuple[Path, int]]  # empty when the test split is held out of train/
     test_folder: str | None  # "val", "test", or None (held out)
-    stamps: dict[Path, tuple[int, int]]  # each file's (size in bytes, modification time in ns), from the scan
+    # Each file's (size in bytes, modification time in ns, change time in ns, inode), from the scan.
+    stamps: dict[Path, tuple[int, int, int, int]]
 
     def content_key(self, stored_size: int) -> str:
         """A hash of everything the decoded images depend on: the files (relative path, class,
-        size, modification time) of both splits and the stored size asked for (the size stored
-        follows from it and the files)."""
+        and what git looks at to see a change: size, modification and change times, inode) of
+        both splits and the stored size asked for (the size stored follows from it and the files).
+        A file rewritten in place with its size and modification time kept (an archive unpacked
+        with normalised times, `rsync -t`, a generator that overwrites) has a new change time,
+        which nobody can set back; one replaced by a rename has a new inode too."""
         digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "stored_size": stored_size,
                                             "classes": self.classes}).encode())
         for split, files in (("train", self.train), (self.test_folder, self.test)):
             for path, label in files:
-                size, mtime_ns = self.stamps[path]
-                digest.update(f"{split}\0{path.relative_to(self.root)}\0{label}\0{size}\0{mtime_ns}\n".encode())
+                size, mtime_ns, ctime_ns, inode = self.stamps[path]
+                digest.update(f"{split}\0{path.relative_to(self.root)}\0{label}\0{size}\0{mtime_ns}\0{ctime_ns}\0"
+                              f"{inode}\n".encode())
         return digest.hexdigest()[:24]
 
     def files(self) -> list[tuple[str, Path, int]]:
@@ -170,10 +175,10 @@ def _folder_link_error(link: Path, class_folder: Path) -> str:
     return f"{link} is a link to the folder {target}, {why}; {FOLDER_LINKS}"
 
 
-def _stamps_of_distinct_files(split_files: list[tuple[str, Path]]) -> dict[Path, tuple[int, int]]:
-    """(size, modification time in ns) of each file, one stat each; a ConfigError naming both paths
+def _stamps_of_distinct_files(split_files: list[tuple[str, Path]]) -> dict[Path, tuple[int, int, int, int]]:
+    """(size, modification time in ns, change time in ns, inode) of each file, one stat each; a ConfigError naming both paths
     when two of them are one file (links to it, hard links), and one naming a link to nothing."""
-    stamps: dict[Path, tuple[int, int]] = {}
+    stamps: dict[Path, tuple[int, int, int, int]] = {}
     seen: dict[object, tuple[str, Path]] = {}
     for split, path in split_files:
         try:
@@ -192,7 +197,7 @@ def _stamps_of_distinct_files(split_files: list[tuple[str, Path]]) -> dict[Path,
             why = ("a training image would be tested; keep it in one split only" if first_split != split
                    else "it would be read twice; remove one of them")
             raise ConfigError(f"{path} and {first} are one file (a link, or a hard link): {why}")
-        stamps[path] = (stat.st_size, stat.st_mtime_ns)
+        stamps[path] = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     return stamps
 
 
