@@ -262,3 +262,53 @@ def test_finite_values_written_into_a_feature_cache_are_found_and_the_features_e
     assert built
     assert any("train.npy does not match the SHA-256" in r.getMessage() for r in caplog.records)
     torch.testing.assert_close(features["train"].features, expected)
+
+
+# --- a full disk while the feature cache is written -----------------------------------------------------
+
+def test_a_feature_cache_that_does_not_fit_is_one_line_with_what_it_needs_and_nothing_is_left(tmp_path, monkeypatch):
+    import errno
+
+    from transferlab.data import make_synthetic
+    from test_probe import build_cache, tiny_backbone_model
+
+    def full_disk(descriptor, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full_disk)
+    train, test = make_synthetic(48, 24, seed=3)
+    with pytest.raises(TransferlabError) as error:
+        build_cache(tmp_path / "features", tiny_backbone_model(), "fc", {"train": train, "test": test})
+    line = str(error.value)
+    # 48 images x 32 features x 4 bytes
+    assert "\n" not in line and line.startswith(f"the feature cache needs 6.1 KB in {tmp_path / 'features'}, which has ")
+    assert "free (No space left on device)" in line and "data.cache_dir" in line
+    assert [p.name for p in (tmp_path / "features").iterdir() if not p.name.endswith(".lock")] == []
+
+
+@pytest.mark.slow  # mounts a tmpfs; a subprocess (before, the process died of SIGBUS)
+def test_a_full_disk_under_a_cached_probe_fails_the_run_in_one_line(tmp_path):
+    import shutil
+    import subprocess
+
+    from conftest import DRY_RUN, transferlab
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no `mount` command here to make a tmpfs")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True,
+                          text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {made.stderr.strip()}")
+    try:
+        result = transferlab("train", *DRY_RUN, "data.num_train=400", "data.num_test=200", "freeze=last_only",
+                             "freeze.cached_features=true", f"data.cache_dir={disk}", "hydra.run.dir=run", cwd=tmp_path)
+        assert result.returncode == 1, result.stdout + result.stderr
+        [line] = [line for line in (result.stdout + result.stderr).splitlines() if "run failed:" in line]
+        assert "the feature cache needs" in line and "free" in line and "data.cache_dir" in line
+        record = json.loads((tmp_path / "run" / "run.json").read_text())
+        assert record["status"] == "failed" and "the feature cache needs" in record["error"]
+        assert [p.name for p in (disk / "features").iterdir() if not p.name.endswith(".lock")] == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -46,7 +46,9 @@ import torch
 from torch import nn
 
 from transferlab.caches import ABOUT_FILE
-from transferlab.data.cache import array_digests, arrays_damage, digests_damage, read_about  # the image cache's
+from transferlab.data.cache import (  # the image cache's checks and writing, shared
+    array_digests, arrays_damage, digests_damage, read_about, reserve,
+)
 from transferlab.data.pipelines import batch_sizes, epoch_generator
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.locks import file_lock
@@ -269,6 +271,8 @@ def _write_split(temporary: Path, split: str, labels: torch.Tensor, batches, dim
         if array is None:
             array = np.lib.format.open_memmap(temporary / f"{split}.npy", mode="w+", dtype=np.float32,
                                               shape=(len(labels), features.shape[1]))
+            reserve(temporary / f"{split}.npy", array.offset, array.nbytes, "the feature cache",
+                    "free some space, or point data.cache_dir elsewhere")
         if not torch.isfinite(features).all():
             raise TransferlabError(f"the backbone's features of the {split} split are not finite (NaN or inf); "
                                    "try precision=fp32")

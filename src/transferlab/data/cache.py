@@ -37,7 +37,7 @@ from tqdm import tqdm
 from transferlab.caches import (ABOUT_FILE, DIGESTS, DIGESTS_FILE, IMAGES_FILE, LABELS_FILE, file_sha256, format_size,
                                 lock_if_free, lock_path, temporaries)
 from transferlab.errors import TransferlabError
-from transferlab.files import write_atomic
+from transferlab.files import free_bytes, write_atomic
 from transferlab.locks import file_lock
 from transferlab.progress import decoding_bar
 
@@ -266,16 +266,25 @@ def _allocate(path: Path, shape: tuple[int, ...]) -> None:
     array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
     offset = array.offset
     del array
-    needed = int(np.prod(shape))
-    if hasattr(os, "posix_fallocate") and needed:
-        with open(path, "rb+") as handle:
-            try:
-                os.posix_fallocate(handle.fileno(), offset, needed)
-            except OSError as error:
-                raise TransferlabError(
-                    f"the image cache needs {format_size(needed)} in {path.parent.parent} ({error}); free some "
-                    "space, point data.cache_dir elsewhere, or lower data.stored_size"
-                ) from error
+    reserve(path, offset, int(np.prod(shape)), "the image cache",
+            "free some space, point data.cache_dir elsewhere, or lower data.stored_size")
+
+
+def reserve(path: Path, offset: int, needed: int, what: str, advice: str) -> None:
+    """Reserve on disk the ``needed`` bytes from ``offset`` of the file ``path`` (a memory-mapped
+    .npy of a cache being written), so that a full disk is one line here, naming ``what`` needs
+    how much and how much is free, and ``advice``, instead of a SIGBUS when a write into the
+    memory map finds no block."""
+    if not hasattr(os, "posix_fallocate") or not needed:
+        return
+    with open(path, "rb+") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), offset, needed)
+        except OSError as error:
+            free = free_bytes(path.parent)
+            has = f"{format_size(free)} free" if free is not None else "free space unknown"
+            raise TransferlabError(f"{what} needs {format_size(needed)} in {path.parent.parent}, which has {has} "
+                                   f"({error.strerror or error}); {advice}") from error
 
 
 @contextmanager
