@@ -312,3 +312,83 @@ def test_a_full_disk_under_a_cached_probe_fails_the_run_in_one_line(tmp_path):
         assert [p.name for p in (disk / "features").iterdir() if not p.name.endswith(".lock")] == []
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+# --- locks: a wait that says so, a read-only cache, a cache dir that is a file -----------------------------
+
+def test_a_cached_probe_waiting_for_the_feature_cache_lock_says_who_holds_it(tmp_path, caplog):
+    import logging
+    import threading
+    import time
+
+    from transferlab.data import make_synthetic
+    from transferlab.locks import cache_lock
+    from test_probe import build_cache, tiny_backbone_model
+
+    train, test = make_synthetic(48, 24, seed=3)
+    folder = tmp_path / "features" / probe.cache_key({"model": "test"})
+    results = []
+    with caplog.at_level(logging.INFO, logger="transferlab"):
+        with cache_lock(folder.with_name(f"{folder.name}.lock"), "a test"):  # as another run extracting them
+            waiting = threading.Thread(target=lambda: results.append(
+                build_cache(tmp_path / "features", tiny_backbone_model(), "fc", {"train": train, "test": test})))
+            waiting.start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any("waiting" in r.getMessage() for r in caplog.records):
+                time.sleep(0.05)
+            lines = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+        waiting.join(timeout=60)
+    assert lines and lines[0].startswith(f"the feature cache {folder} is in use by pid {os.getpid()} on host ")
+    assert lines[0].endswith("; waiting for it")
+    assert results and results[0][1]  # then it took the lock and extracted the features
+    assert not folder.with_name(f"{folder.name}.lock.holder").exists()
+
+
+def test_a_cache_dir_that_is_a_file_is_one_line_naming_data_cache_dir(tmp_path):
+    from conftest import write_image_folder
+
+    root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError) as error:
+        _load_folder(root, tmp_path / "file")
+    assert "\n" not in str(error.value) and str(error.value).startswith(f"data.cache_dir='{tmp_path / 'file'}' is a file")
+    with pytest.raises(TransferlabError) as error:
+        _load_folder(root, tmp_path / "file" / "below")
+    assert "\n" not in str(error.value) and "Not a directory" in str(error.value) and "data.cache_dir" in str(error.value)
+
+
+@pytest.mark.slow  # mounts a tmpfs, then makes it read-only (root)
+def test_a_whole_cache_on_a_read_only_file_system_is_read_without_its_lock(tmp_path):
+    import shutil
+    import subprocess
+
+    from conftest import write_image_folder
+    from transferlab.data import make_synthetic
+    from test_probe import build_cache, tiny_backbone_model
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no `mount` command here to make a tmpfs")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {made.stderr.strip()}")
+    try:
+        root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
+        images, _ = _load_folder(root, disk)
+        expected = images.images.clone()
+        train, test = make_synthetic(48, 24, seed=3)
+        model = tiny_backbone_model()
+        features, _ = build_cache(disk / "features", model, "fc", {"train": train, "test": test})
+        expected_features = features["train"].features.clone()
+        del images, features
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        again, _ = _load_folder(root, disk)  # the image cache's lock file cannot be opened for writing
+        assert torch.equal(again.images, expected)
+        read, built = build_cache(disk / "features", model, "fc", {"train": train, "test": test})
+        assert not built and torch.equal(read["train"].features, expected_features)
+        with pytest.raises(TransferlabError) as error:  # a cache that is not there cannot be made here
+            _load_folder(root, disk, stored_size=16)
+        assert "\n" not in str(error.value) and "data.cache_dir" in str(error.value)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -14,17 +14,21 @@ that closed a second descriptor of the lock file would drop it, so only filelock
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import platform
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from transferlab.errors import TransferlabError
+
+log = logging.getLogger(__name__)
 
 # Hidden, and not *.tmp (the leftover temporaries a run removes when it starts); the report reads
 # only run.json. The holder's line: it stays in the folder, empty once its holder ended cleanly.
@@ -45,6 +49,45 @@ def file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(path):
         yield
+
+
+@contextmanager
+def cache_lock(path: Path, what: str) -> Iterator[bool]:
+    """Hold the lock on ``path`` (a disk cache's, created if missing) for the block and yield
+    True, waiting while another process holds it; the wait is announced once, naming ``what`` is
+    awaited and the process that holds it (each holder writes its line beside the lock, in
+    ``<lock>.holder``, as a run folder's holder does, and removes it before it lets go). Yields False, holding nothing, where the
+    lock file cannot be made or opened (a read-only file system, a folder of another user): the
+    caller may then read a cache that is whole, and nothing else."""
+    path = Path(path)
+    holder = path.with_name(f"{path.name}.holder")
+    lock = FileLock(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.warning("%s is in use by %s; waiting for it", what, _holder(holder))
+            lock.acquire()
+    except OSError as error:
+        if error.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        locked = False
+    else:
+        locked = True
+    if not locked:
+        yield False
+        return
+    try:
+        try:
+            _write_holder(holder, f"{holder_line()}\n")
+        except OSError:
+            pass  # a waiting process then names no holder, and waits all the same
+        yield True
+    finally:
+        with suppress(OSError):
+            holder.unlink(missing_ok=True)  # while the lock is still ours: nobody else writes it now
+        lock.release()
 
 
 @contextmanager

@@ -51,7 +51,7 @@ from transferlab.data.cache import (  # the image cache's checks and writing, sh
 )
 from transferlab.data.pipelines import batch_sizes, epoch_generator
 from transferlab.errors import ConfigError, TransferlabError
-from transferlab.locks import file_lock
+from transferlab.locks import cache_lock
 
 log = logging.getLogger(__name__)
 
@@ -194,19 +194,17 @@ def features_cache(folder: Path, splits: dict[str, torch.Tensor], identity: dict
     tensors are writable (torch wants that) but nothing is written back."""
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(folder.with_name(f"{folder.name}.lock")):
-            _remove_temporaries(folder)  # ours: whoever wrote them is gone, as its lock is ours now
+        with cache_lock(folder.with_name(f"{folder.name}.lock"), f"the feature cache {folder}") as locked:
             built = False
-            damage = _damage(folder, splits) if os.path.lexists(folder) else None
-            if damage is not None:
-                log.warning("warning: the feature cache %s is damaged (%s); extracting the features again", folder,
-                            damage)
-                _remove(folder)
-            if not os.path.lexists(folder):
-                _build(folder, splits, identity, extract)
-                built = True
+            if not locked:
+                damage = _damage(folder, splits) if os.path.lexists(folder) else "it is missing"
+                if damage is not None:
+                    raise TransferlabError(f"the feature cache {folder} cannot be locked here (a read-only file system, "
+                                           f"or a folder of another user) and cannot be read as it is ({damage}); "
+                                           "point data.cache_dir at a folder you can write")
+                log.info("feature cache: %s (whole; read without its lock, which cannot be taken here)", folder)
             else:
-                log.info("feature cache: %s", folder)
+                built = _open_or_build(folder, splits, identity, extract)
             loaded = {}
             for split in splits:
                 features = torch.from_numpy(np.load(folder / f"{split}.npy", mmap_mode="c"))
@@ -216,6 +214,22 @@ def features_cache(folder: Path, splits: dict[str, torch.Tensor], identity: dict
     except OSError as error:
         raise TransferlabError(f"the feature cache cannot be written in {folder.parent} ({error.strerror or error}); "
                                "point data.cache_dir at a folder you can write") from error
+
+
+def _open_or_build(folder: Path, splits: dict[str, torch.Tensor], identity: dict[str, Any],
+                   extract: dict[str, Any]) -> bool:
+    """Under the cache's lock: check the cache, and extract the features again when it is missing
+    or damaged; whether it was built now."""
+    _remove_temporaries(folder)  # ours: whoever wrote them is gone, as its lock is ours now
+    damage = _damage(folder, splits) if os.path.lexists(folder) else None
+    if damage is not None:
+        log.warning("warning: the feature cache %s is damaged (%s); extracting the features again", folder, damage)
+        _remove(folder)
+    if os.path.lexists(folder):
+        log.info("feature cache: %s", folder)
+        return False
+    _build(folder, splits, identity, extract)
+    return True
 
 
 def _damage(folder: Path, splits: dict[str, torch.Tensor]) -> str | None:

@@ -38,7 +38,7 @@ from transferlab.caches import (ABOUT_FILE, DIGESTS, DIGESTS_FILE, IMAGES_FILE, 
                                 lock_if_free, lock_path, temporaries)
 from transferlab.errors import TransferlabError
 from transferlab.files import free_bytes, write_atomic
-from transferlab.locks import file_lock
+from transferlab.locks import cache_lock
 from transferlab.progress import decoding_bar
 
 log = logging.getLogger(__name__)
@@ -71,26 +71,53 @@ def cached_images(folder: Path, files: list[Path], labels: list[int], size: int,
                   show_progress: bool, description: dict) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """(images (N, 3, S, S) uint8, memory-mapped, S at most ``size`` (see the module's docstring);
     labels (N,) int64; SHA-256 digests (N, 32) uint8 of the files' bytes) of ``files``, from the
-    cache in ``folder``, which is built first when it is not there or is damaged."""
+    cache in ``folder``, which is built first when it is not there or is damaged. A cache whose
+    lock cannot be taken (a read-only file system, a folder of another user) is read without it
+    when it is whole; a TransferlabError naming data.cache_dir when it is not, or when the cache
+    folder cannot be written."""
+    try:
+        return _cached_images(folder, files, labels, size, workers, show_progress, description)
+    except OSError as error:
+        raise TransferlabError(f"the image cache cannot be written in {folder.parent} ({error.strerror or error}); "
+                               "point data.cache_dir at a folder you can write") from error
+
+
+def _cached_images(folder: Path, files: list[Path], labels: list[int], size: int, workers: int,
+                   show_progress: bool, description: dict) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     _remove_stale_temporaries(folder.parent)
-    with file_lock(lock_path(folder)):
-        # This cache's own: its lock is ours now, so whoever wrote them is gone (a process killed
-        # while decoding it, or its pool workers, which held the lock a moment longer).
-        for path, key, pid in temporaries(folder.parent):
-            if key == folder.name:
-                _remove_temporary(path, pid)
-        damage = _damage(folder, len(files), size, labels) if os.path.lexists(folder) else None
-        if damage is not None:
-            log.warning("warning: the image cache %s is damaged (%s); decoding it again", folder, damage)
-            _remove(folder, damage)
-        if os.path.lexists(folder):
-            log.info("image cache: %s", folder)
+    with cache_lock(lock_path(folder), f"the image cache {folder}") as locked:
+        if not locked:
+            damage = _damage(folder, len(files), size, labels) if os.path.lexists(folder) else "it is missing"
+            if damage is not None:
+                raise TransferlabError(f"the image cache {folder} cannot be locked here (a read-only file system, or "
+                                       f"a folder of another user) and cannot be read as it is ({damage}); point "
+                                       "data.cache_dir at a folder you can write")
+            log.info("image cache: %s (whole; read without its lock, which cannot be taken here)", folder)
         else:
-            _build(folder, files, labels, size, workers, show_progress, description)
+            _open_or_build(folder, files, labels, size, workers, show_progress, description)
         _mark_used(folder)
         # Copy-on-write: the tensor is writable (torch wants that) but nothing is ever written back.
         images = torch.from_numpy(np.load(folder / IMAGES_FILE, mmap_mode="c"))
         return images, torch.from_numpy(np.load(folder / LABELS_FILE)), np.load(folder / DIGESTS_FILE)
+
+
+def _open_or_build(folder: Path, files: list[Path], labels: list[int], size: int, workers: int,
+                   show_progress: bool, description: dict) -> None:
+    """Under the cache's lock: remove what an interrupted decoding left, check the cache, and
+    decode it again when it is missing or damaged."""
+    # This cache's own: its lock is ours now, so whoever wrote them is gone (a process killed
+    # while decoding it, or its pool workers, which held the lock a moment longer).
+    for path, key, pid in temporaries(folder.parent):
+        if key == folder.name:
+            _remove_temporary(path, pid)
+    damage = _damage(folder, len(files), size, labels) if os.path.lexists(folder) else None
+    if damage is not None:
+        log.warning("warning: the image cache %s is damaged (%s); decoding it again", folder, damage)
+        _remove(folder, damage)
+    if os.path.lexists(folder):
+        log.info("image cache: %s", folder)
+    else:
+        _build(folder, files, labels, size, workers, show_progress, description)
 
 
 def _mark_used(folder: Path) -> None:
@@ -211,9 +238,12 @@ def _remove_stale_temporaries(cache_folder: Path) -> None:
     (on a shared file system) or process id made it. One whose lock is taken is left alone (the
     next run on that cache removes it, under its lock, if its writer is gone)."""
     for path, key, pid in temporaries(cache_folder):
-        with lock_if_free(cache_folder / f"{key}.lock") as free:
-            if free:
-                _remove_temporary(path, pid)
+        try:
+            with lock_if_free(cache_folder / f"{key}.lock") as free:
+                if free:
+                    _remove_temporary(path, pid)
+        except OSError:
+            pass  # its lock cannot be taken here (a read-only file system): nor can it be removed
 
 
 def _remove_temporary(path: Path, pid: str) -> None:

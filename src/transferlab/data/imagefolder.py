@@ -248,6 +248,9 @@ def load_imagefolder(root: str | Path, stored_size: int, test_fraction: float, s
     or test/, a stratified ``test_fraction`` of train/, fixed by ``seed``, is the test set."""
     listing = scan_folder(root)
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if cache_root.exists() and not cache_root.is_dir():
+        raise ConfigError(f"data.cache_dir={str(cache_root)!r} is a file, not a folder; point data.cache_dir at a "
+                          f"folder for the caches (unset, it is {default_cache_dir()})")
     files = listing.files()
     images, labels, digests = cached_images(
         cache_root / "imagefolder" / listing.content_key(stored_size),
