@@ -32,7 +32,7 @@ KEY = re.compile(r"[0-9a-f]{24}")  # a cache folder's name
 TEMPORARY = re.compile(r"^\.(?P<key>[^.]+)\.(?P<pid>\d+)\.tmp$")  # .<key>.<pid of its writer>.tmp
 
 
-DIGESTS = "digests"  # <cache dir>/digests/: weights files' SHA-256, remembered by what their stat says
+DIGEST_MEMO = "digests"  # <cache dir>/digests/: files' SHA-256 (weights, cached arrays), remembered by their stat
 RACY_SECONDS = 2.0  # a file changed this recently is hashed again next time (git's "racily clean" files)
 
 

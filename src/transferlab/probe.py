@@ -16,9 +16,10 @@ The cache: a folder per key (a digest of everything a feature depends on, ``feat
 in ``<data.cache_dir>/features/``, holding one float32 ``<split>.npy`` (N, D) and int64
 ``<split>_labels.npy`` per split and ``about.json``, memory-mapped by later runs. It is built in a
 temporary folder and published with one rename, under a file lock, as the image cache is
-(data/cache.py): parallel runs extract once and nobody reads half a cache. A cache that is damaged
-(a file missing, short, of another shape, or not the labels of the run's split) is rebuilt, with
-a warning.
+(data/cache.py): parallel runs extract once and nobody reads half a cache; about.json records the
+SHA-256 of each array. A cache that is damaged (a file missing, short, of another shape, not the
+labels of the run's split, or not matching its digest) is rebuilt, with a warning. The weights are
+in the key by the SHA-256 of the files loaded (``weights_identity``), never by name or path.
 
 Two ways to fit the head: the run's optimizer over ``FeatureBatches`` (the same batch order as the
 image pipeline's, by seed and epoch) through the training loop, or ``fit_logistic_regression``:

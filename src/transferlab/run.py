@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from transferlab import __version__, adapt, schedules, timm_models
-from transferlab.caches import DIGESTS, default_cache_dir
+from transferlab.caches import DIGEST_MEMO, default_cache_dir
 from transferlab.callbacks import (
     CheckpointEpochs, EpochLog, FiniteEvaluation, LpFtSwitch, Progress, RecordEpochs, Trackers, record_bytes,
     start_fine_tuning,
@@ -303,7 +303,7 @@ def _build_model(config: Config, num_classes: int, device: torch.device, memory_
     """(the model, frozen and adapted as the config says, on ``device``; its stages by parameter
     name, for optim.layer_decay)."""
     model, init = build_model_with_init(config.model.name, config.model.pretrained, config.model.weights, num_classes,
-                                        config.data.image_size, _cache_root(config) / DIGESTS)
+                                        config.data.image_size, _cache_root(config) / DIGEST_MEMO)
     record.init, record.pretraining = init.init, init.as_record()
     if init.new_head and init.source == "file":
         log.info("%s: its head does not fit the %d classes of the data; a new head starts", init.init, num_classes)

@@ -3,13 +3,16 @@
 (data.stored_size), or the largest centre square among the files when that is smaller: a folder of
 8x8 images is stored at 8x8, not blown up to 256x256 (each file's header is read first).
 
-A cache is a folder named by its key (a hash of the file list, sizes, modification times and the
-stored size asked for; see imagefolder.py) holding ``images.npy``, ``labels.npy``, ``digests.npy`` (the
-SHA-256 of each file's bytes, which find copies of one image) and ``about.json``. It is built in a
-temporary folder and published with one rename, under a file lock, so parallel runs on one image
-folder decode it once and nobody ever reads half a cache. Opening a cache checks its files' shapes
-and sizes against about.json and the folder (a damaged one is decoded again, with a warning), and
-first removes the temporaries that no process is writing (a decoding killed with SIGKILL). Each
+A cache is a folder named by its key (a hash of the file list, each file's size, modification and
+change times and inode, and the stored size asked for; see imagefolder.py) holding ``images.npy``,
+``labels.npy``, ``digests.npy`` (the SHA-256 of each file's bytes, which find copies of one image) and
+``about.json``, which records the SHA-256 of each of those arrays. It is built in a temporary folder
+and published with one rename, under a file lock, so parallel runs on one image folder decode it
+once and nobody ever reads half a cache; a run that waits for the lock says so. Opening a cache
+checks its files' shapes, sizes and digests against about.json and the folder (a damaged one is
+decoded again, with a warning; the digests are hashed again only for a file whose stat changed, see
+``digests_damage``), and first removes the temporaries that no process is writing (a decoding killed
+with SIGKILL). A whole cache whose lock cannot be taken (a read-only file system) is read without it. Each
 opening sets the folder's modification time: its last use, which `transferlab cache list` shows
 (transferlab.caches, which also says where caches live and removes them).
 """
@@ -34,8 +37,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from transferlab.caches import (ABOUT_FILE, DIGESTS, DIGESTS_FILE, IMAGES_FILE, LABELS_FILE, file_sha256, format_size,
-                                lock_if_free, lock_path, temporaries)
+from transferlab.caches import (ABOUT_FILE, DIGEST_MEMO, DIGESTS_FILE, IMAGES_FILE, LABELS_FILE, file_sha256,
+                                format_size, lock_if_free, lock_path, temporaries)
 from transferlab.errors import TransferlabError
 from transferlab.files import free_bytes, write_atomic
 from transferlab.locks import cache_lock
@@ -186,7 +189,7 @@ def digests_damage(folder: Path, about: dict[str, Any], names: Iterable[str]) ->
     recorded = about.get("sha256")
     if not isinstance(recorded, dict):
         return f"{ABOUT_FILE} records no digests of its arrays (written by an older transferlab)"
-    memo = folder.parent.parent / DIGESTS
+    memo = folder.parent.parent / DIGEST_MEMO
     for name in names:
         try:
             digest = file_sha256(folder / name, memo)
