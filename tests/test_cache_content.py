@@ -316,20 +316,46 @@ def test_a_full_disk_under_a_cached_probe_fails_the_run_in_one_line(tmp_path):
 
 # --- locks: a wait that says so, a read-only cache, a cache dir that is a file -----------------------------
 
-def test_a_cached_probe_waiting_for_the_feature_cache_lock_says_who_holds_it(tmp_path, caplog):
+def _flock(path):
+    """An exclusive flock on ``path`` for the block, on a descriptor of its own (another open file
+    description conflicts with filelock's even in this process, as another process's would)."""
+    import contextlib
+    import fcntl
+
+    @contextlib.contextmanager
+    def held():
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # drops the flock
+
+    return held()
+
+
+@pytest.mark.parametrize("holder", ["transferlab", "another program"])
+def test_a_cached_probe_waiting_for_the_feature_cache_lock_says_who_holds_it(tmp_path, caplog, holder):
     import logging
     import threading
     import time
 
     from transferlab.data import make_synthetic
-    from transferlab.locks import cache_lock
     from test_probe import build_cache, tiny_backbone_model
 
     train, test = make_synthetic(48, 24, seed=3)
     folder = tmp_path / "features" / probe.cache_key({"model": "test"})
+    lock = folder.with_name(f"{folder.name}.lock")
+    folder.parent.mkdir(parents=True)
+    if holder == "transferlab":  # another run extracting these features, which names itself
+        from transferlab.locks import cache_lock
+
+        holding = cache_lock(lock, "a test")
+    else:  # a process that writes no line: a flock on the file, as the kernel sees it
+        holding = _flock(lock)
     results = []
     with caplog.at_level(logging.INFO, logger="transferlab"):
-        with cache_lock(folder.with_name(f"{folder.name}.lock"), "a test"):  # as another run extracting them
+        with holding:
             waiting = threading.Thread(target=lambda: results.append(
                 build_cache(tmp_path / "features", tiny_backbone_model(), "fc", {"train": train, "test": test})))
             waiting.start()
@@ -338,7 +364,8 @@ def test_a_cached_probe_waiting_for_the_feature_cache_lock_says_who_holds_it(tmp
                 time.sleep(0.05)
             lines = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
         waiting.join(timeout=60)
-    assert lines and lines[0].startswith(f"the feature cache {folder} is in use by pid {os.getpid()} on host ")
+    named = f"pid {os.getpid()} on host " if holder == "transferlab" else "another process (which has not written"
+    assert lines and lines[0].startswith(f"the feature cache {folder} is in use by {named}")
     assert lines[0].endswith("; waiting for it")
     assert results and results[0][1]  # then it took the lock and extracted the features
     assert not folder.with_name(f"{folder.name}.lock.holder").exists()
