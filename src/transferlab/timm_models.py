@@ -164,11 +164,16 @@ def tag_weights_file(full_name: str) -> Path | None:
     hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if hub_id:
         from huggingface_hub import try_to_load_from_cache
-        from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives
 
         repo, _, revision = hub_id.partition("@")
-        filename = getattr(cfg, "hf_hub_filename", None) or HF_WEIGHTS_NAME
-        names = [filename] if filename.endswith(".safetensors") else [*_get_safe_alternatives(filename), filename]
+        filename = getattr(cfg, "hf_hub_filename", None) or "pytorch_model.bin"  # timm's HF_WEIGHTS_NAME
+        try:  # timm's own choice of a safetensors file in place of a pickled one (a private helper)
+            from timm.models._hub import _get_safe_alternatives
+
+            alternatives = list(_get_safe_alternatives(filename))
+        except ImportError:
+            alternatives = ["model.safetensors"]
+        names = [filename] if filename.endswith(".safetensors") else [*alternatives, filename]
         for name in names:  # timm's order: a safetensors alternative first
             found = try_to_load_from_cache(repo, name, revision=revision or None)
             if isinstance(found, str):
