@@ -11,7 +11,7 @@ seed and subset seed are replicates of one arm. Each group gives an arm table an
 differences the study compares, paired by replicate with their 95 % intervals (CSV of numbers,
 Markdown, and printed), and PNG figures; report.md puts them on one page (docs/report.md explains
 every column). Runs that did not complete are listed, never averaged in. The same runs give
-byte-identical report.md, CSV and Markdown files (the bootstrap is seeded).
+byte-identical report.md, CSV and Markdown files (every resampling is seeded).
 
 A completed record with a field the report cannot use (a test_acc that is not a finite number in
 [0, 1], a history entry that is not numbers...) is skipped with a warning that names the file and
