@@ -495,3 +495,20 @@ def test_the_host_copy_is_the_models_state_at_the_save_and_reuses_the_last_copys
     assert torch.equal(second["model"]["weight"], model.weight.detach())
     assert second["model"]["weight"].data_ptr() == first["model"]["weight"].data_ptr()
     assert second["epoch"] == 2 and len(second["history"]) == 2
+
+
+@pytest.mark.slow
+def test_predictions_are_the_final_evaluations_on_resume_and_a_fresh_start_drops_an_earlier_runs(interrupted_run):
+    import numpy as np
+
+    from transferlab.records import PREDICTIONS_FILE
+
+    assert not (interrupted_run / PREDICTIONS_FILE).exists()  # stopped in its last epoch: no final evaluation yet
+    record = run_training(tiny_config("train.epochs=2"), interrupted_run)
+    assert record["status"] == "completed" and record["resumed_after_epoch"] == 1
+    with np.load(interrupted_run / PREDICTIONS_FILE) as kept:
+        assert int(np.sum(kept["predicted"] == kept["labels"])) == round(record["test_acc"] * record["num_test_images"])
+    # Started over and stopped in epoch 1: the completed run's predictions are gone with its record.
+    with pytest.raises(RunInterrupted):
+        run_training(tiny_config("train.epochs=2", "resume=false"), interrupted_run, callbacks=[At(1, 1, interrupt)])
+    assert not (interrupted_run / PREDICTIONS_FILE).exists()
