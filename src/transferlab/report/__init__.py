@@ -38,7 +38,8 @@ from transferlab.report.reading import (
 )
 from transferlab.report.studies import REFERENCE, STRATEGIES, Group, make_groups
 from transferlab.report.tables import (
-    arm_caption, arm_tables, cell, contrast_caption, contrast_tables, csv_text, markdown_table, short_names,
+    arm_caption, arm_tables, cell, contrast_caption, contrast_tables, csv_text, markdown_table, per_class_tables,
+    short_names, testset_note,
 )
 from transferlab.report.tuning import split_trials, tuning_sections
 
@@ -66,6 +67,10 @@ def group_tables(group: Group) -> list[Table]:
     if group.contrasts:
         tables.append(Table(f"{group.stem}-differences", *contrast_tables(group), caption=contrast_caption(group),
                             heading=": paired differences"))
+    if (per_class := per_class_tables(group)) is not None:
+        tables.append(Table(f"{group.stem}-per-class", *per_class, caption=(
+            "Test accuracy (%) of each class, mean over the arm's runs that kept their test predictions "
+            "(predictions.npz)." + testset_note(group, "Not in it:")), heading=": accuracy per class"))
     return tables
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from transferlab.records import SAMPLES_FILE, write_atomic
+from transferlab.report import testset
 from transferlab.report.arms import Arm, Contrast, facet_title
 from transferlab.report.stats import LOSS_BOUNDS, NO_INTERVAL, NO_SPREAD_PAIRS, PERCENT_BOUNDS, summarize
 from transferlab.report.studies import Group
@@ -336,6 +337,49 @@ def differences_figure(group: Group, metric: str = "test_acc"):
     return fig
 
 
+def confusion_figure(group: Group, arm: Arm, counts: np.ndarray, runs: int):
+    """An arm's confusion matrix: rows the true class, columns the predicted one, each row in % of
+    its class's test images (summed over the arm's runs with predictions), the class names where
+    there are up to 20 classes and the percentages written in where there are up to 10."""
+    plt = pyplot()
+    classes = len(counts)
+    names = next((list(c) for c in group.runs["classes"] if isinstance(c, list) and len(c) >= classes), None)
+    names = names or [str(i) for i in range(classes)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = 100 * counts / counts.sum(axis=1, keepdims=True)
+    size = min(12.0, 3.0 + 0.55 * classes)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size), dpi=100)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=100)
+    fig.colorbar(image, ax=ax, label="% of the true class's test images")
+    if classes <= 20:
+        ax.set_xticks(range(classes), [_wrap(n, 12) for n in names[:classes]], rotation=90, fontsize=8)
+        ax.set_yticks(range(classes), [_wrap(n, 12) for n in names[:classes]], fontsize=8)
+    if classes <= 10:
+        for (row, column), share in np.ndenumerate(shares):
+            if not np.isnan(share):
+                ax.text(column, row, f"{share:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if share > 60 else "black")
+    images = int(counts.sum()) // runs
+    ax.set_title(f"{_wrap(group.title, 90)}\n{_wrap(arm.label, 90)}: confusion matrix, n={runs} run(s) × "
+                 f"{images:,} test images", fontsize=10)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    return fig
+
+
+def confusion_figures(group: Group, out: Path) -> list[tuple[str, str]]:
+    """A confusion matrix per arm whose runs kept their test predictions: (file name, caption) of each."""
+    written = []
+    for index, arm in enumerate(group.arms, start=1):
+        found = testset.confusion(arm.runs)
+        if found is None:
+            continue
+        file = f"{group.stem}-confusion-{index}.png"
+        save_png(confusion_figure(group, arm, *found), out / file)
+        written.append((file, f"{group.part.label}: confusion matrix of {arm.label} (n={found[1]})"))
+    return written
+
+
 class Samples(NamedTuple):
     images: np.ndarray  # (N, H, W, 3) uint8
     labels: np.ndarray  # (N,) int, each an index into classes
@@ -435,7 +479,7 @@ def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
             caption = caption.replace(" by {rows}", " after the last epoch")
         written.append((file, f"{group.part.label}: " + caption.format(what=_metric_name(metric),
                                                                        rows=group.legend_title)))
-    return written
+    return written + confusion_figures(group, out)
 
 
 def draw_samples(runs: pd.DataFrame, out: Path) -> tuple[list[tuple[str, str, str]], list[str]]:

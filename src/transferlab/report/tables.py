@@ -21,6 +21,7 @@ import pandas as pd
 from transferlab.report.arms import (
     Contrast, display, facet_title, percent_label, replicates_vary, short_names, sort_key,
 )
+from transferlab.report import testset
 from transferlab.report.lpft import what_trains
 from transferlab.report.stats import (
     LOSS_BOUNDS, NO_INTERVAL, NO_SPREAD_PAIRS, NO_SPREAD_RUNS, Comparison, Summary, finite, holm, interval_text,
@@ -40,6 +41,8 @@ PER_CLASS, TRAIN_IMAGES, TRAINABLE, RUN_AS = ("images per class", "training imag
                                               "precision, determinism")
 DIFFERENCE, EXCLUDES_ZERO = "difference (points)", "t CI excludes 0"
 T_P, SIGN_P, HOLM_P = "p (paired t)", "p (sign test)", "Holm p (t, this table)"
+TEST_CI, MCNEMAR_P, BOTH_CI = ("test-set 95 % CI (bootstrap over images)", "p (McNemar, one pair)",
+                               "seeds + test set 95 % CI")
 NO_PAIRS = "no replicate on both sides"
 # Reference metric -> (our Markdown column, the column it follows, its CSV column, digits); the
 # reference accuracy follows our mean, interval and n.
@@ -213,6 +216,9 @@ def contrast_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
                 CI: NO_PAIRS if result.n == 0 else interval_cell(result),
                 EXCLUDES_ZERO: {True: "yes", False: "no", None: ""}[result.excludes_zero],
                 T_P: p_text(result.t_p), SIGN_P: p_text(result.sign_p), HOLM_P: p_text(holm_p)}
+        tested = testset.compare(c.arm.runs, c.baseline.runs, c.pairs)
+        row |= {TEST_CI: interval_text(tested.low, tested.high), MCNEMAR_P: p_text(tested.mcnemar_p),
+                BOTH_CI: interval_text(tested.both_low, tested.both_high)}
         if group.reference_contrasts:
             row[f"reference {DIFFERENCE}"] = "" if reference is None else number_text(reference, sign=True)
         shown.append(row)
@@ -223,7 +229,10 @@ def contrast_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
         number |= {"compared": c.facet, "arm": c.arm.values[c.facet], "baseline": c.baseline.values[c.facet],
                    "n": result.n, "difference_mean": result.mean, "ci95_low": result.low, "ci95_high": result.high,
                    "excludes_zero": result.excludes_zero, "t_p": result.t_p, "sign_p": result.sign_p,
-                   "holm_t_p": holm_p, "replicates_vary": replicates_vary(c.pairs)}
+                   "holm_t_p": holm_p, "test_ci95_low": tested.low, "test_ci95_high": tested.high,
+                   "mcnemar_p": tested.mcnemar_p, "seeds_and_test_ci95_low": tested.both_low,
+                   "seeds_and_test_ci95_high": tested.both_high, "test_images": tested.images or math.nan,
+                   "replicates_vary": replicates_vary(c.pairs)}
         if group.reference_contrasts:
             number["reference_difference"] = math.nan if reference is None else reference
         numbers.append(number)
@@ -250,7 +259,37 @@ def contrast_caption(group: Group) -> str:
             "and subset on both sides, each from the runs' correct counts. 95 % CI: Student's t over the paired "
             "differences (a bootstrap interval covers too seldom at these n: docs/report.md). p: the paired t test "
             "and the exact sign test (no normality assumed; it cannot go below 0.0625 with 5 pairs); Holm p: the t "
-            f"test's p adjusted for the {len(group.contrasts)} comparisons of this table.")
+            f"test's p adjusted for the {len(group.contrasts)} comparisons of this table. From the runs' per-image "
+            "test predictions: the test set's own interval (a paired bootstrap over the test images; McNemar's "
+            "exact test for one pair) and, from 2 pairs, the interval over seeds and test images together (t with "
+            "both variance components)." + testset_note(group))
+
+
+def testset_note(group: Group, lead: str = "Test-set columns empty where a side has") -> str:
+    """`` Test-set columns empty where a side has 1 run(s): no predictions.npz ...`` where runs of the
+    group have no usable predictions, each reason once."""
+    reasons = testset.missing_reasons(group.runs)
+    return f" {lead} {'; '.join(reasons)}." if reasons else ""
+
+
+def per_class_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(shown, numbers): per arm, the test accuracy of each class (%, mean over the arm's runs with
+    predictions) and those runs' count; None where no run has predictions."""
+    found = [(arm, testset.per_class_accuracy(arm.runs)) for arm in group.arms]
+    if all(result is None for _, result in found):
+        return None
+    width = max(len(result[0]) for _, result in found if result is not None)
+    names = next((list(c) for c in group.runs["classes"] if isinstance(c, list) and len(c) >= width), None)
+    names = names or [f"class {i}" for i in range(width)]
+    shown, numbers = [], []
+    for arm, result in found:
+        row = {facet_title(f, group.runs): arm.values[f.name] for f in group.facets} or {"arm": arm.label}
+        accuracies = result[0] if result is not None else [math.nan] * width
+        runs = result[1] if result is not None else 0
+        shown.append(row | {"runs with predictions": runs}
+                     | {names[i]: "" if math.isnan(v) else f"{v:.1f}" for i, v in enumerate(accuracies)})
+        numbers.append(row | {"n": runs} | {names[i]: float(v) for i, v in enumerate(accuracies)})
+    return pd.DataFrame(shown), numeric_columns(pd.DataFrame(numbers))
 
 
 def markdown_table(table: pd.DataFrame) -> str:
