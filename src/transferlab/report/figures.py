@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from transferlab.records import SAMPLES_FILE, write_atomic
-from transferlab.report import testset
+from transferlab.report.testset import confusion
 from transferlab.report.arms import Arm, Contrast, facet_title
 from transferlab.report.stats import LOSS_BOUNDS, NO_INTERVAL, NO_SPREAD_PAIRS, PERCENT_BOUNDS, summarize
 from transferlab.report.studies import Group
@@ -371,7 +371,7 @@ def confusion_figures(group: Group, out: Path) -> list[tuple[str, str]]:
     """A confusion matrix per arm whose runs kept their test predictions: (file name, caption) of each."""
     written = []
     for index, arm in enumerate(group.arms, start=1):
-        found = testset.confusion(arm.runs)
+        found = confusion(arm.runs)
         if found is None:
             continue
         file = f"{group.stem}-confusion-{index}.png"

@@ -21,12 +21,12 @@ import pandas as pd
 from transferlab.report.arms import (
     Contrast, display, facet_title, percent_label, replicates_vary, short_names, sort_key,
 )
-from transferlab.report import testset
 from transferlab.report.lpft import what_trains
 from transferlab.report.stats import (
     LOSS_BOUNDS, NO_INTERVAL, NO_SPREAD_PAIRS, NO_SPREAD_RUNS, Comparison, Summary, finite, holm, interval_text,
     number_text, p_text, summarize,
 )
+from transferlab.report.testset import compare, missing_reasons, per_class_accuracy
 
 if TYPE_CHECKING:
     from transferlab.report.studies import Group
@@ -216,7 +216,7 @@ def contrast_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
                 CI: NO_PAIRS if result.n == 0 else interval_cell(result),
                 EXCLUDES_ZERO: {True: "yes", False: "no", None: ""}[result.excludes_zero],
                 T_P: p_text(result.t_p), SIGN_P: p_text(result.sign_p), HOLM_P: p_text(holm_p)}
-        tested = testset.compare(c.arm.runs, c.baseline.runs, c.pairs)
+        tested = compare(c.arm.runs, c.baseline.runs, c.pairs)
         row |= {TEST_CI: interval_text(tested.low, tested.high), MCNEMAR_P: p_text(tested.mcnemar_p),
                 BOTH_CI: interval_text(tested.both_low, tested.both_high)}
         if group.reference_contrasts:
@@ -268,14 +268,14 @@ def contrast_caption(group: Group) -> str:
 def testset_note(group: Group, lead: str = "Test-set columns empty where a side has") -> str:
     """`` Test-set columns empty where a side has 1 run(s): no predictions.npz ...`` where runs of the
     group have no usable predictions, each reason once."""
-    reasons = testset.missing_reasons(group.runs)
+    reasons = missing_reasons(group.runs)
     return f" {lead} {'; '.join(reasons)}." if reasons else ""
 
 
 def per_class_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """(shown, numbers): per arm, the test accuracy of each class (%, mean over the arm's runs with
     predictions) and those runs' count; None where no run has predictions."""
-    found = [(arm, testset.per_class_accuracy(arm.runs)) for arm in group.arms]
+    found = [(arm, per_class_accuracy(arm.runs)) for arm in group.arms]
     if all(result is None for _, result in found):
         return None
     width = max(len(result[0]) for _, result in found if result is not None)
