@@ -134,3 +134,21 @@ def test_pairs_that_all_differ_by_the_same_amount_give_no_interval():
     arm = summarize([0.16, 0.16], scale=100.0)
     assert arm.n == 2 and arm.mean == pytest.approx(16.0) and arm.std == 0.0 and math.isnan(arm.low)
     assert interval_cell(arm) == "every run the same: no interval"
+
+
+def test_pairs_for_80_percent_power_follow_the_noncentral_t():
+    """A paired t test at 0.05: a difference of one standard deviation needs 10 pairs, of half a one
+    34 (the textbook figures), recomputed here with scipy's noncentral t at n and n - 1."""
+    from transferlab.report.stats import power_pairs
+
+    def power(n: int, effect: float) -> float:
+        critical = scipy_stats.t.ppf(0.975, n - 1)
+        shift = effect * math.sqrt(n)
+        return scipy_stats.nct.sf(critical, n - 1, shift) + scipy_stats.nct.cdf(-critical, n - 1, shift)
+
+    for std, difference in ((1.0, 1.0), (1.0, -0.5), (2.5, 1.3), (0.8, 3.0)):
+        n = power_pairs(std, difference)
+        assert power(int(n), abs(difference) / std) >= 0.8 > power(int(n) - 1, abs(difference) / std) or n == 2
+    assert (power_pairs(1.0, 1.0), power_pairs(1.0, 0.5)) == (10, 34)
+    assert math.isinf(power_pairs(5.0, 0.01)) and math.isnan(power_pairs(0.0, 1.0))
+    assert math.isnan(power_pairs(float("nan"), 1.0)) and math.isnan(power_pairs(1.0, 0.0))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from report_records import hand_record, make_report, read_frame
+from report_records import hand_record, make_report, read_frame, write_record
 from transferlab.records import PREDICTIONS_FILE
 
 IMAGES = 400
@@ -119,3 +119,24 @@ def test_a_record_from_before_predictions_reports_with_its_test_set_columns_empt
     assert "part_c/middle-1/predictions.npz does not match its run.json (its count of images or of correct ones)" in (
         out / "part_c-differences.md").read_text()
     assert math.isnan(read_frame(out / "part_c-differences.csv").set_index("arm").loc["middle", "test_ci95_low"])
+
+
+def test_the_power_column_says_how_many_pairs_resolve_the_asked_difference(tmp_path, capsys):
+    from transferlab import report
+    from transferlab.report.stats import power_pairs
+
+    masks = {(preset, seed): correct_mask(rates, 10 * seed + offset)
+             for seed in (1, 2, 3) for preset, rates, offset in (("none", BETTER, 0), ("early", WORSE, 1))}
+    records = write_runs(tmp_path, masks, without=set(masks))
+    for folder, record in records.items():
+        write_record(tmp_path / "runs" / folder, record)
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--min-difference", "2"]) == 0
+    row = read_frame(tmp_path / "out" / "part_c-differences.csv").iloc[0]
+    pairs = [100 * (masks["early", s].mean() - masks["none", s].mean()) for s in (1, 2, 3)]
+    assert row["power_target"] == 2.0
+    assert row["pairs_for_80_power"] == power_pairs(float(np.std(pairs, ddof=1)), 2.0)
+    assert "pairs for 80 % power at 2 points" in (tmp_path / "out" / "part_c-differences.md").read_text()
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--min-difference", "0"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "transferlab report: error: --min-difference=0 is not allowed; give a difference in percentage points above 0 "
+        "and at most 100")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -58,14 +59,20 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     parser.add_argument("paths", nargs="*", metavar="PATH", default=[DEFAULT_PATH],
                         help=f"folders to search for {RUN_FILE} (default: {DEFAULT_PATH})")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"where to write (default: {DEFAULT_OUT})")
+    parser.add_argument("--min-difference", type=float, default=None, metavar="POINTS",
+                        help="the difference (percentage points) the power column asks about: how many pairs "
+                             "would resolve it with 80 %% power (default: each comparison's observed difference)")
     return parser.parse_args(args)
 
 
-def group_tables(group: Group) -> list[Table]:
-    """A group's arm table and, where it compares arms, its table of differences (<stem>-differences)."""
+def group_tables(group: Group, min_difference: float | None = None) -> list[Table]:
+    """A group's arm table, where it compares arms its table of differences (<stem>-differences,
+    with the pairs needed to resolve ``min_difference`` points), and where its runs kept their test
+    predictions, its accuracy per class (<stem>-per-class)."""
     tables = [Table(group.stem, *arm_tables(group), caption=arm_caption(group))]
     if group.contrasts:
-        tables.append(Table(f"{group.stem}-differences", *contrast_tables(group), caption=contrast_caption(group),
+        tables.append(Table(f"{group.stem}-differences", *contrast_tables(group, min_difference),
+                            caption=contrast_caption(group),
                             heading=": paired differences"))
     if (per_class := per_class_tables(group)) is not None:
         tables.append(Table(f"{group.stem}-per-class", *per_class, caption=(
@@ -74,10 +81,10 @@ def group_tables(group: Group) -> list[Table]:
     return tables
 
 
-def group_sections(runs: pd.DataFrame, out: Path) -> list[Section]:
+def group_sections(runs: pd.DataFrame, out: Path, min_difference: float | None = None) -> list[Section]:
     """A section per group of runs of each study: its tables, with the reference where it applies, and
     its figures."""
-    return [Section(group.stem, group.title, group_tables(group), draw_group_figures(group, out),
+    return [Section(group.stem, group.title, group_tables(group, min_difference), draw_group_figures(group, out),
                     group.question, group.note) for group in make_groups(runs)]
 
 
@@ -92,6 +99,10 @@ def main(args: list[str]) -> int:
     stay whole, none is left empty or half written."""
     options = parse_args(args)
     out = Path(options.out)
+    if options.min_difference is not None and not (0 < options.min_difference <= 100):
+        print(f"transferlab report: error: --min-difference={options.min_difference:g} is not allowed; give a "
+              "difference in percentage points above 0 and at most 100", file=sys.stderr)
+        return 1
     try:
         return make_report(options, out)
     except OSError as error:
@@ -124,7 +135,9 @@ def make_report(options: argparse.Namespace, out: Path) -> int:
         print(f"transferlab report: warning: {line}", file=sys.stderr)
 
     out.mkdir(parents=True, exist_ok=True)
-    sections = [section for build in SECTION_BUILDERS for section in build(completed, out)] + tuning_sections(runs, trials)
+    builders = [partial(build, min_difference=options.min_difference) if build is group_sections else build
+                for build in SECTION_BUILDERS]
+    sections = [section for build in builders for section in build(completed, out)] + tuning_sections(runs, trials)
     samples, unreadable = draw_samples(completed, out)
     for line in unreadable:
         print(f"transferlab report: warning: no sample grid from {line}", file=sys.stderr)

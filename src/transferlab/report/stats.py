@@ -173,6 +173,7 @@ class Comparison:
     n: int
     t_p: float = math.nan
     sign_p: float = math.nan
+    std: float = math.nan  # of the paired differences (n - 1), nan under two
 
     @property
     def has_interval(self) -> bool:
@@ -203,7 +204,28 @@ def paired_difference(a: Mapping[Hashable, float | None], b: Mapping[Hashable, f
         mean = float(np.mean(np.array(exact, dtype=float)))
     differences = np.array([float(d) for d in exact])  # equal exact differences are equal floats
     low, high = clip(t_interval(differences), bounds)
-    return Comparison(mean, low, high, len(differences), t_test_p(differences), sign_test_p(differences))
+    std = float(np.std(differences, ddof=1)) if len(differences) > 1 else math.nan
+    return Comparison(mean, low, high, len(differences), t_test_p(differences), sign_test_p(differences), std)
+
+
+POWER = 0.8
+MOST_PAIRS = 1000  # the largest number of pairs power_pairs looks at
+
+
+def power_pairs(std: float, difference: float, power: float = POWER, confidence: float = CONFIDENCE) -> float:
+    """The fewest pairs with which a two-sided paired t test at 1 - ``confidence`` detects a true mean
+    difference of ``difference`` with probability ``power``, were the paired differences' standard
+    deviation ``std`` (noncentral t); nan where it cannot be said (no spread, a zero difference),
+    inf beyond MOST_PAIRS."""
+    from scipy import stats
+
+    if not (math.isfinite(std) and math.isfinite(difference)) or std <= 0 or difference == 0:
+        return math.nan
+    n = np.arange(2, MOST_PAIRS + 1)
+    critical = stats.t.ppf(1 - (1 - confidence) / 2, n - 1)
+    shift = abs(difference) / (std / np.sqrt(n))
+    reached = stats.nct.sf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift) >= power
+    return float(n[np.argmax(reached)]) if reached.any() else math.inf
 
 
 def _is_finite(value: float | None) -> bool:

@@ -24,7 +24,7 @@ from transferlab.report.arms import (
 from transferlab.report.lpft import what_trains
 from transferlab.report.stats import (
     LOSS_BOUNDS, NO_INTERVAL, NO_SPREAD_PAIRS, NO_SPREAD_RUNS, Comparison, Summary, finite, holm, interval_text,
-    number_text, p_text, summarize,
+    MOST_PAIRS, number_text, p_text, power_pairs, summarize,
 )
 from transferlab.report.testset import compare, missing_reasons, per_class_accuracy
 
@@ -201,8 +201,14 @@ def _with_reference(row: dict[str, Any], reference: dict[str, float]) -> dict[st
 REFERENCE_RUN_AS = "fp32, deterministic"  # how the reference computed: fp32, cuDNN deterministic
 
 
-def contrast_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(shown, numbers): a row per comparison the group makes, arm minus baseline in points."""
+def power_heading(min_difference: float | None) -> str:
+    at = "the observed difference" if min_difference is None else f"{min_difference:g} points"
+    return f"pairs for 80 % power at {at}"
+
+
+def contrast_tables(group: Group, min_difference: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(shown, numbers): a row per comparison the group makes, arm minus baseline in points; the
+    pairs that would resolve ``min_difference`` points (else the observed difference) with 80 % power."""
     keys = _swept_keys(group)
     names = short_names(keys)
     shown, numbers = [], []
@@ -219,6 +225,10 @@ def contrast_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
         tested = compare(c.arm.runs, c.baseline.runs, c.pairs)
         row |= {TEST_CI: interval_text(tested.low, tested.high), MCNEMAR_P: p_text(tested.mcnemar_p),
                 BOTH_CI: interval_text(tested.both_low, tested.both_high)}
+        target = result.mean if min_difference is None else min_difference
+        pairs_needed = power_pairs(result.std, target)
+        row[power_heading(min_difference)] = ("" if math.isnan(pairs_needed) else
+                                              f"> {MOST_PAIRS:,}" if math.isinf(pairs_needed) else f"{pairs_needed:,.0f}")
         if group.reference_contrasts:
             row[f"reference {DIFFERENCE}"] = "" if reference is None else number_text(reference, sign=True)
         shown.append(row)
@@ -232,6 +242,7 @@ def contrast_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
                    "holm_t_p": holm_p, "test_ci95_low": tested.low, "test_ci95_high": tested.high,
                    "mcnemar_p": tested.mcnemar_p, "seeds_and_test_ci95_low": tested.both_low,
                    "seeds_and_test_ci95_high": tested.both_high, "test_images": tested.images or math.nan,
+                   "power_target": abs(target) if result.n else math.nan, "pairs_for_80_power": pairs_needed,
                    "replicates_vary": replicates_vary(c.pairs)}
         if group.reference_contrasts:
             number["reference_difference"] = math.nan if reference is None else reference
@@ -262,7 +273,8 @@ def contrast_caption(group: Group) -> str:
             f"test's p adjusted for the {len(group.contrasts)} comparisons of this table. From the runs' per-image "
             "test predictions: the test set's own interval (a paired bootstrap over the test images; McNemar's "
             "exact test for one pair) and, from 2 pairs, the interval over seeds and test images together (t with "
-            "both variance components)." + testset_note(group))
+            "both variance components). Pairs for 80 % power: how many pairs a paired t test at 0.05 needs to "
+            "detect that difference 4 times in 5, were the pairs' spread what these pairs show." + testset_note(group))
 
 
 def testset_note(group: Group, lead: str = "Test-set columns empty where a side has") -> str:
@@ -302,7 +314,7 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 # Columns that count things (images, parameters): whole numbers in the CSV, also where a missing
 # value would otherwise make pandas store them as floats (50, not 50.0).
-COUNT_COLUMNS = ("n", "per_class", "train_images", "images_per_class_min", "images_per_class_max", "params_total",
+COUNT_COLUMNS = ("n", "pairs_for_80_power", "per_class", "train_images", "images_per_class_min", "images_per_class_max", "params_total",
                  "params_trainable", "params_trainable_after")
 
 
