@@ -104,9 +104,9 @@ def test_a_record_from_before_predictions_reports_with_its_test_set_columns_empt
     masks = {("none", 1): correct_mask(BETTER, 1), ("early", 1): correct_mask(WORSE, 2),
              ("middle", 1): correct_mask(WORSE, 3)}
     out, markdown, err = make_report(tmp_path, write_runs(tmp_path, masks, without={("middle", 1)}), capsys)
-    rows = read_frame(out / "part_c-differences.csv").set_index("arm")
-    assert not math.isnan(rows.loc["early", "test_ci95_low"])
-    old = rows.loc["middle"]
+    rows = read_frame(out / "part_c-differences.csv").set_index(["arm", "baseline"])
+    assert not math.isnan(rows.loc[("early", "none"), "test_ci95_low"])
+    old = rows.loc[("middle", "none")]
     assert old["difference_mean"] == pytest.approx(100 * (masks["middle", 1].mean() - masks["none", 1].mean()))
     assert all(math.isnan(old[c]) for c in ("test_ci95_low", "test_ci95_high", "mcnemar_p", "test_images"))
     differences = (out / "part_c-differences.md").read_text()
@@ -118,7 +118,8 @@ def test_a_record_from_before_predictions_reports_with_its_test_set_columns_empt
     out, _, _ = make_report(tmp_path, {}, capsys)
     assert "part_c/middle-1/predictions.npz does not match its run.json (its count of images or of correct ones)" in (
         out / "part_c-differences.md").read_text()
-    assert math.isnan(read_frame(out / "part_c-differences.csv").set_index("arm").loc["middle", "test_ci95_low"])
+    rows = read_frame(out / "part_c-differences.csv").set_index(["arm", "baseline"])
+    assert math.isnan(rows.loc[("middle", "none"), "test_ci95_low"])
 
 
 def test_the_power_column_says_how_many_pairs_resolve_the_asked_difference(tmp_path, capsys):
