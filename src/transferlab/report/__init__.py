@@ -1,4 +1,4 @@
-"""`transferlab report [PATH ...] [--out DIR]`: run records in, tables and figures out.
+"""`transferlab report [PATH ...] [--out DIR] [--min-difference POINTS]`: run records in, tables and figures out.
 
 Every run.json under the PATHs (default outputs/) is read. A study, settings, seed and subset seed
 run more than once counts once (the run that finished last; the others are named in a warning).
@@ -8,8 +8,11 @@ the precision and device a run actually used among them, and always by data.samp
 run on synthetic data is never averaged with a CIFAR-10 run, nor a bf16 GPU run with an fp32 CPU
 run, nor a stratified subset paired with a uniform one. Within a group, runs that differ only in
 seed and subset seed are replicates of one arm. Each group gives an arm table and a table of the
-differences the study compares, paired by replicate with their 95 % intervals (CSV of numbers,
-Markdown, and printed), and PNG figures; report.md puts them on one page (docs/report.md explains
+differences the study compares, paired by replicate with their 95 % intervals, p-values (paired
+t, exact sign test, Holm over the table) and the pairs that would give 80 % power (at the observed
+difference or --min-difference points), and where runs kept their per-image test predictions
+(predictions.npz) the test set's own intervals, a per-class table and a confusion matrix per arm
+(CSV of numbers, Markdown, and printed), and PNG figures; report.md puts them on one page (docs/report.md explains
 every column). Runs that did not complete are listed, never averaged in. The same runs give
 byte-identical report.md, CSV and Markdown files (every resampling is seeded).
 

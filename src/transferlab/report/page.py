@@ -46,7 +46,8 @@ INTRO = ("Accuracies are in %, differences between arms in percentage points, lo
          "the differences paired by replicate (the same seed and subset on both sides), from correct counts, with "
          "its 95 % t interval (the interval whose simulated coverage holds at 3 to 30 pairs), n, whether that "
          "interval excludes zero, the paired t test's and the exact sign test's p and Holm's p over the "
-         "comparisons of its table. One run or one pair gives no interval. Seconds per epoch is training time, mean over the epochs. How to read each column: "
+         "comparisons of its table. From each run's per-image test predictions, a comparison also gets the test "
+         "set's own interval, and one over seeds and test images together. One run or one pair gives no interval. Seconds per epoch is training time, mean over the epochs. How to read each column: "
          "docs/report.md; the study and its reference figures: docs/study.md.")
 
 
