@@ -137,6 +137,10 @@ def test_the_power_column_says_how_many_pairs_resolve_the_asked_difference(tmp_p
     assert row["power_target"] == 2.0
     assert row["pairs_for_80_power"] == power_pairs(float(np.std(pairs, ddof=1)), 2.0)
     assert "pairs for 80 % power at 2 points" in (tmp_path / "out" / "part_c-differences.md").read_text()
+    # A difference far inside the spread: more pairs than the report looks at, said as such.
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--min-difference", "0.01"]) == 0
+    assert math.isinf(read_frame(tmp_path / "out" / "part_c-differences.csv").iloc[0]["pairs_for_80_power"])
+    assert "| > 1,000 |" in (tmp_path / "out" / "part_c-differences.md").read_text()
     assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--min-difference", "0"]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "transferlab report: error: --min-difference=0 is not allowed; give a difference in percentage points above 0 "

@@ -47,7 +47,8 @@ INTRO = ("Accuracies are in %, differences between arms in percentage points, lo
          "its 95 % t interval (the interval whose simulated coverage holds at 3 to 30 pairs), n, whether that "
          "interval excludes zero, the paired t test's and the exact sign test's p and Holm's p over the "
          "comparisons of its table. From each run's per-image test predictions, a comparison also gets the test "
-         "set's own interval, and one over seeds and test images together. One run or one pair gives no interval. Seconds per epoch is training time, mean over the epochs. How to read each column: "
+         "set's own interval, and one over seeds and test images together. One run or one pair gives no interval. "
+         "Seconds per epoch is training time, mean over the epochs. How to read each column: "
          "docs/report.md; the study and its reference figures: docs/study.md.")
 
 

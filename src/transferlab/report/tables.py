@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from transferlab.report.arms import (
@@ -227,8 +228,8 @@ def contrast_tables(group: Group, min_difference: float | None = None) -> tuple[
                 BOTH_CI: interval_text(tested.both_low, tested.both_high)}
         target = result.mean if min_difference is None else min_difference
         pairs_needed = power_pairs(result.std, target)
-        row[power_heading(min_difference)] = ("" if math.isnan(pairs_needed) else
-                                              f"> {MOST_PAIRS:,}" if math.isinf(pairs_needed) else f"{pairs_needed:,.0f}")
+        row[power_heading(min_difference)] = ("" if math.isnan(pairs_needed) else f"> {MOST_PAIRS:,}"
+                                              if math.isinf(pairs_needed) else f"{pairs_needed:,.0f}")
         if group.reference_contrasts:
             row[f"reference {DIFFERENCE}"] = "" if reference is None else number_text(reference, sign=True)
         shown.append(row)
@@ -314,8 +315,8 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 # Columns that count things (images, parameters): whole numbers in the CSV, also where a missing
 # value would otherwise make pandas store them as floats (50, not 50.0).
-COUNT_COLUMNS = ("n", "pairs_for_80_power", "per_class", "train_images", "images_per_class_min", "images_per_class_max", "params_total",
-                 "params_trainable", "params_trainable_after")
+COUNT_COLUMNS = ("n", "pairs_for_80_power", "per_class", "train_images", "images_per_class_min",
+                 "images_per_class_max", "params_total", "params_trainable", "params_trainable_after")
 
 
 def csv_text(table: pd.DataFrame) -> str:
@@ -327,7 +328,7 @@ def csv_text(table: pd.DataFrame) -> str:
         if table[column].dtype != float:
             continue
         values = table[column].dropna()
-        if column in COUNT_COLUMNS and (values == values.round()).all():
+        if column in COUNT_COLUMNS and np.isfinite(values).all() and (values == values.round()).all():
             table[column] = table[column].astype("Int64")
         else:
             table[column] = table[column].map(lambda v: float(f"{v:.10g}"))
