@@ -287,3 +287,21 @@ def test_a_run_keeps_its_final_test_predictions_small_beside_run_json(tmp_path):
     assert (probability[predicted == labels] >= 0.099).all()
     assert (tmp_path / PREDICTIONS_FILE).stat().st_size < 120 * 6 + 1000
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically: no temporary left
+
+
+def test_predictions_that_cannot_be_written_fail_the_run_in_one_line(tmp_path):
+    import numpy as np
+
+    from transferlab.callbacks import SavePredictions
+    from transferlab.engine import EpochResult, Predictions
+    from transferlab.errors import TransferlabError
+    from transferlab.fit import EpochEnd
+
+    tested = EpochResult(1.0, 0.5, 2, 1.0, Predictions(np.array([1, 0], np.int16), np.array([1, 1], np.int16),
+                                                        np.array([0.9, 0.2], np.float16)))
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(TransferlabError) as failed:
+        SavePredictions(tmp_path / "taken").on_epoch_end(EpochEnd(1, 1, tested, {"test": tested}, lr=0.1))
+    assert str(failed.value).startswith(f"the run's test predictions could not be saved: could not write "
+                                        f"{tmp_path / 'taken' / 'predictions.npz'} (")
+    assert "\n" not in str(failed.value)

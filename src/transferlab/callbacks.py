@@ -72,7 +72,12 @@ class SavePredictions(Callback):
         buffer = io.BytesIO()
         np.savez_compressed(buffer, predicted=predictions.predicted, labels=predictions.labels,
                             true_probability=predictions.true_probability)
-        write_atomic(self.run_dir / PREDICTIONS_FILE, buffer.getvalue())
+        path = self.run_dir / PREDICTIONS_FILE
+        try:
+            write_atomic(path, buffer.getvalue())
+        except OSError as error:  # a full disk: one line; the last checkpoint stays for a resume
+            raise TransferlabError(f"the run's test predictions could not be saved: "
+                                   f"{write_failure(path, len(buffer.getvalue()), error)}") from error
 
 
 class RecordEpochs(Callback):
