@@ -156,7 +156,7 @@ def test_keeping_the_test_predictions_never_waits_for_the_gpu_and_agrees_with_th
     kept = tested.predictions
     assert kept.predicted.dtype == np.int16 and kept.true_probability.dtype == np.float16
     assert list(kept.labels) == test_set.labels.tolist()  # the test set's order
-    assert kept.correct == round(tested.accuracy * 800)
+    assert kept.correct_count == round(tested.accuracy * 800)
     assert np.isfinite(kept.true_probability.astype(float)).all()
 
 

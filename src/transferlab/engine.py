@@ -111,7 +111,7 @@ class Predictions:
     true_probability: np.ndarray  # (N,) float16
 
     @property
-    def correct(self) -> int:
+    def correct_count(self) -> int:
         return int(np.sum(self.predicted == self.labels))
 
 
