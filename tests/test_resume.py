@@ -463,8 +463,11 @@ def test_when_the_disk_is_too_full_even_for_run_json_it_stays_whole_and_the_erro
     with pytest.raises(TransferlabError) as failed:
         run_training(config, run_dir, callbacks=[At(2, 1, fill_the_disk)])
     message = str(failed.value)
-    assert message.startswith("the run completed, but its record could not be saved: the disk is full: ")
-    assert str(run_dir / "run.json") in message and "still shows the last saved epoch" in message
+    # The last epoch's first write, its test predictions, meets the full disk before the final run.json does.
+    assert message.startswith("the run failed (the run's test predictions could not be saved: the disk is full: ")
+    assert str(run_dir / "predictions.npz") in message and "\n" not in message
+    assert f"but its record could not be saved: the disk is full: {run_dir / 'run.json'}" in message
+    assert "still shows the last saved epoch" in message
     on_disk = json.loads((run_dir / "run.json").read_text())
     assert on_disk["status"] == "running" and [e["epoch"] for e in on_disk["history"]] == [1]
     assert load_checkpoint(run_dir / CHECKPOINT_FILE).epoch == 1  # kept: run.json does not say completed
