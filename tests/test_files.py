@@ -5,12 +5,16 @@ import errno
 import os
 import re
 
+import numpy as np
 import pytest
 import torch
 
 import transferlab.files as files_module
+from transferlab.callbacks import SavePredictions
 from transferlab.checkpoint import save_atomically, write_digest
 from transferlab.data import make_synthetic
+from transferlab.engine import EpochResult, Predictions
+from transferlab.fit import EpochEnd
 from transferlab.files import (
     disk_full, leftover_temporaries, remove_leftover_temporaries, write_atomic, write_failure,
 )
@@ -71,9 +75,12 @@ def test_a_temporary_of_every_kind_of_write_a_kill_cuts_short_is_found_and_remov
     save_atomically({"weights": torch.zeros(3)}, run_dir / "model.pt")
     write_digest(run_dir / "checkpoint.pt", "ab" * 32, replaces=None)
     write_atomic(run_dir / ".hydra" / "config.yaml", "seed: 1\n")  # as sweep.run_folder_files writes .hydra/
+    tested = EpochResult(1.0, 0.5, 2, 1.0, Predictions(np.array([1, 0], np.int16), np.array([1, 1], np.int16),
+                                                        np.array([0.9, 0.2], np.float16)))
+    SavePredictions(run_dir).on_epoch_end(EpochEnd(1, 1, tested, {"test": tested}, lr=0.1))
     left = sorted(TEMPORARY_NAME.match(path.name)["name"] for path in leftover_temporaries(run_dir))
-    assert left == ["checkpoint.pt", "checkpoint.pt.sha256", "config.yaml", "metrics.csv", "model.pt", "run.json",
-                    "samples.npz"]
+    assert left == ["checkpoint.pt", "checkpoint.pt.sha256", "config.yaml", "metrics.csv", "model.pt",
+                    "predictions.npz", "run.json", "samples.npz"]
     remove_leftover_temporaries(run_dir)  # what a run does when it starts (run.py)
     assert [p.name for p in run_dir.rglob("*") if p.is_file()] == []
 

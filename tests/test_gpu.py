@@ -140,3 +140,32 @@ def test_the_sync_check_would_catch_a_wait():
             images.sum().item()
     batches.close()
     assert torch.cuda.get_sync_debug_mode() == 0 and torch.ones(2, device=CUDA).sum().item() == 2.0
+
+
+@pytest.mark.parametrize("precision", [torch.bfloat16, torch.float16, None])
+def test_keeping_the_test_predictions_never_waits_for_the_gpu_and_agrees_with_the_accuracy(precision):
+    """evaluate(keep_predictions=True) under torch.cuda.set_sync_debug_mode("error") while the batches
+    run (the predictions reach the host once, after the loop), and their correct count is the
+    evaluation's accuracy in every precision."""
+    import numpy as np
+
+    _, test_set = make_synthetic(100, 800, seed=0)
+    model = build_model("resnet18", pretrained=False).to(CUDA, memory_format=torch.channels_last)
+    test_batches = DeviceLoader(test_set.to(CUDA), 100, 32, train=False, seed=0, memory_format=torch.channels_last)
+    tested = evaluate(model, strict(test_batches.epoch(1)), CUDA, precision, keep_predictions=True)
+    kept = tested.predictions
+    assert kept.predicted.dtype == np.int16 and kept.true_probability.dtype == np.float16
+    assert list(kept.labels) == test_set.labels.tolist()  # the test set's order
+    assert kept.correct_count == round(tested.accuracy * 800)
+    assert np.isfinite(kept.true_probability.astype(float)).all()
+
+
+def test_a_bf16_cuda_run_writes_predictions_that_match_its_record(tmp_path):
+    import numpy as np
+
+    from transferlab.records import PREDICTIONS_FILE
+
+    record = run_training(tiny_config("device=cuda", "precision=auto", "data.num_test=500"), tmp_path)
+    assert record["status"] == "completed", record.get("error")
+    with np.load(tmp_path / PREDICTIONS_FILE) as kept:
+        assert int(np.sum(kept["predicted"] == kept["labels"])) == round(record["test_acc"] * 500)

@@ -59,8 +59,8 @@ def test_every_file_of_a_run_and_its_report_gets_0666_less_the_umask(tmp_path, u
     assert report.main([str(tmp_path / "run"), "--out", str(tmp_path / "report")]) == 0
     written = {path.relative_to(tmp_path).as_posix(): mode(path) for folder in ("run", "cache", "report")
                for path in (tmp_path / folder).rglob("*") if path.is_file()}
-    for name in ("run/run.json", "run/metrics.csv", "run/samples.npz", "run/checkpoint.pt", "run/model.pt",
-                 "report/report.md", "report/runs.csv"):
+    for name in ("run/run.json", "run/metrics.csv", "run/samples.npz", "run/predictions.npz", "run/checkpoint.pt",
+                 "run/model.pt", "report/report.md", "report/runs.csv"):
         assert name in written
     assert any(name.startswith("cache/") and name.endswith(".npy") for name in written)
     assert any(name.startswith("report/") and name.endswith(".png") for name in written)

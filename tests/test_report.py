@@ -316,8 +316,8 @@ def test_report_md_reads_as_one_page(study, made):
     printed = made.result.stdout
     assert f"{headings[3]}\n\nOne run per arm (seed 42, subset seed 42): no replicates, so no intervals." in printed
     assert "| freeze | frozen | trainable / total params | test acc (%) | 95 % CI | n |" in printed
-    assert "*Paired differences (the same seed and subset on both sides): early, middle, last_only against none.*" \
-           in markdown
+    assert ("*Paired differences (the same seed and subset on both sides): early, middle, last_only against none; "
+            "middle, last_only against early; last_only against middle.*") in markdown
 
 
 @pytest.mark.slow

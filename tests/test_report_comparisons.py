@@ -12,11 +12,13 @@ import pytest
 
 from transferlab import report
 
-from report_records import bca, groups_of, hand_record, make_report, read_frame, t_interval, write_record
+from scipy import stats as scipy_stats
+
+from report_records import groups_of, hand_record, make_report, read_frame, t_interval, write_record
 
 ARM_COLUMNS = ["test_acc_mean", "test_acc_std", "test_acc_ci95_low", "test_acc_ci95_high", "n"]
 DIFFERENCE_COLUMNS = ["compared", "arm", "baseline", "n", "difference_mean", "ci95_low", "ci95_high",
-                      "bootstrap_ci95_low", "bootstrap_ci95_high", "excludes_zero"]
+                      "excludes_zero", "t_p", "sign_p", "holm_t_p"]
 
 
 def part_a(fraction: float, pretrained: bool, seed: int, test_acc: float, **kw) -> dict:
@@ -24,7 +26,7 @@ def part_a(fraction: float, pretrained: bool, seed: int, test_acc: float, **kw) 
                        f"model.pretrained={str(pretrained).lower()}", seed=seed, test_acc=test_acc, **kw)
 
 
-# Part A at 10 %: three seeds; at 50 %: six seeds (a bootstrap interval) and one lone pair at 20 %.
+# Part A at 10 %: three seeds; at 50 %: six seeds and one lone pair at 20 %.
 PRETRAINED = {0.1: [0.80, 0.82, 0.85], 0.2: [0.86], 0.5: [0.90, 0.91, 0.89, 0.92, 0.90, 0.93]}
 SCRATCH = {0.1: [0.40, 0.45, 0.41], 0.2: [0.50], 0.5: [0.52, 0.50, 0.55, 0.51, 0.49, 0.53]}
 
@@ -42,7 +44,7 @@ def part_a_report(tmp_path, capsys):
 def test_pretrained_minus_scratch_is_paired_by_seed_with_scipys_intervals(part_a_report):
     out, markdown, _ = part_a_report
     differences = read_frame(out / "part_a-differences.csv")
-    assert list(differences.columns)[:1] == ["fraction"] and list(differences.columns)[2:12] == DIFFERENCE_COLUMNS
+    assert list(differences.columns)[:1] == ["fraction"] and list(differences.columns)[2:13] == DIFFERENCE_COLUMNS
     assert list(differences["fraction"]) == [0.1, 0.2, 0.5]
     assert set(differences["arm"]) == {"pretrained"} and set(differences["baseline"]) == {"from scratch"}
     rows = differences.set_index("fraction")
@@ -53,16 +55,24 @@ def test_pretrained_minus_scratch_is_paired_by_seed_with_scipys_intervals(part_a
         assert row["difference_mean"] == pytest.approx(np.mean(paired))
         assert (row["ci95_low"], row["ci95_high"]) == pytest.approx(t_interval(paired))
         assert bool(row["excludes_zero"]) is True
-    six = [100 * (p - s) for p, s in zip(PRETRAINED[0.5], SCRATCH[0.5])]
-    assert (rows.loc[0.5, "bootstrap_ci95_low"], rows.loc[0.5, "bootstrap_ci95_high"]) == pytest.approx(bca(six))
-    assert math.isnan(rows.loc[0.1, "bootstrap_ci95_low"])  # 3 pairs: no bootstrap
+    # The p-values, scipy's here: the paired t test, the exact sign test, and Holm's over the section's two tests.
+    t_p = {f: scipy_stats.ttest_rel(PRETRAINED[f], SCRATCH[f]).pvalue for f in (0.1, 0.5)}
+    for fraction in (0.1, 0.5):
+        assert rows.loc[fraction, "t_p"] == pytest.approx(t_p[fraction])
+        assert rows.loc[fraction, "sign_p"] == pytest.approx(scipy_stats.binomtest(len(PRETRAINED[fraction]),
+                                                                                 len(PRETRAINED[fraction])).pvalue)
+    smaller, larger = sorted(t_p.values())
+    holm = {p: min(1.0, 2 * smaller) if p == smaller else max(min(1.0, 2 * smaller), larger) for p in t_p.values()}
+    assert [rows.loc[f, "holm_t_p"] for f in (0.1, 0.5)] == pytest.approx([holm[t_p[f]] for f in (0.1, 0.5)])
+    assert math.isnan(rows.loc[0.2, "t_p"]) and math.isnan(rows.loc[0.2, "holm_t_p"])  # one pair: no test
     # One pair: the difference, and no interval that the data cannot support.
     assert rows.loc[0.2, "n"] == 1 and rows.loc[0.2, "difference_mean"] == pytest.approx(36.0)
     assert math.isnan(rows.loc[0.2, "ci95_low"]) and math.isnan(rows.loc[0.2, "ci95_high"])
     low, high = t_interval([100 * (p - s) for p, s in zip(PRETRAINED[0.1], SCRATCH[0.1])])
     three = np.mean([40.0, 37.0, 44.0])
-    assert (f"| 10 % | pretrained − from scratch | 3 | +{three:.2f} | [{low:.2f}, {high:.2f}] | needs ≥ 5 pairs | "
-            "yes |") in markdown
+    assert (f"| 10 % | pretrained − from scratch | 3 | +{three:.2f} | [{low:.2f}, {high:.2f}] | yes | "
+            f"{t_p[0.1]:.3f} | 0.250 | {holm[t_p[0.1]]:.3f} |") in markdown
+    assert "| n | difference (points) | 95 % CI | t CI excludes 0 | p (paired t) | p (sign test) |" in markdown
     assert "| 20 % | pretrained − from scratch | 1 | +36.00 | n=1: no interval |" in markdown
 
 
@@ -130,8 +140,8 @@ def test_headings_and_titles_are_read_from_the_runs_not_from_the_study(tmp_path,
                        "stratified by class), sgd lr=0.01, 4 epochs, 64 px")
     section = markdown.split(heading)[1]
     assert "pretrained" not in section.lower().replace("pretrained=false", "") and "50 %" not in section
-    assert "Paired differences (the same seed and subset on both sides): early, middle, last_only against none." \
-           in section
+    assert ("Paired differences (the same seed and subset on both sides): early, middle, last_only against none; "
+            "middle, last_only against early; last_only against middle.") in section
     [group] = groups_of(records)
     for figure in (curve_figure(group, "test_acc"), bar_figure(group, "test_acc")):
         title = figure.axes[0].get_title().replace("\n", " ")
@@ -262,7 +272,7 @@ def test_legends_name_what_varies_in_the_studys_words_by_trainable_parameters(tm
 
 
 def test_part_c_and_lpft_compare_as_the_study_asks(tmp_path, capsys):
-    """Part C: each preset against full fine-tuning; LP-FT: against both of its neighbours."""
+    """Part C: each preset against each other (early against middle too); LP-FT: against both of its neighbours."""
     seeds = (1, 2, 3)
     acc = {"none": [0.90, 0.91, 0.92], "early": [0.89, 0.91, 0.90], "middle": [0.88, 0.90, 0.89],
            "last_only": [0.70, 0.72, 0.71], "lp_ft": [0.93, 0.92, 0.95]}
@@ -274,11 +284,16 @@ def test_part_c_and_lpft_compare_as_the_study_asks(tmp_path, capsys):
                 for p in ("none", "last_only", "lp_ft") for s, a in zip(seeds, acc[p])}
     out, markdown, _ = make_report(tmp_path, records, capsys)
     part_c = read_frame(out / "part_c-differences.csv")
-    assert list(part_c["arm"]) == ["early", "middle", "last_only"] and set(part_c["baseline"]) == {"none"}
+    assert list(zip(part_c["arm"], part_c["baseline"])) == [
+        ("early", "none"), ("middle", "none"), ("last_only", "none"), ("middle", "early"), ("last_only", "early"),
+        ("last_only", "middle")]
     for row in part_c.itertuples():
-        paired = [100 * (a - b) for a, b in zip(acc[row.arm], acc["none"])]
+        paired = [100 * (a - b) for a, b in zip(acc[row.arm], acc[row.baseline])]
         assert row.difference_mean == pytest.approx(np.mean(paired))
-        assert (row.ci95_low, row.ci95_high) == pytest.approx(t_interval(paired))
+        if len(set(np.round(paired, 9))) > 1:  # middle − early: -1 point in every pair, no interval
+            assert (row.ci95_low, row.ci95_high) == pytest.approx(t_interval(paired))
+        else:
+            assert math.isnan(row.ci95_low) and row.n == 3
     assert list(read_frame(out / "part_c.csv")["freeze"]) == ["none", "early", "middle", "last_only"]
     lpft = read_frame(out / "lpft-differences.csv")
     assert list(zip(lpft["arm"], lpft["baseline"])) == [
@@ -382,7 +397,7 @@ def test_tuned_against_fixed_is_a_paired_difference(tmp_path, capsys):
     assert f"+{np.mean(paired):.2f}" in markdown
 
 
-def test_the_same_records_give_byte_identical_outputs_with_a_bootstrap(tmp_path, capsys):
+def test_the_same_records_give_byte_identical_outputs(tmp_path, capsys):
     records = {f"{p}-{s}": part_a(0.1, p, s, (0.8 + 0.013 * (s % 3)) if p else (0.4 + 0.007 * (s % 4)))
                for p in (True, False) for s in range(1, 7)}
     first, _, _ = make_report(tmp_path / "one", records, capsys)
@@ -390,7 +405,7 @@ def test_the_same_records_give_byte_identical_outputs_with_a_bootstrap(tmp_path,
     texts = lambda out: {p.name: p.read_bytes().replace(str(out.parent).encode(), b"") for p in sorted(out.iterdir())
                          if p.suffix in (".md", ".csv")}  # noqa: E731
     assert texts(first) == texts(second)
-    assert not read_frame(first / "part_a-differences.csv")["bootstrap_ci95_low"].isna().any()
+    assert not read_frame(first / "part_a-differences.csv")["ci95_low"].isna().any()
 
 
 def test_a_report_over_fifty_records_is_fast(tmp_path, capsys):

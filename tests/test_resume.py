@@ -463,8 +463,11 @@ def test_when_the_disk_is_too_full_even_for_run_json_it_stays_whole_and_the_erro
     with pytest.raises(TransferlabError) as failed:
         run_training(config, run_dir, callbacks=[At(2, 1, fill_the_disk)])
     message = str(failed.value)
-    assert message.startswith("the run completed, but its record could not be saved: the disk is full: ")
-    assert str(run_dir / "run.json") in message and "still shows the last saved epoch" in message
+    # The last epoch's first write, its test predictions, meets the full disk before the final run.json does.
+    assert message.startswith("the run failed (the run's test predictions could not be saved: the disk is full: ")
+    assert str(run_dir / "predictions.npz") in message and "\n" not in message
+    assert f"but its record could not be saved: the disk is full: {run_dir / 'run.json'}" in message
+    assert "still shows the last saved epoch" in message
     on_disk = json.loads((run_dir / "run.json").read_text())
     assert on_disk["status"] == "running" and [e["epoch"] for e in on_disk["history"]] == [1]
     assert load_checkpoint(run_dir / CHECKPOINT_FILE).epoch == 1  # kept: run.json does not say completed
@@ -495,3 +498,20 @@ def test_the_host_copy_is_the_models_state_at_the_save_and_reuses_the_last_copys
     assert torch.equal(second["model"]["weight"], model.weight.detach())
     assert second["model"]["weight"].data_ptr() == first["model"]["weight"].data_ptr()
     assert second["epoch"] == 2 and len(second["history"]) == 2
+
+
+@pytest.mark.slow
+def test_predictions_are_the_final_evaluations_on_resume_and_a_fresh_start_drops_an_earlier_runs(interrupted_run):
+    import numpy as np
+
+    from transferlab.records import PREDICTIONS_FILE
+
+    assert not (interrupted_run / PREDICTIONS_FILE).exists()  # stopped in its last epoch: no final evaluation yet
+    record = run_training(tiny_config("train.epochs=2"), interrupted_run)
+    assert record["status"] == "completed" and record["resumed_after_epoch"] == 1
+    with np.load(interrupted_run / PREDICTIONS_FILE) as kept:
+        assert int(np.sum(kept["predicted"] == kept["labels"])) == round(record["test_acc"] * record["num_test_images"])
+    # Started over and stopped in epoch 1: the completed run's predictions are gone with its record.
+    with pytest.raises(RunInterrupted):
+        run_training(tiny_config("train.epochs=2", "resume=false"), interrupted_run, callbacks=[At(1, 1, interrupt)])
+    assert not (interrupted_run / PREDICTIONS_FILE).exists()

@@ -265,3 +265,43 @@ def test_an_image_folder_run_has_one_output_per_class_folder_and_says_what_it_us
     assert model.fc.out_features == 4
     samples = np.load(tmp_path / "run" / "samples.npz")
     assert list(samples["classes"]) == record["classes"] and samples["images"].shape[1:] == (40, 40, 3)
+
+
+def test_a_run_keeps_its_final_test_predictions_small_beside_run_json(tmp_path):
+    """predictions.npz: per test image (in the test set's order) the predicted class, the label and
+    the probability of the label, written for the last epoch's evaluation; its correct count is the
+    record's test accuracy, and 10,000 images would take 60 KB before compression."""
+    import numpy as np
+
+    from transferlab.records import PREDICTIONS_FILE
+
+    record = run_training(tiny_config("train.epochs=2", "data.num_test=120"), tmp_path)
+    assert record["status"] == "completed", record.get("error")
+    with np.load(tmp_path / PREDICTIONS_FILE) as kept:
+        predicted, labels, probability = kept["predicted"], kept["labels"], kept["true_probability"]
+    assert (predicted.dtype, labels.dtype, probability.dtype) == (np.int16, np.int16, np.float16)
+    assert predicted.shape == labels.shape == probability.shape == (record["num_test_images"],) == (120,)
+    assert int(np.sum(predicted == labels)) == round(record["test_acc"] * 120)
+    assert ((probability >= 0) & (probability <= 1)).all() and len(set(labels.tolist())) > 1
+    # A prediction is the class of the highest probability: where it is right, its probability is the largest.
+    assert (probability[predicted == labels] >= 0.099).all()
+    assert (tmp_path / PREDICTIONS_FILE).stat().st_size < 120 * 6 + 1000
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically: no temporary left
+
+
+def test_predictions_that_cannot_be_written_fail_the_run_in_one_line(tmp_path):
+    import numpy as np
+
+    from transferlab.callbacks import SavePredictions
+    from transferlab.engine import EpochResult, Predictions
+    from transferlab.errors import TransferlabError
+    from transferlab.fit import EpochEnd
+
+    tested = EpochResult(1.0, 0.5, 2, 1.0, Predictions(np.array([1, 0], np.int16), np.array([1, 1], np.int16),
+                                                        np.array([0.9, 0.2], np.float16)))
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(TransferlabError) as failed:
+        SavePredictions(tmp_path / "taken").on_epoch_end(EpochEnd(1, 1, tested, {"test": tested}, lr=0.1))
+    assert str(failed.value).startswith(f"the run's test predictions could not be saved: could not write "
+                                        f"{tmp_path / 'taken' / 'predictions.npz'} (")
+    assert "\n" not in str(failed.value)

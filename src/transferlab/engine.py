@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -101,11 +102,26 @@ def recording_nondeterministic_ops(ops: list[str]) -> Iterator[list[str]]:
 
 
 @dataclass(frozen=True)
+class Predictions:
+    """Per test image, in the test set's order: the predicted class, the label, and the model's
+    probability of the label (softmax of the logits)."""
+
+    predicted: np.ndarray  # (N,) int16
+    labels: np.ndarray  # (N,) int16
+    true_probability: np.ndarray  # (N,) float16
+
+    @property
+    def correct_count(self) -> int:
+        return int(np.sum(self.predicted == self.labels))
+
+
+@dataclass(frozen=True)
 class EpochResult:
     loss: float
     accuracy: float  # a fraction in [0, 1]
     images: int
     seconds: float
+    predictions: Predictions | None = None  # evaluate(keep_predictions=True) only
 
     @property
     def images_per_second(self) -> float:
@@ -256,10 +272,14 @@ def evaluate(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
+    keep_predictions: bool = False,
 ) -> EpochResult:
+    """Mean loss and accuracy over ``batches``; with ``keep_predictions``, also each image's predicted
+    class and probability of its label (kept on the device, read once at the end)."""
     model.eval()
     loss_fn = nn.CrossEntropyLoss()
     totals = _Totals(device)
+    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     start = time.perf_counter()
     with torch.inference_mode():
         for images, labels in batches:
@@ -267,8 +287,16 @@ def evaluate(
                 logits = model(images)
                 loss = loss_fn(logits.float(), labels)
             totals.add(loss, logits, labels)
+            if keep_predictions:
+                probability = logits.float().softmax(dim=1).gather(1, labels[:, None])[:, 0]
+                kept.append((logits.argmax(dim=1), labels, probability))
     mean_loss, accuracy, _ = totals.read()
-    return EpochResult(mean_loss, accuracy, totals.images, time.perf_counter() - start)
+    predictions = None
+    if keep_predictions:
+        predicted, labels, probability = ([torch.cat(parts).cpu().numpy() for parts in zip(*kept)] if kept
+                                          else [np.zeros(0)] * 3)
+        predictions = Predictions(predicted.astype(np.int16), labels.astype(np.int16), probability.astype(np.float16))
+    return EpochResult(mean_loss, accuracy, totals.images, time.perf_counter() - start, predictions)
 
 
 # optim.implementation: how the step runs over the parameters (the same update, other kernels).

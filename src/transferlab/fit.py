@@ -91,7 +91,9 @@ def fit(model: nn.Module, train_batches: Batches, optimizer: torch.optim.Optimiz
             except NonFiniteLoss as error:
                 raise TransferlabError(f"epoch {epoch}, batch {error.batch}: the training loss is not finite "
                                        "(NaN or inf); try a lower optim.lr or precision=fp32") from error
-            evaluated = {split: evaluate(model, batches.epoch(epoch), device, amp_dtype)
+            # The test set's per-image predictions of the last epoch: the run's final evaluation.
+            evaluated = {split: evaluate(model, batches.epoch(epoch), device, amp_dtype,
+                                         keep_predictions=split == "test" and epoch == epochs[-1])
                          for split, batches in evaluations.items()}
             end = EpochEnd(epoch, epochs[-1], trained, evaluated, lr)
             for callback in callbacks:

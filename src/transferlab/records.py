@@ -26,6 +26,9 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
 # images (N, H, W, 3) uint8, labels (N,), classes (C,) str: a few training images of each class.
 SAMPLES_FILE = "samples.npz"
+# predicted (N,) int16, labels (N,) int16, true_probability (N,) float16: the final evaluation's
+# prediction for each test image, in the test set's order (the report's test-set intervals).
+PREDICTIONS_FILE = "predictions.npz"
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "epoch_seconds", "images_per_second")
 # Columns after those, only in runs that have a validation split (data.val_fraction > 0).
 VALIDATION_COLUMNS = ("val_loss", "val_acc")

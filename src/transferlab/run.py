@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from transferlab import __version__, adapt, schedules, timm_models
 from transferlab.caches import DIGEST_MEMO, default_cache_dir
 from transferlab.callbacks import (
-    CheckpointEpochs, EpochLog, FiniteEvaluation, LpFtSwitch, Progress, RecordEpochs, Trackers, record_bytes,
-    start_fine_tuning,
+    CheckpointEpochs, EpochLog, FiniteEvaluation, LpFtSwitch, Progress, RecordEpochs, SavePredictions, Trackers,
+    record_bytes, start_fine_tuning,
 )
 from transferlab.checkpoint import (
     CHECKPOINT_FILE, CheckpointError, CheckpointWriter, digest_path, load_checkpoint, remove_checkpoint, restore,
@@ -55,7 +55,7 @@ from transferlab.probe import (
     PROBE_CACHED, PROBE_IN_LOOP, FeatureBatches, HeadOrNetwork, PhasedBatches, check_head_only, feature_identity,
     fit_logistic_regression, probe_features, weights_identity,
 )
-from transferlab.records import RUN_FILE, SAMPLES_FILE, RunRecord, utc_now, write_atomic, write_record
+from transferlab.records import PREDICTIONS_FILE, RUN_FILE, SAMPLES_FILE, RunRecord, utc_now, write_atomic, write_record
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
@@ -225,6 +225,8 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     epochs_done, digest = _starting_point(config, checkpoint_path, model, optimizer, scaler, record, scheduler)
     if epochs_done:
         write_record(run_dir, record.to_dict())
+    else:  # a run from its first epoch: no earlier run's predictions stay beside its run.json
+        (run_dir / PREDICTIONS_FILE).unlink(missing_ok=True)
     forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
 
     write_samples(run_dir / SAMPLES_FILE, train_set)
@@ -242,6 +244,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
         *([LpFtSwitch(model, optimizer, record, unfreeze_at, scheduler)] if unfreeze_at is not None else []),
         *([Progress(len(train_batches), epochs)] if show_progress else []),
         FiniteEvaluation(),
+        SavePredictions(run_dir),
         RecordEpochs(record),
         CheckpointEpochs(writer, model, optimizer, scaler, run_dir, record, keep_last=config.keep_checkpoint,
                          scheduler=scheduler),
@@ -428,7 +431,7 @@ def _fit_lbfgs(probe: _CachedProbe, device: torch.device, callbacks: Sequence[Ca
                  100 * fitted.val_accuracy, len(fitted.sweep), fitted.seconds)
         trained = evaluate(probe.head, probe.train.epoch(1), device)
         trained = EpochResult(trained.loss, trained.accuracy, trained.images, fitted.seconds)
-        evaluated = {split: evaluate(probe.head, batches.epoch(1), device)
+        evaluated = {split: evaluate(probe.head, batches.epoch(1), device, keep_predictions=split == "test")
                      for split, batches in probe.evaluations.items()}
         end = EpochEnd(probe.last_epoch, epochs, trained, evaluated, lr=None)  # no learning rate: L-BFGS
         for callback in callbacks:

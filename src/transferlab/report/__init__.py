@@ -1,4 +1,4 @@
-"""`transferlab report [PATH ...] [--out DIR]`: run records in, tables and figures out.
+"""`transferlab report [PATH ...] [--out DIR] [--min-difference POINTS]`: run records in, tables and figures out.
 
 Every run.json under the PATHs (default outputs/) is read. A study, settings, seed and subset seed
 run more than once counts once (the run that finished last; the others are named in a warning).
@@ -8,10 +8,13 @@ the precision and device a run actually used among them, and always by data.samp
 run on synthetic data is never averaged with a CIFAR-10 run, nor a bf16 GPU run with an fp32 CPU
 run, nor a stratified subset paired with a uniform one. Within a group, runs that differ only in
 seed and subset seed are replicates of one arm. Each group gives an arm table and a table of the
-differences the study compares, paired by replicate with their 95 % intervals (CSV of numbers,
-Markdown, and printed), and PNG figures; report.md puts them on one page (docs/report.md explains
+differences the study compares, paired by replicate with their 95 % intervals, p-values (paired
+t, exact sign test, Holm over the table) and the pairs that would give 80 % power (at the observed
+difference or --min-difference points), and where runs kept their per-image test predictions
+(predictions.npz) the test set's own intervals, a per-class table and a confusion matrix per arm
+(CSV of numbers, Markdown, and printed), and PNG figures; report.md puts them on one page (docs/report.md explains
 every column). Runs that did not complete are listed, never averaged in. The same runs give
-byte-identical report.md, CSV and Markdown files (the bootstrap is seeded).
+byte-identical report.md, CSV and Markdown files (every resampling is seeded).
 
 A completed record with a field the report cannot use (a test_acc that is not a finite number in
 [0, 1], a history entry that is not numbers...) is skipped with a warning that names the file and
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -38,7 +42,8 @@ from transferlab.report.reading import (
 )
 from transferlab.report.studies import REFERENCE, STRATEGIES, Group, make_groups
 from transferlab.report.tables import (
-    arm_caption, arm_tables, cell, contrast_caption, contrast_tables, csv_text, markdown_table, short_names,
+    arm_caption, arm_tables, cell, contrast_caption, contrast_tables, csv_text, markdown_table, per_class_tables,
+    short_names, testset_note,
 )
 from transferlab.report.tuning import split_trials, tuning_sections
 
@@ -57,22 +62,32 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     parser.add_argument("paths", nargs="*", metavar="PATH", default=[DEFAULT_PATH],
                         help=f"folders to search for {RUN_FILE} (default: {DEFAULT_PATH})")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"where to write (default: {DEFAULT_OUT})")
+    parser.add_argument("--min-difference", type=float, default=None, metavar="POINTS",
+                        help="the difference (percentage points) the power column asks about: how many pairs "
+                             "would resolve it with 80 %% power (default: each comparison's observed difference)")
     return parser.parse_args(args)
 
 
-def group_tables(group: Group) -> list[Table]:
-    """A group's arm table and, where it compares arms, its table of differences (<stem>-differences)."""
+def group_tables(group: Group, min_difference: float | None = None) -> list[Table]:
+    """A group's arm table, where it compares arms its table of differences (<stem>-differences,
+    with the pairs needed to resolve ``min_difference`` points), and where its runs kept their test
+    predictions, its accuracy per class (<stem>-per-class)."""
     tables = [Table(group.stem, *arm_tables(group), caption=arm_caption(group))]
     if group.contrasts:
-        tables.append(Table(f"{group.stem}-differences", *contrast_tables(group), caption=contrast_caption(group),
+        tables.append(Table(f"{group.stem}-differences", *contrast_tables(group, min_difference),
+                            caption=contrast_caption(group),
                             heading=": paired differences"))
+    if (per_class := per_class_tables(group)) is not None:
+        tables.append(Table(f"{group.stem}-per-class", *per_class, caption=(
+            "Test accuracy (%) of each class, mean over the arm's runs that kept their test predictions "
+            "(predictions.npz)." + testset_note(group, "Not in it:")), heading=": accuracy per class"))
     return tables
 
 
-def group_sections(runs: pd.DataFrame, out: Path) -> list[Section]:
+def group_sections(runs: pd.DataFrame, out: Path, min_difference: float | None = None) -> list[Section]:
     """A section per group of runs of each study: its tables, with the reference where it applies, and
     its figures."""
-    return [Section(group.stem, group.title, group_tables(group), draw_group_figures(group, out),
+    return [Section(group.stem, group.title, group_tables(group, min_difference), draw_group_figures(group, out),
                     group.question, group.note) for group in make_groups(runs)]
 
 
@@ -87,6 +102,10 @@ def main(args: list[str]) -> int:
     stay whole, none is left empty or half written."""
     options = parse_args(args)
     out = Path(options.out)
+    if options.min_difference is not None and not (0 < options.min_difference <= 100):
+        print(f"transferlab report: error: --min-difference={options.min_difference:g} is not allowed; give a "
+              "difference in percentage points above 0 and at most 100", file=sys.stderr)
+        return 1
     try:
         return make_report(options, out)
     except OSError as error:
@@ -119,7 +138,9 @@ def make_report(options: argparse.Namespace, out: Path) -> int:
         print(f"transferlab report: warning: {line}", file=sys.stderr)
 
     out.mkdir(parents=True, exist_ok=True)
-    sections = [section for build in SECTION_BUILDERS for section in build(completed, out)] + tuning_sections(runs, trials)
+    builders = [partial(build, min_difference=options.min_difference) if build is group_sections else build
+                for build in SECTION_BUILDERS]
+    sections = [section for build in builders for section in build(completed, out)] + tuning_sections(runs, trials)
     samples, unreadable = draw_samples(completed, out)
     for line in unreadable:
         print(f"transferlab report: warning: no sample grid from {line}", file=sys.stderr)

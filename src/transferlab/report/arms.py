@@ -18,7 +18,9 @@ from typing import Any
 import pandas as pd
 
 from transferlab.report.reading import strategy_label
-from transferlab.report.stats import POINTS_BOUNDS, PERCENT_BOUNDS, Comparison, Summary, paired_difference, summarize
+from transferlab.report.stats import (
+    POINTS_BOUNDS, PERCENT_BOUNDS, Comparison, Summary, exact_accuracy, paired_difference, summarize,
+)
 
 STRATEGIES = ("none", "early", "middle", "last_only")  # freeze presets, most trainable first
 
@@ -248,8 +250,15 @@ def make_arms(runs: pd.DataFrame, facets: tuple[Facet, ...],
     return [Arm(arm.values, arm.order, arm.runs.sort_values(["seed", "subset_seed", "path"])) for arm in ordered]
 
 
+def exact_by_replicate(arm: Arm) -> dict:
+    """Replicate -> test accuracy as correct / test images, exactly, where the record counts its test images."""
+    runs = arm.runs
+    images = runs["test_images"] if "test_images" in runs else [None] * len(runs)
+    return {r: exact_accuracy(acc, n) for r, acc, n in zip(runs["replicate"], runs["test_acc"], images)}
+
+
 def contrast(facet: str, arm: Arm, baseline: Arm) -> Contrast:
-    a, b = arm.by_replicate(), baseline.by_replicate()
+    a, b = exact_by_replicate(arm), exact_by_replicate(baseline)
     result = paired_difference(a, b, scale=100.0, bounds=POINTS_BOUNDS)
     pairs = tuple(sorted(k for k in a.keys() & b.keys() if _finite(a[k]) and _finite(b[k])))
     context = {name: value for name, value in arm.values.items() if name != facet}

@@ -1,8 +1,10 @@
 """The figures: PNGs per group, and the sample image grid. matplotlib only, never torch.
 
 Every band and error bar is the 95 % interval of a mean (Student's t over the replicates; of the
-paired differences in a difference figure); one run, or one pair, is a point without one. Lines
-that would lie on top of each other stay visible: each arm has its own marker and line style, and
+paired differences in a difference figure); one run, or one pair, is a point without one. Each
+figure says n, draws every run (or pair) as a dot beside the means, says what its bands are or why
+there are none, draws chance accuracy, and names the comparisons that had no pairs. Lines that
+would lie on top of each other stay visible: each arm has its own marker and line style, and
 curves over the epochs are offset sideways by a fraction of an epoch.
 """
 
@@ -21,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from transferlab.records import SAMPLES_FILE, write_atomic
-from transferlab.report.arms import Arm, Contrast, facet_title
+from transferlab.report.testset import confusion
+from transferlab.report.arms import Arm, Contrast, exact_by_replicate, facet_title
 from transferlab.report.stats import LOSS_BOUNDS, NO_INTERVAL, NO_SPREAD_PAIRS, PERCENT_BOUNDS, summarize
 from transferlab.report.studies import Group
 from transferlab.report.tables import per_class, percent_label
@@ -37,7 +40,6 @@ BOUNDS = {"train_loss": LOSS_BOUNDS, "test_loss": LOSS_BOUNDS, "train_acc": PERC
 REFERENCE_METRICS = {"test_acc": "test_acc", "test_loss": "test_loss"}  # a metric's key in REFERENCE
 MARKERS = "osD^vPX*<>"  # distinct shapes, so that lines lying on top of each other stay visible
 LINE_STYLES = ("-", "--", "-.", ":")
-INTERVAL_NOTE = "bands: 95 % interval of the mean"
 
 
 def pyplot():
@@ -95,6 +97,51 @@ def _repeats(group: Group) -> bool:
     return any(len(arm.runs) > 1 for arm in group.arms)
 
 
+def _n_text(arms: list[Arm]) -> str:
+    """``n=3 runs per arm``, ``n=1–3 runs per arm``."""
+    counts = sorted({len(arm.runs) for arm in arms})
+    n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"n={n} run{'s' if counts[-1] > 1 else ''} per arm"
+
+
+def _band_text(group: Group, what: str = "bands") -> str:
+    """What the shaded bands (or error bars) are, or why there are none."""
+    if _repeats(group):
+        return f"{what}: 95 % interval of the mean; dots: single runs"
+    return f"no {what}: one run per arm gives no interval"
+
+
+def chance_level(group: Group) -> float | None:
+    """Chance accuracy in % (one over the classes), where every run of the group has the same classes."""
+    counts = {len(c) for c in group.runs.get("classes", []) if isinstance(c, list) and c}
+    return 100.0 / counts.pop() if len(counts) == 1 else None
+
+
+def _chance_line(ax, group: Group, metric: str) -> None:
+    """A dotted grey line at chance accuracy (accuracy metrics only), named at its right end, not in the legend."""
+    chance = chance_level(group)
+    if chance is None or not metric.endswith("_acc"):
+        return
+    ax.axhline(chance, color="grey", linestyle=":", linewidth=1.2)
+    ax.annotate(f"chance ({chance:g} %)", xy=(1.0, chance), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                textcoords="offset points", ha="right", va="bottom", fontsize=8, color="grey")
+
+
+def _pair_differences(c: Contrast) -> list[float]:
+    """The contrast's paired differences in points, one per pair, from the runs' correct counts."""
+    a, b = exact_by_replicate(c.arm), exact_by_replicate(c.baseline)
+    return [float(100 * (a[k] - b[k])) for k in c.pairs]
+
+
+def _no_pairs_note(fig, contrasts: list[Contrast]) -> None:
+    """A line under the figure naming the comparisons that had no pair (so are not drawn)."""
+    missing = [c for c in contrasts if c.result.n == 0]
+    if missing:
+        names = "; ".join(c.label + (f" ({', '.join(c.context.values())})" if c.context else "") for c in missing)
+        fig.text(0.01, -0.02, _wrap(f"Not drawn, no replicate on both sides: {names}", 110), ha="left", va="top",
+                 fontsize=8)
+
+
 def _style(group: Group, index: int, arm: Arm) -> dict:
     """Colour, line style and marker of an arm. Where a group varies both the data amount and the
     initialisation (Part A), a colour per amount and a line style per initialisation."""
@@ -143,13 +190,22 @@ def curve_figure(group: Group, metric: str):
         x = stats.index.to_numpy(dtype=float) + (spread * (index / (count - 1) - 0.5) if count > 1 else 0.0)
         ax.plot(x, stats["mean"], markersize=5, label=_wrap(arm.label, 32), **style)
         if (stats["n"] > 1).any():
-            ax.fill_between(x, stats["low"], stats["high"], color=style["color"], alpha=0.15, linewidth=0)
+            if len(x) > 1:
+                ax.fill_between(x, stats["low"], stats["high"], color=style["color"], alpha=0.15, linewidth=0)
+            else:  # one epoch: a band of one point would not show; an error bar does
+                ax.errorbar(x, stats["mean"], yerr=[stats["mean"] - stats["low"], stats["high"] - stats["mean"]],
+                            color=style["color"], capsize=4, linestyle="none")
+            runs = [(epoch + x[0] - stats.index[0], scale * entry[metric]) for history in arm.runs["history"]
+                    for entry in history if "epoch" in entry and entry.get(metric) is not None
+                    for epoch in [int(entry["epoch"])]]
+            ax.scatter(*zip(*runs), s=9, color=style["color"], alpha=0.45, linewidths=0, zorder=3)
         switch = arm.runs["config"].iloc[0].get("freeze.unfreeze_at_epoch")
         if switch is not None:
             ax.axvline(switch + 0.5, linestyle=":", linewidth=1.5, color=style["color"],
                        label=_wrap(f"its switch: all train from epoch {switch + 1}", 32))
     ax.set_xticks(sorted(epochs))
-    note = f"; {INTERVAL_NOTE}" if _repeats(group) else ""
+    _chance_line(ax, group, metric)
+    note = f"; {_n_text(group.arms)}; {_band_text(group, 'bands' if len(epochs) > 1 else 'error bars')}"
     _finish(ax, _title(group, f"{_metric_name(metric)} per epoch{note}"),
             "epoch" + (" (arms offset sideways by up to 0.15)" if count > 1 else ""), label, group.legend_title)
     return fig
@@ -170,6 +226,11 @@ def bar_figure(group: Group, metric: str):
                   label="these runs" + (" (mean, 95 % interval)" if repeats else ""))
     ax.bar_label(bars, labels=[f"{m:.{2 if scale > 1 else 4}f}" for m in means], label_type="center",
                  color="white", fontsize=9, fontweight="bold")
+    if repeats:  # each run as a dot beside its bar
+        for position, arm in zip(x, group.arms):
+            values = scale * pd.to_numeric(arm.runs[metric], errors="coerce").dropna().to_numpy(dtype=float)
+            ax.scatter(np.full(len(values), position + 0.3), values, s=14, color="tab:gray", zorder=3, linewidths=0)
+    _chance_line(ax, group, metric)
     reference = [group.reference_arms.get(arm.label, {}).get(REFERENCE_METRICS.get(metric)) for arm in group.arms]
     if any(r is not None for r in reference):
         ax.scatter(x, [np.nan if r is None else r for r in reference], marker="D", color="black", zorder=3,
@@ -177,7 +238,7 @@ def bar_figure(group: Group, metric: str):
     ax.set_xticks(x, [_wrap(arm.label) + f"\n(n={s.n})" for arm, s in zip(group.arms, summaries)], fontsize=9)
     if scale > 1:
         ax.set_ylim(0, 105)
-    note = "; error bars: 95 % interval of the mean" if repeats else ""
+    note = f"; {_band_text(group, 'error bars')}"
     _finish(ax, _title(group, f"{_metric_name(metric)} after the last epoch{note}"), group.legend_title, label)
     if len(ax.get_legend_handles_labels()[0]) < 2:  # a legend only to tell our bars from the reference
         ax.get_legend().remove()
@@ -245,6 +306,9 @@ def data_figure(group: Group, metric: str, per_class_axis: bool):
         if any(p[1].n > 1 for p in points):
             ax.fill_between(x, [p[1].low for p in points], [p[1].high for p in points], color=colour, alpha=0.15,
                             linewidth=0)
+            runs = [(positions[arm.values["data amount"]][0], scale * value) for _, arm in members
+                    for value in pd.to_numeric(arm.runs[metric], errors="coerce").dropna()]
+            ax.scatter(*zip(*runs), s=12, color=colour, alpha=0.5, linewidths=0, zorder=3)
         ref = [(xx, group.reference_arms.get(group.arms[i].label, {}).get(REFERENCE_METRICS.get(metric)))
                for xx, _, i in points]
         if ref := [(xx, r) for xx, r in ref if r is not None]:
@@ -252,8 +316,9 @@ def data_figure(group: Group, metric: str, per_class_axis: bool):
     for points, colour, name in references:  # after ours, so that the legend lists ours first
         ax.plot(*zip(*points), ":", marker="D", color=colour, label=name)
     xlabel = _set_amount_axis(ax, positions, per_class_axis)
+    _chance_line(ax, group, metric)
     what = "by training images per class" if per_class_axis else "by training data"
-    note = f"; {INTERVAL_NOTE}" if _repeats(group) else ""
+    note = f"; {_n_text(group.arms)}; {_band_text(group)}"
     others = [facet_title(f, group.runs) for f in group.facets if f.name != "data amount"]
     _finish(ax, _title(group, f"{_metric_name(metric)} after the last epoch, {what}{note}"), xlabel, label,
             ", ".join(others) or None)
@@ -285,6 +350,12 @@ def gain_figure(group: Group, metric: str = "test_acc"):
         ax.errorbar(x, y, yerr=[low, high], color=colour, marker=MARKERS[index % len(MARKERS)],
                     linestyle=LINE_STYLES[index % len(LINE_STYLES)], capsize=5,
                     label=name if len(lines) > 1 else f"{points[0][1].label}" if points else name)
+        for xx, c in points:
+            ax.annotate(f"n={c.result.n}", (xx, c.result.mean), xytext=(6, -12), textcoords="offset points",
+                        fontsize=8, color=colour)
+            if c.result.n > 1:
+                pairs = _pair_differences(c)
+                ax.scatter([xx * 1.04] * len(pairs), pairs, s=12, color=colour, alpha=0.5, linewidths=0, zorder=3)
         lone = [(xx, c.result.mean) for xx, c in points if not c.result.has_interval]
         if lone:
             single = True
@@ -295,8 +366,10 @@ def gain_figure(group: Group, metric: str = "test_acc"):
     if single:
         ax.scatter([], [], s=90, facecolors="white", edgecolors="grey", label=f"hollow: {_no_interval(contrasts)}")
     xlabel = _set_amount_axis(ax, positions, per_class_axis=True)
+    _no_pairs_note(fig, contrasts)
     _finish(ax, _title(group, f"pretraining gain: test accuracy, {'; '.join(compared)}, paired by replicate "
-                              "(95 % interval)"), xlabel, "difference in test accuracy (percentage points)",
+                              "(95 % t interval; dots: single pairs; n: pairs)"), xlabel,
+            "difference in test accuracy (percentage points)",
             ", ".join(facet_title(f, group.runs) for f in group.facets if f.name not in ("data amount", "init"))
             or None)
     return fig
@@ -322,6 +395,9 @@ def differences_figure(group: Group, metric: str = "test_acc"):
     y = np.arange(len(contrasts))[::-1]
     ax.axvline(0.0, color="black", linewidth=0.8)
     for row, c in zip(y, contrasts):
+        if c.result.n > 1:
+            pairs = _pair_differences(c)
+            ax.scatter(pairs, [row - 0.18] * len(pairs), s=12, color="tab:gray", linewidths=0, zorder=3)
         if c.result.has_interval:
             ax.errorbar([c.result.mean], [row], xerr=[[c.result.mean - c.result.low], [c.result.high - c.result.mean]],
                         fmt="o", color="tab:blue", capsize=4)
@@ -330,10 +406,54 @@ def differences_figure(group: Group, metric: str = "test_acc"):
     ax.set_yticks(y, [_wrap(f"{c.label}" + (f" ({', '.join(c.context.values())})" if c.context else "")
                             + f", n={c.result.n}", 48) for c in contrasts], fontsize=9)
     single = any(not c.result.has_interval for c in contrasts)
-    _finish(ax, _title(group, f"{_metric_name(metric)}: paired differences, 95 % interval"
+    _no_pairs_note(fig, group.contrasts)
+    _finish(ax, _title(group, f"{_metric_name(metric)}: paired differences, 95 % t interval, dots: single pairs"
                               + (f"; hollow: {_no_interval(contrasts)}" if single else "")),
             "difference (percentage points)", "")
     return fig
+
+
+def confusion_figure(group: Group, arm: Arm, counts: np.ndarray, runs: int):
+    """An arm's confusion matrix: rows the true class, columns the predicted one, each row in % of
+    its class's test images (summed over the arm's runs with predictions), the class names where
+    there are up to 20 classes and the percentages written in where there are up to 10."""
+    plt = pyplot()
+    classes = len(counts)
+    names = next((list(c) for c in group.runs["classes"] if isinstance(c, list) and len(c) >= classes), None)
+    names = names or [str(i) for i in range(classes)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = 100 * counts / counts.sum(axis=1, keepdims=True)
+    size = min(12.0, 3.0 + 0.55 * classes)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size), dpi=100)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=100)
+    fig.colorbar(image, ax=ax, label="% of the true class's test images")
+    if classes <= 20:
+        ax.set_xticks(range(classes), [_wrap(n, 12) for n in names[:classes]], rotation=90, fontsize=8)
+        ax.set_yticks(range(classes), [_wrap(n, 12) for n in names[:classes]], fontsize=8)
+    if classes <= 10:
+        for (row, column), share in np.ndenumerate(shares):
+            if not np.isnan(share):
+                ax.text(column, row, f"{share:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if share > 60 else "black")
+    images = int(counts.sum()) // runs
+    ax.set_title(f"{_wrap(group.title, 90)}\n{_wrap(arm.label, 90)}: confusion matrix, n={runs} run(s) × "
+                 f"{images:,} test images", fontsize=10)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    return fig
+
+
+def confusion_figures(group: Group, out: Path) -> list[tuple[str, str]]:
+    """A confusion matrix per arm whose runs kept their test predictions: (file name, caption) of each."""
+    written = []
+    for index, arm in enumerate(group.arms, start=1):
+        found = confusion(arm.runs)
+        if found is None:
+            continue
+        file = f"{group.stem}-confusion-{index}.png"
+        save_png(confusion_figure(group, arm, *found), out / file)
+        written.append((file, f"{group.part.label}: confusion matrix of {arm.label} (n={found[1]})"))
+    return written
 
 
 class Samples(NamedTuple):
@@ -435,7 +555,7 @@ def draw_group_figures(group: Group, out: Path) -> list[tuple[str, str]]:
             caption = caption.replace(" by {rows}", " after the last epoch")
         written.append((file, f"{group.part.label}: " + caption.format(what=_metric_name(metric),
                                                                        rows=group.legend_title)))
-    return written
+    return written + confusion_figures(group, out)
 
 
 def draw_samples(runs: pd.DataFrame, out: Path) -> tuple[list[tuple[str, str, str]], list[str]]:

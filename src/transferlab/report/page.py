@@ -43,9 +43,12 @@ INTRO = ("Accuracies are in %, differences between arms in percentage points, lo
          "the last epoch. An *arm* is the runs of one setting; its runs are *replicates* that differ only in the "
          "seed and/or the training subset (each table says which). An arm's accuracy is the mean ± standard "
          "deviation over its n runs, with the 95 % interval of the mean (Student's t); a comparison is the mean of "
-         "the differences paired by replicate (the same seed and subset on both sides), with its 95 % t interval, a "
-         "bootstrap interval from 5 pairs on, n and whether the interval excludes zero. One run or one pair gives "
-         "no interval. Seconds per epoch is training time, mean over the epochs. How to read each column: "
+         "the differences paired by replicate (the same seed and subset on both sides), from correct counts, with "
+         "its 95 % t interval (the interval whose simulated coverage holds at 3 to 30 pairs), n, whether that "
+         "interval excludes zero, the paired t test's and the exact sign test's p and Holm's p over the "
+         "comparisons of its table. From each run's per-image test predictions, a comparison also gets the test "
+         "set's own interval, and one over seeds and test images together. One run or one pair gives no interval. "
+         "Seconds per epoch is training time, mean over the epochs. How to read each column: "
          "docs/report.md; the study and its reference figures: docs/study.md.")
 
 

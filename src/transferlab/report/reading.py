@@ -190,6 +190,8 @@ def completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
                                        config.get("freeze.probe")),
             "test_acc": record.get("test_acc"),
             "test_loss": record.get("test_loss"),
+            "test_images": record.get("num_test_images"),  # test_acc * test_images: the correct count
+            "classes": record.get("classes"),  # class names by label, for the per-class tables
             "params_total": record.get("params_total"),
             "params_trainable": record.get("params_trainable"),
             "params_trainable_after": record.get("params_trainable_after_unfreeze"),

@@ -7,7 +7,8 @@ the precision and determinism its runs used.
 CSV columns (docs/report.md): the settings that vary (one column per config key, as the runs set
 it), then ``test_acc_mean, test_acc_std, test_acc_ci95_low, test_acc_ci95_high, n`` and the rest;
 a comparison CSV has ``compared, arm, baseline, n, difference_mean, ci95_low, ci95_high,
-bootstrap_ci95_low, bootstrap_ci95_high, excludes_zero``.
+excludes_zero, t_p, sign_p, holm_t_p`` (the interval is Student's t, the only one whose simulated
+coverage holds at 3 to 30 pairs: report/stats.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from transferlab.report.arms import (
@@ -22,9 +24,10 @@ from transferlab.report.arms import (
 )
 from transferlab.report.lpft import what_trains
 from transferlab.report.stats import (
-    BOOTSTRAP_MIN_PAIRS, LOSS_BOUNDS, NO_INTERVAL, NO_SPREAD_PAIRS, NO_SPREAD_RUNS, Comparison, Summary, finite,
-    interval_text, summarize,
+    LOSS_BOUNDS, NO_INTERVAL, NO_SPREAD_PAIRS, NO_SPREAD_RUNS, Comparison, Summary, finite, holm, interval_text,
+    MOST_PAIRS, number_text, p_text, power_pairs, summarize,
 )
+from transferlab.report.testset import compare, missing_reasons, per_class_accuracy
 
 if TYPE_CHECKING:
     from transferlab.report.studies import Group
@@ -37,7 +40,10 @@ ACC, CI, LOSS, SECONDS, IMAGES_PER_SECOND, N = ("test acc (%)", "95 % CI", "test
                                                "images/s", "n")
 PER_CLASS, TRAIN_IMAGES, TRAINABLE, RUN_AS = ("images per class", "training images", "trainable / total params",
                                               "precision, determinism")
-DIFFERENCE, BOOT_CI, EXCLUDES_ZERO = "difference (points)", "bootstrap 95 % CI", "excludes 0"
+DIFFERENCE, EXCLUDES_ZERO = "difference (points)", "t CI excludes 0"
+T_P, SIGN_P, HOLM_P = "p (paired t)", "p (sign test)", "Holm p (t, this table)"
+TEST_CI, MCNEMAR_P, BOTH_CI = ("test-set 95 % CI (bootstrap over images)", "p (McNemar, one pair)",
+                               "seeds + test set 95 % CI")
 NO_PAIRS = "no replicate on both sides"
 # Reference metric -> (our Markdown column, the column it follows, its CSV column, digits); the
 # reference accuracy follows our mean, interval and n.
@@ -196,21 +202,36 @@ def _with_reference(row: dict[str, Any], reference: dict[str, float]) -> dict[st
 REFERENCE_RUN_AS = "fp32, deterministic"  # how the reference computed: fp32, cuDNN deterministic
 
 
-def contrast_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(shown, numbers): a row per comparison the group makes, arm minus baseline in points."""
+def power_heading(min_difference: float | None) -> str:
+    at = "the observed difference" if min_difference is None else f"{min_difference:g} points"
+    return f"pairs for 80 % power at {at}"
+
+
+def contrast_tables(group: Group, min_difference: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(shown, numbers): a row per comparison the group makes, arm minus baseline in points; the
+    pairs that would resolve ``min_difference`` points (else the observed difference) with 80 % power."""
     keys = _swept_keys(group)
     names = short_names(keys)
     shown, numbers = [], []
-    for c in group.contrasts:
+    adjusted = holm([c.result.t_p for c in group.contrasts])  # over the comparisons of this section
+    for c, holm_p in zip(group.contrasts, adjusted):
         result = c.result
         reference = group.reference_of(c)
         row = {facet_title(f, group.runs): c.label if f.name == c.facet else c.arm.values[f.name]
                for f in group.facets}
-        row |= {N: result.n, DIFFERENCE: "" if result.n == 0 else f"{result.mean:+.2f}",
-                CI: NO_PAIRS if result.n == 0 else interval_cell(result), BOOT_CI: _bootstrap_cell(c),
-                EXCLUDES_ZERO: {True: "yes", False: "no", None: ""}[result.excludes_zero]}
+        row |= {N: result.n, DIFFERENCE: "" if result.n == 0 else number_text(result.mean, sign=True),
+                CI: NO_PAIRS if result.n == 0 else interval_cell(result),
+                EXCLUDES_ZERO: {True: "yes", False: "no", None: ""}[result.excludes_zero],
+                T_P: p_text(result.t_p), SIGN_P: p_text(result.sign_p), HOLM_P: p_text(holm_p)}
+        tested = compare(c.arm.runs, c.baseline.runs, c.pairs)
+        row |= {TEST_CI: interval_text(tested.low, tested.high), MCNEMAR_P: p_text(tested.mcnemar_p),
+                BOTH_CI: interval_text(tested.both_low, tested.both_high)}
+        target = result.mean if min_difference is None else min_difference
+        pairs_needed = power_pairs(result.std, target)
+        row[power_heading(min_difference)] = ("" if math.isnan(pairs_needed) else f"> {MOST_PAIRS:,}"
+                                              if math.isinf(pairs_needed) else f"{pairs_needed:,.0f}")
         if group.reference_contrasts:
-            row[f"reference {DIFFERENCE}"] = "" if reference is None else f"{reference:+.2f}"
+            row[f"reference {DIFFERENCE}"] = "" if reference is None else number_text(reference, sign=True)
         shown.append(row)
 
         facet_keys = next(f.keys for f in group.facets if f.name == c.facet)
@@ -218,20 +239,16 @@ def contrast_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
         number = {names[k]: None if k in facet_keys else _raw(config.get(k)) for k in keys}
         number |= {"compared": c.facet, "arm": c.arm.values[c.facet], "baseline": c.baseline.values[c.facet],
                    "n": result.n, "difference_mean": result.mean, "ci95_low": result.low, "ci95_high": result.high,
-                   "bootstrap_ci95_low": result.boot_low, "bootstrap_ci95_high": result.boot_high,
-                   "excludes_zero": result.excludes_zero, "replicates_vary": replicates_vary(c.pairs)}
+                   "excludes_zero": result.excludes_zero, "t_p": result.t_p, "sign_p": result.sign_p,
+                   "holm_t_p": holm_p, "test_ci95_low": tested.low, "test_ci95_high": tested.high,
+                   "mcnemar_p": tested.mcnemar_p, "seeds_and_test_ci95_low": tested.both_low,
+                   "seeds_and_test_ci95_high": tested.both_high, "test_images": tested.images or math.nan,
+                   "power_target": abs(target) if result.n else math.nan, "pairs_for_80_power": pairs_needed,
+                   "replicates_vary": replicates_vary(c.pairs)}
         if group.reference_contrasts:
             number["reference_difference"] = math.nan if reference is None else reference
         numbers.append(number)
     return pd.DataFrame(shown), numeric_columns(pd.DataFrame(numbers))
-
-
-def _bootstrap_cell(c: Contrast) -> str:
-    if c.result.n < BOOTSTRAP_MIN_PAIRS:
-        return f"needs ≥ {BOOTSTRAP_MIN_PAIRS} pairs" if c.result.n else ""
-    if math.isnan(c.result.boot_low):
-        return "every pair the same"
-    return interval_text(c.result.boot_low, c.result.boot_high)
 
 
 def numeric_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -251,8 +268,41 @@ def arm_caption(group: Group) -> str:
 
 def contrast_caption(group: Group) -> str:
     return ("Differences in percentage points (arm − baseline), paired by replicate: n pairs with the same seed "
-            "and subset on both sides. 95 % CI: Student's t over the paired differences; the bootstrap interval "
-            f"(scipy BCa) where there are at least {BOOTSTRAP_MIN_PAIRS} pairs.")
+            "and subset on both sides, each from the runs' correct counts. 95 % CI: Student's t over the paired "
+            "differences (a bootstrap interval covers too seldom at these n: docs/report.md). p: the paired t test "
+            "and the exact sign test (no normality assumed; it cannot go below 0.0625 with 5 pairs); Holm p: the t "
+            f"test's p adjusted for the {len(group.contrasts)} comparisons of this table. From the runs' per-image "
+            "test predictions: the test set's own interval (a paired bootstrap over the test images; McNemar's "
+            "exact test for one pair) and, from 2 pairs, the interval over seeds and test images together (t with "
+            "both variance components). Pairs for 80 % power: how many pairs a paired t test at 0.05 needs to "
+            "detect that difference 4 times in 5, were the pairs' spread what these pairs show." + testset_note(group))
+
+
+def testset_note(group: Group, lead: str = "Test-set columns empty where a side has") -> str:
+    """`` Test-set columns empty where a side has 1 run(s): no predictions.npz ...`` where runs of the
+    group have no usable predictions, each reason once."""
+    reasons = missing_reasons(group.runs)
+    return f" {lead} {'; '.join(reasons)}." if reasons else ""
+
+
+def per_class_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(shown, numbers): per arm, the test accuracy of each class (%, mean over the arm's runs with
+    predictions) and those runs' count; None where no run has predictions."""
+    found = [(arm, per_class_accuracy(arm.runs)) for arm in group.arms]
+    if all(result is None for _, result in found):
+        return None
+    width = max(len(result[0]) for _, result in found if result is not None)
+    names = next((list(c) for c in group.runs["classes"] if isinstance(c, list) and len(c) >= width), None)
+    names = names or [f"class {i}" for i in range(width)]
+    shown, numbers = [], []
+    for arm, result in found:
+        row = {facet_title(f, group.runs): arm.values[f.name] for f in group.facets} or {"arm": arm.label}
+        accuracies = result[0] if result is not None else [math.nan] * width
+        runs = result[1] if result is not None else 0
+        shown.append(row | {"runs with predictions": runs}
+                     | {names[i]: "" if math.isnan(v) else f"{v:.1f}" for i, v in enumerate(accuracies)})
+        numbers.append(row | {"n": runs} | {names[i]: float(v) for i, v in enumerate(accuracies)})
+    return pd.DataFrame(shown), numeric_columns(pd.DataFrame(numbers))
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -265,8 +315,8 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 # Columns that count things (images, parameters): whole numbers in the CSV, also where a missing
 # value would otherwise make pandas store them as floats (50, not 50.0).
-COUNT_COLUMNS = ("n", "per_class", "train_images", "images_per_class_min", "images_per_class_max", "params_total",
-                 "params_trainable", "params_trainable_after")
+COUNT_COLUMNS = ("n", "pairs_for_80_power", "per_class", "train_images", "images_per_class_min",
+                 "images_per_class_max", "params_total", "params_trainable", "params_trainable_after")
 
 
 def csv_text(table: pd.DataFrame) -> str:
@@ -278,7 +328,7 @@ def csv_text(table: pd.DataFrame) -> str:
         if table[column].dtype != float:
             continue
         values = table[column].dropna()
-        if column in COUNT_COLUMNS and (values == values.round()).all():
+        if column in COUNT_COLUMNS and np.isfinite(values).all() and (values == values.round()).all():
             table[column] = table[column].astype("Int64")
         else:
             table[column] = table[column].map(lambda v: float(f"{v:.10g}"))

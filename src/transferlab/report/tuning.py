@@ -18,7 +18,9 @@ from transferlab.records import TRIALS_SUFFIX, TUNED_SUFFIX
 from transferlab.report.arms import display, short_names, sort_key
 from transferlab.report.page import Section, Table
 from transferlab.report.reading import IGNORED_KEYS, flatten, normalised, replicate
-from transferlab.report.stats import PERCENT_BOUNDS, POINTS_BOUNDS, paired_difference, summarize
+from transferlab.report.stats import (
+    PERCENT_BOUNDS, POINTS_BOUNDS, exact_accuracy, number_text, paired_difference, summarize,
+)
 from transferlab.report.studies import PARTS, varying_keys
 from transferlab.report.tables import CI, EXCLUDES_ZERO, N, numeric_columns, interval_cell, summary_cell
 
@@ -58,8 +60,8 @@ def tuning_tables(runs: list[Run]) -> list[tuple[str, pd.DataFrame, pd.DataFrame
             # Tuned again with more trials, an arm may have an older run with another pick: the largest budget counts.
             here = [r for r in here if r["tuning"].get("trials") == max(r["tuning"].get("trials", 0) for r in here)]
             there = [(c, r) for c, r in fixed if arm_of(c) == arm]
-            fixed_acc = {replicate(r): r.get("test_acc") for _, r in there}
-            tuned_acc = {replicate(r): r.get("test_acc") for r in here}
+            fixed_acc = {replicate(r): exact_accuracy(r.get("test_acc"), r.get("num_test_images")) for _, r in there}
+            tuned_acc = {replicate(r): exact_accuracy(r.get("test_acc"), r.get("num_test_images")) for r in here}
             fixed_summary, tuned_summary = (summarize(fixed_acc.values(), 100.0, PERCENT_BOUNDS),
                                             summarize(tuned_acc.values(), 100.0, PERCENT_BOUNDS))
             val = summarize([r["tuning"].get("best_val_acc") for r in here], 100.0, PERCENT_BOUNDS)
@@ -72,7 +74,7 @@ def tuning_tables(runs: list[Run]) -> list[tuple[str, pd.DataFrame, pd.DataFrame
                 FIXED_ACC: summary_cell(fixed_summary, 2), "fixed n": fixed_summary.n,
                 **{f"tuned {tuned_names[k]}": _text(tuned_values[k]) for k in keys},
                 VAL_ACC: summary_cell(val, 2), TUNED_ACC: summary_cell(tuned_summary, 2), "tuned n": tuned_summary.n,
-                N: difference.n, DIFFERENCE: f"{difference.mean:+.2f}" if difference.n else "",
+                N: difference.n, DIFFERENCE: number_text(difference.mean, sign=True) if difference.n else "",
                 CI: interval_cell(difference) if difference.n else "no replicate on both sides",
                 EXCLUDES_ZERO: {True: "yes", False: "no", None: ""}[difference.excludes_zero],
                 TRIALS: _text(_values(r["tuning"].get("trials") for r in here)),
@@ -89,8 +91,8 @@ def tuning_tables(runs: list[Run]) -> list[tuple[str, pd.DataFrame, pd.DataFrame
                 "tuned_test_acc_ci95_low": tuned_summary.low, "tuned_test_acc_ci95_high": tuned_summary.high,
                 "tuned_n": tuned_summary.n,
                 "n": difference.n, "difference_mean": difference.mean, "ci95_low": difference.low,
-                "ci95_high": difference.high, "bootstrap_ci95_low": difference.boot_low,
-                "bootstrap_ci95_high": difference.boot_high, "excludes_zero": difference.excludes_zero,
+                "ci95_high": difference.high, "t_p": difference.t_p, "sign_p": difference.sign_p,
+                "excludes_zero": difference.excludes_zero,
                 "trials": _number(_values(r["tuning"].get("trials") for r in here)),
             }
             rows.append((tuple(sort_key(config.get(k)) for k in label_keys), shown, numbers))
