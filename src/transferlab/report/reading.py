@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from transferlab.config import NOT_RESULT_KEYS, AdaptConfig
-from transferlab.records import RUN_FILE, flatten, read_record, record_problem
+from transferlab.records import RUN_FILE, flatten, future_schema, read_record, record_problem
 
 # Settings that never split a group: replicates differ in seed, subset seed and repeat (see
 # replicate()), the rest cannot change a result.
@@ -81,14 +81,18 @@ def _run_files_below(root: Path, out: Path) -> list[tuple[Path, int]]:
 
 def read_runs(files: list[Path]) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
     """(path, record) for each readable run.json, and a line for each file that is not one: not
-    JSON, not a run record, or a completed record with a field that the report cannot use (the line
-    names the field, such as a test_acc that is not a finite number in [0, 1])."""
+    JSON, not a run record, a record of a newer layout than this transferlab reads (its
+    schema_version), or a completed record with a field that the report cannot use (the line names
+    the field, such as a test_acc that is not a finite number in [0, 1])."""
     runs, skipped = [], []
     for file in files:
         try:
             record = read_record(file)
         except ValueError as error:
             skipped.append(f"{file.as_posix()}: {str(error).removeprefix(f'{file}: ')}")
+            continue
+        if problem := future_schema(record):
+            skipped.append(f"{file.as_posix()}: {problem}")
             continue
         if record["status"] == "completed" and (problem := record_problem(record)):
             skipped.append(f"{file.as_posix()}: {problem}")
