@@ -8,7 +8,7 @@ import pytest
 
 from transferlab import report
 
-from report_records import hand_record, read_csv, write_record
+from report_records import groups_of, hand_record, make_report, read_csv, read_frame, write_record
 
 
 def run_report(tmp_path, capsys) -> tuple[int, str]:
@@ -65,3 +65,89 @@ def test_a_hand_edited_field_is_one_warning_naming_file_and_field_not_a_tracebac
     _, rows = read_csv(tmp_path / "out" / "runs.csv")
     [row] = rows.values()
     assert row["n"] == "1" and float(row["test_acc_mean"]) == 70.0
+
+
+# --- a dataset is what it is, not its name -----------------------------------------------------------
+
+def folder_record(root: str, *overrides: str, test: str = "val/", keys: dict | None = None, **fields) -> dict:
+    """A completed run on the image folder ``root`` (named by its last part, as run.json names it)."""
+    return hand_record(*overrides, data="imagefolder", dataset=root.rsplit("/", 1)[-1],
+                       keys={"data.name": "imagefolder", "data.root": root, **(keys or {})},
+                       data_source={"root": root, "train": "train/", "test": test}, **fields)
+
+
+def test_two_image_folders_of_one_name_are_two_datasets_never_one_run(tmp_path, capsys):
+    """Before: one was left out as a "copy" of the other (same study, settings and seed)."""
+    out, markdown, err = make_report(tmp_path, {
+        "a": folder_record("/data/a/imgs", "name=part_c", seed=1, test_acc=0.9),
+        "b": folder_record("/data/b/imgs", "name=part_c", seed=1, test_acc=0.3),
+    }, capsys)
+    assert "warning" not in err
+    headings = [line for line in markdown.splitlines() if line.startswith("## Part C")]
+    assert [h.split(", ")[2] for h in headings] == ["a/imgs (imagefolder)", "b/imgs (imagefolder)"]
+    accuracies = sorted(float(read_frame(out / f"part_c-{i}.csv")["test_acc_mean"].iloc[0]) for i in (1, 2))
+    assert accuracies == [30.0, 90.0]
+
+
+def test_runs_on_two_image_folders_of_one_name_are_never_paired(tmp_path, capsys):
+    """Before: pretrained on /a/imgs minus from scratch on /b/imgs, paired by seed, as if one dataset."""
+    records = {}
+    for seed in (1, 2, 3):
+        records[f"a-{seed}"] = folder_record("/data/a/imgs", "name=part_a", "model.pretrained=true", seed=seed,
+                                             test_acc=0.9)
+        records[f"b-{seed}"] = folder_record("/data/b/imgs", "name=part_a", "model.pretrained=false", seed=seed,
+                                             test_acc=0.3)
+    groups = groups_of(records)
+    assert [(g.runs["dataset"].unique().tolist(), g.runs["pretrained"].unique().tolist(), g.contrasts)
+            for g in groups] == [(["a/imgs (imagefolder)"], [True], []), (["b/imgs (imagefolder)"], [False], [])]
+    out, _, _ = make_report(tmp_path, records, capsys)
+    assert not list(out.glob("*-differences.csv"))
+
+
+def test_the_shortest_end_of_a_path_that_differs_names_a_folder():
+    from transferlab.report.reading import shortest_unique_ends
+
+    assert shortest_unique_ends(["/x/a/imgs", "/y/a/imgs", "/x/b/imgs"]) == {
+        "/x/a/imgs": "x/a/imgs", "/y/a/imgs": "y/a/imgs", "/x/b/imgs": "b/imgs"}
+    assert shortest_unique_ends(["/imgs", "/a/imgs"]) == {"/imgs": "/imgs", "/a/imgs": "a/imgs"}
+
+
+def _repeat_and_seed_records(*overrides: str, **fields) -> dict[str, dict]:
+    """Two runs of one replicate (seed 43, subset seed 43): repeat=1, and seed=43 data.subset_seed=43."""
+    repeat = hand_record(*overrides, seed=42, keys={"repeat": 1, "data.subset_seed": 42}, subset_seed=43,
+                         test_acc=0.6, **fields)
+    repeat["seed"] = 43
+    seeded = hand_record(*overrides, seed=43, keys={"data.subset_seed": 43}, subset_seed=43, test_acc=0.2,
+                         finished_at="2026-01-01T11:00:00+00:00", **fields)
+    return {"repeat=1": repeat, "seed=43,data.subset_seed=43": seeded}
+
+
+def test_synthetic_runs_of_another_data_subset_seed_saw_other_images_and_are_never_one_run(tmp_path, capsys):
+    """Before: taken for one run (same seed and subset seed), the repeat=1 run left out."""
+    out, markdown, err = make_report(tmp_path, _repeat_and_seed_records("data=synthetic"), capsys)
+    assert "warning" not in err
+    assert "synthetic (data.subset_seed=42)" in markdown and "synthetic (data.subset_seed=43)" in markdown
+    accuracies = read_frame(out / "runs.csv").set_index("data")["test_acc_mean"].to_dict()
+    assert accuracies == {"synthetic (data.subset_seed=42)": 60.0, "synthetic (data.subset_seed=43)": 20.0}
+
+
+def test_on_cifar10_the_same_two_runs_are_one_run_the_data_and_subset_being_the_same(tmp_path, capsys):
+    _, _, err = make_report(tmp_path, _repeat_and_seed_records(), capsys)
+    assert "seed 43, subset seed 43) in 2 folders: kept" in err
+
+
+def test_an_image_folder_that_holds_out_its_test_split_by_data_subset_seed_is_other_data_for_another_seed():
+    records = _repeat_and_seed_records()
+    for record in records.values():
+        record.update(folder_record("/data/imgs", test="a stratified 0.2 of train/ (data.test_fraction)",
+                                    subset_seed=43, seed=record["config"]["seed"],
+                                    keys={"repeat": record["config"].get("repeat", 0),
+                                          "data.subset_seed": record["config"]["data"]["subset_seed"]})
+                      | {k: record[k] for k in ("seed", "test_acc", "finished_at")})
+    [group] = groups_of(records)  # runs of no study: what varies, the data here, makes the arms
+    assert [arm.values["data"] for arm in group.arms] == [
+        "imgs (imagefolder, data.subset_seed=42)", "imgs (imagefolder, data.subset_seed=43)"]
+    for record in records.values():  # with a val/ folder, data.subset_seed picks the training subset alone
+        record["data_source"]["test"] = "val/"
+    [group] = groups_of(records)
+    assert len(group.runs) == 1
