@@ -8,7 +8,7 @@ import pytest
 
 from transferlab import report
 
-from report_records import groups_of, hand_record, make_report, read_csv, read_frame, write_record
+from report_records import groups_of, hand_record, make_report, read_csv, read_frame, t_interval, write_record
 
 
 def run_report(tmp_path, capsys) -> tuple[int, str]:
@@ -151,3 +151,62 @@ def test_an_image_folder_that_holds_out_its_test_split_by_data_subset_seed_is_ot
         record["data_source"]["test"] = "val/"
     [group] = groups_of(records)
     assert len(group.runs) == 1
+
+
+# --- arms differ wherever the model's implementation differs (issue 31) -----------------------------
+
+# Issue 31's sources study from scratch and pretrained, five seeds each: torchvision's resnet18 from
+# scratch at 49.9 %, timm's at 15.5 %, timm's a1_in1k checkpoint at 73.4 %.
+TORCHVISION_SCRATCH = [0.48, 0.49, 0.50, 0.51, 0.515]
+TIMM_SCRATCH = [0.14, 0.15, 0.155, 0.16, 0.17]
+TIMM_PRETRAINED = [0.70, 0.72, 0.74, 0.75, 0.76]
+FROM_SCRATCH = {"source": "scratch", "tag": None, "label": "from scratch", "new_head": True}
+
+
+def _sources_from_scratch_records(tag: str = "a1_in1k") -> dict[str, dict]:
+    records = {}
+    for seed in range(1, 6):
+        for folder, model, pretrained, pretraining, accuracies in (
+                ("tv-scratch", "resnet18", "false", FROM_SCRATCH, TORCHVISION_SCRATCH),
+                ("timm-scratch", f"timm/resnet18.{tag}", "false", FROM_SCRATCH, TIMM_SCRATCH),
+                ("timm-a1", "timm/resnet18.a1_in1k", "true",
+                 {"source": "timm", "tag": "a1_in1k", "label": "timm a1_in1k", "new_head": True}, TIMM_PRETRAINED)):
+            records[f"sources/{folder}-{seed}"] = hand_record(
+                "experiment=sources", f"model.name={model}", f"model.pretrained={pretrained}", "data.fraction=0.1",
+                seed=seed, test_acc=accuracies[seed - 1], pretraining=pretraining)
+    return records
+
+
+def test_sources_from_scratch_of_two_implementations_are_two_arms_each_compared_with_its_own():
+    """Before (issue 31): one from-scratch arm of 10 runs (32.70 ± 19.38, an interval over runs that
+    are not replicates), and timm's checkpoint minus it +23.5, paired with torchvision's scratch runs."""
+    [group] = groups_of(_sources_from_scratch_records())
+    arms = {arm.values["init"]: arm for arm in group.arms}
+    assert {label: (len(arm.runs), round(arm.accuracy().mean, 6)) for label, arm in arms.items()} == {
+        "timm a1_in1k": (5, 73.4), "from scratch (timm)": (5, 15.5), "from scratch (torchvision)": (5, 49.9)}
+    [gain] = group.contrasts
+    assert (gain.label, gain.baseline is arms["from scratch (timm)"]) == ("timm a1_in1k − from scratch (timm)", True)
+    differences = [100 * (a - b) for a, b in zip(TIMM_PRETRAINED, TIMM_SCRATCH)]
+    low, high = t_interval(differences)
+    assert (round(gain.result.mean, 6), round(gain.result.low, 6), round(gain.result.high, 6)) == (
+        57.9, round(low, 6), round(high, 6))
+
+
+def test_a_source_whose_implementation_has_no_scratch_arm_is_compared_with_the_one_there_is_named_as_such():
+    records = {k: v for k, v in _sources_from_scratch_records().items() if "timm-scratch" not in k}
+    [group] = groups_of(records)
+    assert [(c.label, round(c.result.mean, 6)) for c in group.contrasts] == [
+        ("timm a1_in1k − from scratch (torchvision)", 23.5)]
+
+
+def test_two_timm_tags_from_scratch_are_one_run_counted_once(tmp_path, capsys):
+    """Before: the same scratch run of two tags was two runs of one arm with the same seeds (n=10)."""
+    records = _sources_from_scratch_records()
+    records |= {k.replace("timm-scratch", "timm-scratch-swsl"): hand_record(
+        "experiment=sources", "model.name=timm/resnet18.fb_swsl_ig1b_ft_in1k", "model.pretrained=false",
+        "data.fraction=0.1", seed=v["seed"], test_acc=v["test_acc"], pretraining=FROM_SCRATCH,
+        finished_at="2026-01-01T11:00:00+00:00") for k, v in records.items() if "timm-scratch" in k}
+    out, _, err = make_report(tmp_path, records, capsys)
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 5 and all("in 2 folders: kept" in line and "timm-scratch-swsl" in line for line in warnings)
+    assert sorted(read_frame(out / "sources.csv")["n"]) == [5, 5, 5]

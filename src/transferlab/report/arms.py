@@ -17,10 +17,12 @@ from typing import Any
 
 import pandas as pd
 
+from transferlab.config import model_implementation
 from transferlab.report.reading import strategy_label
 from transferlab.report.stats import POINTS_BOUNDS, PERCENT_BOUNDS, Comparison, Summary, paired_difference, summarize
 
 STRATEGIES = ("none", "early", "middle", "last_only")  # freeze presets, most trainable first
+SCRATCH = "from scratch"  # the init label of a random initialisation
 
 
 def display(value: Any) -> str:
@@ -81,9 +83,17 @@ def init_label(run: pd.Series) -> str:
 
 
 def source_label(run: pd.Series) -> str:
-    """The pretraining source alone: ``torchvision IMAGENET1K_V1``, ``timm a1_in1k``, ``from scratch``."""
+    """The pretraining source alone: ``torchvision IMAGENET1K_V1``, ``timm a1_in1k``; from scratch,
+    the implementation it starts from: ``from scratch (torchvision)``, ``from scratch (timm)`` (two
+    implementations of one architecture initialise it differently: never one arm)."""
     source = run.get("source")
-    return source if isinstance(source, str) else init_label(run)
+    label = source if isinstance(source, str) else init_label(run)
+    return f"{SCRATCH} ({model_implementation(run['model'])})" if label == SCRATCH else label
+
+
+def is_scratch(label: str) -> bool:
+    """Whether an init label (init_label's, source_label's) is from scratch."""
+    return label == SCRATCH or label.startswith(f"{SCRATCH} (")
 
 
 def architecture_label(run: pd.Series) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from transferlab.config import NOT_RESULT_KEYS, AdaptConfig
+from transferlab.config import NOT_RESULT_KEYS, AdaptConfig, model_as_run
 from transferlab.datasets import DATASETS
 from transferlab.records import RUN_FILE, flatten, future_schema, read_record, record_problem
 
@@ -124,6 +124,9 @@ def settings(record: dict[str, Any], dataset: str | None = None) -> dict[str, An
     if record.get("device"):
         config["device"] = str(record["device"]).split(":")[0]  # cuda:1 and cuda:0 are one setting
     config["data.name"] = dataset or dataset_label(record)
+    if "model.name" in config:  # a timm model from scratch without its tag: one run whichever tag it was given
+        config["model.name"] = model_as_run(config["model.name"], config.get("model.pretrained"),
+                                            config.get("model.weights"), config.get("data.normalize"))
     return config
 
 
