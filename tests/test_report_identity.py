@@ -210,3 +210,20 @@ def test_two_timm_tags_from_scratch_are_one_run_counted_once(tmp_path, capsys):
     warnings = [line for line in err.splitlines() if "warning" in line]
     assert len(warnings) == 5 and all("in 2 folders: kept" in line and "timm-scratch-swsl" in line for line in warnings)
     assert sorted(read_frame(out / "sources.csv")["n"]) == [5, 5, 5]
+
+
+def test_with_data_normalize_auto_two_timm_tags_from_scratch_are_two_arms_each_with_its_own_source():
+    """There a timm tag gives the mean and std: the tags' runs from scratch are not one run."""
+    records = _sources_from_scratch_records()
+    records |= {k.replace("timm-scratch", "timm-scratch-swsl"): hand_record(
+        "experiment=sources", "model.name=timm/resnet18.fb_swsl_ig1b_ft_in1k", "model.pretrained=false",
+        "data.fraction=0.1", seed=v["seed"], test_acc=0.3, pretraining=FROM_SCRATCH)
+        for k, v in records.items() if "timm-scratch" in k}
+    for record in records.values():
+        record["config"]["data"]["normalize"] = "auto"
+    [group] = groups_of(records)
+    assert sorted((arm.values["init"], len(arm.runs)) for arm in group.arms) == [
+        ("from scratch (timm/resnet18.a1_in1k)", 5), ("from scratch (timm/resnet18.fb_swsl_ig1b_ft_in1k)", 5),
+        ("from scratch (torchvision)", 5), ("timm a1_in1k", 5)]
+    assert [(c.label, round(c.result.mean, 6)) for c in group.contrasts] == [
+        ("timm a1_in1k − from scratch (timm/resnet18.a1_in1k)", 57.9)]

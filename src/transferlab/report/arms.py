@@ -88,7 +88,17 @@ def source_label(run: pd.Series) -> str:
     implementations of one architecture initialise it differently: never one arm)."""
     source = run.get("source")
     label = source if isinstance(source, str) else init_label(run)
-    return f"{SCRATCH} ({model_implementation(run['model'])})" if label == SCRATCH else label
+    return scratch_label(run) if label == SCRATCH else label
+
+
+def scratch_label(run: pd.Series) -> str:
+    """From scratch, named by the implementation a run (from scratch or not) starts from: ``from
+    scratch (torchvision)``, ``from scratch (timm)``; with data.normalize=auto a timm tag gives the
+    mean and std, and is named too: ``from scratch (timm/resnet50.a1_in1k)``."""
+    model = str(run["model"])
+    if model_implementation(model) == "timm" and run["config"].get("data.normalize") == "auto":
+        return f"{SCRATCH} ({model})"
+    return f"{SCRATCH} ({model_implementation(model)})"
 
 
 def is_scratch(label: str) -> bool:

@@ -16,11 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab.config import model_implementation
 from transferlab.report.arms import (
-    FACET_BY_NAME, FACETS, SCRATCH, STRATEGIES, Arm, Contrast, Facet, against_baseline, all_pairs, architecture_label,
+    FACET_BY_NAME, FACETS, STRATEGIES, Arm, Contrast, Facet, against_baseline, all_pairs, architecture_label,
     by_context, contrast, display, facet_title, facets_of, is_scratch, make_arms, percent_label, replicates_text,
-    short_names, sort_key, source_label,
+    scratch_label, short_names, sort_key, source_label,
 )
 from transferlab.report.lpft import lpft_contrasts, lpft_label
 
@@ -88,7 +87,7 @@ def by_source(arms: list[Arm], facets: tuple[Facet, ...]) -> list[Contrast]:
     for _, group in by_context(arms, "init"):
         scratch = {arm.values["init"]: arm for arm in group if is_scratch(arm.values["init"])}
         for arm in (arm for arm in group if not is_scratch(arm.values["init"])):
-            own = scratch.get(f"{SCRATCH} ({model_implementation(arm.runs['model'].iloc[0])})")
+            own = scratch.get(scratch_label(arm.runs.iloc[0]))
             baseline = own or (next(iter(scratch.values())) if len(scratch) == 1 else None)
             if baseline is not None:
                 contrasts.append(contrast("init", arm, baseline))
