@@ -6,7 +6,8 @@ imports every module here at start-up, so this stays small and imports transferl
 
 Before any job runs, every job's config is composed (as Hydra's basic sweeper does to catch
 composition errors early) and validated, and its run folder computed: a sweep with a config that
-is not allowed, or with two jobs for one folder, is refused before any run. Under the joblib launcher, SIGTERM to this process stops the workers too
+is not allowed, or with two jobs for one folder, is refused before any run; jobs that are one run in
+two folders (transferlab.sweep.same_run_lines) are named in a warning. Under the joblib launcher, SIGTERM to this process stops the workers too
 (transferlab.workers)."""
 
 from __future__ import annotations
@@ -63,6 +64,6 @@ class TransferlabSweeper(BasicSweeper):
         for overrides in jobs:
             job_config = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
             config = validate(job_config)
-            folders.append((list(overrides), Path(str(job_config.hydra.sweep.dir)) / str(job_config.hydra.sweep.subdir),
-                            as_dict(config)))
+            folder = Path(str(job_config.hydra.sweep.dir)) / str(job_config.hydra.sweep.subdir)
+            folders.append((list(overrides), folder, as_dict(config)))
         return folders

@@ -234,7 +234,8 @@ MAPPING: Check = ("a mapping", lambda v: isinstance(v, dict))
 REQUIRED_FIELDS = ("test_acc",)
 RECORD_FIELDS: dict[str, Check] = {
     "test_acc": FRACTION, "test_loss": LOSS, "val_acc": FRACTION, "val_loss": LOSS,
-    "name": TEXT, "seed": WHOLE, "subset_seed": WHOLE, "finished_at": TEXT, "data": TEXT, "dataset": TEXT, "precision": TEXT,
+    "name": TEXT, "seed": WHOLE, "subset_seed": WHOLE, "finished_at": TEXT, "data": TEXT, "dataset": TEXT,
+    "precision": TEXT,
     "device": TEXT, "num_classes": COUNT, "classes": TEXTS, "num_train_images": COUNT,
     "train_images_per_class": COUNTS, "params_total": COUNT,
     "params_trainable": COUNT, "params_trainable_after_unfreeze": COUNT, "frozen_modules": TEXTS,
@@ -243,7 +244,8 @@ RECORD_FIELDS: dict[str, Check] = {
     "pretraining": MAPPING, "pretraining.label": TEXT, "adapt": MAPPING, "adapt.name": TEXT,
     "tuning": MAPPING, "tuning.study": TEXT, "tuning.keys": MAPPING, "tuning.trials": COUNT,
     "tuning.best_val_acc": FRACTION,
-    "config.name": TEXT, "config.seed": WHOLE, "config.repeat": COUNT, "config.deterministic": FLAG, "config.precision": TEXT,
+    "config.name": TEXT, "config.seed": WHOLE, "config.repeat": COUNT, "config.deterministic": FLAG,
+    "config.precision": TEXT,
     "config.device": TEXT, "config.data": MAPPING, "config.data.name": TEXT,
     "config.data.fraction": ("a finite number in (0, 1]", lambda v: _fraction(v) and v > 0),
     "config.data.per_class": ("a whole number ≥ 1", lambda v: _whole(v) and v >= 1),

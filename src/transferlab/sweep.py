@@ -288,7 +288,8 @@ def same_run_lines(jobs: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> list
         named = ", ".join(f"#{i} ({' '.join(o for o in jobs[i][0] if o not in shared) or 'no overrides'})"
                           for i in indices)
         lines.append(f"jobs {named} of this sweep are one run: they differ only in settings that do nothing "
-                     "here (such as a timm pretraining tag, from scratch); each trains it again in a folder of its own, and the report counts it once")
+                     "here (such as a timm pretraining tag, from scratch); each trains it again in a folder of "
+                     "its own, and the report counts it once")
     return lines
 
 
