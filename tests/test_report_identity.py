@@ -4,6 +4,8 @@ are skipped with one warning, from hand-written records."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from transferlab import report
@@ -227,3 +229,17 @@ def test_with_data_normalize_auto_two_timm_tags_from_scratch_are_two_arms_each_w
         ("from scratch (torchvision)", 5), ("timm a1_in1k", 5)]
     assert [(c.label, round(c.result.mean, 6)) for c in group.contrasts] == [
         ("timm a1_in1k − from scratch (timm/resnet18.a1_in1k)", 57.9)]
+
+
+def test_runs_whose_labels_read_alike_but_whose_settings_differ_are_never_one_arm():
+    """The guard under every label: an arm's runs share every setting of its facets, whatever its
+    label says; two that read alike are told apart by the settings that differ."""
+    from transferlab.report.arms import facets_of, make_arms
+    from transferlab.report.reading import completed_frame
+
+    records = {f"{model}-{seed}": hand_record("name=models", f"model.name={model}", seed=seed, test_acc=accuracy)
+               for model, accuracy in (("resnet18", 0.8), ("vgg16", 0.4)) for seed in (1, 2)}
+    runs = completed_frame([(Path(folder) / "run.json", record) for folder, record in records.items()])
+    arms = make_arms(runs, facets_of(["model.name"]), labels={"model": lambda run: "one model"})
+    assert [(arm.label, len(arm.runs), round(arm.accuracy().mean, 6)) for arm in arms] == [
+        ("one model [model.name=resnet18]", 2, 80.0), ("one model [model.name=vgg16]", 2, 40.0)]

@@ -255,17 +255,46 @@ def make_arms(runs: pd.DataFrame, facets: tuple[Facet, ...],
     """``runs`` split into arms by the labels of ``facets`` (``labels``: a facet's own wording in a
     study), in order."""
     labels = labels or {}
+    keys = [key for facet in facets for key in facet.keys]
     arms: dict[tuple, Arm] = {}
     for index, run in runs.iterrows():
         values = {f.name: labels.get(f.name, f.label)(run) for f in facets}
-        key = tuple(values.values())
+        # An arm's runs share every setting: labels that read alike never pool two (arm_settings).
+        key = (*values.values(), arm_settings(run, keys))
         if key not in arms:
             arms[key] = Arm(values, tuple(f.order(run) for f in facets), runs.loc[[index]])
         else:
             arm = arms[key]
             arms[key] = Arm(arm.values, arm.order, pd.concat([arm.runs, runs.loc[[index]]]))
-    ordered = sorted(arms.values(), key=lambda arm: arm.order)
+    ordered = sorted(told_apart(list(arms.values()), facets), key=lambda arm: arm.order)
     return [Arm(arm.values, arm.order, arm.runs.sort_values(["seed", "subset_seed", "path"])) for arm in ordered]
+
+
+def arm_settings(run: pd.Series, keys: list[str]) -> str:
+    return json.dumps({key: run["config"].get(key) for key in keys}, sort_keys=True, default=str)
+
+
+def told_apart(arms: list[Arm], facets: tuple[Facet, ...]) -> list[Arm]:
+    """``arms``, where two have one label but other settings, each with the settings that tell them
+    apart added to the label of their facet (``from scratch [model.name=timm/resnet18]``)."""
+    by_label: dict[str, list[Arm]] = {}
+    for arm in arms:
+        by_label.setdefault(arm.label, []).append(arm)
+    apart = []
+    for same in by_label.values():
+        if len(same) == 1:
+            apart += same
+            continue
+        keys = [key for facet in facets for key in facet.keys]
+        settings = [json.loads(arm_settings(arm.runs.iloc[0], keys)) for arm in same]
+        differ = [key for key in keys if len({json.dumps(s.get(key), default=str) for s in settings}) > 1]
+        for arm, own in zip(same, settings):
+            values = dict(arm.values)
+            for facet in (f for f in facets if any(key in f.keys for key in differ)):
+                told = ", ".join(f"{key}={display(own.get(key))}" for key in differ if key in facet.keys)
+                values[facet.name] = f"{values[facet.name]} [{told}]"
+            apart.append(Arm(values, arm.order, arm.runs))
+    return apart
 
 
 def contrast(facet: str, arm: Arm, baseline: Arm) -> Contrast:
