@@ -103,7 +103,7 @@ def scratch_label(run: pd.Series) -> str:
 
 def is_scratch(label: str) -> bool:
     """Whether an init label (init_label's, source_label's) is from scratch."""
-    return label == SCRATCH or label.startswith(f"{SCRATCH} (")
+    return label == SCRATCH or label.startswith(f"{SCRATCH} ")  # from scratch (timm), from scratch [...]
 
 
 def architecture_label(run: pd.Series) -> str:

@@ -2,9 +2,11 @@
 
 A completed run's *settings* are its config as it actually ran: ``precision`` and ``device`` are
 what the run used (a bf16 GPU run and an fp32 CPU run of ``precision=auto`` are different
-settings), and ``data.name`` names the dataset (an image folder's own name). A run's seed, its
-subset seed and its ``repeat`` are not settings: they make it one *replicate* of its arm, named by
-(effective seed, effective subset seed). A config without ``data.sampling`` predates stratified
+settings), ``data.name`` names the dataset, one name per dataset: what the run saw (an image
+folder's resolved root, data.subset_seed where it decides the images: dataset_identity), never its
+name alone, and a timm model from scratch has no pretraining tag (config.model_as_run). A run's
+seed, its subset seed and its ``repeat`` are not settings: they make it one *replicate* of its arm,
+named by (effective seed, effective subset seed). A config without ``data.sampling`` predates stratified
 subsets and was drawn uniformly: its settings say ``data.sampling=uniform``, so that it never meets a
 stratified run. The same study, settings and replicate is one observation however often it was
 run: the report keeps the run that finished last and names the ones it left out."""
