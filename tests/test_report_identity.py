@@ -243,3 +243,11 @@ def test_runs_whose_labels_read_alike_but_whose_settings_differ_are_never_one_ar
     arms = make_arms(runs, facets_of(["model.name"]), labels={"model": lambda run: "one model"})
     assert [(arm.label, len(arm.runs), round(arm.accuracy().mean, 6)) for arm in arms] == [
         ("one model [model.name=resnet18]", 2, 80.0), ("one model [model.name=vgg16]", 2, 40.0)]
+
+
+def test_a_folder_name_with_brackets_keeps_them_when_told_apart():
+    from transferlab.report.reading import dataset_identity, dataset_names
+
+    records = [folder_record(root) for root in ("/x/imgs (v2)", "/y/imgs (v2)")]
+    names = dataset_names(records)
+    assert [names[dataset_identity(r)] for r in records] == ["x/imgs (v2) (imagefolder)", "y/imgs (v2) (imagefolder)"]

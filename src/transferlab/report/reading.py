@@ -173,7 +173,8 @@ def dataset_names(records: list[dict[str, Any]]) -> dict[tuple, str]:
             continue
         ends = shortest_unique_ends([root for _, root, _ in same if root is not None])
         seeds_differ = len({seed for _, _, seed in same}) > 1
-        name, _, qualifier = label.partition(" (")
+        # dataset_label's "NAME (SOURCE)", or NAME alone; NAME may hold brackets of its own.
+        name, _, qualifier = label.rpartition(" (") if label.endswith(")") else (label, "", "")
         for identity in same:
             _, root, seed = identity
             qualifiers = [qualifier.removesuffix(")")] if qualifier else []
