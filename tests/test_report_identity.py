@@ -50,6 +50,8 @@ def _set(record: dict, dotted: str, value) -> dict:
     ({"config.data.per_class": "abc"}, "config.data.per_class", "'abc'"),
     ({"config.data.subset_seed": 4.5}, "config.data.subset_seed", "4.5"),
     ({"train_images_per_class": {"class 0": "abc"}}, "train_images_per_class", "{'class 0': 'abc'}"),
+    ({"config.data.sampling": [1]}, "config.data.sampling", "[1]"),
+    ({"config.optim.name": 1.5}, "config.optim.name", "1.5"),
 ])
 def test_a_hand_edited_field_is_one_warning_naming_file_and_field_not_a_traceback(tmp_path, capsys, changes, field,
                                                                                    shown):
@@ -67,6 +69,19 @@ def test_a_hand_edited_field_is_one_warning_naming_file_and_field_not_a_tracebac
     _, rows = read_csv(tmp_path / "out" / "runs.csv")
     [row] = rows.values()
     assert row["n"] == "1" and float(row["test_acc_mean"]) == 70.0
+
+
+def test_a_null_data_subset_seed_is_read_as_none_given(tmp_path, capsys):
+    """Before: a TypeError traceback (None + 0)."""
+    record = hand_record(seed=2, test_acc=0.1, keys={"data.subset_seed": None})
+
+    write_record(tmp_path / "runs" / "null", record)
+    status, err = run_report(tmp_path, capsys)
+    assert status == 0 and "warning" not in err, err
+    _, rows = read_csv(tmp_path / "out" / "runs.csv")
+    [row] = rows.values()
+    assert row["n"] == "1" and row["replicates_vary"] == ""
+    assert "subset seed 42" in (tmp_path / "out" / "report.md").read_text()
 
 
 # --- a dataset is what it is, not its name -----------------------------------------------------------

@@ -155,8 +155,14 @@ def dataset_identity(record: dict[str, Any]) -> tuple[str, str | None, int | Non
     root = str(described.get("root") or data.get("root")) if "data.root" in spec.identity_keys else None
     # An image folder with a test folder of its own (data_source's test is "val/") holds nothing out.
     held_out = not str(described.get("test", "")).endswith("/")
-    seed = data.get("subset_seed", DEFAULT_SUBSET_SEED) if spec.images_follow_subset_seed and held_out else None
+    seed = _subset_seed(data) if spec.images_follow_subset_seed and held_out else None
     return label, root, seed
+
+
+def _subset_seed(data: dict[str, Any]) -> int:
+    """A data config's data.subset_seed; DEFAULT_SUBSET_SEED where it has none (or null)."""
+    seed = data.get("subset_seed")
+    return DEFAULT_SUBSET_SEED if seed is None else seed
 
 
 def dataset_names(records: list[dict[str, Any]]) -> dict[tuple, str]:
@@ -212,7 +218,7 @@ def replicate(record: dict[str, Any]) -> tuple[int, int]:
         seed = (config.get("seed") or 0) + repeat
     subset_seed = record.get("subset_seed")
     if subset_seed is None:
-        subset_seed = (config.get("data", {}).get("subset_seed", DEFAULT_SUBSET_SEED)) + repeat
+        subset_seed = _subset_seed(config.get("data") or {}) + repeat
     return int(seed), int(subset_seed)
 
 
