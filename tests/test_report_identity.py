@@ -74,7 +74,6 @@ def test_a_hand_edited_field_is_one_warning_naming_file_and_field_not_a_tracebac
 def test_a_null_data_subset_seed_is_read_as_none_given(tmp_path, capsys):
     """Before: a TypeError traceback (None + 0)."""
     record = hand_record(seed=2, test_acc=0.1, keys={"data.subset_seed": None})
-
     write_record(tmp_path / "runs" / "null", record)
     status, err = run_report(tmp_path, capsys)
     assert status == 0 and "warning" not in err, err
