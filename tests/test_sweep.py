@@ -260,3 +260,33 @@ def test_a_run_spelt_another_way_is_the_same_run_and_is_skipped(tmp_path):
     assert list(records(tmp_path / "outputs" / "runs")) == [
         "data.image_size=32,data.num_test=40,data.num_train=60,data=synthetic,device=cpu,model.pretrained=false,"
         "optim.lr=0.01,train.batch_size=30,train.epochs=1"]
+
+
+def test_jobs_that_are_one_run_in_other_folders_are_named_in_a_warning():
+    """experiment=sources model.pretrained=false: torchvision's source is the scratch source, and the
+    two timm tags are one timm model from scratch (issue 23). Before: four runs, trained and counted."""
+    from transferlab.config import as_dict
+    from transferlab.sweep import same_run_lines
+
+    jobs = [([f"source={source}"], as_dict(validate(compose_config(
+        ["experiment=sources", f"source={source}", "model.pretrained=false", "data.fraction=0.1"]))))
+        for source in ("torchvision", "timm_a1", "timm_swsl", "scratch")]
+    assert same_run_lines(jobs) == [
+        f"jobs {named} of this sweep are one run: they differ only in settings that do nothing here (such as a timm "
+        "pretraining tag, from scratch); each trains it again in a folder of its own, and the report counts it once"
+        for named in ("#0 (source=torchvision), #3 (source=scratch)", "#1 (source=timm_a1), #2 (source=timm_swsl)")]
+    # Pretrained, each is a run of its own; and with data.normalize=auto a timm tag gives the mean and std.
+    pretrained = [(o, {**c, "model": {**c["model"], "pretrained": True}}) for o, c in jobs[1:3]]
+    assert same_run_lines(pretrained) == []
+    auto = [(o, {**c, "data": {**c["data"], "normalize": "auto"}}) for o, c in jobs[1:3]]
+    assert same_run_lines(auto) == []
+
+
+@pytest.mark.slow
+def test_a_sweep_says_which_of_its_jobs_are_one_run(tmp_path):
+    result = transferlab("train", "-m", *DRY_RUN, "model.pretrained=false",
+                         "model.name=timm/resnet18.a1_in1k,timm/resnet18.fb_swsl_ig1b_ft_in1k", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in (result.stdout + result.stderr).splitlines() if "one run" in line]
+    assert ("warning: jobs #0 (model.name=timm/resnet18.a1_in1k), #1 (model.name=timm/resnet18.fb_swsl_ig1b_ft_in1k) "
+            "of this sweep are one run") in line, line

@@ -6,7 +6,8 @@ imports every module here at start-up, so this stays small and imports transferl
 
 Before any job runs, every job's config is composed (as Hydra's basic sweeper does to catch
 composition errors early) and validated, and its run folder computed: a sweep with a config that
-is not allowed, or with two jobs for one folder, is refused before any run. Under the joblib launcher, SIGTERM to this process stops the workers too
+is not allowed, or with two jobs for one folder, is refused before any run; jobs that are one run in
+two folders (transferlab.sweep.same_run_lines) are named in a warning. Under the joblib launcher, SIGTERM to this process stops the workers too
 (transferlab.workers)."""
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ WORKER_LAUNCHERS = ("JoblibLauncher",)
 class TransferlabSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from transferlab.errors import RunInterrupted
-        from transferlab.sweep import finish_sweep, refuse_shared_run_folders
+        from transferlab.sweep import finish_sweep, log, refuse_shared_run_folders, same_run_lines
         from transferlab.workers import workers_stop_with_the_sweep
 
-        refuse_shared_run_folders(self._job_folders(arguments))
+        jobs = self._jobs(arguments)
+        refuse_shared_run_folders([(overrides, folder) for overrides, folder, _ in jobs])
+        for line in same_run_lines([(overrides, config) for overrides, _, config in jobs]):
+            log.warning("warning: %s", line)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         in_workers = type(self.launcher).__name__ in WORKER_LAUNCHERS
         with workers_stop_with_the_sweep(sweep_dir) if in_workers else contextlib.nullcontext() as stop:
@@ -48,10 +52,10 @@ class TransferlabSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Nothing left to check: sweep() composed every job of the sweep before the first ran."""
 
-    def _job_folders(self, arguments: list[str]) -> list[tuple[list[str], Path]]:
-        """(overrides, run folder) of every job of the sweep, in order, as Hydra's launchers will
-        compose them."""
-        from transferlab.config import validate
+    def _jobs(self, arguments: list[str]) -> list[tuple[list[str], Path, dict[str, Any]]]:
+        """(overrides, run folder, config) of every job of the sweep, in order, as Hydra's launchers
+        will compose them."""
+        from transferlab.config import as_dict, validate
 
         loader = self.hydra_context.config_loader
         parsed = OverridesParser.create(config_loader=loader).parse_overrides([*self._parse_config(), *arguments])
@@ -59,7 +63,7 @@ class TransferlabSweeper(BasicSweeper):
         folders = []
         for overrides in jobs:
             job_config = loader.load_sweep_config(master_config=self.config, sweep_overrides=list(overrides))
-            validate(job_config)
-            folders.append((list(overrides),
-                            Path(str(job_config.hydra.sweep.dir)) / str(job_config.hydra.sweep.subdir)))
+            config = validate(job_config)
+            folder = Path(str(job_config.hydra.sweep.dir)) / str(job_config.hydra.sweep.subdir)
+            folders.append((list(overrides), folder, as_dict(config)))
         return folders

@@ -735,3 +735,29 @@ def result_config(config: dict[str, Any]) -> dict[str, Any]:
         if isinstance(container, DictConfig) and leaf in container:
             del container[leaf]
     return OmegaConf.to_container(node)
+
+
+def model_implementation(model_name: str) -> str:
+    """Which library builds ``model_name``: ``timm`` (timm/NAME[.TAG]) or ``torchvision``. timm's
+    resnet50 and torchvision's are two implementations, two models (their initialisations differ)."""
+    return "timm" if str(model_name).startswith("timm/") else "torchvision"
+
+
+def model_as_run(model_name: str, pretrained: bool, weights: str | None, normalize: str | None) -> str:
+    """``model_name`` as far as a run's results go: a timm model trained from scratch loses its
+    pretraining tag (timm/resnet50.a1_in1k -> timm/resnet50), which picks weights such a run never
+    loads; not with data.normalize=auto, where the tag's pretrained_cfg gives the mean and std."""
+    if pretrained or weights or normalize == "auto" or model_implementation(model_name) != "timm":
+        return model_name
+    return str(model_name).partition(".")[0]
+
+
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What decides a run's results (result_config), with model.name as the run builds it
+    (model_as_run): two configs with one identity are one run, wherever their folders."""
+    identity = result_config(config)
+    model, data = identity.get("model") or {}, identity.get("data") or {}
+    if "name" in model:
+        model["name"] = model_as_run(model["name"], model.get("pretrained"), model.get("weights"),
+                                     data.get("normalize"))
+    return identity

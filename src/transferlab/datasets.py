@@ -42,6 +42,10 @@ class DatasetSpec:
     display_name: Callable[[DataConfig], str] | None = None
     # run.json's "data_source": where its splits come from; None: the dataset has no such entry.
     describe: Callable[[DataConfig], dict[str, str]] | None = None
+    # True where data.subset_seed decides which images the data holds, not only which of them train
+    # (synthetic generates them from it; an image folder without a test folder holds out its test
+    # split by it): runs with another data.subset_seed saw other data, and the report never pairs them.
+    images_follow_subset_seed: bool = False
 
 
 def _load_cifar10(data: DataConfig, show_progress: bool) -> tuple[ImageSet, ImageSet]:
@@ -129,8 +133,10 @@ DATASETS: dict[str, DatasetSpec] = {
     "imagefolder": DatasetSpec(load=_load_imagefolder, prepare=prepare_imagefolder, identity_keys=("data.root",),
                                transforms={"augment": "random_resized_crop", "normalize": "imagenet",
                                            "test_crop": 0.875, "crop_scale": [0.08, 1.0]},
-                               display_name=_image_folder_name, describe=_describe_image_folder),
-    "synthetic": DatasetSpec(load=_load_synthetic, prepare=prepare_synthetic, transforms=_CIFAR10_TRANSFORMS),
+                               display_name=_image_folder_name, describe=_describe_image_folder,
+                               images_follow_subset_seed=True),
+    "synthetic": DatasetSpec(load=_load_synthetic, prepare=prepare_synthetic, transforms=_CIFAR10_TRANSFORMS,
+                             images_follow_subset_seed=True),
 }
 
 

@@ -34,7 +34,8 @@ METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "
 VALIDATION_COLUMNS = ("val_loss", "val_acc")
 STATUSES = ("running", "completed", "failed", "interrupted")
 # run.json's layout. 2 added schema_version itself (records without it are version 1: the same
-# fields, less those added since); a reader takes any version and uses the fields it knows.
+# fields, less those added since); a reader takes any version up to its own and uses the fields it
+# knows, and refuses a newer one (future_schema): its fields may mean something else.
 SCHEMA_VERSION = 2
 # Study names of `transferlab tune`: <part>-tuning holds the trials, <part>-tuned the tuned runs.
 TRIALS_SUFFIX, TUNED_SUFFIX = "-tuning", "-tuned"
@@ -185,6 +186,18 @@ def read_record(path: Path) -> dict[str, Any]:
     return record
 
 
+def future_schema(record: dict[str, Any]) -> str | None:
+    """Why a record's ``schema_version`` is not one this transferlab reads (a newer layout, or not a
+    version number at all), as one line; None for a version it reads (or none: version 1)."""
+    version = record.get("schema_version")
+    if version is None or (_whole(version) and 1 <= version <= SCHEMA_VERSION):
+        return None
+    if _whole(version) and version > SCHEMA_VERSION:
+        return (f"field schema_version is {version}, a newer run.json layout than this transferlab reads "
+                f"(1 to {SCHEMA_VERSION}): upgrade transferlab to read it")
+    return f"field schema_version is {_shown(version)}, not a whole number from 1 to {SCHEMA_VERSION}"
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -213,6 +226,8 @@ WHOLE: Check = ("a whole number", _whole)
 COUNT: Check = ("a whole number ≥ 0", lambda v: _whole(v) and v >= 0)
 TEXT: Check = ("a string", lambda v: isinstance(v, str))
 TEXTS: Check = ("a list of strings", _texts)
+COUNTS: Check = ("a mapping of class names to whole numbers ≥ 0",
+                 lambda v: isinstance(v, dict) and all(_whole(n) and n >= 0 for n in v.values()))
 FLAG: Check = ("true or false", lambda v: isinstance(v, bool))
 MAPPING: Check = ("a mapping", lambda v: isinstance(v, dict))
 
@@ -222,17 +237,23 @@ MAPPING: Check = ("a mapping", lambda v: isinstance(v, dict))
 REQUIRED_FIELDS = ("test_acc",)
 RECORD_FIELDS: dict[str, Check] = {
     "test_acc": FRACTION, "test_loss": LOSS, "val_acc": FRACTION, "val_loss": LOSS,
-    "name": TEXT, "seed": WHOLE, "finished_at": TEXT, "data": TEXT, "dataset": TEXT, "precision": TEXT,
-    "device": TEXT, "num_classes": COUNT, "classes": TEXTS, "num_train_images": COUNT, "params_total": COUNT,
+    "name": TEXT, "seed": WHOLE, "subset_seed": WHOLE, "finished_at": TEXT, "data": TEXT, "dataset": TEXT,
+    "precision": TEXT,
+    "device": TEXT, "num_classes": COUNT, "classes": TEXTS, "num_train_images": COUNT,
+    "train_images_per_class": COUNTS, "params_total": COUNT,
     "params_trainable": COUNT, "params_trainable_after_unfreeze": COUNT, "frozen_modules": TEXTS,
     "nondeterministic_ops": TEXTS, "history": ("a list of mappings",
                                                lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v)),
     "pretraining": MAPPING, "pretraining.label": TEXT, "adapt": MAPPING, "adapt.name": TEXT,
     "tuning": MAPPING, "tuning.study": TEXT, "tuning.keys": MAPPING, "tuning.trials": COUNT,
     "tuning.best_val_acc": FRACTION,
-    "config.name": TEXT, "config.seed": WHOLE, "config.deterministic": FLAG, "config.precision": TEXT,
+    "config.name": TEXT, "config.seed": WHOLE, "config.repeat": COUNT, "config.deterministic": FLAG,
+    "config.precision": TEXT,
     "config.device": TEXT, "config.data": MAPPING, "config.data.name": TEXT,
     "config.data.fraction": ("a finite number in (0, 1]", lambda v: _fraction(v) and v > 0),
+    "config.data.per_class": ("a whole number ≥ 1", lambda v: _whole(v) and v >= 1),
+    "config.data.subset_seed": WHOLE, "config.data.sampling": TEXT,
+    "config.optim": MAPPING, "config.optim.name": TEXT,
     "config.model": MAPPING, "config.model.name": TEXT, "config.model.pretrained": FLAG,
     "config.freeze": MAPPING, "config.freeze.name": TEXT, "config.freeze.modules": TEXTS,
     "config.freeze.unfreeze_at_epoch": COUNT, "config.train": MAPPING,

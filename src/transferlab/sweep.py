@@ -11,6 +11,7 @@ completed.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,7 +23,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.config import Config, as_dict, result_config, validate
+from transferlab.config import Config, as_dict, result_config, run_identity, validate
 from transferlab.errors import ConfigError, JobRaised, RunInterrupted, TransferlabError
 from transferlab.files import disk_full
 from transferlab.locks import RUN_LOCK_FILE, run_folder_lock
@@ -270,6 +271,26 @@ def refuse_shared_run_folders(jobs: Sequence[tuple[Sequence[str], Path]]) -> Non
                           f"({' '.join(only_this) or 'no overrides'}) of this sweep would both run in {folder}, "
                           "as a run folder is named by the settings that can change results; nothing was run: "
                           "sweep over these in separate commands")
+
+
+def same_run_lines(jobs: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> list[str]:
+    """A warning for each set of a sweep's jobs, given as (overrides, config) in sweep order, that
+    are one run in several folders: the same settings once those that do nothing are left out
+    (config.run_identity: a timm tag of a model trained from scratch; ``source=torchvision
+    model.pretrained=false`` is ``source=scratch``). Each folder trains the same run again, and the
+    report counts it once."""
+    same: dict[str, list[int]] = {}
+    for index, (_, config) in enumerate(jobs):
+        same.setdefault(json.dumps(run_identity(config), sort_keys=True, default=str), []).append(index)
+    lines = []
+    for indices in (indices for indices in same.values() if len(indices) > 1):
+        shared = set.intersection(*(set(jobs[i][0]) for i in indices))  # each job named by what sets it apart
+        named = ", ".join(f"#{i} ({' '.join(o for o in jobs[i][0] if o not in shared) or 'no overrides'})"
+                          for i in indices)
+        lines.append(f"jobs {named} of this sweep are one run: they differ only in settings that do nothing "
+                     "here (such as a timm pretraining tag, from scratch); each trains it again in a folder of "
+                     "its own, and the report counts it once")
+    return lines
 
 
 class RunStatusCallback(Callback):

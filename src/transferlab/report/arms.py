@@ -17,12 +17,14 @@ from typing import Any
 
 import pandas as pd
 
+from transferlab.config import model_implementation
 from transferlab.report.reading import strategy_label
 from transferlab.report.stats import (
     POINTS_BOUNDS, PERCENT_BOUNDS, Comparison, Summary, exact_accuracy, paired_difference, summarize,
 )
 
 STRATEGIES = ("none", "early", "middle", "last_only")  # freeze presets, most trainable first
+SCRATCH = "from scratch"  # the init label of a random initialisation
 
 
 def display(value: Any) -> str:
@@ -83,9 +85,27 @@ def init_label(run: pd.Series) -> str:
 
 
 def source_label(run: pd.Series) -> str:
-    """The pretraining source alone: ``torchvision IMAGENET1K_V1``, ``timm a1_in1k``, ``from scratch``."""
+    """The pretraining source alone: ``torchvision IMAGENET1K_V1``, ``timm a1_in1k``; from scratch,
+    the implementation it starts from: ``from scratch (torchvision)``, ``from scratch (timm)`` (two
+    implementations of one architecture initialise it differently: never one arm)."""
     source = run.get("source")
-    return source if isinstance(source, str) else init_label(run)
+    label = source if isinstance(source, str) else init_label(run)
+    return scratch_label(run) if label == SCRATCH else label
+
+
+def scratch_label(run: pd.Series) -> str:
+    """From scratch, named by the implementation a run (from scratch or not) starts from: ``from
+    scratch (torchvision)``, ``from scratch (timm)``; with data.normalize=auto a timm tag gives the
+    mean and std, and is named too: ``from scratch (timm/resnet50.a1_in1k)``."""
+    model = str(run["model"])
+    if model_implementation(model) == "timm" and run["config"].get("data.normalize") == "auto":
+        return f"{SCRATCH} ({model})"
+    return f"{SCRATCH} ({model_implementation(model)})"
+
+
+def is_scratch(label: str) -> bool:
+    """Whether an init label (init_label's, source_label's) is from scratch."""
+    return label == SCRATCH or label.startswith(f"{SCRATCH} ")  # from scratch (timm), from scratch [...]
 
 
 def architecture_label(run: pd.Series) -> str:
@@ -237,16 +257,18 @@ def make_arms(runs: pd.DataFrame, facets: tuple[Facet, ...],
     """``runs`` split into arms by the labels of ``facets`` (``labels``: a facet's own wording in a
     study), in order."""
     labels = labels or {}
+    keys = [key for facet in facets for key in facet.keys]
     arms: dict[tuple, Arm] = {}
     for index, run in runs.iterrows():
         values = {f.name: labels.get(f.name, f.label)(run) for f in facets}
-        key = tuple(values.values())
+        # An arm's runs share every setting: labels that read alike never pool two (arm_settings).
+        key = (*values.values(), arm_settings(run, keys))
         if key not in arms:
             arms[key] = Arm(values, tuple(f.order(run) for f in facets), runs.loc[[index]])
         else:
             arm = arms[key]
             arms[key] = Arm(arm.values, arm.order, pd.concat([arm.runs, runs.loc[[index]]]))
-    ordered = sorted(arms.values(), key=lambda arm: arm.order)
+    ordered = sorted(told_apart(list(arms.values()), facets), key=lambda arm: arm.order)
     return [Arm(arm.values, arm.order, arm.runs.sort_values(["seed", "subset_seed", "path"])) for arm in ordered]
 
 
@@ -255,6 +277,33 @@ def exact_by_replicate(arm: Arm) -> dict:
     runs = arm.runs
     images = runs["test_images"] if "test_images" in runs else [None] * len(runs)
     return {r: exact_accuracy(acc, n) for r, acc, n in zip(runs["replicate"], runs["test_acc"], images)}
+
+
+def arm_settings(run: pd.Series, keys: list[str]) -> str:
+    return json.dumps({key: run["config"].get(key) for key in keys}, sort_keys=True, default=str)
+
+
+def told_apart(arms: list[Arm], facets: tuple[Facet, ...]) -> list[Arm]:
+    """``arms``, where two have one label but other settings, each with the settings that tell them
+    apart added to the label of their facet (``from scratch [model.name=timm/resnet18]``)."""
+    by_label: dict[str, list[Arm]] = {}
+    for arm in arms:
+        by_label.setdefault(arm.label, []).append(arm)
+    apart = []
+    for same in by_label.values():
+        if len(same) == 1:
+            apart += same
+            continue
+        keys = [key for facet in facets for key in facet.keys]
+        settings = [json.loads(arm_settings(arm.runs.iloc[0], keys)) for arm in same]
+        differ = [key for key in keys if len({json.dumps(s.get(key), default=str) for s in settings}) > 1]
+        for arm, own in zip(same, settings):
+            values = dict(arm.values)
+            for facet in (f for f in facets if any(key in f.keys for key in differ)):
+                told = ", ".join(f"{key}={display(own.get(key))}" for key in differ if key in facet.keys)
+                values[facet.name] = f"{values[facet.name]} [{told}]"
+            apart.append(Arm(values, arm.order, arm.runs))
+    return apart
 
 
 def contrast(facet: str, arm: Arm, baseline: Arm) -> Contrast:

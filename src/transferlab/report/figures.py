@@ -24,7 +24,7 @@ import pandas as pd
 
 from transferlab.records import SAMPLES_FILE, write_atomic
 from transferlab.report.testset import confusion
-from transferlab.report.arms import Arm, Contrast, exact_by_replicate, facet_title
+from transferlab.report.arms import Arm, Contrast, exact_by_replicate, facet_title, is_scratch
 from transferlab.report.stats import LOSS_BOUNDS, NO_INTERVAL, NO_SPREAD_PAIRS, PERCENT_BOUNDS, summarize
 from transferlab.report.studies import Group
 from transferlab.report.tables import per_class, percent_label
@@ -382,8 +382,9 @@ def _no_interval(contrasts: list[Contrast]) -> str:
 
 
 def gain_contrasts(group: Group) -> list[Contrast]:
-    """Each initialisation against from scratch: ImageNet's weights, or a local state_dict's."""
-    return [c for c in group.contrasts if c.facet == "init" and c.baseline.values["init"] == "from scratch"]
+    """Each initialisation against from scratch: ImageNet's weights, or a local state_dict's (a
+    pretraining source against ``from scratch (timm)``, ...)."""
+    return [c for c in group.contrasts if c.facet == "init" and is_scratch(c.baseline.values["init"])]
 
 
 def differences_figure(group: Group, metric: str = "test_acc"):

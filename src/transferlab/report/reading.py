@@ -2,9 +2,11 @@
 
 A completed run's *settings* are its config as it actually ran: ``precision`` and ``device`` are
 what the run used (a bf16 GPU run and an fp32 CPU run of ``precision=auto`` are different
-settings), and ``data.name`` names the dataset (an image folder's own name). A run's seed, its
-subset seed and its ``repeat`` are not settings: they make it one *replicate* of its arm, named by
-(effective seed, effective subset seed). A config without ``data.sampling`` predates stratified
+settings), ``data.name`` names the dataset, one name per dataset: what the run saw (an image
+folder's resolved root, data.subset_seed where it decides the images: dataset_identity), never its
+name alone, and a timm model from scratch has no pretraining tag (config.model_as_run). A run's
+seed, its subset seed and its ``repeat`` are not settings: they make it one *replicate* of its arm,
+named by (effective seed, effective subset seed). A config without ``data.sampling`` predates stratified
 subsets and was drawn uniformly: its settings say ``data.sampling=uniform``, so that it never meets a
 stratified run. The same study, settings and replicate is one observation however often it was
 run: the report keeps the run that finished last and names the ones it left out."""
@@ -20,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from transferlab.config import NOT_RESULT_KEYS, AdaptConfig
-from transferlab.records import RUN_FILE, flatten, read_record, record_problem
+from transferlab.config import NOT_RESULT_KEYS, AdaptConfig, model_as_run
+from transferlab.datasets import DATASETS
+from transferlab.records import RUN_FILE, flatten, future_schema, read_record, record_problem
 
 # Settings that never split a group: replicates differ in seed, subset seed and repeat (see
 # replicate()), the rest cannot change a result.
@@ -81,14 +84,18 @@ def _run_files_below(root: Path, out: Path) -> list[tuple[Path, int]]:
 
 def read_runs(files: list[Path]) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
     """(path, record) for each readable run.json, and a line for each file that is not one: not
-    JSON, not a run record, or a completed record with a field that the report cannot use (the line
-    names the field, such as a test_acc that is not a finite number in [0, 1])."""
+    JSON, not a run record, a record of a newer layout than this transferlab reads (its
+    schema_version), or a completed record with a field that the report cannot use (the line names
+    the field, such as a test_acc that is not a finite number in [0, 1])."""
     runs, skipped = [], []
     for file in files:
         try:
             record = read_record(file)
         except ValueError as error:
             skipped.append(f"{file.as_posix()}: {str(error).removeprefix(f'{file}: ')}")
+            continue
+        if problem := future_schema(record):
+            skipped.append(f"{file.as_posix()}: {problem}")
             continue
         if record["status"] == "completed" and (problem := record_problem(record)):
             skipped.append(f"{file.as_posix()}: {problem}")
@@ -110,14 +117,18 @@ def normalised(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def settings(record: dict[str, Any]) -> dict[str, Any]:
-    """The flat config of a run as it actually ran: the settings that can change its results."""
+def settings(record: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
+    """The flat config of a run as it actually ran: the settings that can change its results.
+    ``data.name`` is ``dataset``, the data's name in this report (dataset_names), where given."""
     config = normalised({k: v for k, v in flatten(record["config"]).items() if k not in IGNORED_KEYS})
     if record.get("precision"):
         config["precision"] = PRECISION_NAMES.get(record["precision"], record["precision"])
     if record.get("device"):
         config["device"] = str(record["device"]).split(":")[0]  # cuda:1 and cuda:0 are one setting
-    config["data.name"] = dataset_label(record)
+    config["data.name"] = dataset or dataset_label(record)
+    if "model.name" in config:  # a timm model from scratch without its tag: one run whichever tag it was given
+        config["model.name"] = model_as_run(config["model.name"], config.get("model.pretrained"),
+                                            config.get("model.weights"), config.get("data.normalize"))
     return config
 
 
@@ -126,6 +137,74 @@ def dataset_label(record: dict[str, Any]) -> str:
     source = record["config"].get("data", {}).get("name", record.get("data"))
     dataset = record.get("dataset") or record.get("data") or source
     return str(dataset) if dataset == source else f"{dataset} ({source})"
+
+
+def dataset_identity(record: dict[str, Any]) -> tuple[str, str | None, int | None]:
+    """Which data a run saw: (its name, dataset_label; the folder it read; the data.subset_seed its
+    images follow), None where one plays no part. The folder, for a dataset that is one (data.root
+    is an identity key), is the resolved root run.json's data_source recorded (the config's data.root
+    for a record without one): two folders called ``imgs`` are two datasets. The data.subset_seed, for
+    a dataset whose images it decides (images_follow_subset_seed: synthetic generates them from it, an
+    image folder without a test folder holds out its test split by it): another one is other data."""
+    data = record["config"].get("data") or {}
+    source = str(data.get("name", record.get("data")))
+    spec, label = DATASETS.get(source), dataset_label(record)
+    if spec is None:
+        return label, None, None
+    described = record.get("data_source") if isinstance(record.get("data_source"), dict) else {}
+    root = str(described.get("root") or data.get("root")) if "data.root" in spec.identity_keys else None
+    # An image folder with a test folder of its own (data_source's test is "val/") holds nothing out.
+    held_out = not str(described.get("test", "")).endswith("/")
+    seed = _subset_seed(data) if spec.images_follow_subset_seed and held_out else None
+    return label, root, seed
+
+
+def _subset_seed(data: dict[str, Any]) -> int:
+    """A data config's data.subset_seed; DEFAULT_SUBSET_SEED where it has none (or null)."""
+    seed = data.get("subset_seed")
+    return DEFAULT_SUBSET_SEED if seed is None else seed
+
+
+def dataset_names(records: list[dict[str, Any]]) -> dict[tuple, str]:
+    """A name for each dataset (dataset_identity) of ``records``, one per dataset: its own
+    (dataset_label), told apart from another of the same name by the shortest end of its folder's
+    path that differs (``a/imgs (imagefolder)``, ``b/imgs (imagefolder)``) and by the
+    data.subset_seed its images follow (``synthetic (data.subset_seed=43)``)."""
+    identities = {dataset_identity(record) for record in records}
+    names = {}
+    for label in {label for label, _, _ in identities}:
+        same = [identity for identity in identities if identity[0] == label]
+        if len(same) == 1:
+            names[same[0]] = label
+            continue
+        ends = shortest_unique_ends([root for _, root, _ in same if root is not None])
+        seeds_differ = len({seed for _, _, seed in same}) > 1
+        # dataset_label's "NAME (SOURCE)", or NAME alone; NAME may hold brackets of its own.
+        name, _, qualifier = label.rpartition(" (") if label.endswith(")") else (label, "", "")
+        for identity in same:
+            _, root, seed = identity
+            qualifiers = [qualifier.removesuffix(")")] if qualifier else []
+            if seeds_differ:
+                qualifiers.append(f"data.subset_seed={seed}")
+            shown = ends.get(root, name) if len({r for _, r, _ in same}) > 1 else name
+            names[identity] = f"{shown} ({', '.join(qualifiers)})" if qualifiers else shown
+    return names
+
+
+def shortest_unique_ends(paths: list[str]) -> dict[str, str]:
+    """Each distinct path -> its fewest last parts that no other path ends with (``/a/imgs`` and
+    ``/b/imgs`` -> ``a/imgs``, ``b/imgs``); a path that no other one's end tells apart stays whole."""
+    parts = {path: Path(path).parts for path in set(paths)}
+    ends = {}
+    for path, own in parts.items():
+        others = [other for other_path, other in parts.items() if other_path != path]
+        for count in range(1, len(own) + 1):
+            if all(other[-count:] != own[-count:] for other in others):
+                ends[path] = Path(*own[-count:]).as_posix()
+                break
+        else:
+            ends[path] = path
+    return ends
 
 
 def replicate(record: dict[str, Any]) -> tuple[int, int]:
@@ -139,7 +218,7 @@ def replicate(record: dict[str, Any]) -> tuple[int, int]:
         seed = (config.get("seed") or 0) + repeat
     subset_seed = record.get("subset_seed")
     if subset_seed is None:
-        subset_seed = (config.get("data", {}).get("subset_seed", DEFAULT_SUBSET_SEED)) + repeat
+        subset_seed = _subset_seed(config.get("data") or {}) + repeat
     return int(seed), int(subset_seed)
 
 
@@ -160,10 +239,11 @@ def images_per_class(record: dict[str, Any]) -> tuple[float, float, float]:
 def completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
     """One row per completed run: what the tables and figures need, and its settings (as ``config``)."""
     rows = []
+    names = dataset_names([record for _, record in runs if record["status"] == "completed"])
     for path, record in runs:
         if record["status"] != "completed":
             continue
-        config = settings(record)
+        config = settings(record, names[dataset_identity(record)])
         history = record.get("history") or []
         seed, subset_seed = replicate(record)
         fewest, most, mean_per_class = images_per_class(record)

@@ -17,8 +17,9 @@ from typing import Any
 import pandas as pd
 
 from transferlab.report.arms import (
-    FACET_BY_NAME, FACETS, STRATEGIES, Arm, Contrast, Facet, against_baseline, all_pairs, architecture_label, display,
-    facet_title, facets_of, make_arms, percent_label, replicates_text, short_names, sort_key, source_label,
+    FACET_BY_NAME, FACETS, STRATEGIES, Arm, Contrast, Facet, against_baseline, all_pairs, architecture_label,
+    by_context, contrast, display, facet_title, facets_of, is_scratch, make_arms, percent_label, replicates_text,
+    scratch_label, short_names, sort_key, source_label,
 )
 from transferlab.report.lpft import lpft_contrasts, lpft_label
 
@@ -75,6 +76,24 @@ def by_init(arms: list[Arm], facets: tuple[Facet, ...]) -> list[Contrast]:
     return against_baseline(arms, _facet(facets, "init")) if _facet(facets, "init") else []
 
 
+def by_source(arms: list[Arm], facets: tuple[Facet, ...]) -> list[Contrast]:
+    """Pretraining sources: each source against from scratch of its own implementation (timm's
+    a1_in1k against timm's resnet50 from scratch), at each setting of the others; against the one
+    from-scratch arm there is where its implementation has none (experiment=sources' torchvision
+    baseline, which the baseline's label names: ``from scratch (torchvision)``)."""
+    if _facet(facets, "init") is None:
+        return []
+    contrasts = []
+    for _, group in by_context(arms, "init"):
+        scratch = {arm.values["init"]: arm for arm in group if is_scratch(arm.values["init"])}
+        for arm in (arm for arm in group if not is_scratch(arm.values["init"])):
+            own = scratch.get(scratch_label(arm.runs.iloc[0]))
+            baseline = own or (next(iter(scratch.values())) if len(scratch) == 1 else None)
+            if baseline is not None:
+                contrasts.append(contrast("init", arm, baseline))
+    return contrasts
+
+
 def by_each_facet(arms: list[Arm], facets: tuple[Facet, ...]) -> list[Contrast]:
     """Any sweep: each value of each varying setting against the first (from scratch, for the init),
     the others held fixed; the pretraining gain first, where there is one."""
@@ -124,7 +143,7 @@ PARTS = {
     "sources": Part(
         label="Pretraining sources", swept=("data.fraction", "data.per_class", "model.name", "model.pretrained",
                                             "model.weights"),
-        compare=by_init, figures=(*AMOUNT_FIGURES, ("curve", "test_acc")),
+        compare=by_source, figures=(*AMOUNT_FIGURES, ("curve", "test_acc")),
         labels={"model": architecture_label, "init": source_label},
     ),
     "lpft": Part(

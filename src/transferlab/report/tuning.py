@@ -17,7 +17,7 @@ from transferlab.config import Config, as_dict
 from transferlab.records import TRIALS_SUFFIX, TUNED_SUFFIX
 from transferlab.report.arms import display, short_names, sort_key
 from transferlab.report.page import Section, Table
-from transferlab.report.reading import IGNORED_KEYS, flatten, normalised, replicate
+from transferlab.report.reading import IGNORED_KEYS, dataset_identity, dataset_names, flatten, normalised, replicate
 from transferlab.report.stats import (
     PERCENT_BOUNDS, POINTS_BOUNDS, exact_accuracy, number_text, paired_difference, summarize,
 )
@@ -40,7 +40,8 @@ def tuning_tables(runs: list[Run]) -> list[tuple[str, pd.DataFrame, pd.DataFrame
     their test accuracies (mean, std, 95 % interval, n), and tuned minus fixed paired by replicate
     (the same seed and subset seed on both sides)."""
     defaults = flatten(as_dict(Config()))
-    completed = [(_settings(r, defaults), r) for _, r in runs if r["status"] == "completed"]
+    names = dataset_names([r for _, r in runs if r["status"] == "completed"])
+    completed = [(_settings(r, defaults, names), r) for _, r in runs if r["status"] == "completed"]
     tables = []
     for study in sorted({r["tuning"]["study"] for _, r in completed if isinstance(r.get("tuning"), dict)}):
         tuned = [(c, r) for c, r in completed if r.get("name") == f"{study}{TUNED_SUFFIX}" and r.get("tuning")]
@@ -120,12 +121,14 @@ def tuning_sections(runs: list[Run], trials: list[Run]) -> list[Section]:
     ) for study, shown, numbers in tuning_tables(runs)]
 
 
-def _settings(record: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+def _settings(record: dict[str, Any], defaults: dict[str, Any], names: dict[tuple, str]) -> dict[str, Any]:
     """A run's flat config without the keys that cannot change its result; a key its record lacks
     (the run predates it) has its default, so that older runs still meet their tuned arm, except
-    data.sampling: a record without it drew its subset the old, uniform way."""
+    data.sampling: a record without it drew its subset the old, uniform way. data.name is the
+    dataset's name in the report (``names``: one per dataset, reading.dataset_names)."""
     own = flatten(record["config"])
     config = normalised({**defaults, **own, "data.sampling": own.get("data.sampling")})
+    config["data.name"] = names[dataset_identity(record)]
     return {k: v for k, v in config.items() if k not in IGNORED_KEYS}
 
 
