@@ -181,8 +181,18 @@ def test_a_run_folder_name_leaves_out_exactly_the_settings_that_do_not_change_re
     hydra = compose_with_hydra(["seed=3"]).hydra
     assert list(hydra.job.config.override_dirname.exclude_keys) == ["experiment", "name", *NOT_RESULT_KEYS]
     settings = ["force=true", "progress=off", "resume=false", "keep_checkpoint=true", "logger=tensorboard",
-                "data.root=/elsewhere", "data.num_workers=1", "data.cache_dir=/cache", "data.decode_workers=2"]
+                "data.root=/elsewhere", "data.num_workers=1", "data.cache_dir=/cache", "data.decode_workers=2",
+                "model.weights_name=letters"]
     assert sorted(setting.partition("=")[0] for setting in settings) == sorted(NOT_RESULT_KEYS)
     assert compose_with_hydra(["seed=3", *settings]).hydra.run.dir == "outputs/runs/seed=3"
     monkeypatch.setattr(config_module, "NOT_RESULT_KEYS", (*NOT_RESULT_KEYS, "deterministic"))
     assert compose_with_hydra(["seed=3", "deterministic=true"]).hydra.run.dir == "outputs/runs/seed=3"
+
+
+def test_weights_name_and_new_head_need_a_weights_file():
+    with pytest.raises(ConfigError, match=r"^model.weights_name=letters applies to a weights file; set model.weights"):
+        validate(compose_config(["model.weights_name=letters"]))
+    with pytest.raises(ConfigError, match=r"^model.new_head=true applies to a weights file"):
+        validate(compose_config(["model.new_head=true"]))
+    config = validate(compose_config(["model.weights=/w/model.pt", "model.weights_name=letters", "model.new_head=true"]))
+    assert (config.model.weights_name, config.model.new_head) == ("letters", True)

@@ -265,3 +265,27 @@ def test_an_image_folder_run_has_one_output_per_class_folder_and_says_what_it_us
     assert model.fc.out_features == 4
     samples = np.load(tmp_path / "run" / "samples.npz")
     assert list(samples["classes"]) == record["classes"] and samples["images"].shape[1:] == (40, 40, 3)
+
+
+@pytest.mark.slow
+def test_a_letters_model_pt_gets_a_new_head_in_a_digits_run_and_the_log_says_why(tmp_path, caplog):
+    """Letters A-J and digits 0-9: ten classes each, so the head's shape fits, but its rows are the
+    letters'. The run starts a new head, logs why, and names its source by the letters run."""
+    letters = write_image_folder(tmp_path / "letters", per_class=4, classes=tuple("ABCDEFGHIJ"))
+    digits = write_image_folder(tmp_path / "digits", per_class=4, classes=tuple("0123456789"), seed=1)
+    folder = ["data=imagefolder", "data.image_size=32", "data.cache_dir=null", "model.pretrained=false",
+              "train.epochs=1", "device=cpu", "progress=off"]
+    first = run_training(tiny_config(*folder, f"data.root={letters}", "save_model=true"), tmp_path / "first")
+    assert first["status"] == "completed", first.get("error")
+    weights = tmp_path / "first" / "model.pt"
+    caplog.set_level("INFO", logger="transferlab")
+    record = run_training(tiny_config(*folder, f"data.root={digits}", f"model.weights={weights}"), tmp_path / "second")
+    assert record["status"] == "completed", record.get("error")
+    assert record["pretraining"]["new_head"] is True
+    assert record["pretraining"]["label"] == "resnet18 on letters (first)"
+    assert (f"file:{weights}: a new head starts: its classes (A, B, C, D, ...) are not the data's (0, 1, 2, 3, ...)"
+            in caplog.messages)
+    same = run_training(tiny_config(*folder, f"data.root={letters}", f"model.weights={weights}",
+                                    "model.weights_name=letters"), tmp_path / "third")
+    assert same["pretraining"]["new_head"] is False and same["pretraining"]["label"] == "letters"
+    assert f"file:{weights}: its head is kept: its classes are the data's (A, B, C, D, ...)" in caplog.messages

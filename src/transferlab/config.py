@@ -56,7 +56,7 @@ PROBE_FITS = ("optimizer", "lbfgs")
 # data.root is one of them except where the dataset table (transferlab.datasets) makes it an identity key:
 # for data=imagefolder the folder is the dataset (see result_config).
 NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "data.root", "data.num_workers",
-                   "data.cache_dir", "data.decode_workers")
+                   "data.cache_dir", "data.decode_workers", "model.weights_name")
 # The overrides a run folder's name leaves out (Hydra's hydra.job.config.override_dirname.exclude_keys,
 # which conf/config.yaml takes from run_folder_excluded_keys): those above, and the two that pick
 # the study (its folder outputs/<name>/ already says it) or an experiment file (its values appear
@@ -123,9 +123,18 @@ class ModelConfig:
     pretrained: bool = True
     # A local state_dict to start from instead of downloading; see README "Working offline".
     weights: Optional[str] = None
+    # model.weights' name in the report's tables and legends (default: from the run.json beside the file,
+    # "resnet18 on letters", else the file's folder and name); it does not change the run's result.
+    weights_name: Optional[str] = None
+    # true: model.weights' head is never kept, even where its classes are the data's.
+    new_head: bool = False
 
     def __post_init__(self) -> None:
         self.weights = _home_expanded(self.weights)
+        for key, value in (("model.weights_name", self.weights_name), ("model.new_head", "true" if self.new_head else None)):
+            if value is not None and self.weights is None:
+                raise ConfigError(f"{key}={value} applies to a weights file; set model.weights=FILE too "
+                                  "(every other source starts a new head and has its own name)")
 
 
 @dataclass

@@ -35,6 +35,7 @@ STATUSES = ("running", "completed", "failed", "interrupted")
 SCHEMA_VERSION = 2
 # Study names of `transferlab tune`: <part>-tuning holds the trials, <part>-tuned the tuned runs.
 TRIALS_SUFFIX, TUNED_SUFFIX = "-tuning", "-tuned"
+LABEL_LIMIT = 40  # the characters of a label (a weights file's name) in tables and legends, at most
 
 
 @dataclass
@@ -281,6 +282,15 @@ def _lookup(values: dict[str, Any], dotted: str) -> Any:
 def _shown(value: Any, limit: int = 40) -> str:
     text = json.dumps(value) if _number(value) else repr(value)  # NaN as JSON writes it: NaN
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def shorten(text: str, limit: int = LABEL_LIMIT) -> str:
+    """``text`` if it is at most ``limit`` characters, else its start and end around an ellipsis:
+    a label in run.json, a table or a figure's legend never grows with a path's length."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (limit - 1 - head):]}"
 
 
 def utc_now() -> str:

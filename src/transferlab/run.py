@@ -206,7 +206,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
     train_set, val_set, test_set = _datasets(config, show_progress, record)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model, stages = _build_model(config, len(train_set.classes), device, memory_format, record)
+    model, stages = _build_model(config, list(train_set.classes), device, memory_format, record)
     optimizer = make_optimizer(
         config.optim.name, _parameter_groups(model, stages, config), lr=config.optim.lr,
         momentum=config.optim.momentum, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
@@ -298,15 +298,16 @@ def _keep_what_was_saved(writer: CheckpointWriter, record: RunRecord) -> None:
     record.set_results(record.history[-1] if record.history else None)
 
 
-def _build_model(config: Config, num_classes: int, device: torch.device, memory_format: torch.memory_format,
+def _build_model(config: Config, classes: list[str], device: torch.device, memory_format: torch.memory_format,
                  record: RunRecord) -> tuple[torch.nn.Module, list[list[str]]]:
     """(the model, frozen and adapted as the config says, on ``device``; its stages by parameter
     name, for optim.layer_decay)."""
-    model, init = build_model_with_init(config.model.name, config.model.pretrained, config.model.weights, num_classes,
-                                        config.data.image_size)
+    model, init = build_model_with_init(config.model.name, config.model.pretrained, config.model.weights, len(classes),
+                                        config.data.image_size, classes=classes, new_head=config.model.new_head,
+                                        weights_name=config.model.weights_name)
     record.init, record.pretraining = init.init, init.as_record()
-    if init.new_head and init.source == "file":
-        log.info("%s: its head does not fit the %d classes of the data; a new head starts", init.init, num_classes)
+    if init.head:  # a weights file: which head the run starts with, and why
+        log.info("%s: %s", init.init, init.head)
     check_image_size(model, config.model.name, config.data.image_size)
     frozen = frozen_modules(model, config.model.name, config.freeze.name, config.freeze.modules)
     record.frozen_modules = list(frozen)

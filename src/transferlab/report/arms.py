@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from transferlab.records import shorten
 from transferlab.report.reading import strategy_label
 from transferlab.report.stats import POINTS_BOUNDS, PERCENT_BOUNDS, Comparison, Summary, paired_difference, summarize
 
@@ -70,10 +71,13 @@ def amount_order(run: pd.Series) -> tuple:
 
 def init_label(run: pd.Series) -> str:
     """``pretrained`` (torchvision's ImageNet weights), ``pretrained (timm a1_in1k)`` for another
-    source, ``weights FILE`` or ``from scratch``."""
+    source, ``weights NAME`` (a weights file by its name: model.weights_name, or what it was trained
+    on, ``resnet18 on letters``; a record from before names it by its path, shortened) or ``from scratch``."""
     weights = run["config"].get("model.weights")
     if weights:
-        return f"weights {weights}"
+        source = run.get("source")
+        named = isinstance(source, str) and not source.startswith(("file:", "local-dir:"))
+        return f"weights {source if named else shorten(str(weights))}"
     if not run["pretrained"]:
         return "from scratch"
     source = run.get("source")
