@@ -33,7 +33,8 @@ PIPELINES = ("device", "reference")
 # a uniformly random share of all images (transferlab's draw before data.sampling existed).
 SAMPLINGS = ("stratified", "uniform")
 # The training augmentations and normalisation statistics a dataset can be given (see data/pipelines.py).
-AUGMENTATIONS = ("pad_crop_flip", "random_resized_crop", "flip", "none")
+# pad_crop and resized_crop are pad_crop_flip and random_resized_crop without the horizontal flip (digits, text).
+AUGMENTATIONS = ("pad_crop_flip", "random_resized_crop", "flip", "none", "pad_crop", "resized_crop")
 # auto: the model's own (a timm model's pretrained_cfg: mean, std, interpolation, crop; ImageNet's for torchvision).
 NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "auto")
 OPTIMIZERS = ("sgd", "adamw")
@@ -436,7 +437,8 @@ KEY_MEANINGS: dict[str, str] = {
     "data.num_train": "training images data=synthetic generates (before data.fraction)",
     "data.num_test": "test images data=synthetic generates",
     "data.val_fraction": "share of the training subset held out, scored every epoch, in [0, 1)",
-    "data.augment": "training augmentation: pad_crop_flip | random_resized_crop | flip | none",
+    "data.augment": "training augmentation: pad_crop_flip | random_resized_crop | flip | none | pad_crop | "
+                    "resized_crop (the last two: no flip)",
     "data.crop_scale": "[low, high]: the share of the image's area random_resized_crop draws from",
     "data.normalize": "the mean and std images are normalised with: cifar10 | cifar100 | imagenet | auto",
     "data.test_crop": "test images: resized to image_size / test_crop, then centre-cropped",
