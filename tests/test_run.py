@@ -282,6 +282,7 @@ def test_a_letters_model_pt_gets_a_new_head_in_a_digits_run_and_the_log_says_why
     record = run_training(tiny_config(*folder, f"data.root={digits}", f"model.weights={weights}"), tmp_path / "second")
     assert record["status"] == "completed", record.get("error")
     assert record["pretraining"]["new_head"] is True
+    assert (record["num_train_images"], record["last_batch_size"]) == (40, 8)  # batches of 32: 32 + 8
     assert record["pretraining"]["label"] == "resnet18 on letters (first)"
     assert (f"file:{weights}: a new head starts: its classes (A, B, C, D, ...) are not the data's (0, 1, 2, 3, ...)"
             in caplog.messages)

@@ -89,6 +89,9 @@ class RunRecord:
     train_images_per_class: Any = None
     num_test_images: int | None = None
     num_val_images: int | None = None
+    # The size of an epoch's last training batch (data.pipelines.batch_sizes): a batch far smaller than
+    # train.batch_size (70 images in batches of 64: 64 + 6) can ruin BatchNorm's statistics; the report names it.
+    last_batch_size: int | None = None
     params_trainable_after_unfreeze: int | None = None
     val_acc: float | None = None
     val_loss: float | None = None

@@ -38,6 +38,7 @@ ACC, CI, LOSS, SECONDS, IMAGES_PER_SECOND, N = ("test acc (%)", "95 % CI", "test
 PER_CLASS, TRAIN_IMAGES, TRAINABLE, RUN_AS = ("images per class", "training images", "trainable / total params",
                                               "precision, determinism")
 DIFFERENCE, BOOT_CI, EXCLUDES_ZERO = "difference (points)", "bootstrap 95 % CI", "excludes 0"
+FEATURE_SECONDS = "feature seconds"  # a cached probe's, beside its training time
 NO_PAIRS = "no replicate on both sides"
 # Reference metric -> (our Markdown column, the column it follows, its CSV column, digits); the
 # reference accuracy follows our mean, interval and n.
@@ -123,6 +124,7 @@ def arm_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
     names = short_names(keys)
     by_amount, by_model, by_freeze = (_varies(group, n) for n in ("data amount", "model", "freeze"))
     by_freeze = by_freeze or _varies(group, "how adapted")  # an adapter's table: what trains, as freeze's
+    cached_probes = "feature_seconds" in group.runs and len(finite(group.runs["feature_seconds"])) > 0
     shown, numbers = [], []
     for arm in group.arms:
         runs, accuracy, loss = arm.runs, arm.accuracy(), summarize(arm.runs["test_loss"], bounds=LOSS_BOUNDS)
@@ -140,6 +142,8 @@ def arm_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
             row[TRAINABLE] = f"{trainable_params(runs)} / {integers(runs['params_total'])}"
         row |= {ACC: summary_cell(accuracy, 2), CI: interval_cell(accuracy), N: accuracy.n,
                 LOSS: summary_cell(loss, 4), SECONDS: cell(runs["epoch_seconds"], 2)}
+        if cached_probes:
+            row[FEATURE_SECONDS] = feature_cell(runs)
         if by_model:
             row[IMAGES_PER_SECOND] = cell(runs["images_per_second"], 0)
         row[RUN_AS] = " or ".join(sorted(set(runs["run_as"])))
@@ -163,11 +167,23 @@ def arm_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
         number |= {"seconds_per_epoch_mean": _mean(runs["epoch_seconds"]),
                    "images_per_second_mean": _mean(runs["images_per_second"]),
                    "precision_determinism": row[RUN_AS], "replicates_vary": replicates_vary(runs["replicate"])}
+        if cached_probes:
+            number |= {"feature_seconds_mean": _mean(runs["feature_seconds"])}
         if group.reference_arms:
             number |= {csv_name: reference.get(metric, math.nan)
                        for metric, (_, _, csv_name, _) in REFERENCE_COLUMNS.items()}
         numbers.append(number)
     return pd.DataFrame(shown), numeric_columns(pd.DataFrame(numbers))
+
+
+def feature_cell(runs: pd.DataFrame) -> str:
+    """A cached probe's seconds to extract its features (or read them from the cache), mean ± std,
+    and which of the two its runs did; '' for an arm without a cached probe."""
+    seconds = cell(runs["feature_seconds"], 2)
+    built = set(runs["feature_cache_built"].dropna())
+    how = {frozenset({True}): "extracted", frozenset({False}): "read from the cache"}.get(frozenset(built),
+                                                                                        "extracted or read")
+    return f"{seconds} ({how})" if seconds else ""
 
 
 def _min(values: pd.Series) -> float:
