@@ -132,6 +132,17 @@ def test_a_run_starts_from_a_saved_model(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_finished_run_says_where_its_folder_and_model_pt_are(tmp_path, caplog):
+    caplog.set_level("INFO", logger="transferlab")
+    record = run_training(tiny_config("save_model=true"), tmp_path / "saved")
+    assert record["status"] == "completed", record.get("error")
+    folder = (tmp_path / "saved").resolve()
+    assert f"run completed: {folder}; its model: {folder / 'model.pt'}" in caplog.messages
+    run_training(tiny_config(), tmp_path / "plain")
+    assert f"run completed: {(tmp_path / 'plain').resolve()} (save_model=true also writes its model.pt)" in caplog.messages
+
+
+@pytest.mark.slow
 def test_a_run_starts_from_a_weights_file_end_to_end(tmp_path):
     """model.weights=FILE with an ImageNet-shaped state_dict: the run loads it, replaces the head,
     trains and records where it started; the frozen modules still hold the file's weights."""

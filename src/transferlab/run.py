@@ -143,6 +143,10 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
             tracker.end(record.to_dict())  # the final status, and run.json among the tracked files
     if record.status == "completed" and not config.keep_checkpoint:
         remove_checkpoint(run_dir / CHECKPOINT_FILE)  # only once run.json says completed
+    if record.status == "completed":
+        log.info("run completed: %s%s", Path(run_dir).resolve(),
+                 f"; its model: {Path(run_dir).resolve() / record.model_file}" if record.model_file else
+                 " (save_model=true also writes its model.pt)")
     return record.to_dict()
 
 
