@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferlab.caches import ABOUT_FILE
+from transferlab.caches import ABOUT_FILE, FEATURES_KIND
 from transferlab.data.cache import arrays_damage, read_about  # the image cache's checks, shared
 from transferlab.data.pipelines import batch_sizes, epoch_generator
 from transferlab.errors import ConfigError, TransferlabError
@@ -173,7 +173,7 @@ def probe_features(model: nn.Module, head: str, sets: dict[str, Any], batches_of
     missing or damaged), and what run.json records of it: the cache folder, whether this run
     built it, and the seconds it took to build or read."""
     start = time.perf_counter()
-    folder = Path(cache_root).expanduser() / "features" / cache_key(identity)
+    folder = Path(cache_root).expanduser() / FEATURES_KIND / cache_key(identity)
     extract = {split: (lambda data=data: extract_features(model, head, batches_of(data).epoch(1), device, amp_dtype))
                for split, data in sets.items()}
     features, built = features_cache(folder, {split: data.labels for split, data in sets.items()}, identity, extract)
