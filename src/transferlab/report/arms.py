@@ -65,8 +65,16 @@ def amount_label(run: pd.Series) -> str:
 
 
 def amount_order(run: pd.Series) -> tuple:
+    """Fewest training images per class first, so that a study mixing fractions and per-class amounts
+    reads in one order (5 per class before 10 %); a fraction whose per-class count is unknown (an
+    older record) goes by the fraction, after them."""
     per_class = run["per_class"] is not None and not pd.isna(run["per_class"])
-    return (1, float(run["per_class"])) if per_class else (0, float(run["fraction"] or 0.0))
+    if per_class:
+        return (0, float(run["per_class"]))
+    images = run.get("images_per_class")
+    if images is not None and not pd.isna(images):
+        return (0, float(images))
+    return (1, float(run["fraction"] or 0.0))
 
 
 def init_label(run: pd.Series) -> str:
