@@ -24,3 +24,22 @@ def test_a_cached_probes_feature_seconds_stand_beside_its_training_time(tmp_path
     assert "41.50 ± 0.71 (extracted)" in text
     [csv] = [path for path in out.glob("*.csv") if "feature_seconds_mean" in path.read_text()]
     assert sorted(read_frame(csv)["feature_seconds_mean"].dropna()) == [41.5]
+
+
+def test_how_adapted_calls_a_linear_probe_so_and_lora_rows_say_what_they_freeze(tmp_path, capsys):
+    arms = {"full": ("adapt=none", "freeze=none", {"name": "none"}, 11_181_642, 0.8),
+            "probe": ("adapt=none", "freeze=last_only", {"name": "none"}, 5_130, 0.6),
+            "lora": ("adapt=lora", "freeze=none", {"name": "lora", "rank": 8}, 300_000, 0.78)}
+    records = {}
+    for name, (adapter, freeze, adapt, trainable, accuracy) in arms.items():
+        for seed in (1, 2):
+            record = hand_record("name=adapters", adapter, freeze, seed=seed, test_acc=accuracy + seed / 100,
+                                 params_trainable=trainable)
+            record["adapt"] = adapt
+            records[f"{name}-{seed}"] = record
+    out, text, _ = make_report(tmp_path, records, capsys)
+    rows = {line.split("|")[2].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert {"full fine-tuning", "linear probe", "LoRA r=8"} <= rows.keys()
+    assert "| all but the LoRA adapters and the head |" in rows["LoRA r=8"]
+    assert "| conv1, bn1, layer1, layer2, layer3, layer4 |" in rows["linear probe"]
+    assert "| nothing |" in rows["full fine-tuning"]

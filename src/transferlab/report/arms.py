@@ -104,8 +104,19 @@ def architecture_label(run: pd.Series) -> str:
 
 
 def adapt_facet_label(run: pd.Series) -> str:
+    """How a run adapted: the adapter (``LoRA r=8``, ``BitFit``), or without one what its freeze
+    left training: ``full fine-tuning`` only where nothing is frozen, ``linear probe`` (freeze=last_only,
+    its cached or LP-FT variants in the freeze's words), else ``fine-tuning, early frozen``."""
     label = run.get("adapt")
-    return label if isinstance(label, str) else "full fine-tuning"
+    label = label if isinstance(label, str) else "full fine-tuning"
+    frozen, strategy = run.get("frozen"), run.get("strategy")
+    if label != "full fine-tuning" or frozen in (None, "nothing") or not isinstance(strategy, str):
+        return label
+    if strategy.startswith("linear probe"):
+        return strategy
+    if strategy.startswith("last_only"):
+        return "linear probe" + strategy.removeprefix("last_only")
+    return f"fine-tuning, {strategy} frozen"
 
 
 def adapt_order(run: pd.Series) -> tuple:

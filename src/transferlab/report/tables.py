@@ -136,7 +136,7 @@ def arm_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
         if by_model:
             row["params"] = integers(runs["params_total"])
         if by_freeze:
-            row["frozen"] = first["frozen"]
+            row["frozen"] = frozen_cell(first)
             if group.name == "lpft":
                 row["what trains when"] = what_trains(first)
             row[TRAINABLE] = f"{trainable_params(runs)} / {integers(runs['params_total'])}"
@@ -174,6 +174,18 @@ def arm_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
                        for metric, (_, _, csv_name, _) in REFERENCE_COLUMNS.items()}
         numbers.append(number)
     return pd.DataFrame(shown), numeric_columns(pd.DataFrame(numbers))
+
+
+# What an adapter freezes on top of freeze's modules (the record's frozen_modules name only those).
+ADAPTER_FROZEN = {"LoRA": "all but the LoRA adapters and the head", "BitFit": "all but biases, norms and the head"}
+
+
+def frozen_cell(run: pd.Series) -> str:
+    """The frozen column: freeze's modules, and for an adapter what it leaves frozen besides."""
+    adapter = next((words for name, words in ADAPTER_FROZEN.items() if str(run.get("adapt")).startswith(name)), None)
+    if adapter is None:
+        return run["frozen"]
+    return adapter if run["frozen"] in (None, "nothing") else f"{run['frozen']}; in the rest, {adapter}"
 
 
 def feature_cell(runs: pd.DataFrame) -> str:
