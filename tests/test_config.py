@@ -182,7 +182,7 @@ def test_a_run_folder_name_leaves_out_exactly_the_settings_that_do_not_change_re
     assert list(hydra.job.config.override_dirname.exclude_keys) == ["experiment", "name", *NOT_RESULT_KEYS]
     settings = ["force=true", "progress=off", "resume=false", "keep_checkpoint=true", "logger=tensorboard",
                 "data.root=/elsewhere", "data.num_workers=1", "data.cache_dir=/cache", "data.decode_workers=2",
-                "model.weights_name=letters"]
+                "model.weights_name=letters", "train.threads=1"]
     assert sorted(setting.partition("=")[0] for setting in settings) == sorted(NOT_RESULT_KEYS)
     assert compose_with_hydra(["seed=3", *settings]).hydra.run.dir == "outputs/runs/seed=3"
     monkeypatch.setattr(config_module, "NOT_RESULT_KEYS", (*NOT_RESULT_KEYS, "deterministic"))
@@ -196,3 +196,19 @@ def test_weights_name_and_new_head_need_a_weights_file():
         validate(compose_config(["model.new_head=true"]))
     config = validate(compose_config(["model.weights=/w/model.pt", "model.weights_name=letters", "model.new_head=true"]))
     assert (config.model.weights_name, config.model.new_head) == ("letters", True)
+
+
+def test_train_threads_is_at_least_one_or_null():
+    with pytest.raises(ConfigError, match=r"^train.threads=0 is not allowed; it must be >= 1"):
+        validate(compose_config(["train.threads=0"]))
+    assert validate(compose_config(["train.threads=1"])).train.threads == 1
+    assert validate(compose_config([])).train.threads is None
+
+
+def test_cpu_threads_leave_the_busy_cores_to_their_owners():
+    from transferlab.engine import cpu_threads
+
+    assert cpu_threads(None, cores=2, load=0.2) == 2  # idle: torch's default, a thread per core
+    assert cpu_threads(None, cores=2, load=6.5) == 1  # shared: one thread (6x faster, docs/performance.md)
+    assert cpu_threads(None, cores=16, load=4.0) == 12
+    assert cpu_threads(3, cores=2, load=9.0) == 3  # train.threads wins

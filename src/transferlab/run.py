@@ -39,8 +39,8 @@ from transferlab.data import (
     stratified_split,
 )
 from transferlab.engine import (
-    EpochResult, configure_determinism, evaluate, make_optimizer, precision_name, recording_nondeterministic_ops,
-    select_amp_dtype, select_device,
+    EpochResult, configure_determinism, cpu_threads, evaluate, make_optimizer, precision_name,
+    recording_nondeterministic_ops, select_amp_dtype, select_device,
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.files import remove_leftover_temporaries
@@ -205,6 +205,11 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
         log.warning("precision=fp16 on the CPU trains about 50-150x slower than fp32 (float16 has no fast CPU "
                     "kernels); use precision=fp32 or auto, or bf16 on a CPU with bfloat16 instructions")
     configure_determinism(config.effective_seed, config.deterministic, device)
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(config.train.threads))
+        log.info("CPU threads: %d (%s)", torch.get_num_threads(), f"train.threads={config.train.threads}"
+                 if config.train.threads else f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+                 "train.threads sets them")
     record.device, record.device_name, record.precision = str(device), _device_name(device), precision_name(amp_dtype)
 
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
