@@ -95,3 +95,8 @@ def test_a_weights_file_is_named_in_the_report_by_its_label_not_its_path(tmp_pat
     [group] = groups_of(older)
     [label] = [arm.values["init"] for arm in group.arms if arm.values["init"] != "from scratch"]
     assert label.startswith("weights /data/deep") and label.endswith("/model.pt") and len(label) <= 48
+    from PIL import Image
+
+    out, _, _ = make_report(tmp_path / "older", older, capsys)
+    widths = {png.name: Image.open(png).size[0] for png in out.glob("*.png")}
+    assert widths and max(widths.values()) < 1400, widths  # no figure grows with the path
