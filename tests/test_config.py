@@ -205,10 +205,12 @@ def test_train_threads_is_at_least_one_or_null():
     assert validate(compose_config([])).train.threads is None
 
 
-def test_cpu_threads_leave_the_busy_cores_to_their_owners():
-    from transferlab.engine import cpu_threads
+def test_a_busy_machine_is_told_that_fewer_threads_train_faster():
+    from transferlab.engine import busy_machine_advice
 
-    assert cpu_threads(None, cores=2, load=0.2) == 2  # idle: torch's default, a thread per core
-    assert cpu_threads(None, cores=2, load=6.5) == 1  # shared: one thread (6x faster, docs/performance.md)
-    assert cpu_threads(None, cores=16, load=4.0) == 12
-    assert cpu_threads(3, cores=2, load=9.0) == 3  # train.threads wins
+    assert busy_machine_advice(2, cores=2, load=0.4) is None  # idle: torch's default stands
+    assert busy_machine_advice(1, cores=2, load=7.0) is None  # already one thread
+    advice = busy_machine_advice(2, cores=2, load=6.5)
+    assert advice.startswith("the machine is busy (load average 6.5 on 2 cores): 2 CPU threads wait for cores")
+    assert "train.threads=1" in advice
+    assert "train.threads=12" in busy_machine_advice(16, cores=16, load=4.0)

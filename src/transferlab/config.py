@@ -314,8 +314,8 @@ class TrainConfig:
     compile_mode: str = "default"
     # The training loss's label smoothing (0: plain cross-entropy); the test loss never smooths.
     label_smoothing: float = 0.0
-    # CPU runs: torch's intra-op threads; null: the cores the load average leaves free, at least 1
-    # (torch's default, a thread per core, on an idle machine). docs/performance.md has the measurement.
+    # CPU runs: torch's intra-op threads (null: torch's default, a thread per core; a run on a busy machine
+    # is told that fewer trained faster there). docs/performance.md has the measurement.
     threads: Optional[int] = None
 
     def __post_init__(self) -> None:
@@ -472,7 +472,7 @@ KEY_MEANINGS: dict[str, str] = {
     "train.compile": "torch.compile the model",
     "train.compile_mode": "default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs",
     "train.label_smoothing": "the training loss's label smoothing, in [0, 1) (0: none)",
-    "train.threads": "CPU runs' torch threads, >= 1 (null: the cores the load average leaves free)",
+    "train.threads": "CPU runs' torch threads, >= 1 (null: torch's default, a thread per core)",
     "name": "the study: runs go to outputs/<name>/ (a folder name, not a path)",
     "seed": "initialisation, batch order and augmentation (plus repeat)",
     "repeat": "the replicate: seed + repeat, on the subset of data.subset_seed + repeat",

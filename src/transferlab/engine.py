@@ -19,8 +19,6 @@ gradients overflowed (``optim.implementation=fused`` avoids that).
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -58,24 +56,17 @@ def precision_name(amp_dtype: torch.dtype | None) -> str:
     return next(name for name, dtype in AMP_DTYPES.items() if dtype == amp_dtype)
 
 
-def cpu_threads(requested: int | None, cores: int | None = None, load: float | None = None) -> int:
-    """The intra-op threads a CPU run trains with: ``requested`` (train.threads), else the cores
-    that the 1-minute load average leaves free, at least 1. On a 2-core machine shared at load 5-8,
+def busy_machine_advice(threads: int, cores: int, load: float) -> str | None:
+    """A line for a CPU run about to train with ``threads`` threads on a machine whose 1-minute
+    load average leaves fewer cores free than that, or None. On a 2-core machine shared at load 5-8,
     torch's default (a thread per core) trained ResNet18 at 13 images/s and one thread at 82
-    (scripts/benchmark_threads.py, docs/performance.md): threads that wait for busy cores cost far
-    more than they bring. On an idle machine this is torch's default, a thread per core."""
-    if requested is not None:
-        return requested
-    if cores is None and load is None:
-        return _auto_threads()
-    return max(1, min(cores, cores - round(load)))
-
-
-@functools.cache
-def _auto_threads() -> int:
-    """cpu_threads' choice for this machine, made once per process: every run of a process (a
-    run and its resume, the runs of a test) computes with one thread count, whatever the load does."""
-    return cpu_threads(None, os.cpu_count() or 1, os.getloadavg()[0])
+    (scripts/benchmark_threads.py, docs/performance.md). The thread count is not chosen from the
+    load: a run and its resume must compute alike, whatever the load did in between."""
+    free = max(1, cores - round(load))
+    if threads <= free:
+        return None
+    return (f"the machine is busy (load average {load:.1f} on {cores} cores): {threads} CPU threads wait for cores; "
+            f"on a shared machine train.threads={free} trained up to 6x faster (docs/performance.md)")
 
 
 def configure_determinism(seed: int, deterministic: bool, device: torch.device) -> None:

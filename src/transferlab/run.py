@@ -39,7 +39,7 @@ from transferlab.data import (
     stratified_split,
 )
 from transferlab.engine import (
-    EpochResult, configure_determinism, cpu_threads, evaluate, make_optimizer, precision_name,
+    EpochResult, busy_machine_advice, configure_determinism, evaluate, make_optimizer, precision_name,
     recording_nondeterministic_ops, select_amp_dtype, select_device,
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
@@ -114,7 +114,8 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
         # of run.json carries them.
         ops = record.nondeterministic_ops
         recording = recording_nondeterministic_ops(ops) if ops is not None else contextlib.nullcontext()
-        with _sigterm_interrupts(), recording, _run_device(config.device) as device:
+        with _sigterm_interrupts(), recording, _run_device(config.device) as device, \
+                _cpu_threads(config.train.threads, device):
             _train(config, device, run_dir, record, tracker, callbacks)
         record.status = "completed"
     except TransferlabError as error:
@@ -163,6 +164,24 @@ def _write_final_record(run_dir: Path, record: RunRecord) -> None:
 
 
 @contextlib.contextmanager
+def _cpu_threads(threads: int | None, device: torch.device) -> Iterator[None]:
+    """A CPU run trains with train.threads threads (torch's count is the process's: put back after
+    the run), or with torch's default, with advice where the machine is busy."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    elif advice := busy_machine_advice(before, os.cpu_count() or 1, os.getloadavg()[0]):
+        log.warning("%s", advice)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
     """Turn SIGTERM (a cluster's or `kill`'s request to stop) into an interrupt, like Ctrl-C."""
     if threading.current_thread() is not threading.main_thread():
@@ -205,11 +224,6 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
         log.warning("precision=fp16 on the CPU trains about 50-150x slower than fp32 (float16 has no fast CPU "
                     "kernels); use precision=fp32 or auto, or bf16 on a CPU with bfloat16 instructions")
     configure_determinism(config.effective_seed, config.deterministic, device)
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(config.train.threads))
-        log.info("CPU threads: %d (%s)", torch.get_num_threads(), f"train.threads={config.train.threads}"
-                 if config.train.threads else f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
-                 "train.threads sets them")
     record.device, record.device_name, record.precision = str(device), _device_name(device), precision_name(amp_dtype)
 
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
