@@ -344,10 +344,11 @@ def build_model_with_init(name: str, pretrained: bool, weights_path: str | None 
                           weights_name: str | None = None) -> tuple[nn.Module, Init]:
     """(model, how it was initialised). ``image_size`` sizes the models whose input size is fixed
     (timm's ViTs); torchvision's take their own size. A weights file's head is kept only when it fits
-    (``head_to_keep``): ``classes`` are the data's class names (None: unknown), ``new_head`` forces
+    (``head_refusal``): ``classes`` are the data's class names (None: unknown), ``new_head`` forces
     a fresh head; ``weights_name`` names the file in the report."""
     check_model_name(name)
-    file = Path(weights_path) if weights_path is not None and not weights_path.startswith("local-dir:") else None
+    local_dir = timm_models.is_timm(name) and str(weights_path).startswith(timm_models.LOCAL_DIR)
+    file = Path(weights_path) if weights_path is not None and not local_dir else None  # a state_dict file
     trained_on = weights_record(file) if file is not None else None
     refusal = head_refusal(trained_on, classes, new_head)
     if timm_models.is_timm(name):
