@@ -174,7 +174,7 @@ def _cpu_threads(threads: int | None, device: torch.device) -> Iterator[None]:
     if threads is not None:
         torch.set_num_threads(threads)
     elif advice := busy_machine_advice(before, os.cpu_count() or 1, os.getloadavg()[0]):
-        log.warning("%s", advice)
+        log.info("%s", advice)
     try:
         yield
     finally:
