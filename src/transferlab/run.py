@@ -38,6 +38,7 @@ from transferlab.data import (
     ImageSet, Transforms, data_source, dataset_name, images_per_class, load_datasets, make_loader, scan_folder,
     stratified_split,
 )
+from transferlab.data.pipelines import batch_sizes
 from transferlab.engine import (
     EpochResult, busy_machine_advice, configure_determinism, evaluate, make_optimizer, precision_name,
     recording_nondeterministic_ops, select_amp_dtype, select_device,
@@ -241,7 +242,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     loader_args = dict(image_size=config.data.image_size, seed=config.effective_seed, device=device,
                        num_workers=config.data.num_workers, memory_format=memory_format, transforms=transforms)
     train_batches = make_loader(train_set, config.data.pipeline, config.train.batch_size, train=True, **loader_args)
-    record.last_batch_size = train_batches.sizes[-1] if train_batches.sizes else 0
+    record.last_batch_size = (batch_sizes(len(train_set), config.train.batch_size, train=True) or [0])[-1]
     scheduler = _make_scheduler(optimizer, config, len(train_batches))  # its steps per epoch: the loader's batches
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
