@@ -181,8 +181,36 @@ def test_a_run_folder_name_leaves_out_exactly_the_settings_that_do_not_change_re
     hydra = compose_with_hydra(["seed=3"]).hydra
     assert list(hydra.job.config.override_dirname.exclude_keys) == ["experiment", "name", *NOT_RESULT_KEYS]
     settings = ["force=true", "progress=off", "resume=false", "keep_checkpoint=true", "logger=tensorboard",
-                "data.root=/elsewhere", "data.num_workers=1", "data.cache_dir=/cache", "data.decode_workers=2"]
+                "data.root=/elsewhere", "data.num_workers=1", "data.cache_dir=/cache", "data.decode_workers=2",
+                "model.weights_name=letters", "train.threads=1"]
     assert sorted(setting.partition("=")[0] for setting in settings) == sorted(NOT_RESULT_KEYS)
     assert compose_with_hydra(["seed=3", *settings]).hydra.run.dir == "outputs/runs/seed=3"
     monkeypatch.setattr(config_module, "NOT_RESULT_KEYS", (*NOT_RESULT_KEYS, "deterministic"))
     assert compose_with_hydra(["seed=3", "deterministic=true"]).hydra.run.dir == "outputs/runs/seed=3"
+
+
+def test_weights_name_and_new_head_need_a_weights_file():
+    with pytest.raises(ConfigError, match=r"^model.weights_name=letters applies to a weights file; set model.weights"):
+        validate(compose_config(["model.weights_name=letters"]))
+    with pytest.raises(ConfigError, match=r"^model.new_head=true applies to a weights file"):
+        validate(compose_config(["model.new_head=true"]))
+    config = validate(compose_config(["model.weights=/w/model.pt", "model.weights_name=letters", "model.new_head=true"]))
+    assert (config.model.weights_name, config.model.new_head) == ("letters", True)
+
+
+def test_train_threads_is_at_least_one_or_null():
+    with pytest.raises(ConfigError, match=r"^train.threads=0 is not allowed; it must be >= 1"):
+        validate(compose_config(["train.threads=0"]))
+    assert validate(compose_config(["train.threads=1"])).train.threads == 1
+    assert validate(compose_config([])).train.threads is None
+
+
+def test_a_busy_machine_is_told_that_fewer_threads_train_faster():
+    from transferlab.engine import busy_machine_advice
+
+    assert busy_machine_advice(2, cores=2, load=0.4) is None  # idle: torch's default stands
+    assert busy_machine_advice(1, cores=2, load=7.0) is None  # already one thread
+    advice = busy_machine_advice(2, cores=2, load=6.5)
+    assert advice.startswith("the machine is busy (load average 6.5 on 2 cores): 2 CPU threads wait for cores")
+    assert "train.threads=1" in advice
+    assert "train.threads=12" in busy_machine_advice(16, cores=16, load=4.0)

@@ -1,6 +1,7 @@
 """Models build offline with the right head; freezing selects exactly the expected parameters;
 weights load from local files and through torchvision's weights API."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ from transferlab.config import validate
 from transferlab.engine import make_optimizer
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.models import (
-    MODELS, apply_freeze, build_model, check_image_size, count_parameters, frozen_modules,
+    MODELS, apply_freeze, build_model, build_model_with_init, check_image_size, count_parameters, frozen_modules,
     trainable_parameter_names,
 )
+from transferlab.records import shorten
 
 
 def numel(*modules: nn.Module) -> int:
@@ -113,6 +115,67 @@ def test_weights_file_with_a_10_class_head_is_loaded_whole(tmp_path):
     model = build_model("alexnet", pretrained=False, weights_path=str(tmp_path / "checkpoint.pt"))
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+LETTERS, DIGITS = [chr(ord("A") + i) for i in range(10)], [str(i) for i in range(10)]
+
+
+def _letters_checkpoint(folder: Path, run_json: bool = True) -> tuple[str, nn.Module]:
+    """A 10-class ResNet18 model.pt as a letters run leaves it, with (or without) its run.json beside it."""
+    folder.mkdir(parents=True)
+    source = torchvision.models.resnet18(weights=None, num_classes=10)
+    torch.save(source.state_dict(), folder / "model.pt")
+    if run_json:
+        (folder / "run.json").write_text(json.dumps({"status": "completed", "model": "resnet18", "dataset": "letters",
+                                                      "classes": LETTERS}))
+    return str(folder / "model.pt"), source
+
+
+def test_a_checkpoint_of_other_class_names_gets_a_new_head_though_the_count_is_the_same(tmp_path):
+    path, source = _letters_checkpoint(tmp_path / "letters")
+    model, init = build_model_with_init("resnet18", False, path, 10, classes=DIGITS)
+    assert init.new_head and not torch.equal(model.fc.weight, source.fc.weight)
+    assert torch.equal(model.conv1.weight, source.conv1.weight)
+    assert init.head == "a new head starts: its classes (A, B, C, D, ...) are not the data's (0, 1, 2, 3, ...)"
+    kept, init = build_model_with_init("resnet18", False, path, 10, classes=LETTERS)
+    assert not init.new_head and torch.equal(kept.fc.weight, source.fc.weight)
+    assert init.head == "its head is kept: its classes are the data's (A, B, C, D, ...)"
+    _, init = build_model_with_init("resnet18", False, path, 10, classes=LETTERS[::-1])
+    assert init.new_head and init.head.endswith("(in another order)")
+
+
+def test_new_head_true_starts_a_new_head_even_for_the_same_classes(tmp_path):
+    path, source = _letters_checkpoint(tmp_path / "letters")
+    model, init = build_model_with_init("resnet18", False, path, 10, classes=LETTERS, new_head=True)
+    assert init.new_head and not torch.equal(model.fc.weight, source.fc.weight)
+    assert init.head == "a new head starts: model.new_head=true"
+
+
+def test_a_checkpoint_whose_classes_are_unknown_keeps_a_fitting_head_and_says_so(tmp_path):
+    path, source = _letters_checkpoint(tmp_path / "bare", run_json=False)
+    model, init = build_model_with_init("resnet18", False, path, 10, classes=DIGITS)
+    assert not init.new_head and torch.equal(model.fc.weight, source.fc.weight)
+    assert "whose names it does not record" in init.head and "model.new_head=true" in init.head
+
+
+def test_a_weights_file_without_a_head_says_it_has_none(tmp_path):
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save({k: v for k, v in state.items() if not k.startswith("fc.")}, tmp_path / "headless.pt")
+    _, init = build_model_with_init("resnet18", False, str(tmp_path / "headless.pt"), 10)
+    assert init.new_head and init.head == "it has no head: a new head starts"
+    torch.save(state, tmp_path / "imagenet.pt")
+    _, init = build_model_with_init("resnet18", False, str(tmp_path / "imagenet.pt"), 10)
+    assert init.head == "its head does not have the data's 10 classes: a new head starts"
+
+
+def test_a_weights_file_is_labelled_by_its_name_its_run_or_its_folder_never_its_whole_path(tmp_path):
+    path, _ = _letters_checkpoint(tmp_path / ("very" * 30) / "letters-run")
+    assert build_model_with_init("resnet18", False, path, 10, weights_name="letters")[1].label == "letters"
+    assert build_model_with_init("resnet18", False, path, 10)[1].label == "resnet18 on letters (letters-run)"
+    bare, _ = _letters_checkpoint(tmp_path / "x" / ("run" + "-a" * 40), run_json=False)
+    label = build_model_with_init("resnet18", False, bare, 10)[1].label
+    assert len(label) <= 40 and label.startswith("run-a") and label.endswith("a-a/model.pt") and "…" in label
+    assert shorten("x" * 100, 20) == "x" * 9 + "…" + "x" * 10
 
 
 def test_weights_file_errors(tmp_path):

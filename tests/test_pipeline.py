@@ -120,6 +120,34 @@ def test_training_crops_are_0_to_8_pixels_a_side_and_half_the_images_are_flipped
     assert (batch_normalize(batch_flip(batch_crop(source, offsets), flips)) - images).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("pipeline", [DeviceLoader, ReferenceLoader])
+def test_pad_crop_shifts_and_never_flips(pipeline):
+    """data.augment=pad_crop (digits, letters, text): the crops of pad_crop_flip, no mirror image."""
+    data = position_coded(1800)
+    extra = {"device": torch.device("cpu"), "num_workers": 0} if pipeline is ReferenceLoader else {}
+    loader = pipeline(data, batch_size=600, image_size=32, train=True, seed=3, transforms=Transforms(augment="pad_crop"),
+                      **extra)
+    images = torch.cat([batch for batch, _ in loader.epoch(1)])
+    offsets, flips = read_augmentation(images)
+    assert not flips.any()
+    assert int(offsets.min()) == 0 and int(offsets.max()) == 8 and len(set(offsets[:, 1].tolist())) == 9
+    source = data.images.float() / 255
+    assert (batch_normalize(batch_crop(source, offsets)) - images).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("pipeline", [DeviceLoader, ReferenceLoader])
+def test_resized_crop_crops_and_never_flips(pipeline):
+    """data.augment=resized_crop: random resized crops whose columns still run left to right."""
+    data = position_coded(400)
+    extra = {"device": torch.device("cpu"), "num_workers": 0} if pipeline is ReferenceLoader else {}
+    loader = pipeline(data, batch_size=200, image_size=32, train=True, seed=3,
+                      transforms=Transforms(augment="resized_crop", crop_scale=(0.3, 1.0)), **extra)
+    values = unnormalize(torch.cat([batch for batch, _ in loader.epoch(1)]))
+    columns = values[:, 1, 16, :]  # the green channel: the source column + 1, left to right unless mirrored
+    assert (columns[:, -1] > columns[:, 0]).all()
+    assert len({tuple(row.tolist()) for row in columns}) > 50  # the crops differ
+
+
 def test_device_loader_epochs_cover_every_image_once_and_differ():
     data = ImageSet(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 4, 4).contiguous(),
                     torch.arange(10), tuple("abcdefghij"))

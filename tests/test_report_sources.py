@@ -75,3 +75,30 @@ def test_how_adapted_tables_give_trainable_parameters_accuracy_and_the_differenc
     differences = read_frame(out / "adapters-differences.csv")
     assert list(differences["baseline"]) == ["full fine-tuning"] * 2 and list(differences["difference_mean"]) == [
         -1.5, -9.5]
+
+
+def test_a_weights_file_is_named_in_the_report_by_its_label_not_its_path(tmp_path, capsys):
+    """A local checkpoint's arm is ``weights letters`` (model.weights_name, as run.json's label keeps
+    it); a record from before the label names it by its path, shortened: no figure grows with a path."""
+    long_path = "/data/" + "deep-folder/" * 20 + "model.pt"
+    records = {}
+    for seed, accuracy in ((1, 0.7), (2, 0.72)):
+        named = hand_record("data.fraction=0.1", f"model.weights={long_path}", seed=seed, test_acc=accuracy,
+                            keys={"model.weights_name": "letters"})
+        named["pretraining"] = {"source": "file", "tag": None, "label": "letters", "new_head": True}
+        records[f"named-{seed}"] = named
+        records[f"scratch-{seed}"] = hand_record("data.fraction=0.1", "model.pretrained=false", seed=seed,
+                                                 test_acc=accuracy - 0.2)
+    [group] = groups_of(records)
+    assert sorted(arm.values["init"] for arm in group.arms) == ["from scratch", "weights letters"]
+    _, text, _ = make_report(tmp_path, records, capsys)
+    assert "weights letters" in text and "deep-folder/deep" not in text
+    older = {k: {**r, "pretraining": None} if k.startswith("named") else r for k, r in records.items()}
+    [group] = groups_of(older)
+    [label] = [arm.values["init"] for arm in group.arms if arm.values["init"] != "from scratch"]
+    assert label.startswith("weights /data/deep") and label.endswith("/model.pt") and len(label) <= 48
+    from PIL import Image
+
+    out, _, _ = make_report(tmp_path / "older", older, capsys)
+    widths = {png.name: Image.open(png).size[0] for png in out.glob("*.png")}
+    assert widths and max(widths.values()) < 1400, widths  # no figure grows with the path

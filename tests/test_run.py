@@ -132,6 +132,20 @@ def test_a_run_starts_from_a_saved_model(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_finished_run_says_where_its_folder_and_model_pt_are(tmp_path, caplog):
+    caplog.set_level("INFO", logger="transferlab")
+    threads_before = torch.get_num_threads()
+    record = run_training(tiny_config("save_model=true", "train.threads=1"), tmp_path / "saved")
+    assert record["status"] == "completed", record.get("error")
+    assert record["device_name"].endswith(", 1 threads)")  # train.threads=1 set it, for this run only
+    assert torch.get_num_threads() == threads_before
+    folder = (tmp_path / "saved").resolve()
+    assert f"run completed: {folder}; its model: {folder / 'model.pt'}" in caplog.messages
+    run_training(tiny_config(), tmp_path / "plain")
+    assert f"run completed: {(tmp_path / 'plain').resolve()} (save_model=true also writes its model.pt)" in caplog.messages
+
+
+@pytest.mark.slow
 def test_a_run_starts_from_a_weights_file_end_to_end(tmp_path):
     """model.weights=FILE with an ImageNet-shaped state_dict: the run loads it, replaces the head,
     trains and records where it started; the frozen modules still hold the file's weights."""
@@ -305,3 +319,28 @@ def test_predictions_that_cannot_be_written_fail_the_run_in_one_line(tmp_path):
     assert str(failed.value).startswith(f"the run's test predictions could not be saved: could not write "
                                         f"{tmp_path / 'taken' / 'predictions.npz'} (")
     assert "\n" not in str(failed.value)
+
+
+@pytest.mark.slow
+def test_a_letters_model_pt_gets_a_new_head_in_a_digits_run_and_the_log_says_why(tmp_path, caplog):
+    """Letters A-J and digits 0-9: ten classes each, so the head's shape fits, but its rows are the
+    letters'. The run starts a new head, logs why, and names its source by the letters run."""
+    letters = write_image_folder(tmp_path / "letters", per_class=4, classes=tuple("ABCDEFGHIJ"))
+    digits = write_image_folder(tmp_path / "digits", per_class=4, classes=tuple("0123456789"), seed=1)
+    folder = ["data=imagefolder", "data.image_size=32", "data.cache_dir=null", "model.pretrained=false",
+              "train.epochs=1", "device=cpu", "progress=off"]
+    first = run_training(tiny_config(*folder, f"data.root={letters}", "save_model=true"), tmp_path / "first")
+    assert first["status"] == "completed", first.get("error")
+    weights = tmp_path / "first" / "model.pt"
+    caplog.set_level("INFO", logger="transferlab")
+    record = run_training(tiny_config(*folder, f"data.root={digits}", f"model.weights={weights}"), tmp_path / "second")
+    assert record["status"] == "completed", record.get("error")
+    assert record["pretraining"]["new_head"] is True
+    assert (record["num_train_images"], record["last_batch_size"]) == (40, 8)  # batches of 32: 32 + 8
+    assert record["pretraining"]["label"] == "resnet18 on letters (first)"
+    assert (f"file:{weights}: a new head starts: its classes (A, B, C, D, ...) are not the data's (0, 1, 2, 3, ...)"
+            in caplog.messages)
+    same = run_training(tiny_config(*folder, f"data.root={letters}", f"model.weights={weights}",
+                                    "model.weights_name=letters"), tmp_path / "third")
+    assert same["pretraining"]["new_head"] is False and same["pretraining"]["label"] == "letters"
+    assert f"file:{weights}: its head is kept: its classes are the data's (A, B, C, D, ...)" in caplog.messages

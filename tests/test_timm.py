@@ -21,8 +21,10 @@ from transferlab import timm_models  # noqa: E402
 from transferlab.config import compose_config  # noqa: E402
 from transferlab.errors import ConfigError, TransferlabError  # noqa: E402
 from transferlab.models import (  # noqa: E402
-    build_model_with_init, check_image_size, check_model_name, frozen_modules, head_name, trainable_parameter_names,
+    build_model_with_init, check_image_size, check_model_name, frozen_modules, head_name,
+    trainable_parameter_names,
 )
+from transferlab.records import shorten  # noqa: E402
 from transferlab.run import run_training, transforms_of  # noqa: E402
 
 
@@ -264,6 +266,6 @@ def test_a_run_starts_from_the_model_pt_of_a_run_on_other_classes(tmp_path):
                           tmp_path / "second")
     assert record["status"] == "completed", record.get("error")
     digest = hashlib.sha256((tmp_path / "four.pt").read_bytes()).hexdigest()
-    assert record["pretraining"] == {"source": "file", "tag": None, "label": f"file:{tmp_path / 'four.pt'}",
+    assert record["pretraining"] == {"source": "file", "tag": None, "label": shorten(f"{tmp_path.name}/four.pt"),
                                      "new_head": True, "weights_sha256": digest}
 

@@ -1,4 +1,4 @@
-"""The image caches on disk as a user sees them: where they live, what a cache folder holds, and
+"""The image caches (and the cached probes' feature caches) on disk as a user sees them: where they live, what a cache folder holds, and
 `transferlab cache`, which lists them and removes them. Building and opening a cache is
 data/cache.py's; this module imports neither torch nor numpy, so that the command answers at once.
 
@@ -7,6 +7,9 @@ data/imagefolder.py) beside its lock file ``<key>.lock``, which a run holds whil
 opens the cache; a decoding in progress writes ``.<key>.<pid>.tmp/``. A run that trains on a cache
 only reads its memory map: removing the cache then costs that run nothing (the kernel keeps the
 file until the map is gone, on a local disk) and the next run decodes the folder again.
+
+A feature cache (transferlab.probe: a linear probe's features, ``freeze.cached_features=true``) is
+laid out alike in ``<cache dir>/features/<key>/``; `transferlab cache` lists and removes it too.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from transferlab.locks import lock_if_free  # noqa: F401 (cache.py takes it from
 
 IMAGES_FILE, LABELS_FILE, DIGESTS_FILE, ABOUT_FILE = "images.npy", "labels.npy", "digests.npy", "about.json"
 KIND = "imagefolder"  # the caches' folder inside the cache dir (data=imagefolder's)
+FEATURES_KIND = "features"  # the feature caches' folder (transferlab.probe's)
 KEY = re.compile(r"[0-9a-f]{24}")  # a cache folder's name
 TEMPORARY = re.compile(r"^\.(?P<key>[^.]+)\.(?P<pid>\d+)\.tmp$")  # .<key>.<pid of its writer>.tmp
 
@@ -108,16 +112,19 @@ class CacheEntry:
     """One cache folder, as its about.json and the file system describe it."""
 
     path: Path
-    source: str | None  # the image folder it was decoded from (None: about.json missing or unreadable)
+    # the image folder it was decoded from, or a feature cache's model and weights (None: about.json
+    # missing or unreadable)
+    source: str | None
     images: int | None
-    stored_size: int | None  # pixels a side
+    stored_size: int | None  # pixels a side (a feature cache's: the image size its features were taken at)
     disk_bytes: int  # space taken on disk
     last_used: float  # seconds since the epoch: the folder's modification time, set at each opening
 
 
-def image_caches(cache_dir: Path) -> list[CacheEntry]:
-    """The caches in ``cache_dir`` (data.cache_dir), most recently used first."""
-    folder = Path(cache_dir) / KIND
+def image_caches(cache_dir: Path, kind: str = KIND) -> list[CacheEntry]:
+    """The caches in ``cache_dir`` (data.cache_dir), most recently used first: the image caches, or
+    with ``kind=FEATURES_KIND`` the feature caches."""
+    folder = Path(cache_dir) / kind
     try:
         entries = [entry for entry in os.scandir(folder) if KEY.fullmatch(entry.name) and entry.is_dir()]
     except FileNotFoundError:
@@ -130,6 +137,13 @@ def image_caches(cache_dir: Path) -> list[CacheEntry]:
         except (OSError, ValueError):
             about = None
         about = about if isinstance(about, dict) else {}
+        if kind == FEATURES_KIND:
+            splits = about.get("splits")
+            images = sum(splits.values()) if isinstance(splits, dict) else None
+            source = f"{about['model']} features ({about.get('init')})" if "model" in about else None
+            caches.append(CacheEntry(path, source, images, about.get("image_size"), _disk_bytes(path),
+                                     entry.stat().st_mtime))
+            continue
         caches.append(CacheEntry(path, about.get("root"), about.get("images"), about.get("stored_size"),
                                  _disk_bytes(path), entry.stat().st_mtime))
     return sorted(caches, key=lambda cache: cache.last_used, reverse=True)
@@ -151,9 +165,11 @@ def remove_cache(folder: Path) -> int:
     """Remove the cache in ``folder``, under its lock; the bytes it took on disk. A TransferlabError
     when ``folder`` is not a cache folder, or when a run holds its lock (decoding or opening it)."""
     folder = Path(folder).absolute()
-    if not (KEY.fullmatch(folder.name) and folder.parent.name == KIND and folder.is_dir() and not folder.is_symlink()):
-        raise TransferlabError(f"{folder} is not an image cache (a folder <cache dir>/{KIND}/<key>/ that "
-                               "`transferlab cache list` lists); nothing was removed")
+    if not (KEY.fullmatch(folder.name) and folder.parent.name in (KIND, FEATURES_KIND) and folder.is_dir()
+            and not folder.is_symlink()):
+        raise TransferlabError(f"{folder} is not an image cache (a folder <cache dir>/{KIND}/<key>/ or "
+                               f"<cache dir>/{FEATURES_KIND}/<key>/ that `transferlab cache list` lists); "
+                               "nothing was removed")
     with lock_if_free(lock_path(folder)) as free:
         if not free:
             raise TransferlabError(f"{folder} is in use: a run is decoding or opening it (it holds "
@@ -167,7 +183,7 @@ def remove_all(cache_dir: Path) -> tuple[list[str], list[str]]:
     """Remove every cache in ``cache_dir`` and the temporaries no process is writing: (what was
     removed, what was refused), one line each."""
     removed, refused = [], []
-    for cache in image_caches(cache_dir):
+    for cache in image_caches(cache_dir) + image_caches(cache_dir, FEATURES_KIND):
         try:
             removed.append(f"removed {cache.path} ({format_size(remove_cache(cache.path))})")
         except TransferlabError as error:
@@ -186,8 +202,9 @@ def listing(cache_dir: Path) -> str:
     on disk and last use, then the total; decodings in progress or left behind after it."""
     caches = image_caches(cache_dir)
     folder = Path(cache_dir) / KIND
+    features = _feature_listing(cache_dir)
     if not caches and not temporaries(folder):
-        return f"no image caches in {folder}"
+        return "\n".join([f"no image caches in {folder}", *features])
     rows = [("CACHE", "SOURCE", "IMAGES", "STORED", "ON DISK", "LAST USED")]
     for cache in caches:
         rows.append((str(cache.path), cache.source or f"({ABOUT_FILE} missing or unreadable)",
@@ -202,14 +219,34 @@ def listing(cache_dir: Path) -> str:
         with lock_if_free(path.with_name(f"{key}.lock")) as free:
             state = "left by an interrupted decoding (cache remove --all removes it)" if free else "being decoded"
         lines.append(f"{path}: {state}, process {pid}, {format_size(_disk_bytes(path))}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *features])
+
+
+def _feature_listing(cache_dir: Path) -> list[str]:
+    """The feature caches' lines of `cache list` (none where there are none): a blank line, a table
+    of each cache's folder, model and weights, images, image size, space on disk and last use, the total."""
+    caches = image_caches(cache_dir, FEATURES_KIND)
+    if not caches:
+        return []
+    rows = [("FEATURE CACHE", "SOURCE", "IMAGES", "SIZE", "ON DISK", "LAST USED")]
+    for cache in caches:
+        rows.append((str(cache.path), cache.source or f"({ABOUT_FILE} missing or unreadable)",
+                     f"{cache.images:,}" if isinstance(cache.images, int) else "?",
+                     f"{cache.stored_size}x{cache.stored_size}" if cache.stored_size else "?",
+                     format_size(cache.disk_bytes), time.strftime("%Y-%m-%d %H:%M", time.localtime(cache.last_used))))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = ["", *("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows)]
+    lines.append(f"{len(caches)} feature cache(s), {format_size(sum(c.disk_bytes for c in caches))} on disk in "
+                 f"{Path(cache_dir) / FEATURES_KIND}")
+    return lines
 
 
 def parse_args(args: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="transferlab cache",
-        description="The decoded-image caches of data=imagefolder (docs/imagefolder.md): list them, or remove "
-                    "them to free the disk. A removed cache is decoded again by the next run that needs it.")
+        description="The decoded-image caches of data=imagefolder (docs/imagefolder.md) and the feature caches of "
+                    "cached linear probes (docs/probes.md): list them, or remove them to free the disk. A removed "
+                    "cache is made again by the next run that needs it.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{list,remove}")
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--dir", type=Path, default=None, metavar="DIR",

@@ -33,7 +33,8 @@ PIPELINES = ("device", "reference")
 # a uniformly random share of all images (transferlab's draw before data.sampling existed).
 SAMPLINGS = ("stratified", "uniform")
 # The training augmentations and normalisation statistics a dataset can be given (see data/pipelines.py).
-AUGMENTATIONS = ("pad_crop_flip", "random_resized_crop", "flip", "none")
+# pad_crop and resized_crop are pad_crop_flip and random_resized_crop without the horizontal flip (digits, text).
+AUGMENTATIONS = ("pad_crop_flip", "random_resized_crop", "flip", "none", "pad_crop", "resized_crop")
 # auto: the model's own (a timm model's pretrained_cfg: mean, std, interpolation, crop; ImageNet's for torchvision).
 NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "auto")
 OPTIMIZERS = ("sgd", "adamw")
@@ -56,7 +57,8 @@ PROBE_FITS = ("optimizer", "lbfgs")
 # data.root is one of them except where the dataset table (transferlab.datasets) makes it an identity key:
 # for data=imagefolder the folder is the dataset (see result_config).
 NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "data.root", "data.num_workers",
-                   "data.cache_dir", "data.decode_workers")
+                   "data.cache_dir", "data.decode_workers", "model.weights_name",
+                   "train.threads")
 # The overrides a run folder's name leaves out (Hydra's hydra.job.config.override_dirname.exclude_keys,
 # which conf/config.yaml takes from run_folder_excluded_keys): those above, and the two that pick
 # the study (its folder outputs/<name>/ already says it) or an experiment file (its values appear
@@ -123,9 +125,18 @@ class ModelConfig:
     pretrained: bool = True
     # A local state_dict to start from instead of downloading; see README "Working offline".
     weights: Optional[str] = None
+    # model.weights' name in the report's tables and legends (default: from the run.json beside the file,
+    # "resnet18 on letters", else the file's folder and name); it does not change the run's result.
+    weights_name: Optional[str] = None
+    # true: model.weights' head is never kept, even where its classes are the data's.
+    new_head: bool = False
 
     def __post_init__(self) -> None:
         self.weights = _home_expanded(self.weights)
+        for key, value in (("model.weights_name", self.weights_name), ("model.new_head", "true" if self.new_head else None)):
+            if value is not None and self.weights is None:
+                raise ConfigError(f"{key}={value} applies to a weights file; set model.weights=FILE too "
+                                  "(every other source starts a new head and has its own name)")
 
 
 @dataclass
@@ -303,9 +314,14 @@ class TrainConfig:
     compile_mode: str = "default"
     # The training loss's label smoothing (0: plain cross-entropy); the test loss never smooths.
     label_smoothing: float = 0.0
+    # CPU runs: torch's intra-op threads (null: torch's default, a thread per core; a run on a busy machine
+    # is told that fewer trained faster there). docs/performance.md has the measurement.
+    threads: Optional[int] = None
 
     def __post_init__(self) -> None:
         _choice("train.compile_mode", self.compile_mode, COMPILE_MODES)
+        if self.threads is not None:
+            _at_least("train.threads", self.threads, 1)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"train.label_smoothing={self.label_smoothing} is not allowed; it must be in [0, 1)")
         _at_least("train.epochs", self.epochs, 1)
@@ -404,6 +420,8 @@ KEY_MEANINGS: dict[str, str] = {
     "model.name": "any torchvision classification model (model=NAME picks it too), or timm/NAME[.TAG]",
     "model.pretrained": "start from torchvision's ImageNet weights (false: random initialisation)",
     "model.weights": "a state_dict file (.pth, .safetensors) or local-dir:FOLDER to start from instead",
+    "model.weights_name": "model.weights' name in the report (null: from the run.json beside it, or its file)",
+    "model.new_head": "true: never keep model.weights' head, even where its classes are the data's",
     "freeze.name": "the freeze preset: none | early | middle | last_only (freeze=lp_ft: LP-FT)",
     "freeze.modules": "dotted module names to freeze instead of the preset, e.g. [layer1,layer2.0]",
     "freeze.unfreeze_at_epoch": "LP-FT: the frozen modules train from epoch N+1 on (null: never)",
@@ -427,7 +445,8 @@ KEY_MEANINGS: dict[str, str] = {
     "data.num_train": "training images data=synthetic generates (before data.fraction)",
     "data.num_test": "test images data=synthetic generates",
     "data.val_fraction": "share of the training subset held out, scored every epoch, in [0, 1)",
-    "data.augment": "training augmentation: pad_crop_flip | random_resized_crop | flip | none",
+    "data.augment": "training augmentation: pad_crop_flip | random_resized_crop | flip | none | pad_crop | "
+                    "resized_crop (the last two: no flip)",
     "data.crop_scale": "[low, high]: the share of the image's area random_resized_crop draws from",
     "data.normalize": "the mean and std images are normalised with: cifar10 | cifar100 | imagenet | auto",
     "data.test_crop": "test images: resized to image_size / test_crop, then centre-cropped",
@@ -453,6 +472,7 @@ KEY_MEANINGS: dict[str, str] = {
     "train.compile": "torch.compile the model",
     "train.compile_mode": "default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs",
     "train.label_smoothing": "the training loss's label smoothing, in [0, 1) (0: none)",
+    "train.threads": "CPU runs' torch threads, >= 1 (null: torch's default, a thread per core)",
     "name": "the study: runs go to outputs/<name>/ (a folder name, not a path)",
     "seed": "initialisation, batch order and augmentation (plus repeat)",
     "repeat": "the replicate: seed + repeat, on the subset of data.subset_seed + repeat",

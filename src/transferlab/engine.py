@@ -57,6 +57,19 @@ def precision_name(amp_dtype: torch.dtype | None) -> str:
     return next(name for name, dtype in AMP_DTYPES.items() if dtype == amp_dtype)
 
 
+def busy_machine_advice(threads: int, cores: int, load: float) -> str | None:
+    """A line for a CPU run about to train with ``threads`` threads on a machine whose 1-minute
+    load average leaves fewer cores free than that, or None. On a 2-core machine shared at load 5-8,
+    torch's default (a thread per core) trained ResNet18 at 13 images/s and one thread at 82
+    (scripts/benchmark_threads.py, docs/performance.md). The thread count is not chosen from the
+    load: a run and its resume must compute alike, whatever the load did in between."""
+    free = max(1, cores - round(load))
+    if threads <= free:
+        return None
+    return (f"the machine is busy (load average {load:.1f} on {cores} cores): {threads} CPU threads wait for cores; "
+            f"on a shared machine train.threads={free} trained up to 6x faster (docs/performance.md)")
+
+
 def configure_determinism(seed: int, deterministic: bool, device: torch.device) -> None:
     """Seed every RNG; ``deterministic`` trades cuDNN's autotuner for repeatable kernels."""
     import os

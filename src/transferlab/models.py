@@ -10,18 +10,21 @@ presets that need no stages (``none``, ``last_only``) apply. Freezing is data:
 ``model.name=timm/<name>[.<tag>]`` builds a timm model instead (transferlab.timm_models): its head,
 stages and preprocessing come from timm's own metadata rather than from ``MODELS``.
 
-A weights file (``model.weights``) whose head does not fit the data's classes, or has no head,
-loads everything else and starts a fresh head (``Init.new_head``); any other mismatch is an error
-that names the keys.
+A weights file (``model.weights``) loads whole, head included, only when its head has the data's
+number of classes and, where they are known (the ``classes`` of the run.json beside the file), the
+data's class names in the data's order; otherwise, or with ``model.new_head=true``, it loads
+everything else and starts a fresh head (``Init.new_head``, and ``Init.head`` says why). Any other
+mismatch is an error that names the keys.
 """
 
 from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +35,7 @@ from torch import nn
 from transferlab import timm_models
 from transferlab.caches import file_sha256
 from transferlab.errors import ConfigError, TransferlabError
+from transferlab.records import shorten
 
 log = logging.getLogger(__name__)
 
@@ -254,17 +258,86 @@ class Init:
     new_head: bool  # the head was started afresh (the weights' head did not fit the data's classes, or was missing)
     # The SHA-256 of the weights loaded (of a local-dir folder: of its files' digests); None for scratch.
     weights_sha256: str | None = None
+    head: str = ""  # a weights file's: why its head was kept or started afresh, for the log
+    name: str | None = None  # a weights file's name for the report (model.weights_name, or from its run.json)
 
     @property
     def label(self) -> str:
-        """How the report names the pretraining source: ``torchvision IMAGENET1K_V1``, ``timm a1_in1k``..."""
+        """How the report names the pretraining source: ``torchvision IMAGENET1K_V1``, ``timm a1_in1k``,
+        a weights file's name (``letters``)..."""
         if self.source == "scratch":
             return "from scratch"
+        if self.name:
+            return self.name
         return f"{self.source} {self.tag}" if self.tag else self.init
 
     def as_record(self) -> dict[str, object]:
         return {"source": self.source, "tag": self.tag, "label": self.label, "new_head": self.new_head,
                 "weights_sha256": self.weights_sha256}
+
+
+# What became of a weights file's head (timm_models uses the same words).
+HEAD_KEPT, HEAD_MISSING, HEAD_MISFIT, HEAD_REFUSED = timm_models.HEAD_STATES
+
+
+def weights_record(path: Path) -> dict[str, object] | None:
+    """The run.json beside a weights file (a run's model.pt or checkpoint.pt), or None: what the
+    weights were trained on (``classes``, ``dataset``, ``model``)."""
+    try:
+        record = json.loads((path.parent / "run.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _known_classes(trained_on: Mapping[str, object] | None) -> list[str] | None:
+    classes = (trained_on or {}).get("classes")
+    return [str(c) for c in classes] if isinstance(classes, list) else None
+
+
+def head_refusal(trained_on: Mapping[str, object] | None, classes: Sequence[str] | None,
+                 new_head: bool) -> str | None:
+    """Why a weights file's head must not be kept whatever its shape (None: it may be, if it fits):
+    ``model.new_head=true``, or class names, known on both sides, that are not the data's."""
+    if new_head:
+        return "model.new_head=true"
+    weights_classes = _known_classes(trained_on)
+    if weights_classes is not None and classes is not None and weights_classes != list(classes):
+        order = " (in another order)" if sorted(weights_classes) == sorted(classes) else ""
+        return (f"its classes ({_listed(weights_classes)}) are not the data's ({_listed(classes)}){order}")
+    return None
+
+
+def head_reason(state: str, refusal: str | None, num_classes: int,
+                trained_on: Mapping[str, object] | None) -> str:
+    """One line for the log: which head the run has, and why."""
+    if state == HEAD_REFUSED:
+        return f"a new head starts: {refusal}"
+    if state == HEAD_MISSING:
+        return "it has no head: a new head starts"
+    if state == HEAD_MISFIT:
+        return f"its head does not have the data's {num_classes} classes: a new head starts"
+    if _known_classes(trained_on) is not None:
+        return f"its head is kept: its classes are the data's ({_listed(_known_classes(trained_on))})"
+    return (f"its head is kept: it has the data's {num_classes} classes, whose names it does not record (no run.json "
+            "beside it); model.new_head=true starts a new one")
+
+
+def _listed(names: Sequence[str], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
+def weights_label(path: Path, weights_name: str | None, trained_on: Mapping[str, object] | None) -> str:
+    """How the report names a weights file: ``model.weights_name``; else what its run.json says it
+    was trained on and its run folder (``resnet18 on letters (seed=1)``: the report's arms go by
+    label, so that runs of two files must not share one); else its folder and file name; shortened
+    to records.LABEL_LIMIT characters."""
+    if weights_name:
+        return shorten(weights_name)
+    record = trained_on or {}
+    if isinstance(record.get("model"), str) and isinstance(record.get("dataset"), str):
+        return shorten(f"{record['model']} on {record['dataset']} ({path.parent.name})")
+    return shorten(f"{path.parent.name}/{path.name}" if path.parent.name else path.name)
 
 
 def build_model(name: str, pretrained: bool, weights_path: str | None = None,
@@ -277,18 +350,33 @@ def build_model(name: str, pretrained: bool, weights_path: str | None = None,
 
 def build_model_with_init(name: str, pretrained: bool, weights_path: str | None = None,
                           num_classes: int = DEFAULT_NUM_CLASSES, image_size: int | None = None,
-                          digest_memo: Path | None = None) -> tuple[nn.Module, Init]:
+                          digest_memo: Path | None = None, classes: Sequence[str] | None = None,
+                          new_head: bool = False, weights_name: str | None = None) -> tuple[nn.Module, Init]:
     """(model, how it was initialised, with the SHA-256 of the weights it loaded). ``image_size``
     sizes the models whose input size is fixed (timm's ViTs); torchvision's take their own size.
-    ``digest_memo``: where weights files' digests are remembered (caches.file_sha256)."""
+    ``digest_memo``: where weights files' digests are remembered (caches.file_sha256). A weights
+    file's head is kept only when it fits (``head_refusal``): ``classes`` are the data's class names
+    (None: unknown), ``new_head`` forces a fresh head; ``weights_name`` names the file in the report."""
     check_model_name(name)
+    local_dir = timm_models.is_timm(name) and str(weights_path).startswith(timm_models.LOCAL_DIR)
+    file = Path(weights_path) if weights_path is not None and not local_dir else None  # a state_dict file
+    trained_on = weights_record(file) if file is not None else None
+    refusal = head_refusal(trained_on, classes, new_head)
     if timm_models.is_timm(name):
-        model, init = timm_models.build(name, pretrained, weights_path, num_classes, image_size, digest_memo)
-        return model, Init(init.init, init.source, init.tag, init.new_head, init.weights_sha256)
+        model, init = timm_models.build(name, pretrained, weights_path, num_classes, image_size, digest_memo,
+                                        keep_head=refusal is None)
+        if file is None:  # a tag's weights, a local-dir: folder (a new head) or none
+            return model, Init(init.init, init.source, init.tag, init.new_head, init.weights_sha256,
+                               name=shorten(weights_name) if weights_name else None)
+        return model, Init(init.init, init.source, init.tag, init.new_head, init.weights_sha256,
+                           head_reason(init.head, refusal, num_classes, trained_on),
+                           weights_label(file, weights_name, trained_on))
     if weights_path is not None:
         model = _architecture(name, weights=None)
-        new_head = _load_state_dict_file(model, name, Path(weights_path), num_classes)
-        return model, Init(f"file:{weights_path}", "file", None, new_head, file_sha256(Path(weights_path), digest_memo))
+        state = _load_state_dict_file(model, name, file, num_classes, keep_head=refusal is None)
+        return model, Init(f"file:{weights_path}", "file", None, state != HEAD_KEPT, file_sha256(file, digest_memo),
+                           head_reason(state, refusal, num_classes, trained_on),
+                           weights_label(file, weights_name, trained_on))
     if not pretrained:
         return _build_torchvision(name, None, num_classes), Init("random", "scratch", None, True)
     weights = pretrained_weights(name)
@@ -353,13 +441,13 @@ def _replace_head(model: nn.Module, head: str, num_classes: int) -> None:
     setattr(parent, child_name, new.to(old.weight.device))
 
 
-def _load_state_dict_file(model: nn.Module, name: str, path: Path, num_classes: int) -> bool:
+def _load_state_dict_file(model: nn.Module, name: str, path: Path, num_classes: int, keep_head: bool = True) -> str:
     """Load a state_dict (a ``.pth``/``.pt`` torch file or ``.safetensors``) into ``model``, an
-    ImageNet-shaped architecture, and leave ``model`` with a ``num_classes`` head; whether that head
-    is new. A head of ``num_classes`` classes loads with the rest; any other (ImageNet's 1000, the
-    4 of an earlier run on other data) or none at all is replaced by a fresh one, as with the
-    downloaded weights. The weights of auxiliary classifiers, which ``model`` does not have, are
-    ignored; every other key must fit."""
+    ImageNet-shaped architecture, and leave ``model`` with a ``num_classes`` head; what became of
+    the file's head (HEAD_KEPT...). A head of ``num_classes`` classes loads with the rest unless
+    ``keep_head`` is false; any other (ImageNet's 1000, the 4 of an earlier run on other data) or
+    none at all is replaced by a fresh one, as with the downloaded weights. The weights of auxiliary
+    classifiers, which ``model`` does not have, are ignored; every other key must fit."""
     if not path.is_file():
         raise ConfigError(f"model.weights={str(path)!r}: no such file")
     try:
@@ -382,12 +470,17 @@ def _load_state_dict_file(model: nn.Module, name: str, path: Path, num_classes: 
     _replace_head(model, head, num_classes)
     head_keys = {key for key in model.state_dict() if key.startswith(f"{head}.")}
     expected = model.state_dict()
-    fits = all(key in state_dict and state_dict[key].shape == expected[key].shape for key in head_keys)
-    if not fits:  # the new head keeps its fresh initialisation; the rest must load
+    if not any(key in state_dict for key in head_keys):
+        state = HEAD_MISSING
+    elif not all(key in state_dict and state_dict[key].shape == expected[key].shape for key in head_keys):
+        state = HEAD_MISFIT
+    else:
+        state = HEAD_KEPT if keep_head else HEAD_REFUSED
+    if state != HEAD_KEPT:  # the new head keeps its fresh initialisation; the rest must load
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(f"{head}.")}
         state_dict.update({key: expected[key] for key in head_keys})
     load_state_dict_strict(model, state_dict, f"model.weights={str(path)!r}")
-    return not fits
+    return state
 
 
 def _unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor] | None:

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferlab.caches import ABOUT_FILE
+from transferlab.caches import ABOUT_FILE, FEATURES_KIND
 from transferlab.data.cache import (  # the image cache's checks and writing, shared
     array_digests, arrays_damage, digests_damage, read_about, reserve,
 )
@@ -177,7 +177,7 @@ def probe_features(model: nn.Module, head: str, sets: dict[str, Any], batches_of
     missing or damaged), and what run.json records of it: the cache folder, whether this run
     built it, and the seconds it took to build or read."""
     start = time.perf_counter()
-    folder = Path(cache_root).expanduser() / "features" / cache_key(identity)
+    folder = Path(cache_root).expanduser() / FEATURES_KIND / cache_key(identity)
     extract = {split: (lambda data=data: extract_features(model, head, batches_of(data).epoch(1), device, amp_dtype))
                for split, data in sets.items()}
     features, built = features_cache(folder, {split: data.labels for split, data in sets.items()}, identity, extract)

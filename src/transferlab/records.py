@@ -39,6 +39,7 @@ STATUSES = ("running", "completed", "failed", "interrupted")
 SCHEMA_VERSION = 2
 # Study names of `transferlab tune`: <part>-tuning holds the trials, <part>-tuned the tuned runs.
 TRIALS_SUFFIX, TUNED_SUFFIX = "-tuning", "-tuned"
+LABEL_LIMIT = 40  # the characters of a label (a weights file's name) in tables and legends, at most
 
 
 @dataclass
@@ -92,6 +93,9 @@ class RunRecord:
     train_images_per_class: Any = None
     num_test_images: int | None = None
     num_val_images: int | None = None
+    # The size of an epoch's last training batch (data.pipelines.batch_sizes): a batch far smaller than
+    # train.batch_size (70 images in batches of 64: 64 + 6) can ruin BatchNorm's statistics; the report names it.
+    last_batch_size: int | None = None
     params_trainable_after_unfreeze: int | None = None
     val_acc: float | None = None
     val_loss: float | None = None
@@ -305,6 +309,15 @@ def _lookup(values: dict[str, Any], dotted: str) -> Any:
 def _shown(value: Any, limit: int = 40) -> str:
     text = json.dumps(value) if _number(value) else repr(value)  # NaN as JSON writes it: NaN
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def shorten(text: str, limit: int = LABEL_LIMIT) -> str:
+    """``text`` if it is at most ``limit`` characters, else its start and end around an ellipsis:
+    a label in run.json, a table or a figure's legend never grows with a path's length."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (limit - 1 - head):]}"
 
 
 def utc_now() -> str:

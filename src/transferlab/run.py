@@ -38,9 +38,10 @@ from transferlab.data import (
     ImageSet, Transforms, data_source, dataset_name, images_per_class, load_datasets, make_loader, scan_folder,
     stratified_split,
 )
+from transferlab.data.pipelines import batch_sizes
 from transferlab.engine import (
-    EpochResult, configure_determinism, evaluate, make_optimizer, precision_name, recording_nondeterministic_ops,
-    select_amp_dtype, select_device,
+    EpochResult, busy_machine_advice, configure_determinism, evaluate, make_optimizer, precision_name,
+    recording_nondeterministic_ops, select_amp_dtype, select_device,
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.files import remove_leftover_temporaries
@@ -114,7 +115,8 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
         # of run.json carries them.
         ops = record.nondeterministic_ops
         recording = recording_nondeterministic_ops(ops) if ops is not None else contextlib.nullcontext()
-        with _sigterm_interrupts(), recording, _run_device(config.device) as device:
+        with _sigterm_interrupts(), recording, _run_device(config.device) as device, \
+                _cpu_threads(config.train.threads, device):
             _train(config, device, run_dir, record, tracker, callbacks)
         record.status = "completed"
     except TransferlabError as error:
@@ -143,6 +145,10 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
             tracker.end(record.to_dict())  # the final status, and run.json among the tracked files
     if record.status == "completed" and not config.keep_checkpoint:
         remove_checkpoint(run_dir / CHECKPOINT_FILE)  # only once run.json says completed
+    if record.status == "completed":
+        log.info("run completed: %s%s", Path(run_dir).resolve(),
+                 f"; its model: {Path(run_dir).resolve() / record.model_file}" if record.model_file else
+                 " (save_model=true also writes its model.pt)")
     return record.to_dict()
 
 
@@ -156,6 +162,24 @@ def _write_final_record(run_dir: Path, record: RunRecord) -> None:
         raise TransferlabError(f"the run {outcome}, but its record could not be saved: "
                                f"{write_failure(run_dir / RUN_FILE, record_bytes(record), error)}; {RUN_FILE} "
                                "still shows the last saved epoch") from error
+
+
+@contextlib.contextmanager
+def _cpu_threads(threads: int | None, device: torch.device) -> Iterator[None]:
+    """A CPU run trains with train.threads threads (torch's count is the process's: put back after
+    the run), or with torch's default, with advice where the machine is busy."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    elif advice := busy_machine_advice(before, os.cpu_count() or 1, os.getloadavg()[0]):
+        log.info("%s", advice)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -206,7 +230,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
     train_set, val_set, test_set = _datasets(config, show_progress, record)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model, stages = _build_model(config, len(train_set.classes), device, memory_format, record)
+    model, stages = _build_model(config, list(train_set.classes), device, memory_format, record)
     optimizer = make_optimizer(
         config.optim.name, _parameter_groups(model, stages, config), lr=config.optim.lr,
         momentum=config.optim.momentum, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
@@ -218,6 +242,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     loader_args = dict(image_size=config.data.image_size, seed=config.effective_seed, device=device,
                        num_workers=config.data.num_workers, memory_format=memory_format, transforms=transforms)
     train_batches = make_loader(train_set, config.data.pipeline, config.train.batch_size, train=True, **loader_args)
+    record.last_batch_size = (batch_sizes(len(train_set), config.train.batch_size, train=True) or [0])[-1]
     scheduler = _make_scheduler(optimizer, config, len(train_batches))  # its steps per epoch: the loader's batches
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
@@ -301,15 +326,16 @@ def _keep_what_was_saved(writer: CheckpointWriter, record: RunRecord) -> None:
     record.set_results(record.history[-1] if record.history else None)
 
 
-def _build_model(config: Config, num_classes: int, device: torch.device, memory_format: torch.memory_format,
+def _build_model(config: Config, classes: list[str], device: torch.device, memory_format: torch.memory_format,
                  record: RunRecord) -> tuple[torch.nn.Module, list[list[str]]]:
     """(the model, frozen and adapted as the config says, on ``device``; its stages by parameter
     name, for optim.layer_decay)."""
-    model, init = build_model_with_init(config.model.name, config.model.pretrained, config.model.weights, num_classes,
-                                        config.data.image_size, _cache_root(config) / DIGEST_MEMO)
+    model, init = build_model_with_init(config.model.name, config.model.pretrained, config.model.weights, len(classes),
+                                        config.data.image_size, _cache_root(config) / DIGEST_MEMO, classes=classes,
+                                        new_head=config.model.new_head, weights_name=config.model.weights_name)
     record.init, record.pretraining = init.init, init.as_record()
-    if init.new_head and init.source == "file":
-        log.info("%s: its head does not fit the %d classes of the data; a new head starts", init.init, num_classes)
+    if init.head:  # a weights file: which head the run starts with, and why
+        log.info("%s: %s", init.init, init.head)
     check_image_size(model, config.model.name, config.data.image_size)
     frozen = frozen_modules(model, config.model.name, config.freeze.name, config.freeze.modules)
     record.frozen_modules = list(frozen)

@@ -105,6 +105,11 @@ def weights_location(model_name: str) -> str:
     return str(Path(torch.hub.get_dir()) / "checkpoints")
 
 
+# What became of a weights file's head: loaded with the rest, absent from the file, of another
+# shape than the data's classes, or refused by the caller (other class names, model.new_head=true).
+HEAD_STATES = ("kept", "missing", "misfit", "refused")
+
+
 @dataclass(frozen=True)
 class TimmInit:
     """How a timm model was initialised, for run.json: ``init`` and whether its head is new."""
@@ -114,14 +119,17 @@ class TimmInit:
     tag: str | None
     new_head: bool  # the weights' head did not fit the data (or was missing): a fresh one was started
     weights_sha256: str | None = None  # of the weights loaded (a local-dir folder: of its files); None: scratch
+    head: str = ""  # a weights file's: one of HEAD_STATES
 
 
 def build(model_name: str, pretrained: bool, weights: str | None, num_classes: int,
-          image_size: int | None = None, digest_memo: Path | None = None) -> tuple[nn.Module, TimmInit]:
+          image_size: int | None = None, digest_memo: Path | None = None,
+          keep_head: bool = True) -> tuple[nn.Module, TimmInit]:
     """A timm model with a ``num_classes``-way head, initialised from its tag's weights
     (``pretrained``), from a weights file or a ``local-dir:`` folder (``weights``, which wins), or at
     random, and the SHA-256 of the weights it loaded (``digest_memo``: caches.file_sha256's). Models
-    of a fixed input size are built for ``image_size``."""
+    of a fixed input size are built for ``image_size``. A weights file's head that fits loads with
+    the rest unless ``keep_head`` is false."""
     check_name(model_name)
     timm = _timm()
     architecture, _ = split_name(model_name)
@@ -138,8 +146,9 @@ def build(model_name: str, pretrained: bool, weights: str | None, num_classes: i
         model.reset_classifier(num_classes)  # a fresh head, as for a tag's weights, whatever the folder's classes
         return model, TimmInit(weights, "local-dir", None, True, _folder_sha256(folder, digest_memo))
     if weights is not None:
-        model, init = _from_file(timm, full_name, Path(weights), num_classes, kwargs)
-        return model, TimmInit(init.init, init.source, None, init.new_head, file_sha256(Path(weights), digest_memo))
+        model, init = _from_file(timm, full_name, Path(weights), num_classes, kwargs, keep_head)
+        return model, TimmInit(init.init, init.source, None, init.new_head, file_sha256(Path(weights), digest_memo),
+                               init.head)
     if not pretrained:
         model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **kwargs)
         return model, TimmInit("random", "scratch", None, new_head=True)
@@ -270,7 +279,8 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _from_file(timm, full_name: str, path: Path, num_classes: int, kwargs: dict[str, Any]) -> tuple[nn.Module, TimmInit]:
+def _from_file(timm, full_name: str, path: Path, num_classes: int, kwargs: dict[str, Any],
+               keep_head: bool = True) -> tuple[nn.Module, TimmInit]:
     """A weights file through timm's pretrained loading (its checkpoint filter applies). A head that
     does not fit ``num_classes``, or none at all, leaves a fresh head; every other key must be there."""
     source = f"model.weights={str(path)!r}"
@@ -288,6 +298,9 @@ def _from_file(timm, full_name: str, path: Path, num_classes: int, kwargs: dict[
     head_keys = {f"{head}.{leaf}" for head in heads for leaf in ("weight", "bias")}
     fits = all(key in state_dict and state_dict[key].shape == tensor.shape
                for key, tensor in shape.state_dict().items() if key in head_keys)
+    head = ("missing" if not head_keys & set(state_dict) else "misfit" if not fits
+            else "kept" if keep_head else "refused")
+    fits = head == "kept"
     expected = set(shape.state_dict()) - head_keys
     given = set(state_dict) - head_keys
     missing, unexpected = sorted(expected - given), sorted(given - expected)
@@ -300,7 +313,7 @@ def _from_file(timm, full_name: str, path: Path, num_classes: int, kwargs: dict[
     overlay = {"state_dict": state_dict, "num_classes": num_classes if fits else -1}
     model = _create(timm, full_name, True, num_classes, kwargs, str(path), overlay=overlay)
     model.pretrained_cfg.pop("state_dict", None)  # the model holds the weights; the cfg need not keep a copy
-    return model, TimmInit(f"file:{path}", "file", None, new_head=not fits)
+    return model, TimmInit(f"file:{path}", "file", None, new_head=not fits, head=head)
 
 
 def head_names(model: nn.Module) -> tuple[str, ...]:

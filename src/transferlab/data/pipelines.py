@@ -51,7 +51,9 @@ class Transforms:
 
     augment: ``pad_crop_flip`` (resize, zero-pad by 4 and crop back, flip: the protocol's),
     ``random_resized_crop`` (torchvision's RandomResizedCrop with ``crop_scale``, then a flip),
-    ``flip`` (the test view, flipped), ``none`` (the test view). The test view resizes to
+    ``flip`` (the test view, flipped), ``none`` (the test view); without the flip, for images a
+    mirror changes (digits, letters, text): ``pad_crop`` (a shift by up to 4 pixels each way) and
+    ``resized_crop`` (the RandomResizedCrop alone). The test view resizes to
     ``image_size / test_crop`` and centre-crops ``image_size``.
 
     ``mean`` and ``std``, when given, replace the statistics of ``normalize`` (data.normalize=auto:
@@ -86,6 +88,8 @@ class Transforms:
                                    "RandomHorizontalFlip()",
             "flip": f"{test}, RandomHorizontalFlip()",
             "none": test,
+            "pad_crop": f"Resize({image_size}), RandomCrop({image_size}, padding={CROP_PADDING})",
+            "resized_crop": f"RandomResizedCrop({image_size}, scale={tuple(self.crop_scale)})",
         }[self.augment]
         mean, std = self.statistics()
         described = {"train": train, "test": test, "normalize": self.normalize, "mean": list(mean), "std": list(std)}
@@ -93,6 +97,8 @@ class Transforms:
 
 
 PROTOCOL_TRANSFORMS = Transforms()
+FLIPPING = ("pad_crop_flip", "random_resized_crop", "flip")  # the augmentations that mirror half the images
+PAD_CROPS, RESIZED_CROPS = ("pad_crop_flip", "pad_crop"), ("random_resized_crop", "resized_crop")
 
 
 # Batched augmentations of the device pipeline: float images in [0, 1], shape (B, 3, H, W).
@@ -248,13 +254,14 @@ class DeviceLoader:
         if self.train:  # drawn on the CPU, so that an epoch draws the same on every device
             generator = epoch_generator(self.seed, epoch)
             order = torch.randperm(count, generator=generator)
-            if augment == "pad_crop_flip":
+            if augment in PAD_CROPS:
                 crops = _to_device(torch.randint(0, 2 * CROP_PADDING + 1, (count, 2), generator=generator), device)
-            elif augment == "random_resized_crop":
+            elif augment in RESIZED_CROPS:
                 _, _, height, width = self.data.images.shape
                 crops = _to_device(random_resized_boxes(count, height, width, tuple(self.transforms.crop_scale),
                                                         generator), device)
-            flips = _to_device(torch.rand(count, generator=generator) < 0.5, device)
+            if augment in FLIPPING:
+                flips = _to_device(torch.rand(count, generator=generator) < 0.5, device)
         else:
             order = torch.arange(count)
         on_host = torch.split(order, self.sizes)
@@ -266,12 +273,12 @@ class DeviceLoader:
                 images = self._test_view(images)
             if self.train:
                 chosen = slice(start, start + len(index))
-                if augment == "pad_crop_flip":
+                if augment in PAD_CROPS:
                     images = batch_crop(batch_resize(images, self.image_size, self.transforms.interpolation),
                                         crops[chosen])
-                elif augment == "random_resized_crop":
+                elif augment in RESIZED_CROPS:
                     images = batch_resized_crop(images, crops[chosen], self.image_size)
-                if augment != "none":
+                if augment in FLIPPING:
                     images = batch_flip(images, flips[chosen])
             images = batch_normalize(images, self.mean, self.std).contiguous(memory_format=self.memory_format)
             yield images, self.labels[index]
@@ -334,15 +341,15 @@ def reference_transform(image_size: int, train: bool, transforms: Transforms = P
                  else [T.Resize(image_size, interpolation=mode)])
     if not train or transforms.augment == "none":
         steps = test_view
-    elif transforms.augment == "pad_crop_flip":
-        steps = [T.Resize(image_size, interpolation=mode), T.RandomCrop(image_size, padding=CROP_PADDING),
-                 T.RandomHorizontalFlip()]
-    elif transforms.augment == "random_resized_crop":
+    elif transforms.augment in PAD_CROPS:
+        steps = [T.Resize(image_size, interpolation=mode), T.RandomCrop(image_size, padding=CROP_PADDING)]
+    elif transforms.augment in RESIZED_CROPS:
         steps = [T.RandomResizedCrop(image_size, scale=tuple(transforms.crop_scale), ratio=RESIZED_CROP_RATIO,
-                                     interpolation=mode),
-                 T.RandomHorizontalFlip()]
+                                     interpolation=mode)]
     else:  # flip
-        steps = test_view + [T.RandomHorizontalFlip()]
+        steps = test_view
+    if train and transforms.augment in FLIPPING:
+        steps = steps + [T.RandomHorizontalFlip()]
     mean, std = transforms.statistics()
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
 

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from transferlab.config import model_implementation
+from transferlab.records import shorten
 from transferlab.report.reading import strategy_label
 from transferlab.report.stats import (
     POINTS_BOUNDS, PERCENT_BOUNDS, Comparison, Summary, exact_accuracy, paired_difference, summarize,
@@ -68,16 +69,27 @@ def amount_label(run: pd.Series) -> str:
 
 
 def amount_order(run: pd.Series) -> tuple:
+    """Fewest training images per class first, so that a study mixing fractions and per-class amounts
+    reads in one order (5 per class before 10 %); a fraction whose per-class count is unknown (an
+    older record) goes by the fraction, after them."""
     per_class = run["per_class"] is not None and not pd.isna(run["per_class"])
-    return (1, float(run["per_class"])) if per_class else (0, float(run["fraction"] or 0.0))
+    if per_class:
+        return (0, float(run["per_class"]))
+    images = run.get("images_per_class")
+    if images is not None and not pd.isna(images):
+        return (0, float(images))
+    return (1, float(run["fraction"] or 0.0))
 
 
 def init_label(run: pd.Series) -> str:
     """``pretrained`` (torchvision's ImageNet weights), ``pretrained (timm a1_in1k)`` for another
-    source, ``weights FILE`` or ``from scratch``."""
+    source, ``weights NAME`` (a weights file by its name: model.weights_name, or what it was trained
+    on, ``resnet18 on letters``; a record from before names it by its path, shortened) or ``from scratch``."""
     weights = run["config"].get("model.weights")
     if weights:
-        return f"weights {weights}"
+        source = run.get("source")
+        named = isinstance(source, str) and not source.startswith(("file:", "local-dir:"))
+        return f"weights {source if named else shorten(str(weights))}"
     if not run["pretrained"]:
         return "from scratch"
     source = run.get("source")
@@ -114,8 +126,19 @@ def architecture_label(run: pd.Series) -> str:
 
 
 def adapt_facet_label(run: pd.Series) -> str:
+    """How a run adapted: the adapter (``LoRA r=8``, ``BitFit``), or without one what its freeze
+    left training: ``full fine-tuning`` only where nothing is frozen, ``linear probe`` (freeze=last_only,
+    its cached or LP-FT variants in the freeze's words), else ``fine-tuning, early frozen``."""
     label = run.get("adapt")
-    return label if isinstance(label, str) else "full fine-tuning"
+    label = label if isinstance(label, str) else "full fine-tuning"
+    frozen, strategy = run.get("frozen"), run.get("strategy")
+    if label != "full fine-tuning" or frozen in (None, "nothing") or not isinstance(strategy, str):
+        return label
+    if strategy.startswith("linear probe"):
+        return strategy
+    if strategy.startswith("last_only"):
+        return "linear probe" + strategy.removeprefix("last_only")
+    return f"fine-tuning, {strategy} frozen"
 
 
 def adapt_order(run: pd.Series) -> tuple:

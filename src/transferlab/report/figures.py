@@ -171,24 +171,85 @@ def _epoch_summaries(arm: Arm, metric: str, scale: float) -> pd.DataFrame:
                         index=list(rows), dtype=float)
 
 
+MAX_CURVES = 6  # arms in one curve plot at most; more are drawn as small multiples, a panel per few arms
+PANEL_COLUMNS = 3
+
+
+def curve_panels(group: Group) -> list[tuple[str, list[tuple[int, Arm]]]]:
+    """The arms of a curve figure by panel: (panel title, [(index in the group, arm)]). One panel
+    for up to MAX_CURVES arms; more are split by the varying facet with the most values (Part A: a
+    panel per data amount, its pretrained and from-scratch arms together), or, with one facet, into
+    panels of up to MAX_CURVES // 2 arms."""
+    indexed = list(enumerate(group.arms))
+    if len(indexed) <= MAX_CURVES:
+        return [("", indexed)]
+    varying = [f.name for f in group.facets if len({arm.values[f.name] for arm in group.arms}) > 1]
+    if len(varying) > 1:
+        facet = max(varying, key=lambda name: len({arm.values[name] for arm in group.arms}))
+        panels: dict[str, list[tuple[int, Arm]]] = {}
+        for index, arm in indexed:
+            panels.setdefault(arm.values[facet], []).append((index, arm))
+        return list(panels.items())
+    size = MAX_CURVES // 2
+    return [("", indexed[start:start + size]) for start in range(0, len(indexed), size)]
+
+
 def curve_figure(group: Group, metric: str):
     """One line per arm over the epochs, a band of the 95 % interval of the mean where runs repeat,
     each arm offset sideways by a little so that equal curves stay visible; a dotted vertical line
-    where an LP-FT arm unfreezes its frozen modules."""
+    where an LP-FT arm unfreezes its frozen modules. More than MAX_CURVES arms are small multiples
+    (``curve_panels``) on one y axis."""
     plt = pyplot()
     label, scale = METRICS[metric]
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
-    count = len(group.arms)
+    panels = curve_panels(group)
+    if len(panels) == 1:
+        fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
+        epochs = _draw_curves(ax, group, panels[0][1], metric, lambda arm: arm.label)
+        note = f"; {_n_text(group.arms)}; {_band_text(group, 'bands' if len(epochs) > 1 else 'error bars')}"
+        _finish(ax, _title(group, f"{_metric_name(metric)} per epoch{note}"),
+                "epoch" + (" (arms offset sideways by up to 0.15)" if len(group.arms) > 1 else ""), label,
+                group.legend_title)
+        return fig
+    columns = min(PANEL_COLUMNS, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.4 * rows + 0.8), dpi=100, sharey=True,
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    epochs: set[int] = set()
+    for ax, (title, members) in zip(axes.flat, panels):
+        epochs |= _draw_curves(ax, group, members, metric, lambda arm, title=title: _without_value(arm, title))
+        ax.set_title(_wrap(title, 40), fontsize=10)
+        ax.set_xlabel("epoch" + (" (offset)" if len(members) > 1 else ""), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(label, fontsize=9)
+    note = f"; {_n_text(group.arms)}; {_band_text(group, 'bands' if len(epochs) > 1 else 'error bars')}"
+    fig.suptitle(_title(group, f"{_metric_name(metric)} per epoch, {len(group.arms)} arms in {len(panels)} panels"
+                               f"{note}"), fontsize=10)
+    return fig
+
+
+def _without_value(arm: Arm, value: str) -> str:
+    """An arm's label in a panel titled by one of its values: the other values."""
+    return ", ".join(v for v in arm.values.values() if v != value) or arm.label
+
+
+def _draw_curves(ax, group: Group, members: list[tuple[int, Arm]], metric: str, label_of) -> set[int]:
+    """The curves of ``members`` ((index in the group, arm)) on ``ax``, and chance; the epochs drawn."""
+    _, scale = METRICS[metric]
+    count = len(members)
     spread = 0.3 if count > 1 else 0.0  # of an epoch, over all arms
     epochs: set[int] = set()
-    for index, arm in enumerate(group.arms):
+    for position, (index, arm) in enumerate(members):
         stats = _epoch_summaries(arm, metric, scale).dropna(subset=["mean"])
         if stats.empty:
             continue
         epochs |= set(stats.index)
         style = _style(group, index, arm)
-        x = stats.index.to_numpy(dtype=float) + (spread * (index / (count - 1) - 0.5) if count > 1 else 0.0)
-        ax.plot(x, stats["mean"], markersize=5, label=_wrap(arm.label, 32), **style)
+        x = stats.index.to_numpy(dtype=float) + (spread * (position / (count - 1) - 0.5) if count > 1 else 0.0)
+        ax.plot(x, stats["mean"], markersize=5, label=_wrap(label_of(arm), 32), **style)
         if (stats["n"] > 1).any():
             if len(x) > 1:
                 ax.fill_between(x, stats["low"], stats["high"], color=style["color"], alpha=0.15, linewidth=0)
@@ -205,10 +266,7 @@ def curve_figure(group: Group, metric: str):
                        label=_wrap(f"its switch: all train from epoch {switch + 1}", 32))
     ax.set_xticks(sorted(epochs))
     _chance_line(ax, group, metric)
-    note = f"; {_n_text(group.arms)}; {_band_text(group, 'bands' if len(epochs) > 1 else 'error bars')}"
-    _finish(ax, _title(group, f"{_metric_name(metric)} per epoch{note}"),
-            "epoch" + (" (arms offset sideways by up to 0.15)" if count > 1 else ""), label, group.legend_title)
-    return fig
+    return epochs
 
 
 def bar_figure(group: Group, metric: str):
@@ -245,11 +303,13 @@ def bar_figure(group: Group, metric: str):
     return fig
 
 
-def amount_positions(group: Group, per_class_axis: bool) -> dict[str, tuple[float, str]]:
-    """Data amount label -> (x position, tick label): images per class (K of a per-class run, else the
-    mean count of the runs at that amount), or the share of the training set in %."""
+def amount_positions(group: Group, per_class_axis: bool,
+                     arms: list[Arm] | None = None) -> dict[str, tuple[float, str]]:
+    """Data amount label -> (x position, tick label) of ``arms`` (by default the group's): images per
+    class (K of a per-class run, else the mean count of the runs at that amount), or the share of the
+    training set in %."""
     by_amount: dict[str, list[pd.DataFrame]] = {}
-    for arm in group.arms:
+    for arm in group.arms if arms is None else arms:
         by_amount.setdefault(arm.values["data amount"], []).append(arm.runs)
     positions = {}
     for amount, frames in by_amount.items():
@@ -267,14 +327,33 @@ def amount_positions(group: Group, per_class_axis: bool) -> dict[str, tuple[floa
     return positions
 
 
+LOG_FRACTIONS = 5  # fractions spanning this factor or more get a log axis (1, 2 and 5 % apart, not on top)
+
+
 def _set_amount_axis(ax, positions: dict[str, tuple[float, str]], per_class_axis: bool) -> str:
     plt = pyplot()
-    if per_class_axis:
+    xs = sorted(positions.values())
+    logarithmic = per_class_axis or (xs and xs[0][0] > 0 and xs[-1][0] / xs[0][0] >= LOG_FRACTIONS)
+    if logarithmic:
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(plt.NullLocator())  # only the ticks of the runs' own sizes
-    xs = sorted(positions.values())
-    ax.set_xticks([x for x, _ in xs], [tick for _, tick in xs])
-    return "training images per class (log scale)" if per_class_axis else "training data used (% of the training set)"
+    ax.set_xticks([x for x, _ in xs], [tick for _, tick in xs], fontsize=9)
+    if _ticks_overlap(ax):  # close amounts: their first lines alone (the tables give the image counts)
+        ax.set_xticks([x for x, _ in xs], [tick.split("\n")[0] for _, tick in xs], fontsize=9)
+    if _ticks_overlap(ax):
+        for label in ax.get_xticklabels():
+            label.set(rotation=40, horizontalalignment="right", rotation_mode="anchor")
+    if per_class_axis:
+        return "training images per class (log scale)"
+    return "training data used (% of the training set" + (", log scale)" if logarithmic else ")")
+
+
+def _ticks_overlap(ax) -> bool:
+    """Whether two of the x tick labels, as drawn, overlap."""
+    renderer = ax.figure.canvas.get_renderer()
+    boxes = sorted((label.get_window_extent(renderer) for label in ax.get_xticklabels() if label.get_text()),
+                   key=lambda box: box.x0)
+    return any(left.x1 > right.x0 for left, right in zip(boxes, boxes[1:]))
 
 
 def _without(arm: Arm, facet: str) -> str:
@@ -290,10 +369,14 @@ def data_figure(group: Group, metric: str, per_class_axis: bool):
     plt = pyplot()
     label, scale = METRICS[metric]
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=100)
-    positions = amount_positions(group, per_class_axis)
+    # By fraction: the arms that train on a fraction (a study may mix in per-class amounts, which the
+    # per-class figure shows).
+    arms = group.arms if per_class_axis else [arm for arm in group.arms if arm.runs["fraction"].notna().all()]
+    positions = amount_positions(group, per_class_axis, arms)
     lines: dict[str, list[tuple[int, Arm]]] = {}
     for index, arm in enumerate(group.arms):
-        lines.setdefault(_without(arm, "data amount"), []).append((index, arm))
+        if arm in arms:
+            lines.setdefault(_without(arm, "data amount"), []).append((index, arm))
     references = []
     colours = plt.get_cmap("tab10")
     for index, (name, members) in enumerate(lines.items()):
@@ -529,8 +612,8 @@ def applies(group: Group, kind: str) -> bool:
     varies = {f.name for f in group.facets}
     if kind in ("vs_fraction", "vs_per_class", "gain") and "data amount" not in varies:
         return False
-    if kind == "vs_fraction":
-        return bool(group.runs["fraction"].notna().all())
+    if kind == "vs_fraction":  # the arms by fraction; a study that mixes in per-class amounts keeps them apart
+        return bool(group.runs["fraction"].notna().any())
     if kind == "vs_per_class":
         return bool((group.runs["per_class"].notna() | group.runs["images_per_class"].notna()).all())
     if kind == "gain":

@@ -277,6 +277,10 @@ def completed_frame(runs: list[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             "params_trainable_after": record.get("params_trainable_after_unfreeze"),
             "frozen": ", ".join(record.get("frozen_modules") or []) or "nothing",
             "train_images": record.get("num_train_images"),
+            "num_classes": record.get("num_classes"),
+            "last_batch_size": record.get("last_batch_size"),
+            "feature_seconds": record.get("feature_seconds"),  # a cached probe's: extracting (or reading) its features
+            "feature_cache_built": record.get("feature_cache_built"),
             "images_per_class": mean_per_class,
             "images_per_class_min": fewest,
             "images_per_class_max": most,

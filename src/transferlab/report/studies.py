@@ -10,6 +10,8 @@ share and nothing else, so no text of the report can say what a run's settings c
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -247,12 +249,68 @@ def make_group(part: Part, name: str, stem: str, runs: pd.DataFrame, split_keys:
                 + ", ".join(f"{off[k]}={display(config.get(k))}" for k in differ) + ".")
     else:
         note = ""
+    note = " ".join(line for line in (note, *degenerate_notes(arms)) if line)
     return Group(
         part=part, name=name, stem=stem, title=f"{part.label} — {heading(runs, split_keys)}", note=note, runs=runs,
         facets=facets, arms=arms, contrasts=contrasts,
         reference_arms=reference_arms(name, arms) if comparable else {},
         reference_contrasts=reference_contrasts(name, contrasts) if comparable else {},
     )
+
+
+CHANCE_SE = 2  # an accuracy within this many binomial standard errors of 1/classes is at chance
+SMALL_LAST_BATCH = 0.25  # a last training batch under this share of train.batch_size is named
+
+
+def at_chance(run: pd.Series) -> bool:
+    """Whether a run's test accuracy is within noise of guessing: within CHANCE_SE binomial standard
+    errors (of its test set's size) of 1/classes."""
+    classes, tested, accuracy = run.get("num_classes"), run.get("test_images"), run.get("test_acc")
+    if not (_positive(classes) and _positive(tested) and isinstance(accuracy, numbers.Real) and accuracy == accuracy):
+        return False
+    chance = 1 / classes
+    return abs(accuracy - chance) <= CHANCE_SE * math.sqrt(chance * (1 - chance) / tested)
+
+
+def last_batch(run: pd.Series) -> tuple[int, int] | None:
+    """(last training batch, train.batch_size) of a run whose last batch is far smaller than the
+    others (under SMALL_LAST_BATCH of them); None otherwise. A record from before ``last_batch_size``
+    gets it from its training images: the remainder (a remainder of one joins the batch before it)."""
+    size, images = run["config"].get("train.batch_size"), run.get("train_images")
+    last = run.get("last_batch_size")
+    if not _positive(size):
+        return None
+    if not _positive(last):
+        if not _positive(images) or images <= size:
+            return None
+        last = int(images) % size
+        if last == 1:
+            return None  # merged: one batch of size + 1
+    return (int(last), size) if 0 < last < SMALL_LAST_BATCH * size else None
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value and value > 0
+
+
+def degenerate_notes(arms: list) -> list[str]:
+    """Lines naming the arms whose point says little: every run at chance, or every run with a last
+    training batch far smaller than the others (BatchNorm's statistics from a handful of images)."""
+    notes = []
+    chance = [arm for arm in arms if len(arm.runs) and all(at_chance(run) for _, run in arm.runs.iterrows())]
+    if chance:
+        shown = ", ".join(f"{arm.label} ({100 * arm.runs['test_acc'].mean():.1f} %, chance "
+                          f"{100 / arm.runs['num_classes'].iloc[0]:.1f} %)" for arm in chance)
+        notes.append(f"**At chance**: {shown}: within {CHANCE_SE} standard errors of guessing in every run; "
+                     "such an arm learnt nothing the test set can tell.")
+    small = [(arm, last_batch(arm.runs.iloc[0])) for arm in arms
+             if len(arm.runs) and all(last_batch(run) for _, run in arm.runs.iterrows())]
+    if small:
+        shown = ", ".join(f"{arm.label} ({int(arm.runs['train_images'].iloc[0])} training images in batches of "
+                          f"{size}: the last of {last})" for arm, (last, size) in small)
+        notes.append(f"**A small last batch**: {shown}; with BatchNorm, a batch of a few images can spoil the "
+                     "running statistics and the point (data.fraction or train.batch_size can avoid it).")
+    return notes
 
 
 def _matches(run: pd.Series, settings: dict[str, Any]) -> bool:

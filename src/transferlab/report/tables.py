@@ -44,6 +44,7 @@ DIFFERENCE, EXCLUDES_ZERO = "difference (points)", "t CI excludes 0"
 T_P, SIGN_P, HOLM_P = "p (paired t)", "p (sign test)", "Holm p (t, this table)"
 TEST_CI, MCNEMAR_P, BOTH_CI = ("test-set 95 % CI (bootstrap over images)", "p (McNemar, one pair)",
                                "seeds + test set 95 % CI")
+FEATURE_SECONDS = "feature seconds"  # a cached probe's, beside its training time
 NO_PAIRS = "no replicate on both sides"
 # Reference metric -> (our Markdown column, the column it follows, its CSV column, digits); the
 # reference accuracy follows our mean, interval and n.
@@ -129,6 +130,7 @@ def arm_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
     names = short_names(keys)
     by_amount, by_model, by_freeze = (_varies(group, n) for n in ("data amount", "model", "freeze"))
     by_freeze = by_freeze or _varies(group, "how adapted")  # an adapter's table: what trains, as freeze's
+    cached_probes = "feature_seconds" in group.runs and len(finite(group.runs["feature_seconds"])) > 0
     shown, numbers = [], []
     for arm in group.arms:
         runs, accuracy, loss = arm.runs, arm.accuracy(), summarize(arm.runs["test_loss"], bounds=LOSS_BOUNDS)
@@ -140,12 +142,14 @@ def arm_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
         if by_model:
             row["params"] = integers(runs["params_total"])
         if by_freeze:
-            row["frozen"] = first["frozen"]
+            row["frozen"] = frozen_cell(first)
             if group.name == "lpft":
                 row["what trains when"] = what_trains(first)
             row[TRAINABLE] = f"{trainable_params(runs)} / {integers(runs['params_total'])}"
         row |= {ACC: summary_cell(accuracy, 2), CI: interval_cell(accuracy), N: accuracy.n,
                 LOSS: summary_cell(loss, 4), SECONDS: cell(runs["epoch_seconds"], 2)}
+        if cached_probes:
+            row[FEATURE_SECONDS] = feature_cell(runs)
         if by_model:
             row[IMAGES_PER_SECOND] = cell(runs["images_per_second"], 0)
         row[RUN_AS] = " or ".join(sorted(set(runs["run_as"])))
@@ -169,11 +173,35 @@ def arm_tables(group: Group) -> tuple[pd.DataFrame, pd.DataFrame]:
         number |= {"seconds_per_epoch_mean": _mean(runs["epoch_seconds"]),
                    "images_per_second_mean": _mean(runs["images_per_second"]),
                    "precision_determinism": row[RUN_AS], "replicates_vary": replicates_vary(runs["replicate"])}
+        if cached_probes:
+            number |= {"feature_seconds_mean": _mean(runs["feature_seconds"])}
         if group.reference_arms:
             number |= {csv_name: reference.get(metric, math.nan)
                        for metric, (_, _, csv_name, _) in REFERENCE_COLUMNS.items()}
         numbers.append(number)
     return pd.DataFrame(shown), numeric_columns(pd.DataFrame(numbers))
+
+
+# What an adapter freezes on top of freeze's modules (the record's frozen_modules name only those).
+ADAPTER_FROZEN = {"LoRA": "all but the LoRA adapters and the head", "BitFit": "all but biases, norms and the head"}
+
+
+def frozen_cell(run: pd.Series) -> str:
+    """The frozen column: freeze's modules, and for an adapter what it leaves frozen besides."""
+    adapter = next((words for name, words in ADAPTER_FROZEN.items() if str(run.get("adapt")).startswith(name)), None)
+    if adapter is None:
+        return run["frozen"]
+    return adapter if run["frozen"] in (None, "nothing") else f"{run['frozen']}; in the rest, {adapter}"
+
+
+def feature_cell(runs: pd.DataFrame) -> str:
+    """A cached probe's seconds to extract its features (or read them from the cache), mean ± std,
+    and which of the two its runs did; '' for an arm without a cached probe."""
+    seconds = cell(runs["feature_seconds"], 2)
+    built = set(runs["feature_cache_built"].dropna())
+    how = {frozenset({True}): "extracted", frozenset({False}): "read from the cache"}.get(frozenset(built),
+                                                                                        "extracted or read")
+    return f"{seconds} ({how})" if seconds else ""
 
 
 def _min(values: pd.Series) -> float:
