@@ -127,7 +127,7 @@ def test_an_unknown_option_and_a_check_without_cuda_are_one_line_each(tmp_path):
     assert result.stderr == "gpu-check.sh: unknown option --fast; allowed: --dry-run, --prepare, --out DIR, --help\n"
     if torch.cuda.is_available():
         return
-    result = check("--out", str(tmp_path / "check"), STEPS="")
+    result = check("--out", str(tmp_path / "check"), STEPS="none")
     assert result.returncode == 2
     assert result.stderr == "gpu-check.sh: torch sees no CUDA device here; on a CPU run scripts/gpu-check.sh --dry-run\n"
     assert (tmp_path / "check" / "steps.tsv").read_text().startswith("env\tskipped\t")
