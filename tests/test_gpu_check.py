@@ -171,3 +171,40 @@ def test_the_dry_run_runs_every_step_and_packs_what_it_wrote(tmp_path):
         names = set(archive.getnames())
     assert {"check/summary.txt", "check/steps.tsv", "check/gpu-tests.xml", "check/benchmark/benchmark-tiny.json",
             "check/probe.json", "check/tests.log"} <= names
+
+
+@pytest.mark.slow
+def test_a_step_over_its_limit_is_recorded_as_timed_out_and_the_next_steps_run(tmp_path):
+    result = check("--dry-run", "--out", str(tmp_path / "check"), STEPS="imports deps", BUDGET_IMPORTS="1")
+    assert result.returncode == 1  # not every step that ran exited 0
+    steps = [line.split("\t") for line in (tmp_path / "check" / "steps.tsv").read_text().splitlines()]
+    assert steps[0][:2] == ["env", "skipped"] and steps[1][:2] == ["deps", "0"]
+    assert steps[2] == ["imports", "124", steps[2][2], "1", "timed out after 1 s"]
+    assert [step[0] for step in steps] == ["env", "deps", "imports", "tests", "benchmark", "levers", "probe", "study"]
+    rows = summary_rows((tmp_path / "check" / "summary.txt").read_text())
+    assert rows["imports"][0] == "exit 124 (timed out)" and rows["benchmark"] == ["skipped", "0 s", "not in STEPS"]
+
+
+@pytest.mark.slow
+def test_a_benchmark_stopped_by_a_time_limit_keeps_the_figures_it_measured(tmp_path):
+    """benchmark.py writes its JSON after each model: stopped (SIGTERM, as `timeout` stops it) in
+    the second model, the first model's figures are on disk, whole."""
+    import signal
+    import time
+
+    out = tmp_path / "benchmark-tiny.json"
+    process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--mode", "tiny",
+                                "--models", "alexnet", "vgg16", "--repeats", "1", "--images", "32", "--workers", "0",
+                                "--out", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not out.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGTERM  # stopped before its end
+    saved = json.loads(out.read_text())
+    assert [row["model"] for row in saved["pipelines"]] == ["alexnet"]
+    assert saved["pipelines"][0]["device_images_per_second"] > 0
