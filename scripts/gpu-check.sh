@@ -185,12 +185,12 @@ if [ "$MODE" = dry-run ]; then
     skip study "the 12-run study takes minutes on a CPU (--compile too): they run on the GPU only"
 else
     # The issue's `--whole-run --study --compile` and `--levers`, as three calls with a limit each:
-    # every model's eager figures first (the targets), then the compiled ones and one whole run.
+    # every model's eager figures first (the targets), then one whole run, then the compiled figures.
     BENCH=(--mode gpu --repeats 3)
     step benchmark "$(budget benchmark 150)" "$PYTHON" scripts/benchmark.py "${BENCH[@]}" --whole-run --compile \
         --out "$DIR/benchmark"
-    step levers "$(budget levers 60)" "$PYTHON" scripts/benchmark.py "${BENCH[@]}" --no-pipelines --levers \
-        --out "$DIR/levers"
+    step levers "$(budget levers 60)" "$PYTHON" scripts/benchmark.py --mode gpu --repeats 2 --no-pipelines --levers \
+        --models resnet18 alexnet vgg16 --out "$DIR/levers"
     step probe "$(budget probe 90)" "$PYTHON" scripts/benchmark_probe.py --device cuda --precision bf16 \
         --image-size 224 --images 25000 --test-images 10000 --out "$DIR/probe.json"
     # The study takes what is left of the total (it saves each run's seconds as it ends).
