@@ -178,7 +178,7 @@ def print_row(row: dict) -> None:
         return "-" if row[key] is None else f"{row[key]:,.0f}"
 
     if "device+compile_images_per_second" in row:
-        print(f"{row['model']:<9} {row['device+compile_images_per_second']:>12,.0f} "
+        print(f"{row['model']:<9} {row['device+compile_images_per_second']:>14,.0f} "
               f"{memory('device+compile_peak_memory_mib'):>10}", flush=True)
         return
     print(f"{row['model']:<9} {row['device_images_per_second']:>12,.0f} {row['reference_images_per_second']:>12,.0f} "
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Last: compiling each model takes long, and the figures above do not wait for it.
     if args.pipelines and args.compile:
-        print(f"\n{'model':<9} {'compiled img/s':>12} {'dev MiB':>10}   (the device pipeline, torch.compile)")
+        print(f"\n{'model':<9} {'compiled img/s':>14} {'dev MiB':>10}   (the device pipeline, torch.compile)")
         for row in results["pipelines"]:
             row.update(pipeline_table([row["model"]], settings, device, args.repeats, True, args.workers)[0])
             save_results(results, out)
