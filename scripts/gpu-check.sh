@@ -146,6 +146,7 @@ deps() {
 echo "gpu-check ($MODE) into $DIR, python: $PYTHON, steps: $STEPS"
 mkdir -p "$SITE"
 export PYTHONPATH=$ROOT/src:$SITE${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
 export PYTHON WHEELS SITE MODE DIR
 export -f versions deps

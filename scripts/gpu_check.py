@@ -86,20 +86,20 @@ def needed_wheels(wheel_dir: Path, requirements: list[Requirement]) -> tuple[lis
     own requirements."""
     wheels = {wheel_name_version(w)[0]: w for w in sorted(wheel_dir.glob("*.whl"))} if wheel_dir.is_dir() else {}
     chosen: dict[str, Path] = {}
-    missing: list[str] = []
+    missing: dict[str, str] = {}  # name: the first unmet requirement of that name
     pending = list(requirements)
     while pending:
         requirement = pending.pop(0)
         name = canonicalize_name(requirement.name)
-        if name in chosen or is_met(requirement):
+        if name in chosen or name in missing or is_met(requirement):
             continue
         wheel = wheels.get(name)
         if wheel is None or not requirement.specifier.contains(wheel_name_version(wheel)[1], prereleases=True):
-            missing.append(str(requirement))
+            missing[name] = str(requirement)
             continue
         chosen[name] = wheel
         pending += wheel_requirements(wheel)
-    return list(chosen.values()), missing
+    return list(chosen.values()), list(missing.values())
 
 
 # --- the summary -------------------------------------------------------------------------------------
