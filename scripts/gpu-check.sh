@@ -10,7 +10,8 @@
 #
 # Options: --out DIR (default outputs/gpu-check); environment: PYTHON (default .venv/bin/python if
 # there, else python3), STEPS (the steps to run, default all: env deps imports tests benchmark levers
-# probe study), BUDGET_<STEP> (seconds; the study takes what is left of BUDGET_TOTAL).
+# probe study), BUDGET_<STEP> (seconds), BUDGET_TOTAL (470: no step runs past it; the study takes
+# what is left of it).
 # With $OUT set (the device tool's folder), the folder is also packed into $OUT/gpu-check.tar.gz
 # after every step, and the summary copied to $OUT/gpu-check-summary.txt.
 set -u
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
         --dry-run) MODE=dry-run ;;
         --prepare) MODE=prepare ;;
         --out) DIR=${2:?--out needs a folder}; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | cut -c3-; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | cut -c3-; exit 0 ;;
         *) echo "gpu-check.sh: unknown option $1; allowed: --dry-run, --prepare, --out DIR, --help" >&2; exit 2 ;;
     esac
     shift
@@ -95,6 +96,11 @@ step() {
     local name=$1 budget=$2 start=$SECONDS rc
     shift 2
     if ! wanted "$name"; then skip "$name" "not in STEPS"; return 0; fi
+    if [ "$MODE" = check ]; then  # no step runs past BUDGET_TOTAL, whatever the steps before it took
+        local left=$(( $(budget total 470) - (SECONDS - STARTED) ))
+        if [ "$left" -lt 10 ]; then skip "$name" "no time left of BUDGET_TOTAL"; return 0; fi
+        [ "$budget" -gt "$left" ] && budget=$left
+    fi
     echo "== $name (budget ${budget} s): $*"
     timeout --kill-after=10 "$budget" "$@" 2>&1 | tee "$DIR/$name.log"
     rc=${PIPESTATUS[0]}
@@ -196,12 +202,8 @@ else
     step probe "$(budget probe 90)" "$PYTHON" scripts/benchmark_probe.py --device cuda --precision bf16 \
         --image-size 224 --images 25000 --test-images 10000 --out "$DIR/probe.json"
     # The study takes what is left of the total (it saves each run's seconds as it ends).
-    LEFT=$(( $(budget total 470) - (SECONDS - STARTED) ))
-    if [ "$LEFT" -lt 30 ]; then
-        skip study "under 30 s left of BUDGET_TOTAL"
-    else
-        step study "$LEFT" "$PYTHON" scripts/benchmark.py "${BENCH[@]}" --no-pipelines --study --out "$DIR/study"
-    fi
+    step study "$(budget total 470)" "$PYTHON" scripts/benchmark.py "${BENCH[@]}" --no-pipelines --study \
+        --out "$DIR/study"
 fi
 
 "$PYTHON" scripts/gpu_check.py summary "$DIR" | tee "$DIR/summary.txt"
