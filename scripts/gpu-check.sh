@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
         --dry-run) MODE=dry-run ;;
         --prepare) MODE=prepare ;;
         --out) DIR=${2:?--out needs a folder}; shift ;;
-        -h|--help) sed -n '2,18p' "$0" | cut -c3-; exit 0 ;;
+        -h|--help) sed -n '2,/^set/{/^#/p}' "$0" | cut -c3-; exit 0 ;;
         *) echo "gpu-check.sh: unknown option $1; allowed: --dry-run, --prepare, --out DIR, --help" >&2; exit 2 ;;
     esac
     shift
