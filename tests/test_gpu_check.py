@@ -121,16 +121,19 @@ def check(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_an_unknown_option_and_a_check_without_cuda_are_one_line_each(tmp_path):
+def test_an_unknown_option_and_a_check_without_cuda_are_one_line_each_and_no_step_passes_the_total(tmp_path):
     result = check("--fast")
     assert result.returncode == 2
     assert result.stderr == "gpu-check.sh: unknown option --fast; allowed: --dry-run, --prepare, --out DIR, --help\n"
     if torch.cuda.is_available():
         return
-    result = check("--out", str(tmp_path / "check"), STEPS="none")
+    result = check("--out", str(tmp_path / "check"), STEPS="env deps", BUDGET_TOTAL="5")
     assert result.returncode == 2
     assert result.stderr == "gpu-check.sh: torch sees no CUDA device here; on a CPU run scripts/gpu-check.sh --dry-run\n"
-    assert (tmp_path / "check" / "steps.tsv").read_text().startswith("env\tskipped\t")
+    # No step starts with under 10 s left of BUDGET_TOTAL.
+    assert (tmp_path / "check" / "steps.tsv").read_text() == ("env\tskipped\t0\t\tno time left of BUDGET_TOTAL\n"
+                                                             "deps\tskipped\t0\t\tno time left of BUDGET_TOTAL\n"
+                                                             "imports\tskipped\t0\t\tnot in STEPS\n")
 
 
 @pytest.mark.slow
