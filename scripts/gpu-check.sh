@@ -65,12 +65,18 @@ if [ "$MODE" = prepare ]; then
     exit $?
 fi
 
-case $DIR in /*) ;; *) DIR=$ROOT/$DIR ;; esac
+DIR=$(realpath -m "$DIR")
+PARENT_OF=${DIR%/}  # "" for /: every path is in it
+case $ROOT/ in "$PARENT_OF"/*)
+    echo "gpu-check.sh: --out $DIR holds the checkout, and the check empties its folder first; name a folder of its own" >&2
+    exit 2 ;;
+esac
 rm -rf "$DIR" && mkdir -p "$DIR" || exit 2
 [ "$MODE" = dry-run ] && touch "$DIR/DRY_RUN"
 STEPS=${STEPS:-env deps imports tests benchmark levers probe study}
 STARTED=$SECONDS
-SITE=/tmp/gpu-check-site  # where carried wheels go (pip --target)
+SITE=/tmp/gpu-check-site  # where carried wheels go (pip --target); none left from an earlier check
+rm -rf "$SITE"
 
 wanted() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 

@@ -121,10 +121,21 @@ def check(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_an_unknown_option_and_a_check_without_cuda_are_one_line_each_and_no_step_passes_the_total(tmp_path):
+def test_bad_options_and_a_check_without_cuda_are_one_line_each_and_no_step_passes_the_total(tmp_path):
     result = check("--fast")
     assert result.returncode == 2
     assert result.stderr == "gpu-check.sh: unknown option --fast; allowed: --dry-run, --prepare, --out DIR, --help\n"
+    # An output folder that holds the checkout is refused before anything is emptied (a copy of the
+    # script in a checkout of its own, so that a broken guard could only empty tmp_path).
+    (tmp_path / "checkout" / "scripts").mkdir(parents=True)
+    (tmp_path / "checkout" / "scripts" / "gpu-check.sh").write_text(SCRIPT.read_text())
+    for out in (tmp_path, tmp_path / "checkout", tmp_path / "checkout" / ".."):
+        result = subprocess.run(["bash", str(tmp_path / "checkout" / "scripts" / "gpu-check.sh"), "--out", str(out)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and result.stderr == (
+            f"gpu-check.sh: --out {out.resolve()} holds the checkout, and the check empties its folder first; "
+            "name a folder of its own\n")
+        assert (tmp_path / "checkout" / "scripts" / "gpu-check.sh").exists()
     if torch.cuda.is_available():
         return
     result = check("--out", str(tmp_path / "check"), STEPS="env deps", BUDGET_TOTAL="5")
