@@ -9,13 +9,15 @@ one whole protocol-sized run, or the whole 12-run study, end to end (evaluation 
     python scripts/benchmark.py --mode gpu     # 224x224, batch 64, bf16: the protocol's setting
     python scripts/benchmark.py --mode gpu --whole-run --study --compile
     python scripts/benchmark.py --mode gpu --levers --compile    # each speed lever against the default
+    python scripts/benchmark.py --mode tiny --whole-run --study  # every part in seconds on a CPU (a dry run)
 
 --levers times the device pipeline's training step with one setting changed at a time (memory
 format, optimizer implementation, torch.compile mode, which in reduce-overhead replays CUDA
 graphs) and evaluation at several batch sizes, each against the default, interleaved like the rest.
 
-Figures are printed as a table and saved as JSON (--out). Pretrained weights do not change speed,
-so every model starts from random weights here.
+Figures are printed as a table and saved as JSON (--out), written again after each model, run and
+part, so that a benchmark stopped by a time limit keeps what it measured. Pretrained weights do not
+change speed, so every model starts from random weights here.
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ MODES = {
     # image size, training images per pass, batch size, precision, data-loader workers of the reference
     "cpu": dict(image_size=64, images=256, batch_size=64, precision="fp32", device="cpu"),
     "gpu": dict(image_size=224, images=6400, batch_size=64, precision="bf16", device="cuda"),
+    # every part in seconds, to check that the script works (scripts/gpu-check.sh --dry-run): no figure
+    "tiny": dict(image_size=64, images=64, batch_size=32, precision="fp32", device="cpu"),
 }
+# The whole run and the study: training and test images, epochs (None: the recipe's 10).
+RUN_SIZES = {"cpu": (1024, 256, 1), "gpu": (50_000, 10_000, None), "tiny": (100, 20, 1)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,50 +143,59 @@ def lever_table(models: list[str], settings: dict, device: torch.device, repeats
     return rows
 
 
-def pipeline_table(models: list[str], settings: dict, device: torch.device, repeats: int, compile_model: bool,
+def pipeline_table(models: list[str], settings: dict, device: torch.device, repeats: int, compiled: bool,
                    workers: int) -> list[dict]:
+    """Per model, the device and reference pipelines' figures and their ratio; with ``compiled``, the
+    compiled device pipeline's figures alone (main measures those after every model's eager ones, so
+    that slow compilations cannot keep a model's eager figures from being measured)."""
     data, _ = make_synthetic(settings["images"], 1, seed=0)
-    variants = [("device", False), ("reference", False)] + ([("device", True)] if compile_model else [])
+    variants = [("device", True)] if compiled else [("device", False), ("reference", False)]
     rows = []
     for model_name in models:
         samples = {variant: [] for variant in variants}
         for _ in range(repeats):  # interleaved, so drifts in machine load hit every variant alike
-            for pipeline, compiled in variants:
-                variant = Variant(pipeline=pipeline, compile_mode="default" if compiled else None)
-                samples[(pipeline, compiled)].append(measure(model_name, data, settings, device, workers, variant))
+            for pipeline, compile_model in variants:
+                variant = Variant(pipeline=pipeline, compile_mode="default" if compile_model else None)
+                samples[(pipeline, compile_model)].append(measure(model_name, data, settings, device, workers,
+                                                                  variant))
         row = {"model": model_name}
-        for (pipeline, compiled), runs in samples.items():
-            label = pipeline + ("+compile" if compiled else "")
+        for (pipeline, compile_model), runs in samples.items():
+            label = pipeline + ("+compile" if compile_model else "")
             row[f"{label}_images_per_second"] = statistics.median(r["images_per_second"] for r in runs)
             row[f"{label}_all_images_per_second"] = [r["images_per_second"] for r in runs]
             row[f"{label}_all_seconds"] = [r["seconds"] for r in runs]  # images per pass / each: its img/s
             peaks = [r["peak_memory_mib"] for r in runs if r["peak_memory_mib"] is not None]
             row[f"{label}_peak_memory_mib"] = max(peaks) if peaks else None
-        row["ratio_device_over_reference"] = row["device_images_per_second"] / row["reference_images_per_second"]
+        if not compiled:
+            row["ratio_device_over_reference"] = row["device_images_per_second"] / row["reference_images_per_second"]
         rows.append(row)
-        print_row(row, compile_model)
+        print_row(row)
     return rows
 
 
-def print_row(row: dict, compile_model: bool) -> None:
+def print_row(row: dict) -> None:
     def memory(key: str) -> str:
         return "-" if row[key] is None else f"{row[key]:,.0f}"
 
-    line = (f"{row['model']:<9} {row['device_images_per_second']:>12,.0f} {row['reference_images_per_second']:>12,.0f} "
-            f"{row['ratio_device_over_reference']:>7.2f}x {memory('device_peak_memory_mib'):>10} "
-            f"{memory('reference_peak_memory_mib'):>10}")
-    if compile_model:
-        line += f" {row['device+compile_images_per_second']:>14,.0f}"
-    print(line, flush=True)
+    if "device+compile_images_per_second" in row:
+        print(f"{row['model']:<9} {row['device+compile_images_per_second']:>14,.0f} "
+              f"{memory('device+compile_peak_memory_mib'):>10}", flush=True)
+        return
+    print(f"{row['model']:<9} {row['device_images_per_second']:>12,.0f} {row['reference_images_per_second']:>12,.0f} "
+          f"{row['ratio_device_over_reference']:>7.2f}x {memory('device_peak_memory_mib'):>10} "
+          f"{memory('reference_peak_memory_mib'):>10}", flush=True)
 
 
-def timed_runs(configs: list[dict], folder: Path) -> float:
-    """Seconds to train and evaluate every run of ``configs`` through transferlab's own run_training."""
+def timed_runs(configs: list[dict], folder: Path, each_run=lambda seconds: None) -> float:
+    """Seconds to train and evaluate every run of ``configs`` through transferlab's own run_training;
+    ``each_run`` hears each run's seconds as it ends."""
     start = time.perf_counter()
     for index, overrides in enumerate(configs):
+        run_start = time.perf_counter()
         record = run_training(validate(overrides), folder / f"run{index}")
         if record["status"] != "completed":
             raise SystemExit(f"benchmark run failed: {record.get('error')}")
+        each_run(time.perf_counter() - run_start)
     return time.perf_counter() - start
 
 
@@ -227,9 +242,11 @@ def study_configs(base: dict) -> list[dict]:
 
 
 def save_results(results: dict, path: Path) -> None:
+    """The figures so far, written whole (a temporary file renamed over the last one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"saved {path}")
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(results, indent=2) + "\n")
+    temporary.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also measure the device pipeline with torch.compile")
     parser.add_argument("--whole-run", action="store_true",
                         help="time one protocol run end to end: ResNet18, 25,000 images, 10 epochs, 10,000 test "
-                             "images (cpu mode: 512 images, 1 epoch)")
+                             "images (cpu mode: 512 images, 1 epoch; tiny: 50 images)")
     parser.add_argument("--study", action="store_true", help="time the whole 12-run study end to end")
+    parser.add_argument("--no-pipelines", dest="pipelines", action="store_false",
+                        help="leave out the pipelines' comparison (to run --levers, --whole-run or --study alone)")
     parser.add_argument("--levers", action="store_true",
                         help="also time each speed lever against the default (with --compile: torch.compile's modes)")
     parser.add_argument("--checkpoints", type=int, metavar="EPOCHS",
@@ -271,30 +290,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"transferlab benchmark, {args.mode} mode: {settings['image_size']}x{settings['image_size']}, batch "
           f"{settings['batch_size']}, {settings['precision']}, {settings['images']} images per pass, median of "
           f"{args.repeats}, on {environment['device']} (torch {torch.__version__})")
-    print(f"{'model':<9} {'device img/s':>12} {'ref img/s':>12} {'ratio':>8} {'dev MiB':>10} {'ref MiB':>10}"
-          + (f" {'compiled img/s':>14}" if args.compile else ""))
-    results = {"environment": environment, "settings": settings,
-               "pipelines": pipeline_table(args.models, settings, device, args.repeats, args.compile, args.workers)}
+    out = args.out / f"benchmark-{args.mode}.json"
+    results = {"environment": environment, "settings": settings, "pipelines": []}
+    if args.pipelines:
+        print(f"{'model':<9} {'device img/s':>12} {'ref img/s':>12} {'ratio':>8} {'dev MiB':>10} {'ref MiB':>10}")
+        for model_name in args.models:
+            results["pipelines"] += pipeline_table([model_name], settings, device, args.repeats, False, args.workers)
+            save_results(results, out)
     if args.levers:
         compile_modes = ["default", "reduce-overhead", "max-autotune-no-cudagraphs"] if args.compile else []
         if device.type != "cuda":
             compile_modes = [mode for mode in compile_modes if mode == "default"]  # the others need CUDA
         print(f"\n{'model':<9} {'kind':<6} {'lever (one setting changed)':<40} {'img/s':>12} {'ratio':>8}")
-        results["levers"] = lever_table(args.models, settings, device, args.repeats, compile_modes, args.workers,
-                                        args.eval_batch_sizes)
+        results["levers"] = []
+        for model_name in args.models:
+            results["levers"] += lever_table([model_name], settings, device, args.repeats, compile_modes,
+                                             args.workers, args.eval_batch_sizes)
+            save_results(results, out)
 
     base = {"data": {"name": "synthetic", "image_size": settings["image_size"], "num_workers": args.workers},
             "device": settings["device"], "precision": settings["precision"], "progress": "off",
             "train": {"batch_size": settings["batch_size"]}}
-    if args.mode == "gpu":
-        base["data"].update(num_train=50_000, num_test=10_000)
-    else:
-        base["data"].update(num_train=1024, num_test=256)
-        base["train"]["epochs"] = 1
+    num_train, num_test, epochs = RUN_SIZES[args.mode]
+    base["data"].update(num_train=num_train, num_test=num_test)
+    if epochs is not None:
+        base["train"]["epochs"] = epochs
     with tempfile.TemporaryDirectory() as folder:
         if args.whole_run:
             seconds = timed_runs([{**base, "model": {"name": "resnet18", "pretrained": False}}], Path(folder))
             results["whole_run_seconds"] = seconds
+            save_results(results, out)
             print(f"one protocol run (ResNet18, 50 % of {base['data']['num_train']:,} images, "
                   f"{base['train'].get('epochs', 10)} epochs, evaluation included): {seconds:,.1f} s")
         if args.checkpoints:
@@ -302,17 +327,31 @@ def main(argv: list[str] | None = None) -> int:
             costs = checkpoint_costs({**base, "data": data},
                                      "vgg16", args.checkpoints, Path(folder))
             results["checkpoints"] = costs
+            save_results(results, out)
             print(f"checkpoints of one VGG16 run, {costs['epochs']} epochs of {settings['images']} images "
                   f"({costs['checkpoint_bytes'] / 2**30:.2f} GiB each): {costs['checkpoint_seconds']:.2f} s on the "
                   f"training's path (the run took {costs['run_seconds']:.1f} s, training {costs['train_seconds']:.1f} s); "
                   f"one synchronous save, as every epoch paid before: {costs['synchronous_save_seconds']:.2f} s")
         if args.study:
-            seconds = timed_runs(study_configs(base), Path(folder))
+            results["study_run_seconds"] = []  # each run's, as it ends: what a stopped study had done
+
+            def each_run(seconds: float) -> None:
+                results["study_run_seconds"].append(seconds)
+                save_results(results, out)
+
+            seconds = timed_runs(study_configs(base), Path(folder), each_run)
             results["study_seconds"] = seconds
             print(f"the 12-run study ({base['train'].get('epochs', 10)} epochs each, evaluation included): "
                   f"{seconds / 60:,.1f} min")
 
-    save_results(results, args.out / f"benchmark-{args.mode}.json")
+    # Last: compiling each model takes long, and the figures above do not wait for it.
+    if args.pipelines and args.compile:
+        print(f"\n{'model':<9} {'compiled img/s':>14} {'dev MiB':>10}   (the device pipeline, torch.compile)")
+        for row in results["pipelines"]:
+            row.update(pipeline_table([row["model"]], settings, device, args.repeats, True, args.workers)[0])
+            save_results(results, out)
+    save_results(results, out)
+    print(f"saved {out}")
     return 0
 
 
