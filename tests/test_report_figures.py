@@ -104,7 +104,7 @@ def test_twelve_arms_are_small_multiples_of_a_few_curves_each():
     assert len(panels) == 6 and all(_lines(ax) == ["pretrained", "from scratch"] for ax in panels)
     assert [ax.get_title() for ax in panels] == ["1 %", "2 %", "5 %", "10 %", "20 %", "50 %"]
     few = groups_of(_fraction_records((0.1, 0.5)))[0]
-    assert len(curve_figure(few, "test_acc").axes[0].get_lines()) == 4 <= MAX_CURVES  # one plot as before
+    assert len(_lines(curve_figure(few, "test_acc").axes[0])) == 4 <= MAX_CURVES  # one plot as before (chance unlabelled)
 
 
 def test_fraction_tick_labels_never_overlap():
