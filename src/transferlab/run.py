@@ -30,7 +30,8 @@ from transferlab.callbacks import (
     start_fine_tuning,
 )
 from transferlab.checkpoint import (
-    CHECKPOINT_FILE, CheckpointError, CheckpointWriter, digest_path, load_checkpoint, remove_checkpoint, restore,
+    CHECKPOINT_FILE, RESUME_ADVICE, CheckpointError, CheckpointWriteError, CheckpointWriter, digest_path,
+    load_checkpoint, remove_checkpoint, restore,
     save_atomically, verify_digest, write_failure,
 )
 from transferlab.config import Config, DataConfig, as_dict, result_config
@@ -244,7 +245,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
         FiniteEvaluation(),
         RecordEpochs(record),
         CheckpointEpochs(writer, model, optimizer, scaler, run_dir, record, keep_last=config.keep_checkpoint,
-                         scheduler=scheduler),
+                         scheduler=scheduler, write_last=config.save_model),
         Trackers(tracker),
         EpochLog(),
         *extra_callbacks,
@@ -267,7 +268,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
             label_smoothing=config.train.label_smoothing, clip_grad_norm=config.optim.clip_grad_norm,
             callbacks=callbacks)
         if config.save_model:  # the plain architecture, adapters merged
-            save_atomically(_state_dict_on_host(adapt.plain_model(model)), run_dir / MODEL_FILE)
+            _save_model(model, run_dir, epochs, writer)
             record.model_file = MODEL_FILE
     except BaseException:
         _keep_what_was_saved(writer, record)
@@ -276,6 +277,22 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
         writer.close()
         record.checkpoint_seconds = writer.seconds
         tracker.close()
+
+
+def _save_model(model: torch.nn.Module, run_dir: Path, epochs: int, writer: CheckpointWriter) -> None:
+    """save_model's model.pt. When it cannot be written (a full disk) the run fails, but keeps the
+    scores of its epochs and the checkpoint after its last one (CheckpointEpochs writes it with
+    save_model): the same command then resumes after the last epoch and only writes model.pt."""
+    try:
+        save_atomically(_state_dict_on_host(adapt.plain_model(model)), run_dir / MODEL_FILE)
+    except CheckpointWriteError as error:
+        saved = writer.saved_history[-1]["epoch"] if writer.saved_history else 0
+        kept = (f"its scores and the checkpoint after epoch {saved} are kept, and the same command run again only "
+                f"writes {MODEL_FILE}" if saved == epochs else
+                f"its last checkpoint (after epoch {saved}) could not be saved either, so the same command run "
+                "again trains from there")
+        raise CheckpointWriteError(f"the run's {epochs} epoch(s) finished, but {MODEL_FILE} could not be saved "
+                                   f"({str(error).replace(RESUME_ADVICE, '')}); {kept} once there is room") from error
 
 
 def _datasets(config: Config, show_progress: bool, record: RunRecord) -> tuple[ImageSet, ImageSet | None, ImageSet]:

@@ -1,0 +1,56 @@
+"""Nothing thrown away, nothing done twice (issue 23, section 4): a model.pt that cannot be written
+keeps the run's scores and the same command finishes the job; a damaged run.json beside finished
+scores is refused, never trained over; a resume on other data than the checkpoint's is refused."""
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import transferlab.checkpoint as checkpoint_module
+from transferlab.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from transferlab.run import MODEL_FILE, run_training
+
+from conftest import At, tiny_config
+
+SMALL_RUN = ("data.num_train=64", "data.num_test=32")
+
+
+def test_a_model_file_that_cannot_be_written_keeps_the_scores_and_the_same_command_only_writes_it(tmp_path,
+                                                                                                  monkeypatch):
+    config = tiny_config("train.epochs=2", "save_model=true", *SMALL_RUN)
+    real_write_atomic = checkpoint_module.write_atomic
+
+    def full_for_the_model(path, content, before_rename=None):
+        if Path(path).name == MODEL_FILE:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write_atomic(path, content, before_rename)
+
+    monkeypatch.setattr(checkpoint_module, "write_atomic", full_for_the_model)
+    failed = run_training(config, tmp_path)
+    assert failed["status"] == "failed"
+    error = failed["error"]
+    assert error.startswith("the run's 2 epoch(s) finished, but model.pt could not be saved (the disk is full: ")
+    assert "needs about" in error and "\n" not in error
+    assert error.endswith("its scores and the checkpoint after epoch 2 are kept, and the same command run again only "
+                          "writes model.pt once there is room")
+    assert [entry["epoch"] for entry in failed["history"]] == [1, 2]
+    on_disk = json.loads((tmp_path / "run.json").read_text())
+    assert on_disk["history"] == failed["history"] and on_disk["test_acc"] == failed["history"][-1]["test_acc"]
+    checkpoint = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    assert checkpoint.epoch == 2
+    assert not (tmp_path / MODEL_FILE).exists()
+
+    monkeypatch.undo()
+    trained = []
+    finished = run_training(config, tmp_path, callbacks=[At(None, None, lambda: trained.append(1))])
+    assert finished["status"] == "completed", finished.get("error")
+    assert trained == []  # no batch trained: it only wrote model.pt
+    assert finished["resumed_after_epoch"] == 2 and finished["history"] == failed["history"]
+    assert finished["model_file"] == MODEL_FILE
+    weights = torch.load(tmp_path / MODEL_FILE, weights_only=True)  # the weights the run trained, not others
+    assert set(weights) == set(checkpoint.model)
+    assert all(torch.equal(weights[name], checkpoint.model[name]) for name in weights)
+    assert not (tmp_path / CHECKPOINT_FILE).exists()  # removed once run.json says completed
