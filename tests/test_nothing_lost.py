@@ -11,9 +11,10 @@ import torch
 
 import transferlab.checkpoint as checkpoint_module
 from transferlab.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from transferlab.launch import launch
 from transferlab.run import MODEL_FILE, run_training
 
-from conftest import At, tiny_config
+from conftest import TINY, At, tiny_config
 
 SMALL_RUN = ("data.num_train=64", "data.num_test=32")
 
@@ -54,3 +55,29 @@ def test_a_model_file_that_cannot_be_written_keeps_the_scores_and_the_same_comma
     assert set(weights) == set(checkpoint.model)
     assert all(torch.equal(weights[name], checkpoint.model[name]) for name in weights)
     assert not (tmp_path / CHECKPOINT_FILE).exists()  # removed once run.json says completed
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder``, by relative path, with its content."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_completed_run_whose_run_json_is_damaged_is_refused_naming_the_file_and_force(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    [first] = launch([*TINY, *SMALL_RUN])
+    assert first.completed
+    run_json = first.run_dir / "run.json"
+    whole = run_json.read_bytes()
+    run_json.write_bytes(whole[:len(whole) // 2])  # cut in half
+    before = folder_bytes(first.run_dir)
+
+    [again] = launch([*TINY, *SMALL_RUN])
+    assert again.record["status"] == "failed" and not again.skipped
+    error = again.record["error"]
+    assert error.startswith(f"{run_json} is damaged (not readable as JSON (")
+    assert f"{first.run_dir / 'metrics.csv'} holds the scores of a run" in error and "\n" not in error
+    assert error.endswith("restore it, or pass force=true to train the run again and replace the folder's files")
+    assert folder_bytes(first.run_dir) == before  # nothing trained over it
+
+    [forced] = launch([*TINY, *SMALL_RUN, "force=true"])
+    assert forced.completed and json.loads(run_json.read_text())["status"] == "completed"

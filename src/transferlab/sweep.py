@@ -26,7 +26,7 @@ from transferlab.config import Config, as_dict, result_config, validate
 from transferlab.errors import ConfigError, JobRaised, RunInterrupted, TransferlabError
 from transferlab.files import disk_full
 from transferlab.locks import RUN_LOCK_FILE, run_folder_lock
-from transferlab.records import RUN_FILE, RunResult, read_record, utc_now, write_atomic
+from transferlab.records import METRICS_FILE, RUN_FILE, RunResult, read_record, utc_now, write_atomic
 from transferlab.run import run_training
 from transferlab.workers import worker_stop
 
@@ -41,11 +41,21 @@ class RunFolderTaken(TransferlabError):
 
 
 def completed_record(run_dir: Path) -> dict[str, Any] | None:
-    """The record in ``run_dir`` when it is a completed run's."""
-    try:
-        record = read_record(run_dir / RUN_FILE)
-    except ValueError:  # missing or not a run record
+    """The record in ``run_dir`` when it is a completed run's; None when there is none. A run.json
+    that cannot be read (cut short, edited by hand) may be a completed run's, whose scores
+    metrics.csv still holds: RunFolderTaken, so that nothing trains over it without force=true
+    (transferlab writes run.json atomically, so a run of its own never leaves one damaged)."""
+    path = run_dir / RUN_FILE
+    if not path.exists():
         return None
+    try:
+        record = read_record(path)
+    except ValueError as error:
+        metrics = run_dir / METRICS_FILE
+        scores = f", and {metrics} holds the scores of a run" if metrics.exists() else ""
+        raise RunFolderTaken(f"{path} is damaged ({str(error).removeprefix(f'{path}: ')}){scores}; nothing was "
+                             "trained over it: restore it, or pass force=true to train the run again and replace "
+                             "the folder's files") from error
     return record if record["status"] == "completed" else None
 
 
