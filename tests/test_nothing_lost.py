@@ -11,10 +11,11 @@ import torch
 
 import transferlab.checkpoint as checkpoint_module
 from transferlab.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from transferlab.errors import RunInterrupted
 from transferlab.launch import launch
 from transferlab.run import MODEL_FILE, run_training
 
-from conftest import TINY, At, tiny_config
+from conftest import TINY, At, interrupt, tiny_config, write_image_folder
 
 SMALL_RUN = ("data.num_train=64", "data.num_test=32")
 
@@ -81,3 +82,28 @@ def test_a_completed_run_whose_run_json_is_damaged_is_refused_naming_the_file_an
 
     [forced] = launch([*TINY, *SMALL_RUN, "force=true"])
     assert forced.completed and json.loads(run_json.read_text())["status"] == "completed"
+
+
+def test_a_resume_on_other_images_than_the_checkpoint_trained_on_is_refused_in_one_line(tmp_path):
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "birds", per_class=6, classes=("crow", "owl"))
+    config = tiny_config("data=imagefolder", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}",
+                         "data.stored_size=32", "data.num_workers=0", "train.epochs=2")
+    with pytest.raises(RunInterrupted):
+        run_training(config, tmp_path / "run", callbacks=[At(1, None, interrupt)])
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).epoch == 1
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(root / "train" / "crow" / "added.png")  # a new image
+
+    refused = run_training(config, tmp_path / "run")
+    assert refused["status"] == "failed"
+    assert refused["error"] == (
+        f"{tmp_path / 'run' / CHECKPOINT_FILE} was trained on other images than this run's training subset has now "
+        "(images added to, removed from or changed in the data since?); put the data back as it was to resume, or "
+        "pass resume=false to start over on the data as it is")
+    assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE).epoch == 1  # kept for a resume
+
+    (root / "train" / "crow" / "added.png").unlink()  # the data as it was: the run resumes
+    resumed = run_training(config, tmp_path / "run")
+    assert resumed["status"] == "completed", resumed.get("error")
+    assert resumed["resumed_after_epoch"] == 1

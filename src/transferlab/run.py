@@ -30,8 +30,8 @@ from transferlab.callbacks import (
     start_fine_tuning,
 )
 from transferlab.checkpoint import (
-    CHECKPOINT_FILE, RESUME_ADVICE, CheckpointError, CheckpointWriteError, CheckpointWriter, digest_path,
-    load_checkpoint, remove_checkpoint, restore,
+    CHECKPOINT_FILE, RESUME_ADVICE, CheckpointError, CheckpointWriteError, CheckpointWriter, data_digest,
+    digest_path, load_checkpoint, remove_checkpoint, restore,
     save_atomically, verify_digest, write_failure,
 )
 from transferlab.config import Config, DataConfig, as_dict, result_config
@@ -223,7 +223,9 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     remove_leftover_temporaries(run_dir)  # of writes a kill cut short: a checkpoint's is as big as one
-    epochs_done, digest = _starting_point(config, checkpoint_path, model, optimizer, scaler, record, scheduler)
+    trained_on = data_digest(train_set.images, train_set.labels, train_set.classes)
+    epochs_done, digest = _starting_point(config, checkpoint_path, model, optimizer, scaler, record, scheduler,
+                                          trained_on)
     if epochs_done:
         write_record(run_dir, record.to_dict())
     forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
@@ -237,7 +239,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
              len(train_set), len(test_set), record.device_name, record.precision)
 
     epochs = config.train.epochs
-    writer = CheckpointWriter(checkpoint_path, record.history, record.checkpoint_seconds or 0.0, digest)
+    writer = CheckpointWriter(checkpoint_path, record.history, record.checkpoint_seconds or 0.0, digest, trained_on)
     unfreeze_at = config.freeze.unfreeze_at_epoch
     callbacks = [
         *([LpFtSwitch(model, optimizer, record, unfreeze_at, scheduler)] if unfreeze_at is not None else []),
@@ -462,13 +464,15 @@ def _resumes(config: Config, checkpoint_path: Path) -> bool:
 
 def _starting_point(config: Config, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler | None, record: RunRecord,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> tuple[int, str | None]:
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                    trained_on: str | None = None) -> tuple[int, str | None]:
     """(epochs already done, the SHA-256 of the checkpoint resumed from or None): (0, None) for a
     run that starts at its first epoch, which removes the checkpoint of the run it starts over
-    from (resume=false, force=true), so that no later resume takes it for this run's."""
+    from (resume=false, force=true), so that no later resume takes it for this run's. ``trained_on``
+    is the data_digest of this run's training images, which a checkpoint to resume must have."""
     if _resumes(config, path):
         return _resume(path, model, optimizer, scaler, record, config.freeze.unfreeze_at_epoch, config.train.epochs,
-                       scheduler)
+                       scheduler, trained_on)
     if path.exists() or digest_path(path).exists():
         log.info("starting over: removing %s of the earlier run", path)
         remove_checkpoint(path)
@@ -477,7 +481,8 @@ def _starting_point(config: Config, path: Path, model: torch.nn.Module, optimize
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scaler: torch.amp.GradScaler | None, record: RunRecord, unfreeze_at: int | None,
-            epochs: int, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> tuple[int, str | None]:
+            epochs: int, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+            trained_on: str | None = None) -> tuple[int, str | None]:
     """Restore the run (of ``epochs`` epochs) from its checkpoint once its bytes match the digest
     recorded when it was written; (the number of epochs it had finished, its SHA-256 or None when
     it has no recorded digest). An LP-FT run whose checkpoint is from after the switch switches
@@ -489,6 +494,10 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     checkpoint = load_checkpoint(path)
     if result_config(checkpoint.config) != result_config(record.config):
         raise CheckpointError(f"{path} was written by a run of another config; delete it or pass resume=false")
+    if checkpoint.data_digest is not None and trained_on is not None and checkpoint.data_digest != trained_on:
+        raise CheckpointError(f"{path} was trained on other images than this run's training subset has now (images "
+                              "added to, removed from or changed in the data since?); put the data back as it was "
+                              "to resume, or pass resume=false to start over on the data as it is")
     if not 1 <= checkpoint.epoch <= epochs:
         raise CheckpointError(f"{path} says it was written after epoch {checkpoint.epoch}, but this run's epochs are "
                               f"1 to {epochs} (train.epochs={epochs}); delete it or pass resume=false")
