@@ -283,6 +283,27 @@ def build_model_with_init(name: str, pretrained: bool, weights_path: str | None 
     return _build_torchvision(name, weights, num_classes), Init(weights.name, "torchvision", weights.name, True)
 
 
+def refuse_non_finite_weights(model: nn.Module, name: str, init: Init) -> None:
+    """A ConfigError naming the weights' file when the weights ``model`` was initialised from hold
+    NaN or infinite values (a damaged download, a diverged run's save): its first loss would be NaN,
+    which the run would blame on the learning rate."""
+    if init.source == "scratch":
+        return
+    bad = [key for key, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if not bad:
+        return
+    if init.source in ("file", "local-dir"):
+        source, advice = f"model.weights={init.init.removeprefix('file:')!r}", "save them again from a good run"
+    elif init.source == "torchvision":
+        file = Path(torch.hub.get_dir()) / "checkpoints" / Path(pretrained_weights(name).url).name
+        source, advice = f"the {init.tag} weights of {name} ({file})", "delete the file to download it again"
+    else:
+        source, advice = f"the {init.label} weights of {name}", "delete them from the Hugging Face cache to download them again"
+    raise ConfigError(f"{source} hold NaN or infinite values in {len(bad)} tensor(s) (e.g. {', '.join(bad[:3])}); "
+                      f"a run cannot start from them: {advice}, or pass other weights")
+
+
 def _build_torchvision(name: str, weights: torchvision.models.WeightsEnum | None, num_classes: int) -> nn.Module:
     try:
         model = _architecture(name, weights)

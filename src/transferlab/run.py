@@ -50,7 +50,7 @@ from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
     apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
-    head_name, trainable_parameter_names,
+    head_name, refuse_non_finite_weights, trainable_parameter_names,
 )
 from transferlab.probe import (
     PROBE_CACHED, PROBE_IN_LOOP, FeatureBatches, HeadOrNetwork, PhasedBatches, check_head_only, feature_identity,
@@ -324,6 +324,7 @@ def _build_model(config: Config, num_classes: int, device: torch.device, memory_
     model, init = build_model_with_init(config.model.name, config.model.pretrained, config.model.weights, num_classes,
                                         config.data.image_size)
     record.init, record.pretraining = init.init, init.as_record()
+    refuse_non_finite_weights(model, config.model.name, init)
     if init.new_head and init.source == "file":
         log.info("%s: its head does not fit the %d classes of the data; a new head starts", init.init, num_classes)
     check_image_size(model, config.model.name, config.data.image_size)
