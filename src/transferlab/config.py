@@ -14,6 +14,7 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -618,7 +619,8 @@ def compose_with_hydra(overrides: list[str], with_hydra: bool = True) -> DictCon
     register_with_hydra()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
+            return compose(config_name="config", overrides=home_expanded_overrides(overrides),
+                           return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(composition_error_line(error)) from error
     except yaml.YAMLError as error:
@@ -660,6 +662,24 @@ def composition_error_line(error: Exception) -> str:
         allowed = f"; allowed keys{f' in {parent}' if parent else ''}: {', '.join(node)}" if node is not None else ""
         return f"unknown key {key}{allowed}"
     return f"{key}: {message}" if key else " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+HOME_PREFIX = re.compile(r"~[A-Za-z0-9._-]*(?=/|$)")  # ~ or ~user, alone or before a '/'
+
+
+def home_expanded_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` with a leading ``~`` (or ``~user``) of each value made the home folder's path,
+    as bash would have done: zsh and sh leave ``data.root=~/pets`` as it is, and Hydra's grammar
+    reads no unquoted ``~``. Each value of a sweep's list (``data.root=~/a,~/b``) counts; a quoted
+    value, and the ``~KEY`` that deletes a key, are left as they are."""
+    expanded = []
+    for override in overrides:
+        key, equals, value = override.partition("=")
+        if equals and not value.startswith(("'", '"')) and "~" in value:
+            value = ",".join(HOME_PREFIX.sub(lambda home: os.path.expanduser(home[0]), item, count=1)
+                             if item.startswith("~") else item for item in value.split(","))
+        expanded.append(f"{key}{equals}{value}")
+    return expanded
 
 
 GRAMMAR_URL = "https://hydra.cc/docs/1.2/advanced/override_grammar/basic"
