@@ -5,6 +5,7 @@ import pytest
 import torch
 import torchvision
 
+from transferlab.errors import ConfigError
 from transferlab.run import run_training
 
 from conftest import tiny_config
@@ -20,3 +21,22 @@ def test_weights_holding_nan_are_refused_naming_the_file_not_blamed_on_the_learn
     assert record["error"] == (f"model.weights={str(path)!r} hold NaN or infinite values in 1 tensor(s) (e.g. "
                                "layer2.0.conv1.weight); a run cannot start from them: save them again from a good "
                                "run, or pass other weights")
+
+
+@pytest.mark.parametrize("name", ["timm/resnet18.", "timm/", "timm/.a1_in1k"])
+def test_a_timm_name_with_an_empty_tag_or_architecture_is_refused(name):
+    with pytest.raises(ConfigError) as refused:
+        tiny_config(f"model.name={name}")
+    assert str(refused.value) == (f"model.name={name!r} is not allowed; write timm/NAME or timm/NAME.TAG, with a tag "
+                                  "after the '.' (timm/NAME alone takes timm's default tag)")
+
+
+def test_bitfit_with_freeze_modules_that_leave_only_the_head_is_refused_as_freeze_last_only_is(tmp_path):
+    modules = "[conv1,bn1,layer1,layer2,layer3,layer4]"  # everything of ResNet18 but fc
+    record = run_training(tiny_config("adapt=bitfit", f"freeze.modules={modules}"), tmp_path / "run")
+    assert record["status"] == "failed" and record["history"] == []
+    assert record["error"] == ("adapt=bitfit with freeze.modules=['conv1', 'bn1', 'layer1', 'layer2', 'layer3', "
+                               "'layer4'] leaves only the head (fc), which trains fully anyway; freeze fewer modules, "
+                               "or use adapt=none for a linear probe")
+    fewer = run_training(tiny_config("adapt=bitfit", "freeze.modules=[conv1,bn1,layer1]"), tmp_path / "fewer")
+    assert fewer["status"] == "completed", fewer.get("error")

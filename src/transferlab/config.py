@@ -65,6 +65,8 @@ NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "
 RUN_FOLDER_ONLY_EXCLUDED_KEYS = ("experiment", "name")
 
 
+TIMM_PREFIX = "timm/"  # model.name=timm/NAME[.TAG] (transferlab.timm_models)
+
 # A study's folder inside outputs/: one plain folder name, never a path (no '/', '..' or leading '.').
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -127,6 +129,11 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.weights = _home_expanded(self.weights)
+        if self.name.startswith(TIMM_PREFIX):
+            architecture, dot, tag = self.name.removeprefix(TIMM_PREFIX).partition(".")
+            if not architecture or (dot and not tag):
+                raise ConfigError(f"model.name={self.name!r} is not allowed; write timm/NAME or timm/NAME.TAG, with "
+                                  f"a tag after the '.' (timm/NAME alone takes timm's default tag)")
 
 
 @dataclass

@@ -338,6 +338,12 @@ def _build_model(config: Config, num_classes: int, device: torch.device, memory_
     if config.freeze.cached_features:
         check_head_only(trainable, head)
     if all(name.startswith(f"{head}.") for name in trainable):  # a linear probe (LP-FT's first phase included)
+        if config.adapt.name != "none":  # as Config refuses freeze=last_only with it, whatever the spelling
+            spelling = (f"freeze.modules={list(config.freeze.modules)}" if config.freeze.modules is not None
+                        else f"freeze={config.freeze.name}")
+            raise ConfigError(f"adapt={config.adapt.name} with {spelling} leaves only the head "
+                              f"({head}), which trains fully anyway; freeze fewer modules, or use adapt=none for a "
+                              "linear probe")
         record.probe = PROBE_CACHED if config.freeze.cached_features else PROBE_IN_LOOP
     stages = schedules.stage_parameter_names(model) if config.optim.layer_decay is not None else []
     lora = adapt.LoraSettings(config.adapt.rank, config.adapt.alpha, config.adapt.dropout,
