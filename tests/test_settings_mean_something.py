@@ -8,7 +8,7 @@ import torchvision
 from transferlab.errors import ConfigError
 from transferlab.run import run_training
 
-from conftest import tiny_config
+from conftest import TINY, tiny_config
 
 
 def test_weights_holding_nan_are_refused_naming_the_file_not_blamed_on_the_learning_rate(tmp_path):
@@ -40,3 +40,19 @@ def test_bitfit_with_freeze_modules_that_leave_only_the_head_is_refused_as_freez
                                "or use adapt=none for a linear probe")
     fewer = run_training(tiny_config("adapt=bitfit", "freeze.modules=[conv1,bn1,layer1]"), tmp_path / "fewer")
     assert fewer["status"] == "completed", fewer.get("error")
+
+
+@pytest.mark.slow  # trains a run after the refusal
+def test_a_sweep_experiment_without_dash_m_is_refused_saying_it_is_a_sweep(tmp_path, monkeypatch):
+    from transferlab.launch import launch
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:  # it trained one run of TINY's data.fraction, no run of the sweep
+        launch(["experiment=few_shot", *TINY])
+    assert str(refused.value) == (
+        "experiment=few_shot is a sweep of 12 runs (data.per_class: 1,2,5,10,25,100; model.pretrained: true,false); "
+        "add -m to run it (transferlab train -m experiment=few_shot ...), or give data.per_class for one of its runs")
+    assert not list(tmp_path.rglob("run.json"))
+    # Every swept setting given: one run of the sweep, as asked.
+    [one] = launch(["experiment=few_shot", *TINY, "data.fraction=null", "data.per_class=2", "train.batch_size=8"])
+    assert one.completed and one.record["config"]["data"]["per_class"] == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig, callbacks: Se
     overrides = list(hydra_cfg.hydra.overrides.task)
     worker = worker_stop()
     try:
+        refuse_a_sweep_run_as_one(hydra_cfg)
         config = validate(cfg)
     except ConfigError:
         with contextlib.suppress(OSError):
@@ -122,6 +124,27 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig, callbacks: Se
                 raise
             worker.stop(interrupted.exit_code - 128)  # this worker starts no further job of the sweep
             return RunResult(run_dir, interrupted.record)
+
+
+def refuse_a_sweep_run_as_one(hydra_cfg: DictConfig) -> None:
+    """A ConfigError when a single run (no -m) is of an experiment that is a sweep (its
+    hydra.sweeper.params) with some swept setting not given: Hydra would train one run with that
+    setting's default, which no job of the sweep is."""
+    from hydra.types import RunMode
+
+    params = OmegaConf.select(hydra_cfg, "hydra.sweeper.params")
+    if hydra_cfg.hydra.mode != RunMode.RUN or not params:
+        return
+    given = {item.partition("=")[0].lstrip("+~") for item in hydra_cfg.hydra.overrides.task}
+    missing = [key for key in params if key not in given]
+    if not missing:  # every swept setting given: one run of the sweep, as asked
+        return
+    runs = math.prod(len(str(values).split(",")) for values in params.values())
+    experiment = OmegaConf.select(hydra_cfg, "hydra.runtime.choices.experiment")
+    swept = "; ".join(f"{key}: {values}" for key, values in params.items())
+    raise ConfigError(f"experiment={experiment} is a sweep of {runs} runs ({swept}); add -m to run it "
+                      f"(transferlab train -m experiment={experiment} ...), or give {', '.join(missing)} for one of "
+                      "its runs")
 
 
 def _trains_nothing(config: Config, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunResult | None:
