@@ -5,6 +5,7 @@ import pytest
 import torch
 import torchvision
 
+from transferlab.config import as_dict, compose_config, compose_with_hydra, result_config
 from transferlab.errors import ConfigError
 from transferlab.run import run_training
 
@@ -56,3 +57,55 @@ def test_a_sweep_experiment_without_dash_m_is_refused_saying_it_is_a_sweep(tmp_p
     # Every swept setting given: one run of the sweep, as asked.
     [one] = launch(["experiment=few_shot", *TINY, "data.fraction=null", "data.per_class=2", "train.batch_size=8"])
     assert one.completed and one.record["config"]["data"]["per_class"] == 2
+
+
+def run_folder(*overrides: str) -> str:
+    return str(compose_with_hydra(list(overrides)).hydra.run.dir)
+
+
+LBFGS = ("freeze=last_only", "freeze.cached_features=true", "freeze.probe=lbfgs", "data.val_fraction=0.1")
+
+
+@pytest.mark.parametrize("base, inert", [
+    (("adapt=bitfit",), ("adapt.rank=4", "adapt.alpha=2", "adapt.dropout=0.1")),
+    (("optim.schedule=constant",), ("optim.step_epochs=5", "optim.step_gamma=0.5")),
+    (("optim.schedule=cosine",), ("optim.step_epochs=5",)),
+    (("train.compile=false",), ("train.compile_mode=max-autotune",)),
+    (("data.augment=pad_crop_flip",), ("data.crop_scale=[0.5,1.0]",)),
+    (LBFGS, ("optim.lr=0.1", "optim=adamw", "optim.weight_decay=0.01", "train.epochs=3")),
+])
+def test_settings_that_do_nothing_neither_move_the_run_folder_nor_make_another_config(base, inert):
+    assert run_folder(*base, *inert) == run_folder(*base)
+    plain, with_inert = (as_dict(compose_config([*TINY, *base, *extra])) for extra in ((), inert))
+    assert with_inert != plain and result_config(with_inert) == result_config(plain)
+
+
+@pytest.mark.parametrize("overrides", [
+    ("adapt=lora", "adapt.rank=4"), ("optim.schedule=step", "optim.step_epochs=5"),
+    ("train.compile=true", "train.compile_mode=max-autotune"),
+    ("data.augment=random_resized_crop", "data.crop_scale=[0.5,1.0]"),
+    ("freeze=lp_ft", "freeze.cached_features=true", "freeze.probe=lbfgs", "data.val_fraction=0.1", "train.epochs=2",
+     "optim.lr=0.1"),  # LP-FT's fine-tuning uses the optimizer
+])
+def test_the_same_settings_where_they_act_still_name_the_folder_and_the_config(overrides):
+    assert run_folder(*overrides) != run_folder(*overrides[:-1])
+    with_it, without = (as_dict(compose_config([*TINY, *o])) for o in (overrides, overrides[:-1]))
+    assert result_config(with_it) != result_config(without)
+
+
+def test_a_completed_run_is_skipped_for_a_config_that_differs_only_in_a_setting_that_does_nothing(tmp_path):
+    from transferlab.records import write_record
+    from transferlab.sweep import completed_run
+
+    done = as_dict(compose_config([*TINY, "optim.schedule=constant"]))
+    write_record(tmp_path, {"status": "completed", "config": done, "history": []})
+    assert completed_run(tmp_path, as_dict(compose_config([*TINY, "optim.step_epochs=5"]))) is not None
+
+
+def test_a_setting_that_does_nothing_is_named_in_a_warning_when_the_run_starts(tmp_path, caplog):
+    overrides = ["optim.step_epochs=5"]
+    record = run_training(tiny_config(*overrides, "data.num_train=32", "data.num_test=16"), tmp_path, overrides)
+    assert record["status"] == "completed", record.get("error")
+    assert ("optim.step_epochs=5 does nothing in this run (the setting is optim.schedule=step's, and "
+            "optim.schedule=constant): it is left out of the run's identity (its folder, and the checks that skip "
+            "or resume it)") in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

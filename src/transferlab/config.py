@@ -539,15 +539,59 @@ def canonical_override(item: str) -> str:
     return item
 
 
-def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "") -> str:
+def inert_settings(config: Any) -> dict[str, str]:
+    """{key: why it does nothing} for the settings that cannot change the run ``config`` (a composed
+    or validated config, as nested mappings) describes: LoRA's with another adapter, the step
+    schedule's with another, compile_mode without compile, crop_scale without random_resized_crop,
+    and the optimizer (a key ``optim`` stands for all of optim.*) and train.epochs for an L-BFGS
+    probe without LP-FT. They are left out of the run's identity (its folder's name, the skip and
+    resume checks: result_config), so that runs differing only in them are one run."""
+    def get(key: str) -> Any:
+        node = config
+        try:
+            for part in key.split("."):
+                node = node[part]
+        except Exception:  # missing, or an interpolation that does not resolve (validation says why)
+            return None
+        return node
+
+    inert: dict[str, str] = {}
+    adapter = get("adapt.name")
+    if adapter != "lora":
+        inert.update(dict.fromkeys(("adapt.rank", "adapt.alpha", "adapt.dropout"), f"LoRA's, and adapt={adapter}"))
+    schedule = get("optim.schedule")
+    if schedule != "step":
+        inert.update(dict.fromkeys(("optim.step_epochs", "optim.step_gamma"),
+                                   f"optim.schedule=step's, and optim.schedule={schedule}"))
+    if get("train.compile") is False:
+        inert["train.compile_mode"] = "train.compile=true's, and train.compile=false"
+    augment = get("data.augment")
+    if augment != "random_resized_crop":
+        inert["data.crop_scale"] = f"data.augment=random_resized_crop's, and data.augment={augment}"
+    if get("freeze.cached_features") and get("freeze.probe") == "lbfgs" and get("freeze.unfreeze_at_epoch") is None:
+        why = "the optimizer's epochs', and freeze.probe=lbfgs fits the head by L-BFGS (no LP-FT)"
+        inert.update(dict.fromkeys(("optim", "train.epochs"), why))
+    return inert
+
+
+def is_inert(key: str, inert: dict[str, str]) -> bool:
+    """Whether the override key ``key`` sets one of ``inert``'s settings (``optim.lr`` when ``optim`` is)."""
+    key = key.lstrip("+~")
+    return any(key == name or key.startswith(f"{name}.") for name in inert)
+
+
+def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "", _root_: Any = None) -> str:
     """The folder of a run inside outputs/<name>/: its overrides ('defaults' when it has none),
     each value in one spelling (canonical_override), with '/' replaced, and cut short with a hash
     of the whole when it is too long for a file name.
     data.root is left out of the overrides (a CIFAR-10 copy elsewhere is the same data) except for
     data=imagefolder, whose folder is the dataset: runs on two folders must not share a run folder.
     repeat=0 is left out too: it is the same run as no repeat= at all, so a sweep repeat=0,1,2 after
-    a plain sweep skips the runs that sweep completed."""
-    items = [canonical_override(item) for item in override_dirname.split(",")]
+    a plain sweep skips the runs that sweep completed. So are the settings that do nothing in this
+    run (inert_settings of the composed config, ``_root_``)."""
+    inert = inert_settings(_root_) if _root_ is not None else {}
+    items = [canonical_override(item) for item in _dirname_items(override_dirname)
+             if not is_inert(item.partition("=")[0], inert)]
     override_dirname = ",".join(item for item in items if item != FIRST_REPEAT)
     if "data.root" in identity_keys(data_name):
         override_dirname = ",".join(filter(None, [override_dirname, f"data.root={data_root}"]))
@@ -556,6 +600,17 @@ def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "")
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:12]
     return f"{name.encode()[:MAX_DIRNAME - 13].decode(errors='ignore')}-{digest}"
+
+
+def _dirname_items(override_dirname: str) -> list[str]:
+    """Hydra's override_dirname (``a=1,b=[x,y]``) as its overrides: split at the commas outside brackets."""
+    items, depth, start = [], 0, 0
+    for at, character in enumerate(override_dirname):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            items.append(override_dirname[start:at])
+            start = at + 1
+    return [*items, override_dirname[start:]]
 
 
 def run_folder_excluded_keys() -> list[str]:
@@ -751,10 +806,11 @@ def as_dict(config: Config) -> dict[str, Any]:
 
 def result_config(config: dict[str, Any]) -> dict[str, Any]:
     """A config dict without the keys that cannot change a run's results (data.root stays for
-    data=imagefolder: there the folder is the dataset)."""
+    data=imagefolder: there the folder is the dataset), nor those that do nothing in this run
+    (inert_settings)."""
     node = OmegaConf.create(config)
     kept = identity_keys(OmegaConf.select(node, "data.name"))
-    for key in NOT_RESULT_KEYS:
+    for key in (*NOT_RESULT_KEYS, *inert_settings(config)):
         if key in kept:
             continue
         parent, _, leaf = key.rpartition(".")

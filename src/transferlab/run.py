@@ -34,7 +34,7 @@ from transferlab.checkpoint import (
     digest_path, load_checkpoint, remove_checkpoint, restore,
     save_atomically, verify_digest, write_failure,
 )
-from transferlab.config import Config, DataConfig, as_dict, result_config
+from transferlab.config import Config, DataConfig, as_dict, inert_settings, is_inert, result_config
 from transferlab.data import (
     ImageSet, Transforms, data_source, dataset_name, images_per_class, load_datasets, make_loader, scan_folder,
     stratified_split,
@@ -102,6 +102,13 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
     at each epoch after the run's own (a test stops a run with one)."""
     run_dir = Path(run_dir)
     record = new_record(config, overrides)
+    inert = inert_settings(record.config)
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if is_inert(key, inert):
+            why = next(why for name, why in inert.items() if key == name or key.startswith(f"{name}."))
+            log.warning("%s does nothing in this run (the setting is %s): it is left out of the run's identity (its "
+                        "folder, and the checks that skip or resume it)", override, why)
     # Made before run.json is rewritten: a resumed run's MLflow run id is read from it.
     tracker = make_logger(config.logger, run_dir, _resumes(config, run_dir / CHECKPOINT_FILE))
     write_record(run_dir, record.to_dict())
