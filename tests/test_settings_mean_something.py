@@ -109,3 +109,26 @@ def test_a_setting_that_does_nothing_is_named_in_a_warning_when_the_run_starts(t
     assert ("optim.step_epochs=5 does nothing in this run (the setting is optim.schedule=step's, and "
             "optim.schedule=constant): it is left out of the run's identity (its folder, and the checks that skip "
             "or resume it)") in [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+DISTILLED = "timm/deit_tiny_distilled_patch16_224"  # two heads: head and head_dist, averaged at test time
+
+
+def test_every_head_of_a_model_with_two_is_the_head_and_freeze_last_only_trains_both():
+    from transferlab.models import build_model_with_init, frozen_modules, trainable_parameter_names
+
+    model, _ = build_model_with_init(DISTILLED, pretrained=False, num_classes=3, image_size=32)
+    assert (model.head.out_features, model.head_dist.out_features) == (3, 3)  # both replaced
+    trainable = trainable_parameter_names(model, frozen_modules(model, DISTILLED, "last_only", None))
+    assert trainable == ["head.weight", "head.bias", "head_dist.weight", "head_dist.bias"]
+
+
+@pytest.mark.slow  # trains a ViT for an epoch
+def test_a_linear_probe_of_a_model_with_two_heads_is_recorded_as_one_with_both_heads_trainable(tmp_path):
+    from transferlab.probe import PROBE_IN_LOOP
+
+    record = run_training(tiny_config(f"model.name={DISTILLED}", "freeze=last_only", "data.num_train=64",
+                                      "data.num_test=32"), tmp_path / "run")
+    assert record["status"] == "completed", record.get("error")
+    assert record["params_trainable"] == 2 * (192 * 10 + 10) and record["probe"] == PROBE_IN_LOOP
+

@@ -159,6 +159,19 @@ def head_name(model_name: str, model: nn.Module) -> str:
     return MODELS[model_name].head if model_name in MODELS else find_head(model)
 
 
+def head_modules(model_name: str, model: nn.Module) -> tuple[str, ...]:
+    """Every classifier head of ``model``: head_name's, and the others of a timm model that has
+    several (a distilled DeiT's ``head`` and ``head_dist``, whose predictions it averages). Each
+    is replaced for the data's classes, and each is the head: freeze=last_only trains them all."""
+    if timm_models.is_timm(model_name):
+        return timm_models.head_names(model)
+    return (head_name(model_name, model),)
+
+
+def is_inside_heads(parameter_name: str, heads: tuple[str, ...]) -> bool:
+    return any(parameter_name.startswith(f"{head}.") for head in heads)
+
+
 def frozen_modules(model: nn.Module, model_name: str, preset: str, modules: list[str] | None) -> tuple[str, ...]:
     """The dotted names to freeze in ``model`` (built as ``model_name``): the explicit list when
     given, else the preset's. ``early``/``middle`` need the model's stages from ``MODELS``."""
@@ -167,7 +180,7 @@ def frozen_modules(model: nn.Module, model_name: str, preset: str, modules: list
     if preset == "none":
         return ()
     if preset == "last_only":
-        return tuple(_all_but(model, head_name(model_name, model)))
+        return tuple(_all_but(model, head_modules(model_name, model)))
     if timm_models.is_timm(model_name):
         presets = timm_models.freeze_presets(model)
     else:
@@ -183,15 +196,15 @@ def frozen_modules(model: nn.Module, model_name: str, preset: str, modules: list
     return presets[preset]
 
 
-def _all_but(module: nn.Module, head: str, prefix: str = "") -> list[str]:
+def _all_but(module: nn.Module, heads: tuple[str, ...], prefix: str = "") -> list[str]:
     """The fewest dotted names (modules, or parameters held directly, like ViT's class_token) that
-    cover every parameter outside ``head``."""
+    cover every parameter outside ``heads``."""
     names = [f"{prefix}{name}" for name, _ in module.named_parameters(recurse=False)]
     for child_name, child in module.named_children():
         name = f"{prefix}{child_name}"
-        if head.startswith(f"{name}."):
-            names += _all_but(child, head, f"{name}.")
-        elif name != head and any(True for _ in child.parameters()):
+        if any(head.startswith(f"{name}.") for head in heads):
+            names += _all_but(child, heads, f"{name}.")
+        elif name not in heads and any(True for _ in child.parameters()):
             names.append(name)
     return names
 

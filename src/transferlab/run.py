@@ -50,7 +50,7 @@ from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
     apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
-    head_name, refuse_non_finite_weights, trainable_parameter_names,
+    head_modules, head_name, is_inside_heads, refuse_non_finite_weights, trainable_parameter_names,
 )
 from transferlab.probe import (
     PROBE_CACHED, PROBE_IN_LOOP, FeatureBatches, HeadOrNetwork, PhasedBatches, check_head_only, feature_identity,
@@ -342,9 +342,10 @@ def _build_model(config: Config, num_classes: int, device: torch.device, memory_
     if not trainable:
         raise ConfigError(f"freeze.modules={list(frozen)} leaves no parameter to train; keep {head} out of it")
     apply_freeze(model, trainable)
-    if config.freeze.cached_features:
+    heads = head_modules(config.model.name, model)  # a distilled DeiT has two: each one is the head
+    if config.freeze.cached_features:  # (a model of several heads is refused by probe.py: none is its last step)
         check_head_only(trainable, head)
-    if all(name.startswith(f"{head}.") for name in trainable):  # a linear probe (LP-FT's first phase included)
+    if all(is_inside_heads(name, heads) for name in trainable):  # a linear probe (LP-FT's first phase included)
         if config.adapt.name != "none":  # as Config refuses freeze=last_only with it, whatever the spelling
             spelling = (f"freeze.modules={list(config.freeze.modules)}" if config.freeze.modules is not None
                         else f"freeze={config.freeze.name}")
