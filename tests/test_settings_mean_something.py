@@ -132,3 +132,70 @@ def test_a_linear_probe_of_a_model_with_two_heads_is_recorded_as_one_with_both_h
     assert record["status"] == "completed", record.get("error")
     assert record["params_trainable"] == 2 * (192 * 10 + 10) and record["probe"] == PROBE_IN_LOOP
 
+
+
+# --- bounds, one line each ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=1e308", "optim.lr=1e+308 is not allowed; it must be > 0 and at most 100.0"),
+    ("optim.clip_grad_norm=1e-30", "optim.clip_grad_norm=1e-30 is not allowed; it must be >= 0.0001 (a smaller norm "
+                                   "leaves the weights as they are; null: no clipping)"),
+    ("optim.momentum=5", "optim.momentum=5.0 is not allowed; it must be in [0, 1) (1 and more make every step larger "
+                         "than the last)"),
+    ("data.stored_size=64", "data.stored_size=64 is not allowed below data.image_size=224: the model would see images "
+                            "enlarged from fewer pixels; set data.stored_size >= 224 (or a smaller data.image_size)"),
+])
+def test_values_out_of_their_bounds_are_one_line_naming_the_setting(override, message):
+    with pytest.raises(ConfigError) as refused:
+        compose_config(["data=imagefolder", override])
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("deletion", ["~model", "~optim.lr", "~data"])
+def test_deleting_a_setting_is_refused_not_replaced_by_its_default(deletion):
+    key = deletion[1:]
+    with pytest.raises(ConfigError) as refused:
+        compose_config([deletion])
+    assert str(refused.value) == (f"{deletion} is not allowed: deleting {key} would leave its default in its place "
+                                  f"(model.name=resnet18 for ~model); set {key}=... to what the run should use")
+
+
+def test_a_lora_rank_larger_than_the_layers_it_adapts_is_refused():
+    import timm
+
+    from transferlab import adapt
+
+    vit = timm.create_model("test_vit", pretrained=False, num_classes=3, img_size=32)
+    trainable = [name for name, _ in vit.named_parameters()]
+    with pytest.raises(ConfigError) as refused:
+        adapt.adapt_model(vit, "lora", "head", (), trainable, adapt.LoraSettings(rank=512))
+    assert str(refused.value) == ("adapt.rank=512 is larger than a layer it adapts (blocks.0.attn.qkv: 64 inputs, "
+                                  "192 outputs); it must be at most 64 here")
+
+
+def test_a_misspelled_lora_target_beside_one_that_matches_is_refused_not_dropped():
+    import timm
+
+    from transferlab import adapt
+
+    vit = timm.create_model("test_vit", pretrained=False, num_classes=3, img_size=32)
+    with pytest.raises(ConfigError) as refused:
+        adapt.lora_targets(vit, "head", (), ("qkv", "fc3"))
+    assert str(refused.value).startswith("adapt.target_modules=['qkv', 'fc3']: 'fc3' matches no module outside the "
+                                         "head; this model's adaptable modules are e.g. ")
+
+
+def test_a_warmup_shorter_than_one_batch_is_refused(tmp_path):
+    record = run_training(tiny_config("train.epochs=2", "optim.warmup_epochs=0.01", "data.num_train=64",
+                                      "data.num_test=16"), tmp_path / "run")  # 2 batches an epoch
+    assert record["status"] == "failed" and record["history"] == []
+    assert record["error"] == ("optim.warmup_epochs=0.01 is shorter than one batch (an epoch is 2 batch(es) of "
+                               "train.batch_size=32); it must be 0 or at least 0.5")
+
+
+def test_batches_of_one_image_with_batchnorm_are_one_line_not_torchs_error(tmp_path):
+    record = run_training(tiny_config("train.batch_size=1", "data.num_train=16", "data.num_test=8"), tmp_path / "run")
+    assert record["status"] == "failed" and record["history"] == []
+    assert record["error"] == ("train.batch_size=1 trains on batches of one image, which the BatchNorm layers of "
+                               "resnet18 (bn1, ...) cannot normalise; use train.batch_size >= 2 (and at least 2 "
+                               "training images), or a model without BatchNorm")

@@ -249,6 +249,10 @@ class DataConfig:
         _at_least("data.num_test", self.num_test, 1)
         _at_least("data.stored_size", self.stored_size, 8)
         _at_least("data.decode_workers", self.decode_workers, 0)
+        if self.name == "imagefolder" and self.stored_size < self.image_size:
+            raise ConfigError(f"data.stored_size={self.stored_size} is not allowed below data.image_size="
+                              f"{self.image_size}: the model would see images enlarged from fewer pixels; set "
+                              f"data.stored_size >= {self.image_size} (or a smaller data.image_size)")
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"data.test_fraction={self.test_fraction} is not allowed; it must be in (0, 1)")
         if not 0.0 < self.test_crop <= 1.0:
@@ -256,6 +260,10 @@ class DataConfig:
         if len(self.crop_scale) != 2 or not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
             raise ConfigError(f"data.crop_scale={list(self.crop_scale)} is not allowed; give [low, high] with "
                               "0 < low <= high <= 1")
+
+
+MAX_LR = 100.0  # far above any rate that trains; 1e308 overflowed inside torch's optimizer
+MIN_CLIP_GRAD_NORM = 1e-4  # below it, clipping stops training without a word
 
 
 @dataclass
@@ -290,12 +298,14 @@ class OptimConfig:
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise ConfigError(f"optim.layer_decay={self.layer_decay} is not allowed; it must be in (0, 1] "
                               "(null: no decay)")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise ConfigError(f"optim.clip_grad_norm={self.clip_grad_norm} is not allowed; it must be > 0 "
-                              "(null: no clipping)")
-        if self.lr <= 0:
-            raise ConfigError(f"optim.lr={self.lr} is not allowed; it must be > 0")
-        _at_least("optim.momentum", self.momentum, 0.0)
+        if self.clip_grad_norm is not None and self.clip_grad_norm < MIN_CLIP_GRAD_NORM:  # NaN: refused below
+            raise ConfigError(f"optim.clip_grad_norm={self.clip_grad_norm} is not allowed; it must be >= "
+                              f"{MIN_CLIP_GRAD_NORM} (a smaller norm leaves the weights as they are; null: no clipping)")
+        if self.lr <= 0 or MAX_LR < self.lr < math.inf:  # NaN and inf pass: _refuse_non_finite names them
+            raise ConfigError(f"optim.lr={self.lr} is not allowed; it must be > 0 and at most {MAX_LR}")
+        if self.momentum < 0.0 or self.momentum >= 1.0:
+            raise ConfigError(f"optim.momentum={self.momentum} is not allowed; it must be in [0, 1) (1 and more "
+                              "make every step larger than the last)")
         _at_least("optim.weight_decay", self.weight_decay, 0.0)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"optim.betas={list(self.betas)} is not allowed; give two values in [0, 1)")
@@ -439,13 +449,13 @@ KEY_MEANINGS: dict[str, str] = {
     "data.crop_scale": "[low, high]: the share of the image's area random_resized_crop draws from",
     "data.normalize": "the mean and std images are normalised with: cifar10 | cifar100 | imagenet | auto",
     "data.test_crop": "test images: resized to image_size / test_crop, then centre-cropped",
-    "data.stored_size": "imagefolder: each image's centre square is cached at this size in pixels",
+    "data.stored_size": "imagefolder: each image's centre square is cached at this size, >= image_size",
     "data.cache_dir": "where decoded images and cached features are kept (null: ~/.cache/transferlab)",
     "data.decode_workers": "imagefolder: processes decoding images on the first run (0: one per core)",
     "data.test_fraction": "imagefolder without val/ or test/: the share of train/ held out for testing",
     "optim.name": "the optimizer: sgd | adamw (optim=NAME picks it)",
-    "optim.lr": "learning rate, > 0 (the head's, with optim.layer_decay; the peak of a schedule)",
-    "optim.momentum": "SGD's momentum, >= 0",
+    "optim.lr": "learning rate, > 0, <= 100 (the head's, with optim.layer_decay; the peak of a schedule)",
+    "optim.momentum": "SGD's momentum, in [0, 1)",
     "optim.weight_decay": "weight decay, >= 0",
     "optim.betas": "AdamW's [beta1, beta2], each in [0, 1)",
     "optim.implementation": "how the step runs (the same update): auto | for_loop | foreach | fused",
@@ -454,7 +464,7 @@ KEY_MEANINGS: dict[str, str] = {
     "optim.step_epochs": "optim.schedule=step: the rate drops every this many epochs, >= 1",
     "optim.step_gamma": "optim.schedule=step: the factor of each drop, in (0, 1]",
     "optim.layer_decay": "the head at optim.lr, each earlier stage times this, in (0, 1] (null: none)",
-    "optim.clip_grad_norm": "clip the gradients' total L2 norm to this, > 0 (null: no clipping)",
+    "optim.clip_grad_norm": "clip the gradients' total L2 norm to this, >= 1e-4 (null: no clipping)",
     "train.epochs": "passes over the training subset, >= 1",
     "train.batch_size": "training batch, >= 1",
     "train.eval_batch_size": "test and validation batch, >= 1",
@@ -681,7 +691,7 @@ def compose_with_hydra(overrides: list[str], with_hydra: bool = True) -> DictCon
     register_with_hydra()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name="config", overrides=home_expanded_overrides(overrides),
+            return compose(config_name="config", overrides=command_line_overrides(overrides),
                            return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(composition_error_line(error)) from error
@@ -742,6 +752,19 @@ def home_expanded_overrides(overrides: Sequence[str]) -> list[str]:
                              if item.startswith("~") else item for item in value.split(","))
         expanded.append(f"{key}{equals}{value}")
     return expanded
+
+
+def command_line_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` as Hydra is to read them (home_expanded_overrides), once none deletes a setting of
+    transferlab's (``~model``, ``~optim.lr``): Hydra's delete would leave the schema's default in its
+    place (resnet18 for ``~model``) without a word."""
+    settings = {entry.name for entry in dataclasses.fields(Config)}
+    for override in overrides:
+        key = override.partition("=")[0]
+        if key.startswith("~") and key[1:].replace("/", ".").split(".")[0] in settings:
+            raise ConfigError(f"{override} is not allowed: deleting {key[1:]} would leave its default in its place "
+                              f"(model.name=resnet18 for ~model); set {key[1:]}=... to what the run should use")
+    return home_expanded_overrides(overrides)
 
 
 GRAMMAR_URL = "https://hydra.cc/docs/1.2/advanced/override_grammar/basic"

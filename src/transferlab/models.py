@@ -312,7 +312,8 @@ def refuse_non_finite_weights(model: nn.Module, name: str, init: Init) -> None:
         file = Path(torch.hub.get_dir()) / "checkpoints" / Path(pretrained_weights(name).url).name
         source, advice = f"the {init.tag} weights of {name} ({file})", "delete the file to download it again"
     else:
-        source, advice = f"the {init.label} weights of {name}", "delete them from the Hugging Face cache to download them again"
+        source = f"the {init.label} weights of {name}"
+        advice = "delete them from the Hugging Face cache to download them again"
     raise ConfigError(f"{source} hold NaN or infinite values in {len(bad)} tensor(s) (e.g. {', '.join(bad[:3])}); "
                       f"a run cannot start from them: {advice}, or pass other weights")
 

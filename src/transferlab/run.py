@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import platform
 import signal
@@ -215,6 +216,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     train_set, val_set, test_set = _datasets(config, show_progress, record)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model, stages = _build_model(config, len(train_set.classes), device, memory_format, record)
+    _refuse_batches_of_one(model, config, len(train_set))
     optimizer = make_optimizer(
         config.optim.name, _parameter_groups(model, stages, config), lr=config.optim.lr,
         momentum=config.optim.momentum, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
@@ -368,6 +370,25 @@ def _build_model(config: Config, num_classes: int, device: torch.device, memory_
     return model, stages
 
 
+def _refuse_batches_of_one(model: torch.nn.Module, config: Config, train_images: int) -> None:
+    """A ConfigError when the network trains on batches of one image and has BatchNorm layers, which
+    cannot normalise one image (torch's own error comes at the first batch). A last batch of one
+    joins the batch before it (data.pipelines.batch_sizes); a probe on cached features runs no
+    BatchNorm in training."""
+    if config.freeze.cached_features and config.freeze.unfreeze_at_epoch is None:
+        return
+    if config.train.batch_size > 1 and train_images > 1:
+        return
+    norms = [name for name, module in model.named_modules()
+             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    if norms:
+        what = f"train.batch_size={config.train.batch_size}" if config.train.batch_size == 1 else \
+            f"a training subset of {train_images} image"
+        raise ConfigError(f"{what} trains on batches of one image, which the BatchNorm layers of {config.model.name} "
+                          f"({norms[0]}, ...) cannot normalise; use train.batch_size >= 2 (and at least 2 training "
+                          "images), or a model without BatchNorm")
+
+
 def _parameter_groups(model: torch.nn.Module, stages: list[list[str]], config: Config) -> list:
     """The optimizer's parameters: one group, or with optim.layer_decay one group per stage."""
     if config.optim.layer_decay is None:
@@ -378,8 +399,14 @@ def _parameter_groups(model: torch.nn.Module, stages: list[list[str]], config: C
 
 def _make_scheduler(optimizer: torch.optim.Optimizer, config: Config,
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The per-batch learning-rate scheduler; None for a constant rate without warm-up (the protocol's)."""
+    """The per-batch learning-rate scheduler; None for a constant rate without warm-up (the protocol's).
+    A warm-up shorter than one batch, which would warm up nothing, is a ConfigError."""
     optim = config.optim
+    if 0 < optim.warmup_epochs * steps_per_epoch < 1:
+        shortest = math.ceil(1000 / steps_per_epoch) / 1000
+        raise ConfigError(f"optim.warmup_epochs={optim.warmup_epochs} is shorter than one batch (an epoch is "
+                          f"{steps_per_epoch} batch(es) of train.batch_size={config.train.batch_size}); it must be 0 "
+                          f"or at least {shortest:g}")
     if optim.schedule == "constant" and optim.warmup_epochs == 0:
         return None
     return schedules.make_scheduler(optimizer, schedules.ScheduleFactor(
