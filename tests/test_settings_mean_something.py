@@ -9,7 +9,7 @@ from transferlab.config import as_dict, compose_config, compose_with_hydra, resu
 from transferlab.errors import ConfigError
 from transferlab.run import run_training
 
-from conftest import TINY, tiny_config
+from conftest import TINY, tiny_config, write_image_folder
 
 
 def test_weights_holding_nan_are_refused_naming_the_file_not_blamed_on_the_learning_rate(tmp_path):
@@ -199,3 +199,27 @@ def test_batches_of_one_image_with_batchnorm_are_one_line_not_torchs_error(tmp_p
     assert record["error"] == ("train.batch_size=1 trains on batches of one image, which the BatchNorm layers of "
                                "resnet18 (bn1, ...) cannot normalise; use train.batch_size >= 2 (and at least 2 "
                                "training images), or a model without BatchNorm")
+
+
+def test_more_decode_workers_than_cores_are_capped_at_the_cores_with_a_warning(caplog):
+    from transferlab.datasets import decode_workers, usable_cores
+
+    cores = usable_cores()
+    assert decode_workers(cores + 62) == cores and decode_workers(0) == cores and decode_workers(1) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"data.decode_workers={cores + 62} is more than the {cores} CPU core(s) this process may use: decoding "
+        f"with {cores}"]
+
+
+@pytest.mark.slow  # decodes in worker processes
+def test_an_image_folder_decoded_with_too_many_workers_starts_one_per_core(tmp_path):
+    import json
+
+    from transferlab.datasets import prepare_imagefolder, usable_cores
+
+    root = write_image_folder(tmp_path / "birds", per_class=8)
+    data = compose_config(["data=imagefolder", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}",
+                           "data.image_size=32", "data.stored_size=32", "data.decode_workers=64"]).data
+    prepare_imagefolder(data)
+    [about] = (tmp_path / "cache").rglob("about.json")
+    assert json.loads(about.read_text())["decode_workers"] == min(usable_cores(), 48)
