@@ -63,7 +63,7 @@ def test_an_image_folder_trains_on_all_of_its_images_unless_asked():
     ("data.image_size=4", "data.image_size=4 is not allowed; it must be >= 8"),
     ("data.num_workers=-1", "data.num_workers=-1 is not allowed; it must be >= 0"),
     ("data.num_train=0", "data.num_train=0 is not allowed; it must be >= 1"),
-    ("optim.momentum=-0.5", "optim.momentum=-0.5 is not allowed; it must be >= 0.0"),
+    ("optim.momentum=-0.5", "optim.momentum=-0.5 is not allowed; it must be in [0, 1)"),
     ("optim.betas=[0.9]", "optim.betas=[0.9] is not allowed; give two values in [0, 1)"),
     ("data.augment=cutmix", "data.augment='cutmix' is not allowed; choose one of: pad_crop_flip, random_resized_crop"),
     ("data.normalize=mnist", "data.normalize='mnist' is not allowed; choose one of: cifar10, cifar100, imagenet"),
