@@ -345,3 +345,28 @@ def test_the_sample_grid_has_a_row_per_class_under_its_name(tmp_path):
     write_samples(tmp_path / "few.npz", data)
     figure = samples_figure(tmp_path / "few.npz", "title")
     assert figure._suptitle.get_text() == "title\nup to 3 images of each of 2 of its 3 classes"
+
+
+@pytest.mark.parametrize("where", ["the runs", "a run folder", "inside a run folder", "above the runs"])
+def test_an_out_that_holds_the_runs_or_sits_in_one_is_refused_in_one_line(tmp_path, capsys, where):
+    one_good_run(tmp_path)
+    runs = tmp_path / "runs"
+    out = {"the runs": runs, "a run folder": runs / "seed=1", "inside a run folder": runs / "seed=1" / "rp",
+           "above the runs": tmp_path}[where]
+    before = sorted(runs.rglob("*"))
+    status, err = run_report(tmp_path, capsys, out)
+    assert status == 1
+    why = {"the runs": f"holds {runs}, which it would report",
+           "a run folder": f"is the run folder {(runs / 'seed=1').as_posix()}",
+           "inside a run folder": f"is inside the run folder {(runs / 'seed=1').as_posix()}",
+           "above the runs": f"holds {runs}, which it would report"}[where]
+    assert error_lines(err) == [f"transferlab report: error: --out {out.as_posix()} {why}; choose a folder that "
+                                "holds no run (the default is outputs/report)"]
+    assert sorted(runs.rglob("*")) == before  # nothing written among the runs
+
+
+def test_an_out_inside_the_searched_folder_but_outside_every_run_is_the_usual_place(tmp_path, capsys):
+    one_good_run(tmp_path)
+    status, err = run_report(tmp_path, capsys, tmp_path / "runs" / "report")
+    assert status == 0, err
+    assert (tmp_path / "runs" / "report" / "report.md").is_file()

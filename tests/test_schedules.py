@@ -46,7 +46,7 @@ def test_step_multiplies_by_gamma_every_step_epochs():
     (["optim.layer_decay=1.5"], r"optim.layer_decay=1.5 is not allowed; it must be in \(0, 1\]"),
     (["optim.warmup_epochs=1"], "optim.warmup_epochs=1.0 is not allowed; it must be < train.epochs=1"),
     (["train.label_smoothing=1.0"], r"train.label_smoothing=1.0 is not allowed; it must be in \[0, 1\)"),
-    (["optim.clip_grad_norm=0"], "optim.clip_grad_norm=0.0 is not allowed; it must be > 0"),
+    (["optim.clip_grad_norm=0"], "optim.clip_grad_norm=0.0 is not allowed; it must be >= 0.0001"),
     (["optim.layer_decay=0.5", "freeze=lp_ft", "train.epochs=2"], "optim.layer_decay=0.5 does not combine with LP-FT"),
 ])
 def test_recipe_settings_out_of_range_are_one_line(overrides, message):

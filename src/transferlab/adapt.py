@@ -75,6 +75,12 @@ def lora_targets(model: nn.Module, head: str, frozen: tuple[str, ...], names: tu
                   if name and not _inside(name, (head,)) and not _inside(name, frozen)]
     matched = [(name, module) for name, module in candidates
                if any(name == wanted or name.endswith(f".{wanted}") for wanted in names)]
+    unmatched = [wanted for wanted in names if not any(name == wanted or name.endswith(f".{wanted}")
+                                                       for name, _ in candidates)]
+    if matched and unmatched:  # a misspelled entry beside one that matches would be dropped without a word
+        raise ConfigError(f"adapt.target_modules={list(names)}: {', '.join(map(repr, unmatched))} matches no module "
+                          f"outside the head{' and the frozen modules' if frozen else ''}; this model's adaptable "
+                          f"modules are e.g. {', '.join(_examples(candidates))}")
     if not matched:
         types = sorted({type(module).__name__ for _, module in candidates if isinstance(module, LORA_TYPES)})
         raise ConfigError(f"adapt.target_modules={list(names)} matches no module outside the head"
@@ -86,6 +92,24 @@ def lora_targets(model: nn.Module, head: str, frozen: tuple[str, ...], names: tu
         raise ConfigError(f"adapt.target_modules={list(names)} matches modules LoRA cannot adapt and merge: "
                           f"{', '.join(unsupported[:3])}; it adapts Linear, ungrouped Conv2d and MultiheadAttention")
     return [name for name, _ in matched]
+
+
+def _check_rank(model: nn.Module, targets: list[str], rank: int) -> None:
+    """A ConfigError when ``rank`` is larger than a target layer's inputs or outputs: B A then has
+    more parameters than the layer it adapts, and no more expressive power than rank min(in, out)."""
+    for name in targets:
+        module = model.get_submodule(name)
+        if isinstance(module, nn.Linear):
+            sizes = (module.in_features, module.out_features)
+        elif isinstance(module, nn.Conv2d):  # A sees each output's whole receptive field
+            sizes = (module.in_channels * module.kernel_size[0] * module.kernel_size[1], module.out_channels)
+        elif isinstance(module, nn.MultiheadAttention):
+            sizes = (module.embed_dim, module.embed_dim)
+        else:
+            continue
+        if rank > min(sizes):
+            raise ConfigError(f"adapt.rank={rank} is larger than a layer it adapts ({name}: {sizes[0]} inputs, "
+                              f"{sizes[1]} outputs); it must be at most {min(sizes)} here")
 
 
 def _examples(candidates: list[tuple[str, nn.Module]], count: int = 4) -> list[str]:
@@ -103,6 +127,7 @@ def apply_lora(model: nn.Module, head: str, frozen: tuple[str, ...],
     except ImportError as error:
         raise ConfigError("adapt=lora needs peft: pip install 'transferlab[timm]'") from error
     targets = lora_targets(model, head, frozen, settings.target_modules)
+    _check_rank(model, targets, settings.rank)
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=targets, modules_to_save=[head])
     return get_peft_model(model, config), targets

@@ -100,17 +100,20 @@ def record_bytes(record: RunRecord) -> int:
 class CheckpointEpochs(Callback):
     """Hands each epoch's checkpoint to the background writer, and with it the run.json to write
     once the checkpoint is on disk (so run.json never counts an epoch a resume would redo). The
-    last epoch's checkpoint would only be deleted at the end: it is written only when kept. A
-    failed earlier write stops the run at the next epoch's end."""
+    last epoch's checkpoint would only be deleted at the end: it is written only when kept
+    (``keep_last``) or when what the run writes after its last epoch may fail (``write_last``:
+    save_model's model.pt, which a rerun then writes from it without training again). A failed
+    earlier write stops the run at the next epoch's end."""
 
     def __init__(self, writer: CheckpointWriter, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler | None, run_dir: Path, record: RunRecord, keep_last: bool,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None):
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, write_last: bool = False):
         self.writer, self.model, self.optimizer, self.scaler = writer, model, optimizer, scaler
         self.run_dir, self.record, self.keep_last, self.scheduler = run_dir, record, keep_last, scheduler
+        self.write_last = keep_last or write_last
 
     def on_epoch_end(self, end: EpochEnd) -> None:
-        if end.epoch == end.last_epoch and not self.keep_last:
+        if end.epoch == end.last_epoch and not self.write_last:
             return
         self.record.checkpoint_seconds = self.writer.seconds
         saved = copy.deepcopy(self.record)  # the record of this epoch: the run goes on changing its own

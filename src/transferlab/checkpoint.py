@@ -24,7 +24,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +63,7 @@ class Checkpoint:
     config: dict[str, Any]
     checkpoint_seconds: float = 0.0  # what the run had paid for its checkpoints when this one was taken
     scheduler: dict[str, Any] | None = None  # None: the run has no scheduler (optim.schedule=constant, no warm-up)
+    data_digest: str | None = None  # the images it trained on (data_digest); None: written before digests were kept
 
 
 def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
@@ -84,6 +85,23 @@ def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scaler:
         "config": config,
     }
     return host_copy(state, reuse)
+
+
+THUMBNAIL_SIDE = 16  # data_digest hashes each image at about this many pixels a side
+
+
+def data_digest(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> str:
+    """The SHA-256 (hex) of a run's training images: the class names, every label and each image
+    subsampled to about THUMBNAIL_SIDE x THUMBNAIL_SIDE pixels, in order. A checkpoint keeps it, so
+    that a resume on other images (added to or removed from an image folder, another subset) is
+    refused; hashing thumbnails keeps it cheap (about 0.8 KB an image) where a folder's stored
+    images are GBs."""
+    sha256 = hashlib.sha256(json.dumps(list(classes)).encode())
+    sha256.update(labels.cpu().to(torch.int64).contiguous().numpy().tobytes())
+    if len(images):
+        step = max(1, images.shape[-1] // THUMBNAIL_SIDE)
+        sha256.update(images[..., ::step, ::step].cpu().contiguous().numpy().tobytes())
+    return sha256.hexdigest()
 
 
 def host_copy(value: Any, reuse: Any = None) -> Any:
@@ -218,11 +236,13 @@ class CheckpointWriter:
     then calls ``after`` (the run rewrites run.json there, so run.json never counts an epoch that a
     resume would redo). ``finish`` waits for the last write and raises its error. ``seconds`` is
     what the run paid: copying, and waiting for writes. ``saved_history`` is the history of the
-    last checkpoint on disk, ``digest`` its SHA-256 (None: no checkpoint, or not known)."""
+    last checkpoint on disk, ``digest`` its SHA-256 (None: no checkpoint, or not known);
+    ``data_digest`` (transferlab.checkpoint.data_digest) goes into every checkpoint."""
 
     def __init__(self, path: Path, saved_history: list[dict[str, Any]], seconds: float = 0.0,
-                 digest: str | None = None):
+                 digest: str | None = None, data_digest: str | None = None):
         self.path = path
+        self.data_digest = data_digest  # kept in every checkpoint: the images the run trains on
         self.saved_history = list(saved_history)
         self.seconds = seconds
         self.digest = digest
@@ -240,6 +260,7 @@ class CheckpointWriter:
             state = checkpoint_state(model, optimizer, scaler, epoch, history, config, reuse=self._last_state,
                                      scheduler=scheduler)
             state["checkpoint_seconds"] = self.seconds + time.perf_counter() - start
+            state["data_digest"] = self.data_digest
             self._last_state = state
             self._pending = self._thread.submit(self._write, state, after)
         finally:

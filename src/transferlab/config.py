@@ -13,6 +13,7 @@ import math
 import os
 import re
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -65,6 +66,8 @@ NOT_RESULT_KEYS = ("force", "progress", "resume", "keep_checkpoint", "logger", "
 # as the overrides it stands for are not part of the folder's name either).
 RUN_FOLDER_ONLY_EXCLUDED_KEYS = ("experiment", "name")
 
+
+TIMM_PREFIX = "timm/"  # model.name=timm/NAME[.TAG] (transferlab.timm_models)
 
 # A study's folder inside outputs/: one plain folder name, never a path (no '/', '..' or leading '.').
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -137,6 +140,11 @@ class ModelConfig:
             if value is not None and self.weights is None:
                 raise ConfigError(f"{key}={value} applies to a weights file; set model.weights=FILE too "
                                   "(every other source starts a new head and has its own name)")
+        if self.name.startswith(TIMM_PREFIX):
+            architecture, dot, tag = self.name.removeprefix(TIMM_PREFIX).partition(".")
+            if not architecture or (dot and not tag):
+                raise ConfigError(f"model.name={self.name!r} is not allowed; write timm/NAME or timm/NAME.TAG, with "
+                                  f"a tag after the '.' (timm/NAME alone takes timm's default tag)")
 
 
 @dataclass
@@ -252,6 +260,10 @@ class DataConfig:
         _at_least("data.num_test", self.num_test, 1)
         _at_least("data.stored_size", self.stored_size, 8)
         _at_least("data.decode_workers", self.decode_workers, 0)
+        if self.name == "imagefolder" and self.stored_size < self.image_size:
+            raise ConfigError(f"data.stored_size={self.stored_size} is not allowed below data.image_size="
+                              f"{self.image_size}: the model would see images enlarged from fewer pixels; set "
+                              f"data.stored_size >= {self.image_size} (or a smaller data.image_size)")
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"data.test_fraction={self.test_fraction} is not allowed; it must be in (0, 1)")
         if not 0.0 < self.test_crop <= 1.0:
@@ -259,6 +271,10 @@ class DataConfig:
         if len(self.crop_scale) != 2 or not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
             raise ConfigError(f"data.crop_scale={list(self.crop_scale)} is not allowed; give [low, high] with "
                               "0 < low <= high <= 1")
+
+
+MAX_LR = 100.0  # far above any rate that trains; 1e308 overflowed inside torch's optimizer
+MIN_CLIP_GRAD_NORM = 1e-4  # below it, clipping stops training without a word
 
 
 @dataclass
@@ -293,12 +309,14 @@ class OptimConfig:
         if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
             raise ConfigError(f"optim.layer_decay={self.layer_decay} is not allowed; it must be in (0, 1] "
                               "(null: no decay)")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise ConfigError(f"optim.clip_grad_norm={self.clip_grad_norm} is not allowed; it must be > 0 "
-                              "(null: no clipping)")
-        if self.lr <= 0:
-            raise ConfigError(f"optim.lr={self.lr} is not allowed; it must be > 0")
-        _at_least("optim.momentum", self.momentum, 0.0)
+        if self.clip_grad_norm is not None and self.clip_grad_norm < MIN_CLIP_GRAD_NORM:  # NaN: refused below
+            raise ConfigError(f"optim.clip_grad_norm={self.clip_grad_norm} is not allowed; it must be >= "
+                              f"{MIN_CLIP_GRAD_NORM} (a smaller norm leaves the weights as they are; null: no clipping)")
+        if self.lr <= 0 or MAX_LR < self.lr < math.inf:  # NaN and inf pass: _refuse_non_finite names them
+            raise ConfigError(f"optim.lr={self.lr} is not allowed; it must be > 0 and at most {MAX_LR}")
+        if self.momentum < 0.0 or self.momentum >= 1.0:
+            raise ConfigError(f"optim.momentum={self.momentum} is not allowed; it must be in [0, 1) (1 and more "
+                              "make every step larger than the last)")
         _at_least("optim.weight_decay", self.weight_decay, 0.0)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"optim.betas={list(self.betas)} is not allowed; give two values in [0, 1)")
@@ -450,13 +468,13 @@ KEY_MEANINGS: dict[str, str] = {
     "data.crop_scale": "[low, high]: the share of the image's area random_resized_crop draws from",
     "data.normalize": "the mean and std images are normalised with: cifar10 | cifar100 | imagenet | auto",
     "data.test_crop": "test images: resized to image_size / test_crop, then centre-cropped",
-    "data.stored_size": "imagefolder: each image's centre square is cached at this size in pixels",
+    "data.stored_size": "imagefolder: each image's centre square is cached at this size, >= image_size",
     "data.cache_dir": "where decoded images and cached features are kept (null: ~/.cache/transferlab)",
     "data.decode_workers": "imagefolder: processes decoding images on the first run (0: one per core)",
     "data.test_fraction": "imagefolder without val/ or test/: the share of train/ held out for testing",
     "optim.name": "the optimizer: sgd | adamw (optim=NAME picks it)",
-    "optim.lr": "learning rate, > 0 (the head's, with optim.layer_decay; the peak of a schedule)",
-    "optim.momentum": "SGD's momentum, >= 0",
+    "optim.lr": "learning rate, > 0, <= 100 (the head's, with optim.layer_decay; the peak of a schedule)",
+    "optim.momentum": "SGD's momentum, in [0, 1)",
     "optim.weight_decay": "weight decay, >= 0",
     "optim.betas": "AdamW's [beta1, beta2], each in [0, 1)",
     "optim.implementation": "how the step runs (the same update): auto | for_loop | foreach | fused",
@@ -465,7 +483,7 @@ KEY_MEANINGS: dict[str, str] = {
     "optim.step_epochs": "optim.schedule=step: the rate drops every this many epochs, >= 1",
     "optim.step_gamma": "optim.schedule=step: the factor of each drop, in (0, 1]",
     "optim.layer_decay": "the head at optim.lr, each earlier stage times this, in (0, 1] (null: none)",
-    "optim.clip_grad_norm": "clip the gradients' total L2 norm to this, > 0 (null: no clipping)",
+    "optim.clip_grad_norm": "clip the gradients' total L2 norm to this, >= 1e-4 (null: no clipping)",
     "train.epochs": "passes over the training subset, >= 1",
     "train.batch_size": "training batch, >= 1",
     "train.eval_batch_size": "test and validation batch, >= 1",
@@ -551,15 +569,59 @@ def canonical_override(item: str) -> str:
     return item
 
 
-def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "") -> str:
+def inert_settings(config: Any) -> dict[str, str]:
+    """{key: why it does nothing} for the settings that cannot change the run ``config`` (a composed
+    or validated config, as nested mappings) describes: LoRA's with another adapter, the step
+    schedule's with another, compile_mode without compile, crop_scale without random_resized_crop,
+    and the optimizer (a key ``optim`` stands for all of optim.*) and train.epochs for an L-BFGS
+    probe without LP-FT. They are left out of the run's identity (its folder's name, the skip and
+    resume checks: result_config), so that runs differing only in them are one run."""
+    def get(key: str) -> Any:
+        node = config
+        try:
+            for part in key.split("."):
+                node = node[part]
+        except Exception:  # missing, or an interpolation that does not resolve (validation says why)
+            return None
+        return node
+
+    inert: dict[str, str] = {}
+    adapter = get("adapt.name")
+    if adapter != "lora":
+        inert.update(dict.fromkeys(("adapt.rank", "adapt.alpha", "adapt.dropout"), f"LoRA's, and adapt={adapter}"))
+    schedule = get("optim.schedule")
+    if schedule != "step":
+        inert.update(dict.fromkeys(("optim.step_epochs", "optim.step_gamma"),
+                                   f"optim.schedule=step's, and optim.schedule={schedule}"))
+    if get("train.compile") is False:
+        inert["train.compile_mode"] = "train.compile=true's, and train.compile=false"
+    augment = get("data.augment")
+    if augment != "random_resized_crop":
+        inert["data.crop_scale"] = f"data.augment=random_resized_crop's, and data.augment={augment}"
+    if get("freeze.cached_features") and get("freeze.probe") == "lbfgs" and get("freeze.unfreeze_at_epoch") is None:
+        why = "the optimizer's epochs', and freeze.probe=lbfgs fits the head by L-BFGS (no LP-FT)"
+        inert.update(dict.fromkeys(("optim", "train.epochs"), why))
+    return inert
+
+
+def is_inert(key: str, inert: dict[str, str]) -> bool:
+    """Whether the override key ``key`` sets one of ``inert``'s settings (``optim.lr`` when ``optim`` is)."""
+    key = key.lstrip("+~")
+    return any(key == name or key.startswith(f"{name}.") for name in inert)
+
+
+def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "", _root_: Any = None) -> str:
     """The folder of a run inside outputs/<name>/: its overrides ('defaults' when it has none),
     each value in one spelling (canonical_override), with '/' replaced, and cut short with a hash
     of the whole when it is too long for a file name.
     data.root is left out of the overrides (a CIFAR-10 copy elsewhere is the same data) except for
     data=imagefolder, whose folder is the dataset: runs on two folders must not share a run folder.
     repeat=0 is left out too: it is the same run as no repeat= at all, so a sweep repeat=0,1,2 after
-    a plain sweep skips the runs that sweep completed."""
-    items = [canonical_override(item) for item in override_dirname.split(",")]
+    a plain sweep skips the runs that sweep completed. So are the settings that do nothing in this
+    run (inert_settings of the composed config, ``_root_``)."""
+    inert = inert_settings(_root_) if _root_ is not None else {}
+    items = [canonical_override(item) for item in _dirname_items(override_dirname)
+             if not is_inert(item.partition("=")[0], inert)]
     override_dirname = ",".join(item for item in items if item != FIRST_REPEAT)
     if "data.root" in identity_keys(data_name):
         override_dirname = ",".join(filter(None, [override_dirname, f"data.root={data_root}"]))
@@ -568,6 +630,17 @@ def run_dirname(override_dirname: str, data_name: str = "", data_root: str = "")
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:12]
     return f"{name.encode()[:MAX_DIRNAME - 13].decode(errors='ignore')}-{digest}"
+
+
+def _dirname_items(override_dirname: str) -> list[str]:
+    """Hydra's override_dirname (``a=1,b=[x,y]``) as its overrides: split at the commas outside brackets."""
+    items, depth, start = [], 0, 0
+    for at, character in enumerate(override_dirname):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            items.append(override_dirname[start:at])
+            start = at + 1
+    return [*items, override_dirname[start:]]
 
 
 def run_folder_excluded_keys() -> list[str]:
@@ -638,7 +711,8 @@ def compose_with_hydra(overrides: list[str], with_hydra: bool = True) -> DictCon
     register_with_hydra()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
+            return compose(config_name="config", overrides=command_line_overrides(overrides),
+                           return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(composition_error_line(error)) from error
     except yaml.YAMLError as error:
@@ -680,6 +754,37 @@ def composition_error_line(error: Exception) -> str:
         allowed = f"; allowed keys{f' in {parent}' if parent else ''}: {', '.join(node)}" if node is not None else ""
         return f"unknown key {key}{allowed}"
     return f"{key}: {message}" if key else " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+HOME_PREFIX = re.compile(r"~[A-Za-z0-9._-]*(?=/|$)")  # ~ or ~user, alone or before a '/'
+
+
+def home_expanded_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` with a leading ``~`` (or ``~user``) of each value made the home folder's path,
+    as bash would have done: zsh and sh leave ``data.root=~/pets`` as it is, and Hydra's grammar
+    reads no unquoted ``~``. Each value of a sweep's list (``data.root=~/a,~/b``) counts; a quoted
+    value, and the ``~KEY`` that deletes a key, are left as they are."""
+    expanded = []
+    for override in overrides:
+        key, equals, value = override.partition("=")
+        if equals and not value.startswith(("'", '"')) and "~" in value:
+            value = ",".join(HOME_PREFIX.sub(lambda home: os.path.expanduser(home[0]), item, count=1)
+                             if item.startswith("~") else item for item in value.split(","))
+        expanded.append(f"{key}{equals}{value}")
+    return expanded
+
+
+def command_line_overrides(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` as Hydra is to read them (home_expanded_overrides), once none deletes a setting of
+    transferlab's (``~model``, ``~optim.lr``): Hydra's delete would leave the schema's default in its
+    place (resnet18 for ``~model``) without a word."""
+    settings = {entry.name for entry in dataclasses.fields(Config)}
+    for override in overrides:
+        key = override.partition("=")[0]
+        if key.startswith("~") and key[1:].replace("/", ".").split(".")[0] in settings:
+            raise ConfigError(f"{override} is not allowed: deleting {key[1:]} would leave its default in its place "
+                              f"(model.name=resnet18 for ~model); set {key[1:]}=... to what the run should use")
+    return home_expanded_overrides(overrides)
 
 
 GRAMMAR_URL = "https://hydra.cc/docs/1.2/advanced/override_grammar/basic"
@@ -744,10 +849,11 @@ def as_dict(config: Config) -> dict[str, Any]:
 
 def result_config(config: dict[str, Any]) -> dict[str, Any]:
     """A config dict without the keys that cannot change a run's results (data.root stays for
-    data=imagefolder: there the folder is the dataset)."""
+    data=imagefolder: there the folder is the dataset), nor those that do nothing in this run
+    (inert_settings)."""
     node = OmegaConf.create(config)
     kept = identity_keys(OmegaConf.select(node, "data.name"))
-    for key in NOT_RESULT_KEYS:
+    for key in (*NOT_RESULT_KEYS, *inert_settings(config)):
         if key in kept:
             continue
         parent, _, leaf = key.rpartition(".")

@@ -13,6 +13,8 @@ prepare steps import what they need when they are called.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -64,7 +66,26 @@ def _load_imagefolder(data: DataConfig, show_progress: bool) -> tuple[ImageSet, 
     from transferlab.data.imagefolder import load_imagefolder
 
     return load_imagefolder(data.root, data.stored_size, data.test_fraction, data.subset_seed, data.cache_dir,
-                            data.decode_workers, show_progress)
+                            decode_workers(data.decode_workers), show_progress)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a Slurm job's or taskset's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def decode_workers(requested: int) -> int:
+    """data.decode_workers as processes to start: one per usable core for 0, and never more than
+    there are cores (with a warning): more processes decode no faster and each holds a decoder."""
+    cores = usable_cores()
+    if requested > cores:
+        logging.getLogger(__name__).warning(
+            "data.decode_workers=%d is more than the %d CPU core(s) this process may use: decoding with %d",
+            requested, cores, cores)
+    return cores if requested == 0 else min(requested, cores)
 
 
 def _load_synthetic(data: DataConfig, show_progress: bool) -> tuple[ImageSet, ImageSet]:

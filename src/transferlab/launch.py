@@ -25,7 +25,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab.config import composition_error_line, config_dir, register_with_hydra, yaml_error_line
+from transferlab.config import (
+    command_line_overrides, composition_error_line, config_dir, register_with_hydra, yaml_error_line,
+)
 from transferlab.errors import ConfigError, JobRaised, SweepRefused, TransferlabError
 from transferlab.records import RunResult
 from transferlab.tuning import is_optuna_sweep, objective
@@ -39,7 +41,7 @@ def launch(overrides: Sequence[str], multirun: bool = False, callbacks: Sequence
     fails is a result, not an error; a ConfigError or TransferlabError means nothing ran (or, for
     the run's own files, that they could not be written). ``callbacks`` (transferlab.fit) are
     given to every run that trains in this process (tests stop runs with them)."""
-    job, overrides = _Job(tuple(callbacks)), list(overrides)
+    job, overrides = _Job(tuple(callbacks)), command_line_overrides(overrides)
     with _hydra() as hydra:
         # As `hydra.main` does: -m, or hydra.mode=MULTIRUN in the config or the overrides, sweeps.
         mode = hydra.get_mode(config_name=CONFIG_NAME, overrides=overrides)
@@ -65,12 +67,12 @@ def hydra_command(options: argparse.Namespace, args_parser: argparse.ArgumentPar
         elif options.hydra_help:
             hydra.hydra_help(config_name=name, args_parser=args_parser, args=options)
         elif options.cfg:
-            hydra.show_cfg(config_name=name, overrides=options.overrides, cfg_type=options.cfg,
-                           package=options.package, resolve=options.resolve)
+            hydra.show_cfg(config_name=name, overrides=command_line_overrides(options.overrides),
+                           cfg_type=options.cfg, package=options.package, resolve=options.resolve)
         elif options.shell_completion:
             hydra.shell_completion(config_name=name, overrides=options.overrides)
         elif options.info:
-            hydra.show_info(options.info, config_name=name, overrides=options.overrides)
+            hydra.show_info(options.info, config_name=name, overrides=command_line_overrides(options.overrides))
 
 
 class _Job:

@@ -170,6 +170,19 @@ def head_name(model_name: str, model: nn.Module) -> str:
     return MODELS[model_name].head if model_name in MODELS else find_head(model)
 
 
+def head_modules(model_name: str, model: nn.Module) -> tuple[str, ...]:
+    """Every classifier head of ``model``: head_name's, and the others of a timm model that has
+    several (a distilled DeiT's ``head`` and ``head_dist``, whose predictions it averages). Each
+    is replaced for the data's classes, and each is the head: freeze=last_only trains them all."""
+    if timm_models.is_timm(model_name):
+        return timm_models.head_names(model)
+    return (head_name(model_name, model),)
+
+
+def is_inside_heads(parameter_name: str, heads: tuple[str, ...]) -> bool:
+    return any(parameter_name.startswith(f"{head}.") for head in heads)
+
+
 def frozen_modules(model: nn.Module, model_name: str, preset: str, modules: list[str] | None) -> tuple[str, ...]:
     """The dotted names to freeze in ``model`` (built as ``model_name``): the explicit list when
     given, else the preset's. ``early``/``middle`` need the model's stages from ``MODELS``."""
@@ -178,7 +191,7 @@ def frozen_modules(model: nn.Module, model_name: str, preset: str, modules: list
     if preset == "none":
         return ()
     if preset == "last_only":
-        return tuple(_all_but(model, head_name(model_name, model)))
+        return tuple(_all_but(model, head_modules(model_name, model)))
     if timm_models.is_timm(model_name):
         presets = timm_models.freeze_presets(model)
     else:
@@ -194,15 +207,15 @@ def frozen_modules(model: nn.Module, model_name: str, preset: str, modules: list
     return presets[preset]
 
 
-def _all_but(module: nn.Module, head: str, prefix: str = "") -> list[str]:
+def _all_but(module: nn.Module, heads: tuple[str, ...], prefix: str = "") -> list[str]:
     """The fewest dotted names (modules, or parameters held directly, like ViT's class_token) that
-    cover every parameter outside ``head``."""
+    cover every parameter outside ``heads``."""
     names = [f"{prefix}{name}" for name, _ in module.named_parameters(recurse=False)]
     for child_name, child in module.named_children():
         name = f"{prefix}{child_name}"
-        if head.startswith(f"{name}."):
-            names += _all_but(child, head, f"{name}.")
-        elif name != head and any(True for _ in child.parameters()):
+        if any(head.startswith(f"{name}.") for head in heads):
+            names += _all_but(child, heads, f"{name}.")
+        elif name not in heads and any(True for _ in child.parameters()):
             names.append(name)
     return names
 
@@ -403,6 +416,28 @@ def hub_file_sha256(path: Path, digest_memo: Path | None = None, what: str = "")
             f"not {match.group(1)} as its name says; delete it and run `transferlab prepare` on a connected machine "
             "(or pass model.weights=PATH)")
     return digest
+
+
+def refuse_non_finite_weights(model: nn.Module, name: str, init: Init) -> None:
+    """A ConfigError naming the weights' file when the weights ``model`` was initialised from hold
+    NaN or infinite values (a damaged download, a diverged run's save): its first loss would be NaN,
+    which the run would blame on the learning rate."""
+    if init.source == "scratch":
+        return
+    bad = [key for key, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if not bad:
+        return
+    if init.source in ("file", "local-dir"):
+        source, advice = f"model.weights={init.init.removeprefix('file:')!r}", "save them again from a good run"
+    elif init.source == "torchvision":
+        file = Path(torch.hub.get_dir()) / "checkpoints" / Path(pretrained_weights(name).url).name
+        source, advice = f"the {init.tag} weights of {name} ({file})", "delete the file to download it again"
+    else:
+        source = f"the {init.label} weights of {name}"
+        advice = "delete them from the Hugging Face cache to download them again"
+    raise ConfigError(f"{source} hold NaN or infinite values in {len(bad)} tensor(s) (e.g. {', '.join(bad[:3])}); "
+                      f"a run cannot start from them: {advice}, or pass other weights")
 
 
 def _build_torchvision(name: str, weights: torchvision.models.WeightsEnum | None, num_classes: int) -> nn.Module:

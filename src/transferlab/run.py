@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import platform
 import signal
@@ -30,10 +31,11 @@ from transferlab.callbacks import (
     record_bytes, start_fine_tuning,
 )
 from transferlab.checkpoint import (
-    CHECKPOINT_FILE, CheckpointError, CheckpointWriter, digest_path, load_checkpoint, remove_checkpoint, restore,
+    CHECKPOINT_FILE, RESUME_ADVICE, CheckpointError, CheckpointWriteError, CheckpointWriter, data_digest,
+    digest_path, load_checkpoint, remove_checkpoint, restore,
     save_atomically, verify_digest, write_failure,
 )
-from transferlab.config import Config, DataConfig, as_dict, result_config
+from transferlab.config import Config, DataConfig, as_dict, inert_settings, is_inert, result_config
 from transferlab.data import (
     ImageSet, Transforms, data_source, dataset_name, images_per_class, load_datasets, make_loader, scan_folder,
     stratified_split,
@@ -50,7 +52,7 @@ from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
     apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
-    head_name, trainable_parameter_names,
+    head_modules, head_name, is_inside_heads, refuse_non_finite_weights, trainable_parameter_names,
 )
 from transferlab.probe import (
     PROBE_CACHED, PROBE_IN_LOOP, FeatureBatches, HeadOrNetwork, PhasedBatches, check_head_only, feature_identity,
@@ -102,6 +104,13 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
     at each epoch after the run's own (a test stops a run with one)."""
     run_dir = Path(run_dir)
     record = new_record(config, overrides)
+    inert = inert_settings(record.config)
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if is_inert(key, inert):
+            why = next(why for name, why in inert.items() if key == name or key.startswith(f"{name}."))
+            log.warning("%s does nothing in this run (the setting is %s): it is left out of the run's identity (its "
+                        "folder, and the checks that skip or resume it)", override, why)
     # Made before run.json is rewritten: a resumed run's MLflow run id is read from it.
     tracker = make_logger(config.logger, run_dir, _resumes(config, run_dir / CHECKPOINT_FILE))
     write_record(run_dir, record.to_dict())
@@ -231,6 +240,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     train_set, val_set, test_set = _datasets(config, show_progress, record)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model, stages = _build_model(config, list(train_set.classes), device, memory_format, record)
+    _refuse_batches_of_one(model, config, len(train_set))
     optimizer = make_optimizer(
         config.optim.name, _parameter_groups(model, stages, config), lr=config.optim.lr,
         momentum=config.optim.momentum, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
@@ -247,7 +257,9 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     remove_leftover_temporaries(run_dir)  # of writes a kill cut short: a checkpoint's is as big as one
-    epochs_done, digest = _starting_point(config, checkpoint_path, model, optimizer, scaler, record, scheduler)
+    trained_on = data_digest(train_set.images, train_set.labels, train_set.classes)
+    epochs_done, digest = _starting_point(config, checkpoint_path, model, optimizer, scaler, record, scheduler,
+                                          trained_on)
     if epochs_done:
         write_record(run_dir, record.to_dict())
     else:  # a run from its first epoch: no earlier run's predictions stay beside its run.json
@@ -263,7 +275,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
              len(train_set), len(test_set), record.device_name, record.precision)
 
     epochs = config.train.epochs
-    writer = CheckpointWriter(checkpoint_path, record.history, record.checkpoint_seconds or 0.0, digest)
+    writer = CheckpointWriter(checkpoint_path, record.history, record.checkpoint_seconds or 0.0, digest, trained_on)
     unfreeze_at = config.freeze.unfreeze_at_epoch
     callbacks = [
         *([LpFtSwitch(model, optimizer, record, unfreeze_at, scheduler)] if unfreeze_at is not None else []),
@@ -272,7 +284,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
         SavePredictions(run_dir),
         RecordEpochs(record),
         CheckpointEpochs(writer, model, optimizer, scaler, run_dir, record, keep_last=config.keep_checkpoint,
-                         scheduler=scheduler),
+                         scheduler=scheduler, write_last=config.save_model),
         Trackers(tracker),
         EpochLog(),
         *extra_callbacks,
@@ -295,7 +307,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
             label_smoothing=config.train.label_smoothing, clip_grad_norm=config.optim.clip_grad_norm,
             callbacks=callbacks)
         if config.save_model:  # the plain architecture, adapters merged
-            save_atomically(_state_dict_on_host(adapt.plain_model(model)), run_dir / MODEL_FILE)
+            _save_model(model, run_dir, epochs, writer)
             record.model_file = MODEL_FILE
     except BaseException:
         _keep_what_was_saved(writer, record)
@@ -304,6 +316,22 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
         writer.close()
         record.checkpoint_seconds = writer.seconds
         tracker.close()
+
+
+def _save_model(model: torch.nn.Module, run_dir: Path, epochs: int, writer: CheckpointWriter) -> None:
+    """save_model's model.pt. When it cannot be written (a full disk) the run fails, but keeps the
+    scores of its epochs and the checkpoint after its last one (CheckpointEpochs writes it with
+    save_model): the same command then resumes after the last epoch and only writes model.pt."""
+    try:
+        save_atomically(_state_dict_on_host(adapt.plain_model(model)), run_dir / MODEL_FILE)
+    except CheckpointWriteError as error:
+        saved = writer.saved_history[-1]["epoch"] if writer.saved_history else 0
+        kept = (f"its scores and the checkpoint after epoch {saved} are kept, and the same command run again only "
+                f"writes {MODEL_FILE}" if saved == epochs else
+                f"its last checkpoint (after epoch {saved}) could not be saved either, so the same command run "
+                "again trains from there")
+        raise CheckpointWriteError(f"the run's {epochs} epoch(s) finished, but {MODEL_FILE} could not be saved "
+                                   f"({str(error).replace(RESUME_ADVICE, '')}); {kept} once there is room") from error
 
 
 def _datasets(config: Config, show_progress: bool, record: RunRecord) -> tuple[ImageSet, ImageSet | None, ImageSet]:
@@ -334,6 +362,7 @@ def _build_model(config: Config, classes: list[str], device: torch.device, memor
                                         config.data.image_size, _cache_root(config) / DIGEST_MEMO, classes=classes,
                                         new_head=config.model.new_head, weights_name=config.model.weights_name)
     record.init, record.pretraining = init.init, init.as_record()
+    refuse_non_finite_weights(model, config.model.name, init)
     if init.head:  # a weights file: which head the run starts with, and why
         log.info("%s: %s", init.init, init.head)
     check_image_size(model, config.model.name, config.data.image_size)
@@ -344,9 +373,16 @@ def _build_model(config: Config, classes: list[str], device: torch.device, memor
     if not trainable:
         raise ConfigError(f"freeze.modules={list(frozen)} leaves no parameter to train; keep {head} out of it")
     apply_freeze(model, trainable)
-    if config.freeze.cached_features:
+    heads = head_modules(config.model.name, model)  # a distilled DeiT has two: each one is the head
+    if config.freeze.cached_features:  # (a model of several heads is refused by probe.py: none is its last step)
         check_head_only(trainable, head)
-    if all(name.startswith(f"{head}.") for name in trainable):  # a linear probe (LP-FT's first phase included)
+    if all(is_inside_heads(name, heads) for name in trainable):  # a linear probe (LP-FT's first phase included)
+        if config.adapt.name != "none":  # as Config refuses freeze=last_only with it, whatever the spelling
+            spelling = (f"freeze.modules={list(config.freeze.modules)}" if config.freeze.modules is not None
+                        else f"freeze={config.freeze.name}")
+            raise ConfigError(f"adapt={config.adapt.name} with {spelling} leaves only the head "
+                              f"({head}), which trains fully anyway; freeze fewer modules, or use adapt=none for a "
+                              "linear probe")
         record.probe = PROBE_CACHED if config.freeze.cached_features else PROBE_IN_LOOP
     stages = schedules.stage_parameter_names(model) if config.optim.layer_decay is not None else []
     lora = adapt.LoraSettings(config.adapt.rank, config.adapt.alpha, config.adapt.dropout,
@@ -363,6 +399,25 @@ def _build_model(config: Config, classes: list[str], device: torch.device, memor
     return model, stages
 
 
+def _refuse_batches_of_one(model: torch.nn.Module, config: Config, train_images: int) -> None:
+    """A ConfigError when the network trains on batches of one image and has BatchNorm layers, which
+    cannot normalise one image (torch's own error comes at the first batch). A last batch of one
+    joins the batch before it (data.pipelines.batch_sizes); a probe on cached features runs no
+    BatchNorm in training."""
+    if config.freeze.cached_features and config.freeze.unfreeze_at_epoch is None:
+        return
+    if config.train.batch_size > 1 and train_images > 1:
+        return
+    norms = [name for name, module in model.named_modules()
+             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    if norms:
+        what = f"train.batch_size={config.train.batch_size}" if config.train.batch_size == 1 else \
+            f"a training subset of {train_images} image"
+        raise ConfigError(f"{what} trains on batches of one image, which the BatchNorm layers of {config.model.name} "
+                          f"({norms[0]}, ...) cannot normalise; use train.batch_size >= 2 (and at least 2 training "
+                          "images), or a model without BatchNorm")
+
+
 def _parameter_groups(model: torch.nn.Module, stages: list[list[str]], config: Config) -> list:
     """The optimizer's parameters: one group, or with optim.layer_decay one group per stage."""
     if config.optim.layer_decay is None:
@@ -373,8 +428,14 @@ def _parameter_groups(model: torch.nn.Module, stages: list[list[str]], config: C
 
 def _make_scheduler(optimizer: torch.optim.Optimizer, config: Config,
                     steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The per-batch learning-rate scheduler; None for a constant rate without warm-up (the protocol's)."""
+    """The per-batch learning-rate scheduler; None for a constant rate without warm-up (the protocol's).
+    A warm-up shorter than one batch, which would warm up nothing, is a ConfigError."""
     optim = config.optim
+    if 0 < optim.warmup_epochs * steps_per_epoch < 1:
+        shortest = math.ceil(1000 / steps_per_epoch) / 1000
+        raise ConfigError(f"optim.warmup_epochs={optim.warmup_epochs} is shorter than one batch (an epoch is "
+                          f"{steps_per_epoch} batch(es) of train.batch_size={config.train.batch_size}); it must be 0 "
+                          f"or at least {shortest:g}")
     if optim.schedule == "constant" and optim.warmup_epochs == 0:
         return None
     return schedules.make_scheduler(optimizer, schedules.ScheduleFactor(
@@ -476,13 +537,15 @@ def _resumes(config: Config, checkpoint_path: Path) -> bool:
 
 def _starting_point(config: Config, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler | None, record: RunRecord,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> tuple[int, str | None]:
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                    trained_on: str | None = None) -> tuple[int, str | None]:
     """(epochs already done, the SHA-256 of the checkpoint resumed from or None): (0, None) for a
     run that starts at its first epoch, which removes the checkpoint of the run it starts over
-    from (resume=false, force=true), so that no later resume takes it for this run's."""
+    from (resume=false, force=true), so that no later resume takes it for this run's. ``trained_on``
+    is the data_digest of this run's training images, which a checkpoint to resume must have."""
     if _resumes(config, path):
         return _resume(path, model, optimizer, scaler, record, config.freeze.unfreeze_at_epoch, config.train.epochs,
-                       scheduler)
+                       scheduler, trained_on)
     if path.exists() or digest_path(path).exists():
         log.info("starting over: removing %s of the earlier run", path)
         remove_checkpoint(path)
@@ -491,7 +554,8 @@ def _starting_point(config: Config, path: Path, model: torch.nn.Module, optimize
 
 def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scaler: torch.amp.GradScaler | None, record: RunRecord, unfreeze_at: int | None,
-            epochs: int, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> tuple[int, str | None]:
+            epochs: int, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+            trained_on: str | None = None) -> tuple[int, str | None]:
     """Restore the run (of ``epochs`` epochs) from its checkpoint once its bytes match the digest
     recorded when it was written; (the number of epochs it had finished, its SHA-256 or None when
     it has no recorded digest). An LP-FT run whose checkpoint is from after the switch switches
@@ -503,6 +567,10 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     checkpoint = load_checkpoint(path)
     if result_config(checkpoint.config) != result_config(record.config):
         raise CheckpointError(f"{path} was written by a run of another config; delete it or pass resume=false")
+    if checkpoint.data_digest is not None and trained_on is not None and checkpoint.data_digest != trained_on:
+        raise CheckpointError(f"{path} was trained on other images than this run's training subset has now (images "
+                              "added to, removed from or changed in the data since?); put the data back as it was "
+                              "to resume, or pass resume=false to start over on the data as it is")
     if not 1 <= checkpoint.epoch <= epochs:
         raise CheckpointError(f"{path} says it was written after epoch {checkpoint.epoch}, but this run's epochs are "
                               f"1 to {epochs} (train.epochs={epochs}); delete it or pass resume=false")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from transferlab.config import Config, as_dict, result_config, run_identity, val
 from transferlab.errors import ConfigError, JobRaised, RunInterrupted, TransferlabError
 from transferlab.files import disk_full
 from transferlab.locks import RUN_LOCK_FILE, run_folder_lock
-from transferlab.records import RUN_FILE, RunResult, read_record, utc_now, write_atomic
+from transferlab.records import METRICS_FILE, RUN_FILE, RunResult, read_record, utc_now, write_atomic
 from transferlab.run import run_training
 from transferlab.workers import worker_stop
 
@@ -42,11 +43,21 @@ class RunFolderTaken(TransferlabError):
 
 
 def completed_record(run_dir: Path) -> dict[str, Any] | None:
-    """The record in ``run_dir`` when it is a completed run's."""
-    try:
-        record = read_record(run_dir / RUN_FILE)
-    except ValueError:  # missing or not a run record
+    """The record in ``run_dir`` when it is a completed run's; None when there is none. A run.json
+    that cannot be read (cut short, edited by hand) may be a completed run's, whose scores
+    metrics.csv still holds: RunFolderTaken, so that nothing trains over it without force=true
+    (transferlab writes run.json atomically, so a run of its own never leaves one damaged)."""
+    path = run_dir / RUN_FILE
+    if not path.exists():
         return None
+    try:
+        record = read_record(path)
+    except ValueError as error:
+        metrics = run_dir / METRICS_FILE
+        scores = f", and {metrics} holds the scores of a run" if metrics.exists() else ""
+        raise RunFolderTaken(f"{path} is damaged ({str(error).removeprefix(f'{path}: ')}){scores}; nothing was "
+                             "trained over it: restore it, or pass force=true to train the run again and replace "
+                             "the folder's files") from error
     return record if record["status"] == "completed" else None
 
 
@@ -86,6 +97,7 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig, callbacks: Se
     overrides = list(hydra_cfg.hydra.overrides.task)
     worker = worker_stop()
     try:
+        refuse_a_sweep_run_as_one(hydra_cfg)
         config = validate(cfg)
     except ConfigError:
         with contextlib.suppress(OSError):
@@ -113,6 +125,27 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig, callbacks: Se
                 raise
             worker.stop(interrupted.exit_code - 128)  # this worker starts no further job of the sweep
             return RunResult(run_dir, interrupted.record)
+
+
+def refuse_a_sweep_run_as_one(hydra_cfg: DictConfig) -> None:
+    """A ConfigError when a single run (no -m) is of an experiment that is a sweep (its
+    hydra.sweeper.params) with some swept setting not given: Hydra would train one run with that
+    setting's default, which no job of the sweep is."""
+    from hydra.types import RunMode
+
+    params = OmegaConf.select(hydra_cfg, "hydra.sweeper.params")
+    if hydra_cfg.hydra.mode != RunMode.RUN or not params:
+        return
+    given = {item.partition("=")[0].lstrip("+~") for item in hydra_cfg.hydra.overrides.task}
+    missing = [key for key in params if key not in given]
+    if not missing:  # every swept setting given: one run of the sweep, as asked
+        return
+    runs = math.prod(len(str(values).split(",")) for values in params.values())
+    experiment = OmegaConf.select(hydra_cfg, "hydra.runtime.choices.experiment")
+    swept = "; ".join(f"{key}: {values}" for key, values in params.items())
+    raise ConfigError(f"experiment={experiment} is a sweep of {runs} runs ({swept}); add -m to run it "
+                      f"(transferlab train -m experiment={experiment} ...), or give {', '.join(missing)} for one of "
+                      "its runs")
 
 
 def _trains_nothing(config: Config, cfg: DictConfig, run_dir: Path, overrides: list[str]) -> RunResult | None:

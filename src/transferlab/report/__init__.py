@@ -106,12 +106,35 @@ def main(args: list[str]) -> int:
         print(f"transferlab report: error: --min-difference={options.min_difference:g} is not allowed; give a "
               "difference in percentage points above 0 and at most 100", file=sys.stderr)
         return 1
+    refusal = _out_holding_runs(options.paths, out)
+    if refusal is not None:
+        print(f"transferlab report: error: --out {out.as_posix()} {refusal}; choose a folder that holds no run "
+              f"(the default is {DEFAULT_OUT})", file=sys.stderr)
+        return 1
     try:
         return make_report(options, out)
     except OSError as error:
         print(f"transferlab report: error: cannot write the report to {out.as_posix()}: {_write_failure(error, out)}",
               file=sys.stderr)
         return 1
+
+
+def _out_holding_runs(paths: list[str], out: Path) -> str | None:
+    """Why ``out`` may not take the report, or None: it is (or is inside) a run folder, or holds
+    runs or a PATH to report, which the report would leave out (it reads no run.json under --out)."""
+    resolved = out.resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / RUN_FILE).is_file():
+            return f"is {'' if folder == resolved else 'inside '}the run folder {folder.as_posix()}"
+    for given in paths:
+        path = Path(given).resolve()
+        if path == resolved or resolved in path.parents:
+            return f"holds {given}, which it would report"
+    if resolved.is_dir():
+        held = next(resolved.rglob(RUN_FILE), None)
+        if held is not None:
+            return f"holds runs ({held.as_posix()}), which the report would leave out"
+    return None
 
 
 def _write_failure(error: OSError, out: Path) -> str:
