@@ -242,7 +242,10 @@ def test_part_c_table_matches_the_runs(study, made):
     assert shown["early"]["frozen"] == "layer1, layer2"
     assert "| none | nothing | " in made.texts["part_c.md"].decode()
     differences = read_frame(made.out / "part_c-differences.csv")
-    assert list(differences["arm"]) == ["early", "middle", "last_only"] and set(differences["baseline"]) == {"none"}
+    # every preset against every other, the more trainable one as the baseline (Holm over the six)
+    assert list(zip(differences["arm"], differences["baseline"])) == [
+        ("early", "none"), ("middle", "none"), ("last_only", "none"),
+        ("middle", "early"), ("last_only", "early"), ("last_only", "middle")]
 
 
 @pytest.mark.slow
@@ -285,6 +288,8 @@ def test_every_figure_is_a_png_that_report_md_links(made):
     for part in ("part_b", "part_c"):
         expected |= {f"{part}-train_loss-curve.png", f"{part}-train_acc-curve.png", f"{part}-test_acc-bars.png",
                      f"{part}-test_loss-bars.png", f"{part}-test_acc-curve.png", f"{part}-test_acc-differences.png"}
+    arms = {"part_a": 6, "part_b": 2, "part_c": 4, "lr_sweep": 2}  # a confusion matrix per arm (its predictions)
+    expected |= {f"{stem}-confusion-{k}.png" for stem, count in arms.items() for k in range(1, count + 1)}
     assert set(pngs) == expected
     for name in pngs:
         width, height = png_size(made.out / name)
@@ -348,7 +353,7 @@ def test_the_report_is_byte_identical_when_run_again(study, made, monkeypatch):
     again = {p.name: p.read_bytes() for p in sorted(made.out.iterdir()) if p.suffix in (".md", ".csv")}
     assert set(made.texts) == {"report.md", *(f"{stem}{kind}.{suffix}" for stem in ("part_a", "part_b", "part_c",
                                                                                  "lr_sweep")
-                                              for kind in ("", "-differences") for suffix in ("csv", "md"))}
+                                              for kind in ("", "-differences", "-per-class") for suffix in ("csv", "md"))}
     assert again == made.texts
 
 
