@@ -102,7 +102,7 @@ class RunRecord:
     resumed_after_epoch: int | None = None
     checkpoint_seconds: float | None = None  # what the checkpoints cost the training loop
     model_file: str | None = None
-    pretraining: dict[str, Any] | None = None  # {source, tag, label, new_head}: how the model was initialised
+    pretraining: dict[str, Any] | None = None  # {source, tag, label, new_head, weights_sha256}: how the model was initialised
     adapt: dict[str, Any] | None = None  # {name}; with lora its settings, adapted_modules and params_added
     param_groups: list[dict[str, Any]] | None = None  # the optimizer's groups: [{stage, lr, parameters}]
     mlflow_run_id: str | None = None

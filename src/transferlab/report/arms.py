@@ -255,9 +255,6 @@ class Arm:
     def accuracy(self) -> Summary:
         return summarize(self.runs["test_acc"], scale=100.0, bounds=PERCENT_BOUNDS)
 
-    def by_replicate(self, column: str = "test_acc") -> dict[tuple[int, int], float]:
-        return dict(zip(self.runs["replicate"], self.runs[column]))
-
 
 @dataclass(frozen=True, eq=False)
 class Contrast:
