@@ -205,14 +205,7 @@ def listing(cache_dir: Path) -> str:
     features = _feature_listing(cache_dir)
     if not caches and not temporaries(folder):
         return "\n".join([f"no image caches in {folder}", *features])
-    rows = [("CACHE", "SOURCE", "IMAGES", "STORED", "ON DISK", "LAST USED")]
-    for cache in caches:
-        rows.append((str(cache.path), cache.source or f"({ABOUT_FILE} missing or unreadable)",
-                     f"{cache.images:,}" if isinstance(cache.images, int) else "?",
-                     f"{cache.stored_size}x{cache.stored_size}" if cache.stored_size else "?",
-                     format_size(cache.disk_bytes), time.strftime("%Y-%m-%d %H:%M", time.localtime(cache.last_used))))
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows]
+    lines = _table(("CACHE", "SOURCE", "IMAGES", "STORED", "ON DISK", "LAST USED"), caches)
     total = sum(cache.disk_bytes for cache in caches)
     lines.append(f"{len(caches)} cache(s), {format_size(total)} on disk in {folder}")
     for path, key, pid in temporaries(folder):
@@ -222,20 +215,25 @@ def listing(cache_dir: Path) -> str:
     return "\n".join([*lines, *features])
 
 
-def _feature_listing(cache_dir: Path) -> list[str]:
-    """The feature caches' lines of `cache list` (none where there are none): a blank line, a table
-    of each cache's folder, model and weights, images, image size, space on disk and last use, the total."""
-    caches = image_caches(cache_dir, FEATURES_KIND)
-    if not caches:
-        return []
-    rows = [("FEATURE CACHE", "SOURCE", "IMAGES", "SIZE", "ON DISK", "LAST USED")]
+def _table(header: tuple[str, ...], caches) -> list[str]:
+    """The lines of a cache table: ``header``, then a row per cache, columns padded to their widest."""
+    rows = [header]
     for cache in caches:
         rows.append((str(cache.path), cache.source or f"({ABOUT_FILE} missing or unreadable)",
                      f"{cache.images:,}" if isinstance(cache.images, int) else "?",
                      f"{cache.stored_size}x{cache.stored_size}" if cache.stored_size else "?",
                      format_size(cache.disk_bytes), time.strftime("%Y-%m-%d %H:%M", time.localtime(cache.last_used))))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = ["", *("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows)]
+    return ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def _feature_listing(cache_dir: Path) -> list[str]:
+    """The feature caches' lines of `cache list` (none where there are none): a blank line, a table
+    of each cache's folder, model and weights, images, image size, space on disk and last use, the total."""
+    caches = image_caches(cache_dir, FEATURES_KIND)
+    if not caches:
+        return []
+    lines = ["", *_table(("FEATURE CACHE", "SOURCE", "IMAGES", "SIZE", "ON DISK", "LAST USED"), caches)]
     lines.append(f"{len(caches)} feature cache(s), {format_size(sum(c.disk_bytes for c in caches))} on disk in "
                  f"{Path(cache_dir) / FEATURES_KIND}")
     return lines
