@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from transferlab.config import compose_config
+from transferlab.composition import compose_config
 from transferlab.models import apply_freeze, build_model, trainable_parameter_names
 from transferlab.run import run_training
 

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-import transferlab.config as config_module
-from transferlab.config import Config, config_dir, register_with_hydra
+import transferlab.composition as composition_module
+from transferlab.config import Config
+from transferlab.composition import config_dir, register_with_hydra
 from transferlab.fit import Callback
 
 # A CPU run of a few seconds: small images, a few hundred generated images, no download.
@@ -62,7 +63,7 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False):
 
 
 def tiny_config(*overrides: str) -> Config:
-    return config_module.compose_config([*TINY, *overrides])
+    return composition_module.compose_config([*TINY, *overrides])
 
 
 class At(Callback):

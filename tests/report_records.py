@@ -27,7 +27,8 @@ FROZEN = {"none": [], "early": ["layer1", "layer2"], "middle": ["layer2", "layer
 
 @functools.cache
 def _config_json(overrides: tuple[str, ...]) -> str:
-    from transferlab.config import as_dict, compose_config
+    from transferlab.config import as_dict
+    from transferlab.composition import compose_config
 
     return json.dumps(as_dict(compose_config(list(overrides))))
 

@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from transferlab.config import compose_config
+from transferlab.composition import compose_config
 from transferlab.errors import ConfigError
 from transferlab.models import (
     MODELS, apply_freeze, build_model, check_image_size, count_parameters, find_head, frozen_modules, head_name,

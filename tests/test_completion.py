@@ -10,7 +10,7 @@ import pytest
 import torchvision
 
 from conftest import TRANSFERLAB, cli_env, transferlab
-from transferlab.config import config_dir
+from transferlab.composition import config_dir
 
 # The model group's options: every torchvision classification model (the table's have a file in conf/model/).
 MODEL_OPTIONS = sorted(set(torchvision.models.list_models(module=torchvision.models))

@@ -93,7 +93,7 @@ def test_switches_take_booleans_only(key):
 
 
 def test_run_folder_names_are_safe_and_distinct():
-    from transferlab.config import run_dirname
+    from transferlab.run_folders import run_dirname
 
     assert run_dirname("") == "defaults"
     assert run_dirname("model=alexnet") == "model=alexnet"
@@ -130,8 +130,8 @@ def test_a_home_folder_in_a_path_setting_is_expanded(tmp_path, monkeypatch):
 def test_an_unquoted_tilde_is_the_home_folder_as_bash_would_have_made_it(tmp_path, monkeypatch, capsys):
     """The docs' own data.root=~/photos/birds failed in Hydra's grammar where the shell (zsh, sh) does
     not expand it; a leading ~ of a value is now expanded before Hydra reads the override."""
-    from transferlab.config import compose_config as compose_and_validate
-    from transferlab.config import home_expanded_overrides
+    from transferlab.composition import compose_config as compose_and_validate
+    from transferlab.composition import home_expanded_overrides
 
     monkeypatch.setenv("HOME", str(tmp_path))
     unquoted = compose_and_validate(["data=imagefolder", "data.root=~/photos/birds"])
@@ -169,7 +169,8 @@ def test_each_dataset_gets_its_own_transforms_and_cifar10_keeps_the_protocols():
 
 
 def test_an_image_folder_is_part_of_the_result_and_of_the_run_folder():
-    from transferlab.config import as_dict, result_config, run_dirname
+    from transferlab.config import as_dict, result_config
+    from transferlab.run_folders import run_dirname
 
     def result(*overrides: str) -> dict:
         return result_config(as_dict(validate(compose_config(list(overrides)))))
@@ -188,7 +189,8 @@ def test_a_run_folder_name_leaves_out_exactly_the_settings_that_do_not_change_re
     """NOT_RESULT_KEYS is the one list: Hydra's exclude_keys is made from it, so a key added there
     leaves the run folder's name too."""
     import transferlab.config as config_module
-    from transferlab.config import NOT_RESULT_KEYS, compose_with_hydra
+    from transferlab.config import NOT_RESULT_KEYS
+    from transferlab.composition import compose_with_hydra
 
     hydra = compose_with_hydra(["seed=3"]).hydra
     assert list(hydra.job.config.override_dirname.exclude_keys) == ["experiment", "name", *NOT_RESULT_KEYS]

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import transferlab.datasets as datasets_module
-from transferlab.config import DATASETS, DataConfig, compose_config, result_config, run_dirname
+from transferlab.config import DATASETS, DataConfig, result_config
+from transferlab.composition import compose_config
+from transferlab.run_folders import run_dirname
 from transferlab.data import ImageSet, load_datasets
 from transferlab.datasets import DATASETS as TABLE
 from transferlab.datasets import data_source, dataset_name

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import transferlab.config as config_module
+import transferlab.composition as composition_module
 import transferlab.run as run_module
 from transferlab.cli import main
-from transferlab.config import MAX_SEED, Config, compose_with_hydra, config_dir, validate
+from transferlab.config import MAX_SEED, Config, validate
+from transferlab.composition import compose_with_hydra, config_dir
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.locks import RUN_LOCK_FILE
 from transferlab.run import run_training
@@ -138,7 +139,7 @@ def broken_conf(tmp_path, monkeypatch) -> Path:
     (conf / "optim" / "sgd.yaml").write_text("name: sgd\nlr: [0.1\nmomentum: 0.9\n")
     import transferlab.launch as launch_module
 
-    for module in (config_module, launch_module):
+    for module in (composition_module, launch_module):
         monkeypatch.setattr(module, "config_dir", lambda: conf)
     monkeypatch.chdir(tmp_path)
     return conf

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from transferlab.config import config_dir
+from transferlab.composition import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_FILES = sorted(str(p.relative_to(REPO / "conf")) for p in (REPO / "conf").rglob("*.yaml"))

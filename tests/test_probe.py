@@ -278,7 +278,7 @@ def test_phased_batches_switch_from_features_to_images_after_the_probe(synthetic
                                 "optim.schedule=cosine"),
 ])
 def test_cached_features_config_is_refused_in_one_line(overrides, message):
-    from transferlab.config import compose_config
+    from transferlab.composition import compose_config
 
     with pytest.raises(ConfigError) as error:
         compose_config(["data=synthetic", *overrides])
@@ -286,7 +286,7 @@ def test_cached_features_config_is_refused_in_one_line(overrides, message):
 
 
 def test_cached_features_config_for_a_probe():
-    from transferlab.config import compose_config
+    from transferlab.composition import compose_config
 
     config = compose_config(["freeze=lp_ft", "freeze.cached_features=true", "train.epochs=4"])
     assert config.freeze.cached_features and config.freeze.probe == "optimizer"

@@ -13,7 +13,7 @@ from transferlab.config import as_dict, validate
 from transferlab.errors import ConfigError
 from transferlab.records import write_record
 from transferlab.run import run_training
-from transferlab.sweep import RunFolderTaken, completed_run
+from transferlab.run_folders import RunFolderTaken, completed_run
 
 from conftest import DRY_RUN, compose_config, tiny_config, transferlab
 from test_sweep import expand

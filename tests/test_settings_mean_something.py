@@ -5,7 +5,8 @@ import pytest
 import torch
 import torchvision
 
-from transferlab.config import as_dict, compose_config, compose_with_hydra, result_config
+from transferlab.config import as_dict, result_config
+from transferlab.composition import compose_config, compose_with_hydra
 from transferlab.errors import ConfigError
 from transferlab.run import run_training
 
@@ -95,7 +96,7 @@ def test_the_same_settings_where_they_act_still_name_the_folder_and_the_config(o
 
 def test_a_completed_run_is_skipped_for_a_config_that_differs_only_in_a_setting_that_does_nothing(tmp_path):
     from transferlab.records import write_record
-    from transferlab.sweep import completed_run
+    from transferlab.run_folders import completed_run
 
     done = as_dict(compose_config([*TINY, "optim.schedule=constant"]))
     write_record(tmp_path, {"status": "completed", "config": done, "history": []})

@@ -16,7 +16,9 @@ from omegaconf import OmegaConf
 
 from conftest import TRANSFERLAB, cli_env
 from transferlab.cli import main
-from transferlab.config import KEY_MEANINGS, Config, config_dir, register_with_hydra
+from transferlab.config import Config
+from transferlab.settings_reference import KEY_MEANINGS
+from transferlab.composition import config_dir, register_with_hydra
 from transferlab.torchvision_models import CLASSIFICATION_MODELS
 
 # In a fresh interpreter (this one may have imported torch for other tests): what a user's shell
@@ -24,7 +26,7 @@ from transferlab.torchvision_models import CLASSIFICATION_MODELS
 LIGHT_COMMANDS = textwrap.dedent("""
     import contextlib, io, os, sys
     from transferlab.cli import main
-    from transferlab.config import compose_config
+    from transferlab.composition import compose_config
     assert compose_config(["model=vit_h_14"]).model.name == "vit_h_14"  # no file in conf/model/
     for argv in (["train", "--help"], ["train", "--cfg", "job"]):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):

@@ -205,7 +205,7 @@ def test_runs_on_two_image_folders_get_two_run_folders_and_neither_is_skipped(tm
 def test_a_completed_run_on_another_image_folder_is_not_taken_for_this_one(tmp_path):
     from transferlab.config import as_dict
     from transferlab.records import write_record
-    from transferlab.sweep import RunFolderTaken, completed_run
+    from transferlab.run_folders import RunFolderTaken, completed_run
 
     def config(root: str) -> dict:
         return as_dict(validate(compose_config(["data=imagefolder", f"data.root={root}"])))
@@ -218,7 +218,7 @@ def test_a_completed_run_on_another_image_folder_is_not_taken_for_this_one(tmp_p
 
 def test_two_jobs_for_one_folder_are_named_with_what_sets_them_apart():
     from transferlab.errors import ConfigError
-    from transferlab.sweep import refuse_shared_run_folders
+    from transferlab.run_folders import refuse_shared_run_folders
 
     folder = Path("outputs/runs/defaults")
     with pytest.raises(ConfigError) as same:
@@ -266,7 +266,7 @@ def test_jobs_that_are_one_run_in_other_folders_are_named_in_a_warning():
     """experiment=sources model.pretrained=false: torchvision's source is the scratch source, and the
     two timm tags are one timm model from scratch (issue 23). Before: four runs, trained and counted."""
     from transferlab.config import as_dict
-    from transferlab.sweep import same_run_lines
+    from transferlab.run_folders import same_run_lines
 
     jobs = [([f"source={source}"], as_dict(validate(compose_config(
         ["experiment=sources", f"source={source}", "model.pretrained=false", "data.fraction=0.1"]))))

@@ -9,7 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from transferlab.config import compose_with_hydra, validate
+from transferlab.config import validate
+from transferlab.composition import compose_with_hydra
 from transferlab.errors import ConfigError
 from transferlab.run import hold_out_validation, load_datasets, run_training
 from transferlab.errors import SweepRefused

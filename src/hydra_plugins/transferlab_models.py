@@ -26,7 +26,7 @@ SOURCE = "transferlab://models"
 
 class TransferlabModelSearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        from transferlab.config import config_dir
+        from transferlab.composition import config_dir
 
         ours = config_dir().resolve()
         if any(entry.provider == "main" and Path(entry.path.removeprefix("file://")).resolve() == ours

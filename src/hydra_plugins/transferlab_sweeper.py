@@ -7,7 +7,7 @@ imports every module here at start-up, so this stays small and imports transferl
 Before any job runs, every job's config is composed (as Hydra's basic sweeper does to catch
 composition errors early) and validated, and its run folder computed: a sweep with a config that
 is not allowed, or with two jobs for one folder, is refused before any run; jobs that are one run in
-two folders (transferlab.sweep.same_run_lines) are named in a warning. Under the joblib launcher, SIGTERM to this process stops the workers too
+two folders (transferlab.run_folders.same_run_lines) are named in a warning. Under the joblib launcher, SIGTERM to this process stops the workers too
 (transferlab.workers)."""
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ WORKER_LAUNCHERS = ("JoblibLauncher",)
 class TransferlabSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from transferlab.errors import RunInterrupted
-        from transferlab.sweep import finish_sweep, log, refuse_shared_run_folders, same_run_lines
+        from transferlab.jobs import finish_sweep, log
+        from transferlab.run_folders import refuse_shared_run_folders, same_run_lines
         from transferlab.workers import workers_stop_with_the_sweep
 
         jobs = self._jobs(arguments)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from transferlab.config import ADAPTERS as ADAPTER_NAMES
 from transferlab.errors import ConfigError
 
 # Layers whose parameters BitFit trains besides the biases: every normalisation layer.
@@ -159,8 +160,8 @@ def _lora(model, head, frozen, trainable, lora) -> tuple[nn.Module, dict[str, ob
                      "adapted_modules": len(targets), "adapted_examples": targets[:4]}
 
 
-# adapt.name -> how it adapts a model that freeze has already frozen (config.ADAPTERS lists the names).
-ADAPTERS = {"none": _full, "lora": _lora, "bitfit": _bitfit}
+# adapt.name -> how it adapts a model that freeze has already frozen (the names: config.ADAPTERS, in order).
+ADAPTERS = dict(zip(ADAPTER_NAMES, (_full, _lora, _bitfit), strict=True))
 
 
 def adapt_model(model: nn.Module, adapter: str, head: str, frozen: tuple[str, ...], trainable: list[str],

@@ -1,5 +1,5 @@
 """The one way a run or a sweep starts: ``launch(overrides)`` composes conf/ with Hydra, runs each
-job (transferlab.sweep.run_job) and returns what each run did. ``transferlab train``, ``study`` and
+job (transferlab.jobs.run_job) and returns what each run did. ``transferlab train``, ``study`` and
 ``tune`` all call it; Hydra's own flags (--help, --cfg, -sc, --info) go through ``hydra_command``.
 
 Hydra is driven through its Python API (the ``Hydra`` object that ``hydra.main`` builds), with the
@@ -25,9 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from transferlab.config import (
-    command_line_overrides, composition_error_line, config_dir, register_with_hydra, yaml_error_line,
-)
+from transferlab.composition import command_line_overrides, composition_error_line, config_dir, register_with_hydra, yaml_error_line
 from transferlab.errors import ConfigError, JobRaised, SweepRefused, TransferlabError
 from transferlab.records import RunResult
 from transferlab.tuning import is_optuna_sweep, objective
@@ -84,7 +82,7 @@ class _Job:
         self.results: list[RunResult] = []
 
     def __call__(self, cfg: DictConfig) -> RunResult | float | None:
-        from transferlab.sweep import run_job  # torch: only once a run starts, never for --help or Tab
+        from transferlab.jobs import run_job  # torch: only once a run starts, never for --help or Tab
 
         hydra_config = HydraConfig.instance().cfg  # the `hydra` node of this job, as Hydra would save it
         result = run_job(cfg, Path(hydra_config.hydra.runtime.output_dir), hydra_config, self.callbacks)

@@ -12,7 +12,8 @@ import hashlib
 import re
 from pathlib import Path
 
-from transferlab.config import Config, DataConfig, compose_config
+from transferlab.config import Config, DataConfig
+from transferlab.composition import compose_config
 from transferlab.datasets import DATASETS
 from transferlab.errors import TransferlabError
 

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from transferlab.config import SCHEDULES
 from transferlab.errors import ConfigError
-
-SCHEDULES = ("constant", "cosine", "step")
 
 
 @dataclass

@@ -17,7 +17,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from transferlab.config import compose_with_hydra, composition_error_line, validate
+from transferlab.config import validate
+from transferlab.composition import compose_with_hydra, composition_error_line
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.launch import launch
 from transferlab.records import TRIALS_SUFFIX, TUNED_SUFFIX, write_record

@@ -17,14 +17,14 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab.config import model_implementation
+from transferlab.config import FREEZE_PRESETS, model_implementation
 from transferlab.records import shorten
 from transferlab.report.reading import strategy_label
 from transferlab.report.stats import (
     POINTS_BOUNDS, PERCENT_BOUNDS, Comparison, Summary, exact_accuracy, paired_difference, summarize,
 )
 
-STRATEGIES = ("none", "early", "middle", "last_only")  # freeze presets, most trainable first
+STRATEGIES = FREEZE_PRESETS  # most trainable first
 SCRATCH = "from scratch"  # the init label of a random initialisation
 
 

@@ -1,9 +1,10 @@
-"""Hydra jobs: validate, skip a run that already completed with the same config, run, and make
-the process exit non-zero when a run (or any run of a sweep) did not complete.
+"""Hydra jobs, a single run's as a sweep's: validate, skip a run that already completed with the
+same config, run, and make the process exit non-zero when a run (or any run of a sweep) did not
+complete; a sweep's summary.
 
-A run's folder is named by its overrides (outputs/<name>/<overrides>), so running the same
-command again finds the same folder: a completed run with the same config is skipped, a failed
-or unfinished one is run again, and a completed run of a different config is never overwritten
+A run's folder is named by its overrides (transferlab.run_folders), so running the same command
+again finds the same folder: a completed run with the same config is skipped, a failed or
+unfinished one is run again, and a completed run of a different config is never overwritten
 unless ``force=true``: its folder is left byte for byte as it was, and the run counts as not
 completed.
 """
@@ -11,11 +12,9 @@ completed.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,59 +23,18 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.config import Config, as_dict, result_config, run_identity, validate
+from transferlab.config import Config, as_dict, validate
 from transferlab.errors import ConfigError, JobRaised, RunInterrupted, TransferlabError
-from transferlab.files import disk_full
 from transferlab.locks import RUN_LOCK_FILE, run_folder_lock
-from transferlab.records import METRICS_FILE, RUN_FILE, RunResult, read_record, utc_now, write_atomic
+from transferlab.records import RunResult, utc_now
 from transferlab.run import run_training
+from transferlab.run_folders import RunFilesError, RunFolderTaken, completed_run, run_folder_files, writing_run_file
 from transferlab.workers import worker_stop
 
 log = logging.getLogger(__name__)
 LOG_FILE = "train.log"
 HYDRA_DIR = ".hydra"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
-
-
-class RunFolderTaken(TransferlabError):
-    """The run folder holds a completed run of another config."""
-
-
-def completed_record(run_dir: Path) -> dict[str, Any] | None:
-    """The record in ``run_dir`` when it is a completed run's; None when there is none. A run.json
-    that cannot be read (cut short, edited by hand) may be a completed run's, whose scores
-    metrics.csv still holds: RunFolderTaken, so that nothing trains over it without force=true
-    (transferlab writes run.json atomically, so a run of its own never leaves one damaged)."""
-    path = run_dir / RUN_FILE
-    if not path.exists():
-        return None
-    try:
-        record = read_record(path)
-    except ValueError as error:
-        metrics = run_dir / METRICS_FILE
-        scores = f", and {metrics} holds the scores of a run" if metrics.exists() else ""
-        raise RunFolderTaken(f"{path} is damaged ({str(error).removeprefix(f'{path}: ')}){scores}; nothing was "
-                             "trained over it: restore it, or pass force=true to train the run again and replace "
-                             "the folder's files") from error
-    return record if record["status"] == "completed" else None
-
-
-def completed_run(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The completed record in ``run_dir`` when it was made by the same config, None when the
-    folder holds no completed run. A completed run of another config is an error."""
-    record = completed_record(run_dir)
-    if record is None or result_config(record["config"]) == result_config(config):
-        return record
-    if "sampling" not in record["config"].get("data", {}):  # recorded before subsets were stratified
-        raise RunFolderTaken(
-            f"{run_dir} holds a completed run of a different config: its training subset was drawn by the old "
-            "uniform sampling (its config has no data.sampling); data.sampling=uniform reproduces it, force=true "
-            "replaces it"
-        )
-    raise RunFolderTaken(
-        f"{run_dir} holds a completed run of a different config; pass force=true to replace it, "
-        "or choose another name=..."
-    )
 
 
 def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig, callbacks: Sequence[Any] = ()) -> RunResult:
@@ -107,7 +65,7 @@ def run_job(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig, callbacks: Se
         return done
     with contextlib.ExitStack() as held:
         try:
-            with _writing(run_dir / RUN_LOCK_FILE):  # the run's first write: the holder's line
+            with writing_run_file(run_dir / RUN_LOCK_FILE):  # the run's first write: the holder's line
                 held.enter_context(run_folder_lock(run_dir))
         except RunFilesError:
             raise  # a full disk: the runs after it would fail the same way
@@ -173,74 +131,6 @@ def _not_started(cfg: DictConfig, run_dir: Path, overrides: list[str], error: st
                                "error": error, "history": [], "finished_at": utc_now()})
 
 
-@contextlib.contextmanager
-def run_folder_files(run_dir: Path, cfg: DictConfig, hydra_cfg: DictConfig) -> Iterator[None]:
-    """Write what Hydra would have written before the job (.hydra/config.yaml, hydra.yaml and
-    overrides.yaml) and log the block to the run's train.log. The job calls this only once the
-    folder is its to write (Hydra's own output_subdir and log file are off in conf/config.yaml)."""
-    hydra_dir = run_dir / HYDRA_DIR
-    for name, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
-        text = OmegaConf.to_yaml(node)
-        with _writing(hydra_dir / name):
-            write_atomic(hydra_dir / name, text)
-    with _writing(run_dir / LOG_FILE):
-        handler = RunLogHandler(run_dir / LOG_FILE)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.setLevel(logging.DEBUG)  # the console shows INFO; the log keeps the debug tracebacks too
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-
-
-class RunFilesError(TransferlabError):
-    """A file of the run folder (.hydra/, train.log, run.json) could not be written before the run."""
-
-
-@contextlib.contextmanager
-def _writing(path: Path) -> Iterator[None]:
-    """Turns an OSError of the block, which writes ``path`` (a full disk, a folder that cannot be
-    written), into a RunFilesError that says which file and why: the CLI prints it as one line."""
-    try:
-        yield
-    except OSError as error:
-        full = disk_full(error, path.parent)
-        reason = "the disk is full" if full else f"{type(error).__name__}: {error.strerror or error}"
-        raise RunFilesError(f"cannot write the run's file {path} ({reason})") from error
-
-
-class RunLogHandler(logging.FileHandler):
-    """The run's train.log. When a line cannot be written (a full disk), stderr gets one line that
-    says so, and the log goes on on the console only: logging's own report is a traceback per
-    line, which would bury the run's outcome."""
-
-    def __init__(self, path: Path):
-        super().__init__(path, encoding="utf-8")
-        self.failure: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.failure is None:
-            super().emit(record)
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        self._give_up(sys.exc_info()[1])
-
-    def close(self) -> None:
-        try:
-            super().close()  # flushes what is buffered: on a full disk that fails too
-        except OSError as error:
-            self._give_up(error)
-
-    def _give_up(self, error: BaseException | None) -> None:
-        if self.failure is None:
-            self.failure = f"{type(error).__name__}: {error}"
-            print(f"transferlab: {self.baseFilename} could not be written ({self.failure}); the rest of the "
-                  "run's log is on the console only", file=sys.stderr)
-
-
 @dataclass
 class SweepSummary:
     """What the jobs of a sweep did, by run folder name."""
@@ -282,48 +172,6 @@ def finish_sweep(job_returns: Iterable[JobReturn], sweep_dir: Path, stopped_by: 
         log.error("not completed: %s", line)
     if stopped_by is not None:
         raise RunInterrupted(str(sweep_dir), 128 + stopped_by, sweep=True)
-
-
-def refuse_shared_run_folders(jobs: Sequence[tuple[Sequence[str], Path]]) -> None:
-    """ConfigError naming the first two jobs, given as (overrides, run folder) in sweep order, that
-    would run in one folder: in parallel they would train over each other."""
-    first_job: dict[Path, int] = {}
-    for index, (overrides, folder) in enumerate(jobs):
-        if folder not in first_job:
-            first_job[folder] = index
-            continue
-        earlier = first_job[folder]
-        earlier_overrides = list(jobs[earlier][0])
-        if list(overrides) == earlier_overrides:
-            raise ConfigError(f"jobs #{earlier} and #{index} of this sweep are the same run "
-                              f"({' '.join(overrides) or 'no overrides'}), in {folder}; nothing was run: "
-                              "list each value once")
-        only_earlier = [o for o in earlier_overrides if o not in overrides]
-        only_this = [o for o in overrides if o not in earlier_overrides]
-        raise ConfigError(f"jobs #{earlier} ({' '.join(only_earlier) or 'no overrides'}) and #{index} "
-                          f"({' '.join(only_this) or 'no overrides'}) of this sweep would both run in {folder}, "
-                          "as a run folder is named by the settings that can change results; nothing was run: "
-                          "sweep over these in separate commands")
-
-
-def same_run_lines(jobs: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> list[str]:
-    """A warning for each set of a sweep's jobs, given as (overrides, config) in sweep order, that
-    are one run in several folders: the same settings once those that do nothing are left out
-    (config.run_identity: a timm tag of a model trained from scratch; ``source=torchvision
-    model.pretrained=false`` is ``source=scratch``). Each folder trains the same run again, and the
-    report counts it once."""
-    same: dict[str, list[int]] = {}
-    for index, (_, config) in enumerate(jobs):
-        same.setdefault(json.dumps(run_identity(config), sort_keys=True, default=str), []).append(index)
-    lines = []
-    for indices in (indices for indices in same.values() if len(indices) > 1):
-        shared = set.intersection(*(set(jobs[i][0]) for i in indices))  # each job named by what sets it apart
-        named = ", ".join(f"#{i} ({' '.join(o for o in jobs[i][0] if o not in shared) or 'no overrides'})"
-                          for i in indices)
-        lines.append(f"jobs {named} of this sweep are one run: they differ only in settings that do nothing "
-                     "here (such as a timm pretraining tag, from scratch); each trains it again in a folder of "
-                     "its own, and the report counts it once")
-    return lines
 
 
 class RunStatusCallback(Callback):
