@@ -1,5 +1,7 @@
 """The composed defaults are the protocol's recipe, and bad values fail with the key named."""
 
+import re
+
 import pytest
 
 from transferlab.config import validate
@@ -228,3 +230,31 @@ def test_a_busy_machine_is_told_that_fewer_threads_train_faster():
     assert advice.startswith("the machine is busy (load average 6.5 on 2 cores): 2 CPU threads wait for cores")
     assert "train.threads=1" in advice
     assert "train.threads=12" in busy_machine_advice(16, cores=16, load=4.0)
+
+
+def test_each_setting_is_described_once_on_its_field_and_the_checks_and_help_read_it_there():
+    """A setting's meaning, the names it allows and its lowest value sit on its field: the value
+    checks, --help's line and NOT_RESULT_KEYS are made from them."""
+    from omegaconf import OmegaConf
+
+    from transferlab.config import NOT_RESULT_KEYS, settings
+    from transferlab.settings_reference import KEY_MEANINGS
+
+    described = dict(settings())
+    assert all(entry.metadata["meaning"] for entry in described.values())
+    choices = {key: entry.metadata["choices"] for key, entry in described.items() if entry.metadata["choices"]}
+    assert choices["optim.schedule"] == ("constant", "cosine", "step") and len(choices) == 16
+    for key, names in choices.items():
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}='nope' is not allowed; choose one of: "
+                                              rf"{re.escape(', '.join(names))}$"):
+            validate(OmegaConf.from_dotlist([f"{key}=nope"]))
+        assert KEY_MEANINGS[key].endswith(f": {' | '.join(names)}")
+    lowest = {key: entry.metadata["at_least"] for key, entry in described.items()
+              if entry.metadata["at_least"] is not None and key not in ("optim.clip_grad_norm", "freeze.unfreeze_at_epoch")}
+    assert lowest["train.epochs"] == 1 and lowest["data.image_size"] == 8
+    for key, low in lowest.items():
+        below = low - 1
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)}={below} is not allowed; it must be >= {low}$"):
+            validate(OmegaConf.from_dotlist([f"{key}={below}"]))
+        assert KEY_MEANINGS[key].endswith(f", >= {low}")
+    assert set(NOT_RESULT_KEYS) == {key for key, entry in described.items() if not entry.metadata["result"]}

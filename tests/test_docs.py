@@ -55,3 +55,19 @@ def test_links_reach_other_pages_and_their_headings(page):
             headings = {_anchor(line.lstrip("#")) for line in linked.read_text(encoding="utf-8").splitlines()
                         if line.startswith("#")}
             assert anchor in headings, f"{page.name}: {target}: no such heading"
+
+
+def test_the_settings_table_of_configuration_md_is_the_schemas():
+    """docs/configuration.md's table of settings is written from the schema's fields; a field whose
+    meaning, names or lowest value changed (or a new setting) leaves the page behind until it is
+    regenerated."""
+    from transferlab import settings_doc
+    from transferlab.composition import config_dir
+
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    table = settings_doc.reference_table(config_dir())
+    assert "| `data.augment` | `pad_crop_flip` (data=imagefolder: `random_resized_crop`) | `pad_crop_flip`, " in table
+    assert settings_doc.current_doc(page, table) == page, (
+        f"docs/configuration.md's settings table is not current: run .venv/bin/python -m {settings_doc.__name__}")
+    with pytest.raises(ValueError, match="has lost its lines"):
+        settings_doc.current_doc(page.replace(settings_doc.END, ""), table)

@@ -38,7 +38,8 @@ def reference_table(conf: Path) -> str:
                   if key.split(".")[0] == option.split("=")[0] and key != f"{option.split('=')[0]}.name"
                   and as_yaml(OmegaConf.select(node, key)) != value]
         shown = f"`{value}`" + (f" ({'; '.join(others)})" if others else "")
-        allowed = allowed_values(entry).replace(" | ", ", ")
+        choices = entry.metadata["choices"]
+        allowed = ", ".join(f"`{name}`" for name in choices) if choices else allowed_values(entry)
         rows.append(f"| `{key}` | {shown} | {allowed} | {entry.metadata['meaning'].replace('|', '/')} |")
     return "\n".join(rows)
 
