@@ -2,7 +2,8 @@
 a summary of the sweep counted from what each job returned, and exit status 1 when any run did not
 complete. The job returns reach this process from every launcher (basic, joblib, submitit), whose
 jobs may run in other processes. Hydra loads sweepers only from the hydra_plugins package and
-imports every module here at start-up, so this stays small and imports transferlab when it sweeps.
+imports every module here at start-up, so this stays small: at start-up it imports only
+transferlab.hydra_internals (Hydra's basic sweeper, whose private API lives there), the rest when it sweeps.
 
 Before any job runs, every job's config is composed (as Hydra's basic sweeper does to catch
 composition errors early) and validated, and its run folder computed: a sweep with a config that
@@ -17,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from transferlab.hydra_internals import BasicSweeper  # Hydra's private API: all of it in that module
 
 # Launchers whose jobs run in worker processes of this one (class names).
 WORKER_LAUNCHERS = ("JoblibLauncher",)

@@ -43,11 +43,10 @@ Run `transferlab COMMAND --help` for a command's options."""
 def train(args: list[str]) -> int:
     """`transferlab train [-m] OVERRIDES`: 0 when every run completed (or had completed before), 1
     when any did not; Hydra's own flags (--help, --cfg, -sc, --info) print what Hydra prints."""
-    from hydra._internal.utils import get_args_parser
-
+    from transferlab.hydra_internals import hydra_args_parser
     from transferlab.launch import hydra_command, launch
 
-    parser = get_args_parser()
+    parser = hydra_args_parser()
     try:
         options = parser.parse_args(args)
     except SystemExit as exit_:  # argparse has printed its usage line; --version exits 0 after printing

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.config import Config, as_dict, validate
 from transferlab.errors import ConfigError, JobRaised, RunInterrupted, TransferlabError
+from transferlab.hydra_internals import job_outcome
 from transferlab.locks import RUN_LOCK_FILE, run_folder_lock
 from transferlab.records import RunResult, utc_now
 from transferlab.run import run_training
@@ -147,7 +148,7 @@ def summarize_sweep(job_returns: Iterable[JobReturn]) -> SweepSummary:
     for job in job_returns:
         folder = Path(str(job.hydra_cfg.hydra.runtime.output_dir)).name if job.hydra_cfg else str(job.overrides)
         if job.status != JobStatus.COMPLETED:  # the job raised: a bug, not a recorded failure
-            summary.not_completed.append(f"{folder} (error: {job._return_value!r})")
+            summary.not_completed.append(f"{folder} (error: {job_outcome(job)!r})")
             continue
         result = job.return_value
         if not isinstance(result, RunResult):
@@ -181,4 +182,4 @@ class RunStatusCallback(Callback):
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn | None = None, **kwargs: Any) -> None:
         if job_return is not None and job_return.status != JobStatus.COMPLETED:
-            raise JobRaised(job_return._return_value)  # Hydra's `return_value` would print a line of its own
+            raise JobRaised(job_outcome(job_return))  # Hydra's `return_value` would print a line of its own

@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from transferlab.composition import command_line_overrides, composition_error_line, config_dir, register_with_hydra, yaml_error_line
 from transferlab.errors import ConfigError, JobRaised, SweepRefused, TransferlabError
+from transferlab.hydra_internals import job_outcome, main_hydra
 from transferlab.records import RunResult
 from transferlab.tuning import is_optuna_sweep, objective
 
@@ -94,10 +95,11 @@ class _Job:
 
 def _result(job_return: JobReturn) -> RunResult:
     """A sweep job's result; a job that raised (in a launcher's worker) becomes a failed one."""
-    if job_return.status == JobStatus.COMPLETED and isinstance(job_return._return_value, RunResult):
-        return job_return._return_value
+    outcome = job_outcome(job_return)
+    if job_return.status == JobStatus.COMPLETED and isinstance(outcome, RunResult):
+        return outcome
     folder = Path(str(job_return.hydra_cfg.hydra.runtime.output_dir)) if job_return.hydra_cfg else Path()
-    error = job_return._return_value
+    error = outcome
     return RunResult(folder, {"status": "failed", "error": f"{type(error).__name__}: {error}",
                               "overrides": list(job_return.overrides or [])})
 
@@ -106,21 +108,16 @@ def _result(job_return: JobReturn) -> RunResult:
 def _hydra(extra_config_dir: str | None = None) -> Iterator[Any]:
     """Hydra's app object over conf/ (and ``extra_config_dir`` first, Hydra's --config-dir), its
     errors as one line; Hydra's global state is cleared afterwards."""
-    from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
 
     register_with_hydra()
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level  # Hydra configures the runs' logging; put it back after
-    search_path = create_config_search_path(f"file://{config_dir()}")
-    if extra_config_dir is not None:
-        folder = Path(extra_config_dir).expanduser().resolve()
-        if not folder.is_dir():
-            raise ConfigError(f"--config-dir {extra_config_dir}: no such folder")
-        search_path.prepend(provider="command-line", path=f"file://{folder}")
+    folder = None if extra_config_dir is None else Path(extra_config_dir).expanduser().resolve()
+    if folder is not None and not folder.is_dir():
+        raise ConfigError(f"--config-dir {extra_config_dir}: no such folder")
     try:
-        yield Hydra.create_main_hydra2(task_name="train", config_search_path=search_path)
+        yield main_hydra("train", str(config_dir()), None if folder is None else str(folder))
     except (HydraException, OmegaConfBaseException) as error:
         cause = _transferlab_cause(error)
         if cause is not None:  # raised by one of our resolvers (e.g. a bad name)
