@@ -58,4 +58,5 @@ def test_a_jobs_outcome_is_read_without_raising_or_printing(capsys):
 def test_the_sweeper_plugin_is_hydras_basic_sweeper():
     from hydra_plugins.transferlab_sweeper import TransferlabSweeper
 
+    assert TransferlabSweeper.__mro__[1] is hydra_internals.basic_sweeper()
     assert TransferlabSweeper.__mro__[1].__module__ == "hydra._internal.core_plugins.basic_sweeper"

@@ -20,13 +20,13 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from transferlab.hydra_internals import BasicSweeper  # Hydra's private API: all of it in that module
+from transferlab.hydra_internals import basic_sweeper  # Hydra's private API: all of it in that module
 
 # Launchers whose jobs run in worker processes of this one (class names).
 WORKER_LAUNCHERS = ("JoblibLauncher",)
 
 
-class TransferlabSweeper(BasicSweeper):
+class TransferlabSweeper(basic_sweeper()):  # type: ignore[misc]
     def sweep(self, arguments: list[str]) -> Any:
         from transferlab.errors import RunInterrupted
         from transferlab.jobs import finish_sweep, log

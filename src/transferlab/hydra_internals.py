@@ -10,10 +10,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: F401  (the sweeper plugin's base)
 from hydra.core.utils import JobReturn
 
 CHECKED_ON = ("1.3.8",)  # hydra-core versions whose private API below was checked (pyproject allows >=1.3,<1.4)
+
+
+def basic_sweeper() -> type:
+    """Hydra's basic sweeper, the base of transferlab's (hydra_plugins/transferlab_sweeper.py), as
+    its module defines it now: Hydra's plugin scan runs each plugin module again, so a class taken
+    once at import would be an older copy than the one Hydra instantiates."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper
 
 
 def main_hydra(task_name: str, primary_config_dir: str, extra_config_dir: str | None = None) -> Any:
