@@ -515,3 +515,27 @@ def test_predictions_are_the_final_evaluations_on_resume_and_a_fresh_start_drops
     with pytest.raises(RunInterrupted):
         run_training(tiny_config("train.epochs=2", "resume=false"), interrupted_run, callbacks=[At(1, 1, interrupt)])
     assert not (interrupted_run / PREDICTIONS_FILE).exists()
+
+
+def test_a_cpu_run_resumed_with_another_thread_count_is_told_it_does_not_continue_bit_for_bit():
+    from transferlab.checkpoint import other_thread_count
+
+    one, default = {"train": {"threads": 1}}, {"train": {"threads": None}}
+    assert other_thread_count(one, {"train": {"threads": 1}}, "cpu") is None
+    assert other_thread_count(one, default, "cuda:0") is None  # the GPU's sums do not depend on it
+    assert other_thread_count(default, one, "cpu") == (
+        "resuming with train.threads=1, but the checkpoint's epochs trained with train.threads=null (torch's "
+        "default): the CPU sums in another order with another thread count, so the run does not continue bit for "
+        "bit; resume with train.threads=null for that")
+    assert other_thread_count(one, default, "cpu").endswith("resume with train.threads=1 for that")
+
+
+@pytest.mark.slow
+def test_resuming_with_another_thread_count_warns_and_continues(interrupted_run, caplog):
+    """train.threads is not part of a run's identity (a resume with another count is allowed), but
+    docs/performance.md says another count breaks bit-exact resume: the resume says so."""
+    record = run_training(tiny_config("train.epochs=2", "train.threads=1"), interrupted_run)
+    assert record["status"] == "completed" and record["resumed_after_epoch"] == 1
+    [warning] = [r.getMessage() for r in caplog.records if "train.threads" in r.getMessage()]
+    assert warning.startswith("resuming with train.threads=1, but the checkpoint's epochs trained with "
+                              "train.threads=null (torch's default)")

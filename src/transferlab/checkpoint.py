@@ -377,3 +377,18 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _as_tuples(value):
     """random.getstate() is nested tuples; a round trip through torch.save keeps them, but be lenient."""
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def other_thread_count(trained_with: dict[str, Any], resumed_with: dict[str, Any], device: str | None) -> str | None:
+    """A warning for a CPU run resumed with another train.threads than its checkpoint's epochs were
+    trained with (the configs of both, as dicts), else None. train.threads is not part of a run's
+    identity (config.NOT_RESULT_KEYS), so the resume goes on; but the CPU's sums run in another order
+    with another thread count, and the run no longer continues bit for bit (docs/performance.md)."""
+    before, now = ((config.get("train") or {}).get("threads") for config in (trained_with, resumed_with))
+    if before == now or not str(device).startswith("cpu"):
+        return None
+    shown = {None: "null (torch's default)"}
+    return (f"resuming with train.threads={shown.get(now, now)}, but the checkpoint's epochs trained with "
+            f"train.threads={shown.get(before, before)}: the CPU sums in another order with another thread count, so "
+            f"the run does not continue bit for bit; resume with train.threads={'null' if before is None else before} "
+            "for that")

@@ -32,7 +32,7 @@ from transferlab.callbacks import (
 )
 from transferlab.checkpoint import (
     CHECKPOINT_FILE, RESUME_ADVICE, CheckpointError, CheckpointWriteError, CheckpointWriter, data_digest,
-    digest_path, load_checkpoint, remove_checkpoint, restore,
+    digest_path, load_checkpoint, other_thread_count, remove_checkpoint, restore,
     save_atomically, verify_digest, write_failure,
 )
 from transferlab.config import Config, DataConfig, as_dict, inert_settings, is_inert, result_config
@@ -567,6 +567,8 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     checkpoint = load_checkpoint(path)
     if result_config(checkpoint.config) != result_config(record.config):
         raise CheckpointError(f"{path} was written by a run of another config; delete it or pass resume=false")
+    if (line := other_thread_count(checkpoint.config, record.config, record.device)) is not None:
+        log.warning(line)
     if checkpoint.data_digest is not None and trained_on is not None and checkpoint.data_digest != trained_on:
         raise CheckpointError(f"{path} was trained on other images than this run's training subset has now (images "
                               "added to, removed from or changed in the data since?); put the data back as it was "
