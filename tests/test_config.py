@@ -258,3 +258,16 @@ def test_each_setting_is_described_once_on_its_field_and_the_checks_and_help_rea
             validate(OmegaConf.from_dotlist([f"{key}={below}"]))
         assert KEY_MEANINGS[key].endswith(f", >= {low}")
     assert set(NOT_RESULT_KEYS) == {key for key, entry in described.items() if not entry.metadata["result"]}
+
+
+def test_the_reports_protocol_settings_are_the_schemas_defaults_and_conf_composes_them():
+    """The report lays a group beside the study's reference figures when it has the study's settings:
+    those are the schema's defaults (written once, on the fields), and conf/ composes them."""
+    from transferlab.config import as_dict
+    from transferlab.report.studies import PROTOCOL_SETTINGS
+
+    composed = as_dict(validate(compose_config([])))
+    assert PROTOCOL_SETTINGS["optim.lr"] == 0.001 and PROTOCOL_SETTINGS["data.augment"] == "pad_crop_flip"
+    for key, value in PROTOCOL_SETTINGS.items():
+        section, _, leaf = key.rpartition(".")
+        assert composed[section][leaf] == value, key

@@ -83,6 +83,12 @@ def settings(schema: Any = None, prefix: str = "") -> Iterator[tuple[str, datacl
             yield f"{prefix}{entry.name}", entry
 
 
+def schema_default(key: str) -> Any:
+    """The schema's default of the setting ``key`` (``optim.lr``: 0.001)."""
+    entry = dict(settings())[key]
+    return entry.default_factory() if entry.default_factory is not dataclasses.MISSING else entry.default
+
+
 def allowed_values(entry: dataclasses.Field) -> str:
     """What ``entry`` allows, as --help and the docs say it: its names, or its lowest value."""
     if entry.metadata["choices"]:

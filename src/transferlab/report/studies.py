@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from transferlab.config import schema_default
 from transferlab.report.arms import (
     FACET_BY_NAME, FACETS, STRATEGIES, Arm, Contrast, Facet, against_baseline, all_pairs, architecture_label,
     by_context, contrast, display, facet_title, facets_of, is_scratch, make_arms, percent_label, replicates_text,
@@ -29,14 +30,13 @@ ALWAYS_SPLIT = ("data.sampling",)  # never a swept key: runs that differ in it a
 
 # The study's training on CIFAR-10 (docs/study.md). A group with all of these settings (and its
 # part's own, in Part.protocol) is laid beside REFERENCE; any other group gets no reference column.
-# A key a record does not have (it predates the key) counts as the study's value.
-PROTOCOL_SETTINGS = {
-    "data.name": "cifar10", "data.image_size": 224, "train.epochs": 10, "train.batch_size": 64,
-    "train.eval_batch_size": 128, "optim.name": "sgd", "optim.lr": 0.001, "optim.momentum": 0.9,
-    "optim.weight_decay": 0, "freeze.modules": None, "freeze.unfreeze_at_epoch": None, "model.weights": None,
-    "data.val_fraction": 0, "data.augment": "pad_crop_flip", "data.normalize": "cifar10", "data.test_crop": 1.0,
-    "data.per_class": None, "data.sampling": "stratified", "freeze.cached_features": False,
-}
+# A key a record does not have (it predates the key) counts as the study's value. The values are the
+# schema's defaults, which reproduce the study (docs/study.md): written once, on the fields.
+PROTOCOL_SETTINGS = {key: schema_default(key) for key in (
+    "data.name", "data.image_size", "train.epochs", "train.batch_size", "train.eval_batch_size", "optim.name",
+    "optim.lr", "optim.momentum", "optim.weight_decay", "freeze.modules", "freeze.unfreeze_at_epoch",
+    "model.weights", "data.val_fraction", "data.augment", "data.normalize", "data.test_crop", "data.per_class",
+    "data.sampling", "freeze.cached_features")}
 
 # The reference implementation's results (one seed each; docs/study.md), in percent where they are
 # accuracies: study -> [(the settings of its arm, {metric: value})], and Part A's differences.
