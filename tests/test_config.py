@@ -171,7 +171,8 @@ def test_each_dataset_gets_its_own_transforms_and_cifar10_keeps_the_protocols():
 
 
 def test_an_image_folder_is_part_of_the_result_and_of_the_run_folder():
-    from transferlab.config import as_dict, result_config
+    from transferlab.config import as_dict
+    from transferlab.identity import result_config
     from transferlab.run_folders import run_dirname
 
     def result(*overrides: str) -> dict:

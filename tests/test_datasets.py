@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import transferlab.datasets as datasets_module
-from transferlab.config import DATASETS, DataConfig, result_config
+from transferlab.config import DATASETS, DataConfig
+from transferlab.identity import result_config
 from transferlab.composition import compose_config
 from transferlab.run_folders import run_dirname
 from transferlab.data import ImageSet, load_datasets

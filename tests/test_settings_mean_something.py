@@ -5,7 +5,8 @@ import pytest
 import torch
 import torchvision
 
-from transferlab.config import as_dict, result_config
+from transferlab.config import as_dict
+from transferlab.identity import result_config
 from transferlab.composition import compose_config, compose_with_hydra
 from transferlab.errors import ConfigError
 from transferlab.run import run_training

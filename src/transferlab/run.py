@@ -35,7 +35,8 @@ from transferlab.checkpoint import (
     digest_path, load_checkpoint, other_thread_count, remove_checkpoint, restore,
     save_atomically, verify_digest, write_failure,
 )
-from transferlab.config import Config, DataConfig, as_dict, inert_settings, is_inert, result_config
+from transferlab.config import Config, DataConfig, as_dict
+from transferlab.identity import inert_settings, is_inert, result_config
 from transferlab.data import (
     ImageSet, Transforms, data_source, dataset_name, images_per_class, load_datasets, make_loader, scan_folder,
     stratified_split,

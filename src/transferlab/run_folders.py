@@ -22,7 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab import config as schema
-from transferlab.config import Config, inert_settings, is_inert, result_config, run_identity
+from transferlab.config import Config
+from transferlab.identity import inert_settings, is_inert, result_config, run_identity
 from transferlab.datasets import identity_keys
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.files import disk_full
@@ -255,7 +256,7 @@ def refuse_shared_run_folders(jobs: Sequence[tuple[Sequence[str], Path]]) -> Non
 def same_run_lines(jobs: Sequence[tuple[Sequence[str], dict[str, Any]]]) -> list[str]:
     """A warning for each set of a sweep's jobs, given as (overrides, config) in sweep order, that
     are one run in several folders: the same settings once those that do nothing are left out
-    (config.run_identity: a timm tag of a model trained from scratch; ``source=torchvision
+    (identity.run_identity: a timm tag of a model trained from scratch; ``source=torchvision
     model.pretrained=false`` is ``source=scratch``). Each folder trains the same run again, and the
     report counts it once."""
     same: dict[str, list[int]] = {}

@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab.config import FREEZE_PRESETS, model_implementation
+from transferlab.config import FREEZE_PRESETS
+from transferlab.identity import model_implementation
 from transferlab.records import shorten
 from transferlab.report.reading import strategy_label
 from transferlab.report.stats import (

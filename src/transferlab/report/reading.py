@@ -4,7 +4,7 @@ A completed run's *settings* are its config as it actually ran: ``precision`` an
 what the run used (a bf16 GPU run and an fp32 CPU run of ``precision=auto`` are different
 settings), ``data.name`` names the dataset, one name per dataset: what the run saw (an image
 folder's resolved root, data.subset_seed where it decides the images: dataset_identity), never its
-name alone, and a timm model from scratch has no pretraining tag (config.model_as_run). A run's
+name alone, and a timm model from scratch has no pretraining tag (identity.model_as_run). A run's
 seed, its subset seed and its ``repeat`` are not settings: they make it one *replicate* of its arm,
 named by (effective seed, effective subset seed). A config without ``data.sampling`` predates stratified
 subsets and was drawn uniformly: its settings say ``data.sampling=uniform``, so that it never meets a
@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from transferlab.config import NOT_RESULT_KEYS, AdaptConfig, model_as_run
+from transferlab.config import NOT_RESULT_KEYS, AdaptConfig
 from transferlab.datasets import DATASETS
+from transferlab.identity import model_as_run
 from transferlab.records import RUN_FILE, flatten, future_schema, read_record, record_problem
 
 # Settings that never split a group: replicates differ in seed, subset seed and repeat (see
