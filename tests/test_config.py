@@ -272,3 +272,20 @@ def test_the_reports_protocol_settings_are_the_schemas_defaults_and_conf_compose
     for key, value in PROTOCOL_SETTINGS.items():
         section, _, leaf = key.rpartition(".")
         assert composed[section][leaf] == value, key
+
+
+def test_conf_composes_the_schemas_default_of_every_setting():
+    """conf/*.yaml hold values for Hydra; the defaults they compose with no overrides are the ones the
+    fields say (and --help and docs/configuration.md show), not a second set."""
+    from transferlab.config import as_dict, schema_default, settings
+
+    composed = as_dict(validate(compose_config([])))
+
+    def value(key: str):
+        node = composed
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    differing = [(key, value(key), schema_default(key)) for key, _ in settings() if value(key) != schema_default(key)]
+    assert differing == []
