@@ -54,7 +54,7 @@ def python_in(site: Path, cwd: Path, *args: str, timeout: int = 300) -> subproce
 @pytest.mark.slow
 def test_the_installed_wheel_composes_and_trains_from_another_directory(installed_wheel, tmp_path):
     _, _, site = installed_wheel
-    where = python_in(site, tmp_path, "-c", "import transferlab.config as c; print(c.__file__); print(c.config_dir())")
+    where = python_in(site, tmp_path, "-c", "import transferlab.composition as c; print(c.__file__); print(c.config_dir())")
     module, conf = where.stdout.split()
     assert module.startswith(str(site)) and conf == str(site / "transferlab" / "conf"), where.stdout + where.stderr
     job = python_in(site, tmp_path, "-m", "transferlab.cli", "train", "--cfg", "job", "model=alexnet", "data=synthetic")
