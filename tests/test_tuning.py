@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 
 from transferlab.config import compose_with_hydra, validate
 from transferlab.errors import ConfigError
-from transferlab.run import hold_out_validation, load_datasets, run_training
+from transferlab.data import hold_out_validation
+from transferlab.run import load_datasets, run_training
 from transferlab.errors import SweepRefused
 from transferlab.tuning import RequireValidationSplit, objective
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
 import sys
-import threading
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +24,12 @@ import torch
 
 from transferlab import adapt, schedules, timm_models
 from transferlab.caches import DIGEST_MEMO
-from transferlab.callbacks import (
-    CheckpointEpochs, EpochLog, FiniteEvaluation, LpFtSwitch, Progress, RecordEpochs, SavePredictions, Trackers,
+from transferlab.callbacks import record_bytes, run_callbacks
+from transferlab.checkpoint import (
+    CHECKPOINT_FILE, CheckpointWriter, data_digest, remove_checkpoint, save_atomically, write_failure,
 )
-from transferlab.checkpoint import CHECKPOINT_FILE, CheckpointWriter, data_digest, remove_checkpoint, save_atomically
 from transferlab.config import Config, DataConfig, inert_settings, is_inert
-from transferlab.data import ImageSet, Transforms, images_per_class, load_datasets, make_loader, stratified_split
+from transferlab.data import ImageSet, Transforms, hold_out_validation, images_per_class, load_datasets, make_loader
 from transferlab.data.pipelines import batch_sizes
 from transferlab.devices import cpu_threads, device_name, run_device, training_precision
 from transferlab.engine import (
@@ -39,6 +37,7 @@ from transferlab.engine import (
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.fit import Batches, Callback, fit
+from transferlab.interrupts import sigterm_interrupts
 from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import (
     apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
@@ -50,7 +49,7 @@ from transferlab.probe_fit import FitPlan, on_cached_features
 from transferlab.probe_fit import cache_root as _cache_root  # _build_model's
 from transferlab.records import PREDICTIONS_FILE, RUN_FILE, SAMPLES_FILE, RunRecord, utc_now, write_record
 from transferlab.resume import keep_what_was_saved, resumes, starting_point
-from transferlab.run_record import config_transforms, new_record, write_final_record
+from transferlab.run_record import config_transforms, new_record
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +63,6 @@ class Collaborators:
     load_datasets: Callable[..., tuple[ImageSet, ImageSet]] = load_datasets  # datasets.load_datasets's signature
     make_loader: Callable[..., Batches] = make_loader  # data.pipelines.make_loader's
     save_checkpoint: Callable[..., str] = save_atomically  # checkpoint.save_atomically's
-
-
-def hold_out_validation(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
-    """(images that train, validation split): a stratified ``fraction`` of the training subset, fixed
-    by ``seed``, that never trains; (train, None) for fraction 0."""
-    if fraction == 0:
-        return train, None
-    kept, held_out = stratified_split(train.labels, fraction, seed)
-    if len(held_out) == 0:
-        raise ConfigError(f"data.val_fraction={fraction} holds out no image of the {len(train)}-image training "
-                          "subset; raise data.val_fraction or data.fraction")
-    return train.subset(kept), train.subset(held_out)
 
 
 def transforms_of(data: DataConfig, model: torch.nn.Module | None = None) -> Transforms:
@@ -116,7 +103,7 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
         # of run.json carries them.
         ops = record.nondeterministic_ops
         recording = recording_nondeterministic_ops(ops) if ops is not None else contextlib.nullcontext()
-        with _sigterm_interrupts(), recording, run_device(config.device) as device, \
+        with sigterm_interrupts(), recording, run_device(config.device) as device, \
                 cpu_threads(config.train.threads, device):
             _train(config, device, run_dir, record, tracker, callbacks, parts)
         record.status = "completed"
@@ -134,7 +121,7 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
     finally:
         record.finished_at = utc_now()
         try:
-            write_final_record(run_dir, record)
+            _write_final_record(run_dir, record)
         finally:
             tracker.end(record.to_dict())  # the final status, and run.json among the tracked files
     if record.status == "completed":
@@ -151,6 +138,18 @@ def _warn_of_inert_overrides(record: RunRecord, overrides: Sequence[str]) -> Non
             why = next(why for name, why in inert.items() if key == name or key.startswith(f"{name}."))
             log.warning("%s does nothing in this run (the setting is %s): it is left out of the run's identity (its "
                         "folder, and the checks that skip or resume it)", override, why)
+
+
+def _write_final_record(run_dir: Path, record: RunRecord) -> None:
+    """run.json with the run's outcome. When even that cannot be written (a full disk), the run.json
+    on disk stays as it was, a whole record of the last saved epoch, and the error says so."""
+    try:
+        write_record(run_dir, record.to_dict())
+    except OSError as error:
+        outcome = record.status + (f" ({record.error})" if record.error else "")
+        raise TransferlabError(f"the run {outcome}, but its record could not be saved: "
+                               f"{write_failure(run_dir / RUN_FILE, record_bytes(record), error)}; {RUN_FILE} "
+                               "still shows the last saved epoch") from error
 
 
 def _interrupted(record: RunRecord, run_dir: Path, exit_code: int) -> RunInterrupted:
@@ -171,27 +170,6 @@ def _completed(config: Config, run_dir: Path, record: RunRecord) -> None:
     log.info("run completed: %s%s", run_dir.resolve(),
              f"; its model: {run_dir.resolve() / record.model_file}" if record.model_file else
              " (save_model=true also writes its model.pt)")
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Turn SIGTERM (a cluster's or `kill`'s request to stop) into an interrupt, like Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        # Once: a second SIGTERM (a sweep's process passes one on to its workers, which Slurm or a
-        # `kill` of the process group may also reach) would cut short the saving of the run's
-        # record and checkpoint. SIGKILL still stops it.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise RunInterrupted("", 128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecord, tracker: MetricLogger,
@@ -241,8 +219,8 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
 
     writer = CheckpointWriter(run_dir / CHECKPOINT_FILE, record.history, record.checkpoint_seconds or 0.0, digest,
                               trained_on, save=parts.save_checkpoint)
-    callbacks = [*_run_callbacks(config, run_dir, record, tracker, writer, model, optimizer, step, scheduler,
-                                 len(train_batches) if show_progress else None), *extra_callbacks]
+    callbacks = [*run_callbacks(config, run_dir, record, tracker, writer, model, optimizer, step, scheduler,
+                                len(train_batches) if show_progress else None), *extra_callbacks]
     forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
     plan = FitPlan(forward, train_batches, {split: batches(sets[split]) for split in ("test", "val") if split in sets},
                    epochs_done)
@@ -261,27 +239,6 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
         writer.close()
         record.checkpoint_seconds = writer.seconds
         tracker.close()
-
-
-def _run_callbacks(config: Config, run_dir: Path, record: RunRecord, tracker: MetricLogger, writer: CheckpointWriter,
-                   model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: StepSettings,
-                   scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-                   progress_batches: int | None) -> list[Callback]:
-    """The run's own epoch-end callbacks, in the order they run (docs/development.md): the LP-FT
-    switch, the progress bar (over ``progress_batches`` batches an epoch; None: no bar), the finite
-    check, the predictions, the record, the checkpoint, the trackers, the log line."""
-    unfreeze_at, epochs = config.freeze.unfreeze_at_epoch, config.train.epochs
-    return [
-        *([LpFtSwitch(model, optimizer, record, unfreeze_at, scheduler)] if unfreeze_at is not None else []),
-        *([Progress(progress_batches, epochs)] if progress_batches is not None else []),
-        FiniteEvaluation(),
-        SavePredictions(run_dir),
-        RecordEpochs(record),
-        CheckpointEpochs(writer, model, optimizer, step.scaler, run_dir, record, keep_last=config.keep_checkpoint,
-                         scheduler=scheduler, write_last=config.save_model),
-        Trackers(tracker),
-        EpochLog(),
-    ]
 
 
 def _datasets(config: Config, parts: Collaborators, show_progress: bool,

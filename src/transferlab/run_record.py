@@ -1,20 +1,15 @@
-"""The record a run starts with: its settings, the versions and machine it runs on, its Slurm job;
-and its last write, with the run's outcome. records.RunRecord is the type; run.py fills it in as
-the run learns the rest."""
+"""The record a run starts with: its settings, the versions and machine it runs on, its Slurm job.
+records.RunRecord is the type; run.py fills it in as the run learns the rest."""
 
 from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
 from transferlab import __version__
-from transferlab.callbacks import record_bytes
-from transferlab.checkpoint import write_failure
 from transferlab.config import Config, DataConfig, as_dict
 from transferlab.data import Transforms, data_source, dataset_name
-from transferlab.errors import TransferlabError
-from transferlab.records import RUN_FILE, RunRecord, utc_now, write_record
+from transferlab.records import RunRecord, utc_now
 
 
 def config_transforms(data: DataConfig) -> Transforms:
@@ -67,15 +62,3 @@ def versions() -> dict[str, str]:
         "omegaconf": omegaconf.__version__,
         "cuda": torch.version.cuda or "none",
     }
-
-
-def write_final_record(run_dir: Path, record: RunRecord) -> None:
-    """run.json with the run's outcome. When even that cannot be written (a full disk), the run.json
-    on disk stays as it was, a whole record of the last saved epoch, and the error says so."""
-    try:
-        write_record(run_dir, record.to_dict())
-    except OSError as error:
-        outcome = record.status + (f" ({record.error})" if record.error else "")
-        raise TransferlabError(f"the run {outcome}, but its record could not be saved: "
-                               f"{write_failure(run_dir / RUN_FILE, record_bytes(record), error)}; {RUN_FILE} "
-                               "still shows the last saved epoch") from error
