@@ -4,8 +4,8 @@ holds the facts about a model; nothing else asks ``if data.name == ...``.
 Each entry gives the dataset's loader, the step ``transferlab prepare`` takes for it, the settings
 besides data.name that say which data it is (its identity keys: a run's result depends on them
 even where they name a place, as data.root names an image folder), the transforms its
-conf/data/<name>.yaml gives it, and, where it has them, its own human name and the description of
-its source that run.json keeps.
+conf/data/<name>.yaml gives it, and, where it has them, its own human name, the description of
+its source that run.json keeps, and what the feature cache's key holds of it (``feature_source``).
 
 This module is imported when a config is composed, so it must not import torch: the loaders and
 prepare steps import what they need when they are called.

@@ -16,7 +16,7 @@ from transferlab.checkpoint import (
 )
 from transferlab.config import Config, result_config
 from transferlab.files import remove_leftover_temporaries
-from transferlab.records import RunRecord
+from transferlab.records import PREDICTIONS_FILE, RunRecord, write_record
 
 log = logging.getLogger("transferlab.run")
 
@@ -36,15 +36,19 @@ def starting_point(config: Config, run_dir: Path, model: torch.nn.Module, optimi
     run that starts at its first epoch, which removes the checkpoint of the run it starts over
     from (resume=false, force=true), so that no later resume takes it for this run's. ``trained_on``
     is the data_digest of this run's training images, which a checkpoint to resume must have.
-    Temporary files of writes a kill cut short (a checkpoint's is as big as one) are removed first."""
+    Temporary files of writes a kill cut short (a checkpoint's is as big as one) are removed first;
+    a resumed run's run.json is rewritten at once with the epochs it resumes after."""
     remove_leftover_temporaries(run_dir)
     path = run_dir / CHECKPOINT_FILE
     if resumes(config, path):
-        return resume(path, model, optimizer, scaler, record, config.freeze.unfreeze_at_epoch, config.train.epochs,
-                      scheduler, trained_on)
+        start = resume(path, model, optimizer, scaler, record, config.freeze.unfreeze_at_epoch, config.train.epochs,
+                       scheduler, trained_on)
+        write_record(run_dir, record.to_dict())
+        return start
     if path.exists() or digest_path(path).exists():
         log.info("starting over: removing %s of the earlier run", path)
         remove_checkpoint(path)
+    (run_dir / PREDICTIONS_FILE).unlink(missing_ok=True)  # no earlier run's predictions stay beside its run.json
     return 0, None
 
 

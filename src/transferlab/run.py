@@ -47,7 +47,7 @@ from transferlab.outputs import MODEL_FILE, save_model, write_samples  # noqa: F
 from transferlab.probe import PROBE_CACHED, PROBE_IN_LOOP, check_head_only
 from transferlab.probe_fit import FitPlan, on_cached_features
 from transferlab.probe_fit import cache_root as _cache_root  # _build_model's
-from transferlab.records import PREDICTIONS_FILE, RUN_FILE, SAMPLES_FILE, RunRecord, utc_now, write_record
+from transferlab.records import RUN_FILE, SAMPLES_FILE, RunRecord, utc_now, write_record
 from transferlab.resume import keep_what_was_saved, resumes, starting_point
 from transferlab.run_record import config_transforms, new_record
 
@@ -185,11 +185,7 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model, stages = _build_model(config, list(train_set.classes), device, memory_format, record)
     _refuse_batches_of_one(model, config, len(train_set))
-    optimizer = make_optimizer(
-        config.optim.name, _parameter_groups(model, stages, config), lr=config.optim.lr,
-        momentum=config.optim.momentum, weight_decay=config.optim.weight_decay, betas=tuple(config.optim.betas),
-        implementation=config.optim.implementation,
-    )
+    optimizer = _optimizer(model, stages, config)
     record.param_groups = schedules.describe_groups(optimizer)
     transforms = transforms_of(config.data, model)
     record.transforms = transforms.describe(config.data.image_size)
@@ -207,12 +203,11 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
                         config.optim.clip_grad_norm)
     trained_on = data_digest(train_set.images, train_set.labels, train_set.classes)
     epochs_done, digest = starting_point(config, run_dir, model, optimizer, step.scaler, record, scheduler, trained_on)
-    if epochs_done:
-        write_record(run_dir, record.to_dict())
-    else:  # a run from its first epoch: no earlier run's predictions stay beside its run.json
-        (run_dir / PREDICTIONS_FILE).unlink(missing_ok=True)
+    forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
     write_samples(run_dir / SAMPLES_FILE, train_set)
     sets = {"train": train_set, "test": test_set, **({"val": val_set} if val_set is not None else {})}
+    plan = FitPlan(forward, train_batches, {split: batches(sets[split]) for split in ("test", "val") if split in sets},
+                   epochs_done)
     log.info("%s (%s), %d of %d parameters train, %d training / %d test images, on %s, %s",
              config.model.name, record.init, record.params_trainable, record.params_total,
              len(train_set), len(test_set), record.device_name, record.precision)
@@ -221,9 +216,6 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
                               trained_on, save=parts.save_checkpoint)
     callbacks = [*run_callbacks(config, run_dir, record, tracker, writer, model, optimizer, step, scheduler,
                                 len(train_batches) if show_progress else None), *extra_callbacks]
-    forward = torch.compile(model, mode=config.train.compile_mode) if config.train.compile else model
-    plan = FitPlan(forward, train_batches, {split: batches(sets[split]) for split in ("test", "val") if split in sets},
-                   epochs_done)
     try:
         plan = on_cached_features(config, plan, model, sets, batches, device, amp_dtype, record, callbacks)
         fit(plan.forward, torch.nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing), plan.train_batches,
@@ -316,12 +308,15 @@ def _refuse_batches_of_one(model: torch.nn.Module, config: Config, train_images:
                           "images), or a model without BatchNorm")
 
 
-def _parameter_groups(model: torch.nn.Module, stages: list[list[str]], config: Config) -> list:
-    """The optimizer's parameters: one group, or with optim.layer_decay one group per stage."""
-    if config.optim.layer_decay is None:
-        return [p for p in model.parameters() if p.requires_grad]
-    return schedules.layer_decay_groups(model, stages, config.optim.lr, config.optim.layer_decay,
-                                        base_name=adapt.base_parameter_name)
+def _optimizer(model: torch.nn.Module, stages: list[list[str]], config: Config) -> torch.optim.Optimizer:
+    """The optimizer over the parameters that train: one group, or with optim.layer_decay one group
+    per stage."""
+    optim = config.optim
+    groups = ([p for p in model.parameters() if p.requires_grad] if optim.layer_decay is None else
+              schedules.layer_decay_groups(model, stages, optim.lr, optim.layer_decay,
+                                           base_name=adapt.base_parameter_name))
+    return make_optimizer(optim.name, groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
+                          betas=tuple(optim.betas), implementation=optim.implementation)
 
 
 def _make_scheduler(optimizer: torch.optim.Optimizer, config: Config,
