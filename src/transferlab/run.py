@@ -43,7 +43,7 @@ from transferlab.models import (
     apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
     head_modules, head_name, is_inside_heads, refuse_non_finite_weights, trainable_parameter_names,
 )
-from transferlab.outputs import MODEL_FILE, save_model, write_samples  # noqa: F401 (MODEL_FILE: run's own name)
+from transferlab.outputs import MODEL_FILE, save_model, write_samples
 from transferlab.probe import PROBE_CACHED, PROBE_IN_LOOP, check_head_only
 from transferlab.probe_fit import FitPlan, on_cached_features
 from transferlab.probe_fit import cache_root as _cache_root  # _build_model's
