@@ -39,7 +39,7 @@ import torchvision
 from transferlab.config import validate
 from transferlab.data import PROTOCOL_TRANSFORMS, Transforms, make_loader, make_synthetic
 from transferlab.engine import (
-    configure_determinism, evaluate, make_optimizer, select_amp_dtype, select_device, train_one_epoch,
+    StepSettings, configure_determinism, evaluate, make_optimizer, select_amp_dtype, select_device, train_one_epoch,
 )
 from transferlab.models import build_model
 from transferlab.run import run_training
@@ -85,10 +85,11 @@ def measure(model_name: str, data, settings: dict, device: torch.device, workers
     warmup = make_loader(data.subset(torch.arange(min(len(data), 3 * settings["batch_size"]))), variant.pipeline,
                          settings["batch_size"], settings["image_size"], train=True, seed=0, device=device,
                          num_workers=workers, memory_format=memory_format, transforms=variant.transforms)
-    train_one_epoch(forward, warmup.epoch(0), optimizer, device, amp_dtype)
+    train_one_epoch(forward, torch.nn.CrossEntropyLoss(), warmup.epoch(0), optimizer, device, StepSettings(amp_dtype))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = train_one_epoch(forward, loader.epoch(1), optimizer, device, amp_dtype)
+    result = train_one_epoch(forward, torch.nn.CrossEntropyLoss(), loader.epoch(1), optimizer, device,
+                             StepSettings(amp_dtype))
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     del model, forward, optimizer
     if device.type == "cuda":

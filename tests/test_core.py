@@ -17,7 +17,8 @@ from conftest import DRY_RUN, At, interrupt, tiny_config
 from transferlab.errors import RunInterrupted
 from transferlab.fit import Callback, fit
 from transferlab.records import SCHEMA_VERSION, RunRecord
-from transferlab.run import new_record, run_training
+from transferlab.run import run_training
+from transferlab.run_record import new_record
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "transferlab"
 
@@ -68,7 +69,7 @@ def fit_linear(epochs: range, callbacks, scheduler_gamma: float | None = None) -
     model = nn.Linear(3, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     scheduler = None if scheduler_gamma is None else torch.optim.lr_scheduler.ExponentialLR(optimizer, scheduler_gamma)
-    fit(model, Batches(), optimizer, epochs, device=torch.device("cpu"),
+    fit(model, nn.CrossEntropyLoss(), Batches(), optimizer, epochs, device=torch.device("cpu"),
         evaluations={"test": Batches(1), "val": Batches(2)}, scheduler=scheduler, callbacks=callbacks)
     return model
 
@@ -202,17 +203,16 @@ def test_a_config_that_is_not_allowed_is_one_error_and_writes_nothing(tmp_path, 
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
-def test_a_failed_checkpoint_write_in_a_run_that_then_completed_says_nothing_is_lost(tmp_path, monkeypatch, caplog):
+def test_a_failed_checkpoint_write_in_a_run_that_then_completed_says_nothing_is_lost(tmp_path, caplog):
     import errno
 
-    import transferlab.checkpoint as checkpoint_module
+    from transferlab.checkpoint import CheckpointWriteError, write_failure
+    from transferlab.run import Collaborators
 
     def full_disk(state, path, **kwargs):
-        raise checkpoint_module.CheckpointWriteError(checkpoint_module.write_failure(
-            path, 2**30, OSError(errno.ENOSPC, "No space left on device")))
+        raise CheckpointWriteError(write_failure(path, 2**30, OSError(errno.ENOSPC, "No space left on device")))
 
-    monkeypatch.setattr(checkpoint_module, "save_atomically", full_disk)
-    record = run_training(tiny_config("train.epochs=2"), tmp_path)
+    record = run_training(tiny_config("train.epochs=2"), tmp_path, parts=Collaborators(save_checkpoint=full_disk))
     assert record["status"] == "completed", record.get("error")
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warning.startswith("a checkpoint could not be saved (the disk is full: ") and "nothing is lost" in warning

@@ -14,7 +14,7 @@ from transferlab.composition import compose_config
 from transferlab.run_folders import run_dirname
 from transferlab.data import ImageSet, load_datasets
 from transferlab.datasets import DATASETS as TABLE
-from transferlab.datasets import data_source, dataset_name
+from transferlab.datasets import data_source, dataset_name, feature_source
 from transferlab.prepare import prepare_data
 
 
@@ -78,3 +78,29 @@ def test_a_new_identity_key_in_the_table_keeps_that_key_in_the_result_config(mon
     monkeypatch.setitem(datasets_module.DATASETS, "cifar10", spec)
     assert result_config({"data": {"name": "cifar10", "root": "/elsewhere"}})["data"] == {"name": "cifar10",
                                                                                           "root": "/elsewhere"}
+
+
+def test_the_feature_caches_key_holds_what_makes_each_datasets_images(tmp_path, monkeypatch):
+    """The feature cache's key (probe_fit.run_feature_identity) reads the dataset table, as nothing
+    asks ``if data.name == ...``: CIFAR's name alone, data=synthetic's sizes and seed, an image
+    folder's content (an image changed is another key), its stored size and test split."""
+    import numpy as np
+    from PIL import Image
+
+    assert feature_source(DataConfig(name="cifar10")) == {"name": "cifar10"}
+    assert feature_source(DataConfig(name="synthetic", num_train=8, num_test=4, subset_seed=3)) == {
+        "name": "synthetic", "num_train": 8, "num_test": 4, "seed": 3}
+    for name in ("cat", "dog"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for index in range(2):
+            Image.fromarray(np.full((8, 8, 3), 40 * index, np.uint8)).save(tmp_path / "train" / name / f"{index}.png")
+    folder = DataConfig(name="imagefolder", root=str(tmp_path), image_size=32, stored_size=32, test_fraction=0.5,
+                        subset_seed=7)
+    key = feature_source(folder)
+    assert list(key) == ["name", "content", "stored_size", "test_fraction", "test_seed"]
+    assert (key["name"], key["stored_size"], key["test_fraction"], key["test_seed"]) == ("imagefolder", 32, 0.5, 7)
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / "train" / "dog" / "1.png")
+    assert feature_source(folder)["content"] != key["content"]
+    spec = dataclasses.replace(TABLE["cifar10"], feature_key=lambda data: {"root": data.root})
+    monkeypatch.setitem(datasets_module.DATASETS, "cifar10", spec)  # a new entry's key comes from its own field
+    assert feature_source(DataConfig(name="cifar10", root="/here")) == {"name": "cifar10", "root": "/here"}

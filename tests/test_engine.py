@@ -126,7 +126,7 @@ def test_the_batch_loops_never_make_the_host_wait():
     bar = ProgressBar("epoch 1/1", total_batches=60, stream=io.StringIO(), per_second=1e9)
     cpu = torch.device("cpu")
     ops, reads = WaitingOps(), HostReads()
-    trained = train_one_epoch(model, watched(DeviceLoader(train_set, 8, 16, train=True, seed=0).epoch(1), ops, reads),
+    trained = train_one_epoch(model, nn.CrossEntropyLoss(), watched(DeviceLoader(train_set, 8, 16, train=True, seed=0).epoch(1), ops, reads),
                               optimizer, cpu, on_batch=bar)
     assert trained.images == 480 and "60/60" in bar.stream.getvalue()
     tested = evaluate(model, watched(DeviceLoader(test_set, 8, 16, train=False, seed=0).epoch(1), ops, reads), cpu)
@@ -171,11 +171,11 @@ def test_a_non_finite_loss_is_caught_by_the_check_and_at_the_end():
     counted = ((consumed.append(1) or batch) for batch in poisoned(200, bad=7))
     with pytest.raises(NonFiniteLoss) as caught:
         model, optimizer = fresh()
-        train_one_epoch(model, counted, optimizer, torch.device("cpu"), finite_check_every=10)
+        train_one_epoch(model, nn.CrossEntropyLoss(), counted, optimizer, torch.device("cpu"), finite_check_every=10)
     assert caught.value.batch == 7 and len(consumed) == 10  # on the CPU the check sees every batch so far
     with pytest.raises(NonFiniteLoss) as caught:
         model, optimizer = fresh()
-        train_one_epoch(model, poisoned(5, bad=4), optimizer, torch.device("cpu"))
+        train_one_epoch(model, nn.CrossEntropyLoss(), poisoned(5, bad=4), optimizer, torch.device("cpu"))
     assert caught.value.batch == 4
 
 
@@ -189,7 +189,7 @@ def test_train_and_evaluate_return_true_means():
     expected_loss = sum(nn.functional.cross_entropy(model(x), y, reduction="sum").item() for x, y in batches(5)) / 40
     assert tested.loss == pytest.approx(expected_loss, rel=1e-5)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    trained = train_one_epoch(model, batches(5), optimizer, torch.device("cpu"))
+    trained = train_one_epoch(model, nn.CrossEntropyLoss(), batches(5), optimizer, torch.device("cpu"))
     assert trained.accuracy == 1.0 and trained.loss == pytest.approx(expected_loss, rel=1e-5)
     assert trained.seconds > 0 and trained.images_per_second == pytest.approx(40 / trained.seconds)
 
@@ -201,7 +201,7 @@ def test_progress_bar_shows_batches_loss_accuracy_and_rate(capsys):
     model = nn.Linear(4, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     bar = ProgressBar("epoch 1/1", total_batches=3, stream=stream)
-    train_one_epoch(model, batches(3), optimizer, torch.device("cpu"), on_batch=bar)
+    train_one_epoch(model, nn.CrossEntropyLoss(), batches(3), optimizer, torch.device("cpu"), on_batch=bar)
     text = stream.getvalue()
     assert "epoch 1/1 [" in text and "3/3" in text and "loss " in text and "acc " in text and "img/s" in text
 
@@ -261,7 +261,7 @@ def test_a_non_finite_loss_is_reported_at_the_batch_where_it_first_happened(bad)
 
     model = nn.Linear(4, 2)
     with pytest.raises(NonFiniteLoss) as error:
-        train_one_epoch(model, poisoned(), torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"))
+        train_one_epoch(model, nn.CrossEntropyLoss(), poisoned(), torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"))
     assert error.value.batch == bad
 
 

@@ -19,7 +19,8 @@ from transferlab.config import MAX_SEED, Config, validate
 from transferlab.composition import compose_with_hydra, config_dir
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.locks import RUN_LOCK_FILE
-from transferlab.run import run_training
+from transferlab.data import make_loader
+from transferlab.run import Collaborators, run_training
 
 from conftest import TINY, compose_config, tiny_config
 
@@ -76,18 +77,29 @@ def test_every_float_setting_of_the_schema_refuses_nan_and_infinity(bad):
         assert str(error.value).startswith(f"{key}=") and "is not allowed" in str(error.value), key
 
 
-def test_a_non_finite_test_loss_fails_the_run(tmp_path, monkeypatch):
+class NanImages:
+    """A loader whose images are all NaN (what weights left NaN make of any image)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self):
+        return len(self.loader)
+
+    def epoch(self, epoch):
+        for images, labels in self.loader.epoch(epoch):
+            yield images * math.nan, labels
+
+
+def test_a_non_finite_test_loss_fails_the_run(tmp_path):
     """One training batch can end finite while its step leaves the weights NaN: the test loss is
-    then NaN, which made a `completed` run."""
-    import transferlab.fit as fit_module
+    then NaN, which made a `completed` run. Here the training is finite and the test images are
+    NaN: the test loss is NaN all the same."""
+    def nan_test_images(*args, train, **kwargs):
+        loader = make_loader(*args, train=train, **kwargs)
+        return loader if train else NanImages(loader)
 
-    real_evaluate = fit_module.evaluate
-
-    def diverged(*args, **kwargs):
-        return dataclasses.replace(real_evaluate(*args, **kwargs), loss=math.nan)
-
-    monkeypatch.setattr(fit_module, "evaluate", diverged)
-    record = run_training(tiny_config(*SMALL_RUN), tmp_path)
+    record = run_training(tiny_config(*SMALL_RUN), tmp_path, parts=Collaborators(make_loader=nan_test_images))
     assert record["status"] == "failed"
     assert record["error"] == ("epoch 1: the test loss is not finite (nan); the weights diverged: try a lower "
                                "optim.lr or precision=fp32")
@@ -177,20 +189,20 @@ def test_tune_refuses_an_infinite_learning_rate_bound(capsys):
         "transferlab tune: error: --lr 0.0001 inf is not allowed; give finite numbers 0 < LOW < HIGH"]
 
 
-def test_fp16_on_the_cpu_is_announced_once_at_the_start(tmp_path, monkeypatch, caplog):
+def test_fp16_on_the_cpu_is_announced_once_at_the_start(tmp_path, caplog):
     """float16 autocast on the CPU trains 50-150x slower than fp32 (measured: ResNet18, 2-core Xeon)."""
     def stop(*args, **kwargs):
         raise TransferlabError("stopped before training")
 
-    monkeypatch.setattr(run_module, "load_datasets", stop)
+    stopped = Collaborators(load_datasets=stop)
     for precision, warned in (("fp16", 1), ("fp32", 0), ("bf16", 0)):
         caplog.clear()
-        record = run_training(tiny_config(f"precision={precision}"), tmp_path / precision)
+        record = run_training(tiny_config(f"precision={precision}"), tmp_path / precision, parts=stopped)
         assert record["precision"] == precision and record["error"] == "stopped before training"
         warnings = [r for r in caplog.records if r.levelname == "WARNING" and "precision=fp16" in r.getMessage()]
         assert len(warnings) == warned
     caplog.clear()
-    run_training(tiny_config("precision=fp16"), tmp_path / "again")
+    run_training(tiny_config("precision=fp16"), tmp_path / "again", parts=stopped)
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warning.startswith("precision=fp16 on the CPU trains about 50-150x slower than fp32")
     assert "use precision=fp32 or auto, or bf16" in warning

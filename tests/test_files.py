@@ -19,7 +19,7 @@ from transferlab.files import (
     disk_full, leftover_temporaries, remove_leftover_temporaries, write_atomic, write_failure,
 )
 from transferlab.records import write_record
-from transferlab.run import write_samples
+from transferlab.outputs import write_samples
 
 TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{12}\.tmp$")
 

@@ -17,7 +17,7 @@ from transferlab.data import (
     CROP_PADDING, DeviceLoader, Transforms, epoch_generator, make_synthetic, reference_transform,
 )
 from transferlab.data.imagefolder import load_imagefolder
-from transferlab.engine import ProgressBar, evaluate, make_optimizer, train_one_epoch
+from transferlab.engine import ProgressBar, StepSettings, evaluate, make_optimizer, train_one_epoch
 from transferlab.models import build_model
 from transferlab.run import run_training
 
@@ -147,7 +147,8 @@ def test_an_epoch_and_an_evaluation_never_wait_for_the_gpu(precision, implementa
     train_batches = DeviceLoader(train_set.to(CUDA), 16, 32, train=True, seed=0, memory_format=torch.channels_last)
     test_batches = DeviceLoader(test_set.to(CUDA), 100, 32, train=False, seed=0, memory_format=torch.channels_last)
     bar = ProgressBar("epoch 1/1", total_batches=len(train_batches), stream=io.StringIO(), per_second=1e9)
-    trained = train_one_epoch(model, strict(train_batches.epoch(1)), optimizer, CUDA, precision, scaler, bar)
+    trained = train_one_epoch(model, torch.nn.CrossEntropyLoss(), strict(train_batches.epoch(1)), optimizer, CUDA,
+                              StepSettings(precision, scaler), on_batch=bar)
     tested = evaluate(model, strict(test_batches.epoch(1)), CUDA, precision)
     assert trained.images == 1600 and tested.images == 800
     assert 0.0 <= tested.accuracy <= 1.0 and tested.loss == tested.loss  # read after the loop: not NaN
@@ -166,9 +167,9 @@ def test_an_epoch_with_a_schedule_clipping_and_label_smoothing_never_waits_for_t
                                betas=(0.9, 0.999), implementation="fused")
     train_batches = DeviceLoader(train_set.to(CUDA), 16, 32, train=True, seed=0, memory_format=torch.channels_last)
     scheduler = make_scheduler(optimizer, ScheduleFactor("cosine", len(train_batches), 1, warmup_epochs=0.5))
-    trained = train_one_epoch(model, strict(train_batches.epoch(1)), optimizer, CUDA, torch.float16,
-                              torch.amp.GradScaler("cuda"), scheduler=scheduler, label_smoothing=0.1,
-                              clip_grad_norm=1.0)
+    trained = train_one_epoch(model, torch.nn.CrossEntropyLoss(label_smoothing=0.1), strict(train_batches.epoch(1)),
+                              optimizer, CUDA, StepSettings(torch.float16, torch.amp.GradScaler("cuda"), 1.0),
+                              scheduler=scheduler)
     assert trained.images == 800 and scheduler.last_epoch == len(train_batches)
 
 

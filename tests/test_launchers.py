@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import transferlab.gpus as gpus
-import transferlab.run as run_module
+import transferlab.devices as devices_module
 
 from conftest import DRY_RUN, compose_config, start_transferlab, transferlab
 
@@ -116,12 +116,12 @@ def test_runs_on_a_multi_gpu_machine_get_distinct_gpus(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(uuid=f"uuid-{index}"))
     monkeypatch.setenv(gpus.LOCK_DIR_ENV, str(tmp_path))
-    with run_module._run_device("cuda") as first, run_module._run_device("auto") as second:
+    with devices_module.run_device("cuda") as first, devices_module.run_device("auto") as second:
         assert {first, second} == {torch.device("cuda", 0), torch.device("cuda", 1)}
-    with run_module._run_device("cuda") as again:
+    with devices_module.run_device("cuda") as again:
         assert again == torch.device("cuda", 0)  # released when the run ended
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with run_module._run_device("cuda") as only:
+    with devices_module.run_device("cuda") as only:
         assert only == torch.device("cuda")  # one GPU: nothing to claim
 
 

@@ -266,7 +266,7 @@ def test_a_last_training_batch_of_one_image_joins_the_batch_before(pipeline):
         assert sorted(torch.cat([labels for _, labels in batches]).tolist()) == sorted(data.labels.tolist())
     data = everything.subset(torch.arange(65))
     model = batch_norm_model(len(data.classes))
-    trained = train_one_epoch(model, pipeline(data, batch_size=64, image_size=8, train=True, seed=0,
+    trained = train_one_epoch(model, torch.nn.CrossEntropyLoss(), pipeline(data, batch_size=64, image_size=8, train=True, seed=0,
                                               **extra).epoch(1), torch.optim.SGD(model.parameters(), lr=0.1), cpu)
     assert trained.images == 65
     test_batches = pipeline(data, batch_size=64, image_size=8, train=False, seed=0, **extra)

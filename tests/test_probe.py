@@ -239,10 +239,10 @@ def test_the_cached_probe_trains_the_head_as_the_training_loop_does(tmp_path, sy
             self.test.append(end.evaluated["test"].loss)
 
     looped, fitted = Losses(), Losses()
-    fit(in_loop, image_batches(train, True, seed=5), torch.optim.SGD(
+    fit(in_loop, torch.nn.CrossEntropyLoss(), image_batches(train, True, seed=5), torch.optim.SGD(
         [p for p in in_loop.parameters() if p.requires_grad], lr=0.05, momentum=0.9), range(1, 4), device=CPU,
         evaluations={"test": image_batches(test, False)}, callbacks=[looped])
-    fit(probe.HeadOrNetwork(cached, cached.fc), probe.PhasedBatches(
+    fit(probe.HeadOrNetwork(cached, cached.fc), torch.nn.CrossEntropyLoss(), probe.PhasedBatches(
         probe.FeatureBatches(features["train"], 16, True, seed=5), image_batches(train, True, seed=5), 3),
         torch.optim.SGD(cached.fc.parameters(), lr=0.05, momentum=0.9), range(1, 4), device=CPU,
         evaluations={"test": probe.FeatureBatches(features["test"], 16, False, seed=5)}, callbacks=[fitted])

@@ -303,7 +303,7 @@ def image_set(labels: list[int], num_classes: int):
 @pytest.mark.parametrize(("num_classes", "per_class", "kept_classes"), [(10, 4, 10), (30, 3, 30), (100, 1, 100),
                                                                          (250, 1, 100)])
 def test_the_samples_are_the_first_few_of_each_class(tmp_path, num_classes, per_class, kept_classes):
-    from transferlab.run import write_samples
+    from transferlab.outputs import write_samples
 
     # Sorted by class, as many datasets are on disk: the first 32 images would be 1 or 2 classes.
     labels = [label for label in range(num_classes) for _ in range(5)]
@@ -319,7 +319,7 @@ def test_the_samples_are_the_first_few_of_each_class(tmp_path, num_classes, per_
 
 
 def test_a_class_with_few_training_images_keeps_what_it_has(tmp_path):
-    from transferlab.run import write_samples
+    from transferlab.outputs import write_samples
 
     data = image_set([0, 1, 1, 1, 1, 1, 2, 2] * 1, 4)  # class 3: no training image (a small subset)
     write_samples(tmp_path / "samples.npz", data)
@@ -329,7 +329,7 @@ def test_a_class_with_few_training_images_keeps_what_it_has(tmp_path):
 
 def test_the_sample_grid_has_a_row_per_class_under_its_name(tmp_path):
     from transferlab.report.figures import samples_figure
-    from transferlab.run import write_samples
+    from transferlab.outputs import write_samples
 
     data = image_set([i % 10 for i in range(60)], 10)  # class of image i: i % 10
     write_samples(tmp_path / "samples.npz", data)

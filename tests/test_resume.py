@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from transferlab.checkpoint import CHECKPOINT_FILE, digest_path, file_sha256, load_checkpoint, restore, write_digest
+from transferlab.checkpoint import (
+    CHECKPOINT_FILE, digest_path, file_sha256, load_checkpoint, restore, save_atomically, write_digest,
+)
 from transferlab.errors import RunInterrupted
 from transferlab.models import build_model
-from transferlab.run import run_training
+from transferlab.run import Collaborators, run_training
 
 from conftest import TINY, At, interrupt, start_transferlab, tiny_config, transferlab
 
@@ -115,11 +117,9 @@ def test_sigterm_stops_cleanly_marks_interrupted_and_resumes(tmp_path):
     assert load_checkpoint(run_dir / CHECKPOINT_FILE).epoch == 3  # kept
 
 
-def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(tmp_path, monkeypatch):
+def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(tmp_path):
     """Epoch 2's third batch (of 10) holds a NaN image: the run stops there and says so."""
-    import transferlab.run as run_module
-
-    real_make_loader = run_module.make_loader
+    from transferlab.data import make_loader as real_make_loader
 
     class PoisonedLoader:
         def __init__(self, loader):
@@ -139,8 +139,7 @@ def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(tmp_path, monkey
         loader = real_make_loader(*args, train=train, **kwargs)
         return PoisonedLoader(loader) if train else loader
 
-    monkeypatch.setattr(run_module, "make_loader", make_loader)
-    record = run_training(tiny_config("train.epochs=3"), tmp_path)
+    record = run_training(tiny_config("train.epochs=3"), tmp_path, parts=Collaborators(make_loader=make_loader))
     assert record["status"] == "failed"
     assert record["error"].startswith("epoch 2, batch 3: the training loss is not finite"), record["error"]
     assert [e["epoch"] for e in record["history"]] == [1]
@@ -275,35 +274,34 @@ def test_a_checkpoint_whose_epoch_fits_neither_its_history_nor_the_run_is_refuse
     assert record["error"] == f"{path} {message}; delete it or pass resume=false"
 
 
-def test_a_kill_between_the_digest_and_the_rename_leaves_a_checkpoint_that_verifies(tmp_path, monkeypatch):
+def test_a_kill_between_the_digest_and_the_rename_leaves_a_checkpoint_that_verifies(tmp_path):
     """The digest file lands before its checkpoint's rename and names the checkpoint it replaces,
     so a kill between the two leaves the older checkpoint with a digest that matches it, also when
     the resumed run is killed there again."""
-    import transferlab.files as files_module  # every atomic write renames there
+    renames, failing = [], []
 
-    real_replace, renames, failing = files_module.os.replace, [], []
-
-    def killed_before_a_rename(source, target):
-        if Path(target).name == CHECKPOINT_FILE:
-            renames.append(target)
+    def killed_before_a_rename(state, path, before_rename):
+        def digest_then_killed(digest):
+            before_rename(digest)  # the digest file lands; the rename would come next
+            renames.append(path)
             if len(renames) in failing:
                 raise OSError(5, "killed before the rename (as the test has it)")
-        return real_replace(source, target)
+
+        return save_atomically(state, path, before_rename=digest_then_killed)
 
     config = tiny_config("train.epochs=4", *SMALL_RUN)
     path = tmp_path / CHECKPOINT_FILE
-    monkeypatch.setattr(files_module.os, "replace", killed_before_a_rename)
+    killed = Collaborators(save_checkpoint=killed_before_a_rename)
     failing[:] = [2]  # epoch 2's checkpoint; the run stops at the next save
-    assert run_training(config, tmp_path)["status"] == "failed"
+    assert run_training(config, tmp_path, parts=killed)["status"] == "failed"
     digests = json.loads(digest_path(path).read_text())
     assert load_checkpoint(path).epoch == 1 and digests["replaces_sha256"] == file_sha256(path) != digests["sha256"]
 
     renames.clear()
     failing[:] = [1]  # the resumed run's first checkpoint, epoch 2 again, replacing epoch 1's again
-    again = run_training(config, tmp_path)
+    again = run_training(config, tmp_path, parts=killed)
     assert again["status"] == "failed" and again["resumed_after_epoch"] == 1
     assert load_checkpoint(path).epoch == 1
-    monkeypatch.undo()
     resumed = run_training(config, tmp_path)
     assert resumed["status"] == "completed", resumed.get("error")
     assert resumed["resumed_after_epoch"] == 1 and [e["epoch"] for e in resumed["history"]] == [1, 2, 3, 4]
@@ -350,25 +348,22 @@ def test_a_failed_runs_log_holds_its_traceback(tmp_path):
 # Checkpoints off the critical path, and a disk too small for them.
 
 
-def test_checkpoints_are_written_while_the_next_epoch_trains_and_the_last_is_skipped(tmp_path, monkeypatch):
+def test_checkpoints_are_written_while_the_next_epoch_trains_and_the_last_is_skipped(tmp_path):
     """Epoch 1's checkpoint is written by another thread, which can only finish once epoch 2 has
     trained (so a save in the loop itself would time out); the final epoch writes none, since a
     completed run deletes it; the run records what checkpoints cost it."""
     import threading
 
-    import transferlab.checkpoint as checkpoint_module
-
     epoch_two_trained, writes = threading.Event(), []
-    real_save = checkpoint_module.save_atomically
 
     def save_after_epoch_two(state, path, **kwargs):
         on_main_thread = threading.current_thread() is threading.main_thread()
         writes.append((state["epoch"], on_main_thread, epoch_two_trained.wait(timeout=0 if on_main_thread else 120)))
-        return real_save(state, path, **kwargs)
+        return save_atomically(state, path, **kwargs)
 
-    monkeypatch.setattr(checkpoint_module, "save_atomically", save_after_epoch_two)
     record = run_training(tiny_config("train.epochs=2", "data.num_train=64", "data.num_test=32"), tmp_path,
-                          callbacks=[At(2, 1, epoch_two_trained.set)])
+                          callbacks=[At(2, 1, epoch_two_trained.set)],
+                          parts=Collaborators(save_checkpoint=save_after_epoch_two))
     assert record["status"] == "completed", record.get("error")
     assert writes == [(1, False, True)]
     assert record["checkpoint_seconds"] > 0

@@ -11,7 +11,7 @@ import torchvision
 
 from conftest import tiny_config
 from transferlab.checkpoint import CHECKPOINT_FILE, load_checkpoint
-from transferlab.engine import train_one_epoch
+from transferlab.engine import StepSettings, train_one_epoch
 from transferlab.errors import ConfigError
 from transferlab.run import run_training
 from transferlab.schedules import (
@@ -66,7 +66,7 @@ def test_train_one_epoch_steps_the_scheduler_after_every_batch():
     model = torch.nn.Linear(8, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = make_scheduler(optimizer, ScheduleFactor("step", 3, 2, step_epochs=1, step_gamma=0.1))
-    train_one_epoch(model, _batches(3), optimizer, torch.device("cpu"), scheduler=scheduler)
+    train_one_epoch(model, torch.nn.CrossEntropyLoss(), _batches(3), optimizer, torch.device("cpu"), scheduler=scheduler)
     assert scheduler.last_epoch == 3 and optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
 
 
@@ -75,7 +75,8 @@ def test_label_smoothing_is_the_training_loss():
     model = torch.nn.Linear(8, 3)
     images, labels = _batches(1)[0]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # no update: the loss of the same weights
-    smoothed = train_one_epoch(model, [(images, labels)], optimizer, torch.device("cpu"), label_smoothing=0.2).loss
+    smoothed = train_one_epoch(model, torch.nn.CrossEntropyLoss(label_smoothing=0.2), [(images, labels)], optimizer,
+                               torch.device("cpu")).loss
     expected = torch.nn.functional.cross_entropy(model(images), labels, label_smoothing=0.2).item()
     assert smoothed == pytest.approx(expected) and smoothed != pytest.approx(
         torch.nn.functional.cross_entropy(model(images), labels).item())
@@ -87,7 +88,8 @@ def test_clip_grad_norm_bounds_each_step():
     images, labels = _batches(1)[0]
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    train_one_epoch(model, [(images * 100, labels)], optimizer, torch.device("cpu"), clip_grad_norm=0.01)
+    train_one_epoch(model, torch.nn.CrossEntropyLoss(), [(images * 100, labels)], optimizer, torch.device("cpu"),
+                    StepSettings(clip_grad_norm=0.01))
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert (after - before).norm().item() == pytest.approx(0.01, rel=1e-3)  # lr 1 x a gradient clipped to 0.01
 
@@ -161,7 +163,7 @@ def test_the_schedule_clipping_and_smoothing_keep_the_batch_loop_from_waiting_fo
     scheduler = make_scheduler(optimizer, ScheduleFactor("cosine", 12, 1, warmup_epochs=0.5))
     ops, reads = WaitingOps(), HostReads()
     batches = watched(DeviceLoader(train_set, 8, 16, train=True, seed=0).epoch(1), ops, reads)
-    trained = train_one_epoch(model, batches, optimizer, torch.device("cpu"), scheduler=scheduler,
-                              label_smoothing=0.1, clip_grad_norm=0.5)
+    trained = train_one_epoch(model, torch.nn.CrossEntropyLoss(label_smoothing=0.1), batches, optimizer,
+                              torch.device("cpu"), StepSettings(clip_grad_norm=0.5), scheduler=scheduler)
     assert trained.images == 96 and scheduler.last_epoch == 12
     assert ops.seen == [] and reads.seen == [], (ops.seen, reads.seen)

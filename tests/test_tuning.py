@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from transferlab.config import validate
 from transferlab.composition import compose_with_hydra
 from transferlab.errors import ConfigError
-from transferlab.run import hold_out_validation, load_datasets, run_training
+from transferlab.data import hold_out_validation
+from transferlab.run import load_datasets, run_training
 from transferlab.errors import SweepRefused
 from transferlab.tuning import RequireValidationSplit, objective
 

@@ -1,7 +1,7 @@
 """What a run does at each epoch's end, as callbacks of transferlab.fit: each finished epoch into the
 record, its checkpoint (with the run.json that goes with it), the trackers, the log line, the
-LP-FT switch, the last epoch's test predictions and the progress bar. run.py lists them in this
-order; each does one thing."""
+LP-FT switch, the last epoch's test predictions and the progress bar. ``run_callbacks`` lists a
+run's in their order; each does one thing."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from transferlab.checkpoint import RESUME_ADVICE, CheckpointWriteError, CheckpointWriter, write_failure
-from transferlab.engine import ProgressBar
+from transferlab.config import Config
+from transferlab.engine import ProgressBar, StepSettings
 from transferlab.errors import TransferlabError
 from transferlab.fit import Callback, EpochEnd
 from transferlab.loggers import MetricLogger
@@ -220,3 +221,24 @@ class Progress(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def run_callbacks(config: Config, run_dir: Path, record: RunRecord, tracker: MetricLogger, writer: CheckpointWriter,
+                   model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: StepSettings,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+                   progress_batches: int | None) -> list[Callback]:
+    """The run's own epoch-end callbacks, in the order they run (docs/development.md): the LP-FT
+    switch, the progress bar (over ``progress_batches`` batches an epoch; None: no bar), the finite
+    check, the predictions, the record, the checkpoint, the trackers, the log line."""
+    unfreeze_at, epochs = config.freeze.unfreeze_at_epoch, config.train.epochs
+    return [
+        *([LpFtSwitch(model, optimizer, record, unfreeze_at, scheduler)] if unfreeze_at is not None else []),
+        *([Progress(progress_batches, epochs)] if progress_batches is not None else []),
+        FiniteEvaluation(),
+        SavePredictions(run_dir),
+        RecordEpochs(record),
+        CheckpointEpochs(writer, model, optimizer, step.scaler, run_dir, record, keep_last=config.keep_checkpoint,
+                         scheduler=scheduler, write_last=config.save_model),
+        Trackers(tracker),
+        EpochLog(),
+    ]

@@ -237,11 +237,14 @@ class CheckpointWriter:
     resume would redo). ``finish`` waits for the last write and raises its error. ``seconds`` is
     what the run paid: copying, and waiting for writes. ``saved_history`` is the history of the
     last checkpoint on disk, ``digest`` its SHA-256 (None: no checkpoint, or not known);
-    ``data_digest`` (transferlab.checkpoint.data_digest) goes into every checkpoint."""
+    ``data_digest`` (transferlab.checkpoint.data_digest) goes into every checkpoint. ``save`` writes
+    each one, as ``save_atomically`` does (a test hands in one that fails where it says)."""
 
     def __init__(self, path: Path, saved_history: list[dict[str, Any]], seconds: float = 0.0,
-                 digest: str | None = None, data_digest: str | None = None):
+                 digest: str | None = None, data_digest: str | None = None,
+                 save: Callable[..., str] = save_atomically):
         self.path = path
+        self._save = save
         self.data_digest = data_digest  # kept in every checkpoint: the images the run trains on
         self.saved_history = list(saved_history)
         self.seconds = seconds
@@ -292,7 +295,7 @@ class CheckpointWriter:
             except OSError as error:
                 raise CheckpointWriteError(write_failure(digest_path(self.path), 4096, error)) from error
 
-        self.digest = save_atomically(state, self.path, before_rename=record_digest)
+        self.digest = self._save(state, self.path, before_rename=record_digest)
         self.saved_history = state["history"]
         if after is not None:
             after()

@@ -4,8 +4,8 @@ holds the facts about a model; nothing else asks ``if data.name == ...``.
 Each entry gives the dataset's loader, the step ``transferlab prepare`` takes for it, the settings
 besides data.name that say which data it is (its identity keys: a run's result depends on them
 even where they name a place, as data.root names an image folder), the transforms its
-conf/data/<name>.yaml gives it, and, where it has them, its own human name and the description of
-its source that run.json keeps.
+conf/data/<name>.yaml gives it, and, where it has them, its own human name, the description of
+its source that run.json keeps, and what the feature cache's key holds of it (``feature_source``).
 
 This module is imported when a config is composed, so it must not import torch: the loaders and
 prepare steps import what they need when they are called.
@@ -48,6 +48,9 @@ class DatasetSpec:
     # (synthetic generates them from it; an image folder without a test folder holds out its test
     # split by it): runs with another data.subset_seed saw other data, and the report never pairs them.
     images_follow_subset_seed: bool = False
+    # The settings besides data.name that the images' features depend on (the feature cache's key:
+    # run.json's ``feature_cache``); None: data.name alone says which images these are.
+    feature_key: Callable[[DataConfig], dict[str, Any]] | None = None
 
 
 def _load_cifar10(data: DataConfig, show_progress: bool) -> tuple[ImageSet, ImageSet]:
@@ -135,6 +138,17 @@ def _image_folder_name(data: DataConfig) -> str:
     return Path(data.root).expanduser().resolve().name
 
 
+def _image_folder_feature_key(data: DataConfig) -> dict[str, Any]:
+    from transferlab.data.imagefolder import scan_folder
+
+    return {"content": scan_folder(data.root).content_key(data.stored_size), "stored_size": data.stored_size,
+            "test_fraction": data.test_fraction, "test_seed": data.subset_seed}
+
+
+def _synthetic_feature_key(data: DataConfig) -> dict[str, Any]:
+    return {"num_train": data.num_train, "num_test": data.num_test, "seed": data.subset_seed}
+
+
 def _describe_image_folder(data: DataConfig) -> dict[str, str]:
     from transferlab.data.imagefolder import describe_source
 
@@ -155,9 +169,9 @@ DATASETS: dict[str, DatasetSpec] = {
                                transforms={"augment": "random_resized_crop", "normalize": "imagenet",
                                            "test_crop": 0.875, "crop_scale": [0.08, 1.0]},
                                display_name=_image_folder_name, describe=_describe_image_folder,
-                               images_follow_subset_seed=True),
+                               images_follow_subset_seed=True, feature_key=_image_folder_feature_key),
     "synthetic": DatasetSpec(load=_load_synthetic, prepare=prepare_synthetic, transforms=_CIFAR10_TRANSFORMS,
-                             images_follow_subset_seed=True),
+                             images_follow_subset_seed=True, feature_key=_synthetic_feature_key),
 }
 
 
@@ -178,6 +192,12 @@ def data_source(data: DataConfig) -> dict[str, str] | None:
     """run.json's ``data_source``: where the splits come from (an image folder's), or None."""
     spec = DATASETS[data.name]
     return spec.describe(data) if spec.describe is not None else None
+
+
+def feature_source(data: DataConfig) -> dict[str, Any]:
+    """Which images these are, as the feature cache's key says it: data.name and its feature_key."""
+    spec = DATASETS[data.name]
+    return {"name": data.name, **(spec.feature_key(data) if spec.feature_key is not None else {})}
 
 
 def load_datasets(data: DataConfig, subset_seed: int, show_progress: bool = False) -> tuple[ImageSet, ImageSet]:

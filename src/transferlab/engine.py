@@ -221,35 +221,46 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+@dataclass(frozen=True)
+class StepSettings:
+    """How each training step runs, beside the model, loss, batches and optimizer it is given:
+    ``amp_dtype`` is the autocast dtype (None: plain fp32; evaluation uses it too), ``scaler`` the
+    fp16 GradScaler (None without one), ``clip_grad_norm`` the largest total L2 norm the gradients
+    keep (None: no clipping)."""
+
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    clip_grad_norm: float | None = None
+
+
 def train_one_epoch(
     model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
     device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    scaler: torch.amp.GradScaler | None = None,
+    step: StepSettings = StepSettings(),
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_batch: Callable[[int, _Totals], None] | None = None,
     finite_check_every: int = 50,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    label_smoothing: float = 0.0,
-    clip_grad_norm: float | None = None,
 ) -> EpochResult:
-    """One pass over ``batches``. A NaN or infinite loss stops the epoch with NonFiniteLoss: at the
-    end, and on the way at a check every ``finite_check_every`` batches (which does not wait for
-    the device, so on a GPU it notices the loss some batches later).
+    """One pass over ``batches``, minimising ``loss_fn(logits, labels)`` (the epoch's reported loss
+    is that loss: label-smoothed where ``loss_fn`` smooths). A NaN or infinite loss stops the epoch
+    with NonFiniteLoss: at the end, and on the way at a check every ``finite_check_every`` batches
+    (which does not wait for the device, so on a GPU it notices the loss some batches later).
 
-    ``scheduler`` steps after every optimizer step; ``label_smoothing`` smooths the training loss
-    (the epoch's reported loss is that smoothed loss); ``clip_grad_norm`` rescales the gradients to
-    at most that total L2 norm before each step (after unscaling them, with a GradScaler), on the
+    ``scheduler`` steps after every optimizer step; ``step.clip_grad_norm`` rescales the gradients
+    to at most that total L2 norm before each step (after unscaling them, with a GradScaler), on the
     device: the norm is never read on the host."""
     model.train()
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    amp_dtype, scaler, clip_grad_norm = step.amp_dtype, step.scaler, step.clip_grad_norm
     clipped = ([p for group in optimizer.param_groups for p in group["params"]]
                if clip_grad_norm is not None else [])
     totals = _Totals(device)
     _synchronize(device)
     start = time.perf_counter()
-    for step, (images, labels) in enumerate(batches, start=1):
+    for batch, (images, labels) in enumerate(batches, start=1):
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images)
             loss = loss_fn(logits, labels)
@@ -269,10 +280,10 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         totals.add(loss, logits, labels)
-        if step % finite_check_every == 0:
+        if batch % finite_check_every == 0:
             totals.check_finite()
         if on_batch is not None:
-            on_batch(step, totals)
+            on_batch(batch, totals)
     mean_loss, accuracy, first_bad = totals.read()
     if first_bad:
         raise NonFiniteLoss(first_bad)

@@ -116,3 +116,15 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     mask = torch.ones(len(labels), dtype=torch.bool)
     mask[held_out] = False
     return torch.nonzero(mask).flatten(), held_out
+
+
+def hold_out_validation(train: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
+    """(images that train, validation split): a stratified ``fraction`` of the training subset, fixed
+    by ``seed``, that never trains; (train, None) for fraction 0."""
+    if fraction == 0:
+        return train, None
+    kept, held_out = stratified_split(train.labels, fraction, seed)
+    if len(held_out) == 0:
+        raise ConfigError(f"data.val_fraction={fraction} holds out no image of the {len(train)}-image training "
+                          "subset; raise data.val_fraction or data.fraction")
+    return train.subset(kept), train.subset(held_out)
