@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from transferlab import __version__, adapt, schedules, timm_models
+from transferlab import __version__, adapt, schedules
 from transferlab.caches import DIGEST_MEMO, default_cache_dir
 from transferlab.callbacks import (
     CheckpointEpochs, EpochLog, FiniteEvaluation, LpFtSwitch, Progress, RecordEpochs, SavePredictions, Trackers,
@@ -50,15 +50,13 @@ from transferlab.files import remove_leftover_temporaries
 from transferlab.fit import Callback, EpochEnd, fit, stop_callbacks
 from transferlab.gpus import claimed_gpu, visible_gpu_uuids
 from transferlab.loggers import MetricLogger, make_logger
-from transferlab.models import (
-    apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
-    head_modules, head_name, is_inside_heads, refuse_non_finite_weights, trainable_parameter_names,
-)
+from transferlab.models import check_model_name, head_name, preprocessing
 from transferlab.probe import (
-    PROBE_CACHED, PROBE_IN_LOOP, FeatureBatches, HeadOrNetwork, PhasedBatches, check_head_only, feature_identity,
-    fit_logistic_regression, probe_features, weights_identity,
+    FeatureBatches, HeadOrNetwork, PhasedBatches, feature_identity, fit_logistic_regression, probe_features,
+    weights_identity,
 )
 from transferlab.records import PREDICTIONS_FILE, RUN_FILE, SAMPLES_FILE, RunRecord, utc_now, write_atomic, write_record
+from transferlab.run_model import build_run_model
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
@@ -85,10 +83,9 @@ def transforms_of(data: DataConfig, model: torch.nn.Module | None = None) -> Tra
     torchvision model (or before the model is built)."""
     if data.normalize != "auto":
         return Transforms(data.augment, data.normalize, data.test_crop, tuple(data.crop_scale))
-    base = adapt.plain_base(model) if model is not None else None
-    if base is None or not timm_models.is_timm_module(base):
+    own = preprocessing(adapt.plain_base(model)) if model is not None else None
+    if own is None:
         return Transforms(data.augment, "imagenet", data.test_crop, tuple(data.crop_scale))
-    own = timm_models.data_config(base)
     # The batched resize knows bilinear and bicubic; timm's few others (bicubic variants, nearest) resize bilinearly.
     interpolation = own["interpolation"] if own["interpolation"] in ("bilinear", "bicubic") else "bilinear"
     return Transforms(data.augment, "auto", own["crop_pct"], tuple(data.crop_scale), mean=own["mean"], std=own["std"],
@@ -239,7 +236,8 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
     train_set, val_set, test_set = _datasets(config, show_progress, record)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model, stages = _build_model(config, list(train_set.classes), device, memory_format, record)
+    model, stages = build_run_model(config, list(train_set.classes), device, memory_format, record,
+                                    _cache_root(config) / DIGEST_MEMO)
     _refuse_batches_of_one(model, config, len(train_set))
     optimizer = make_optimizer(
         config.optim.name, _parameter_groups(model, stages, config), lr=config.optim.lr,
@@ -352,51 +350,6 @@ def _keep_what_was_saved(writer: CheckpointWriter, record: RunRecord) -> None:
         log.error("%s", error)
     record.history = list(writer.saved_history)
     record.set_results(record.history[-1] if record.history else None)
-
-
-def _build_model(config: Config, classes: list[str], device: torch.device, memory_format: torch.memory_format,
-                 record: RunRecord) -> tuple[torch.nn.Module, list[list[str]]]:
-    """(the model, frozen and adapted as the config says, on ``device``; its stages by parameter
-    name, for optim.layer_decay)."""
-    model, init = build_model_with_init(config.model.name, config.model.pretrained, config.model.weights, len(classes),
-                                        config.data.image_size, _cache_root(config) / DIGEST_MEMO, classes=classes,
-                                        new_head=config.model.new_head, weights_name=config.model.weights_name)
-    record.init, record.pretraining = init.init, init.as_record()
-    refuse_non_finite_weights(model, config.model.name, init)
-    if init.head:  # a weights file: which head the run starts with, and why
-        log.info("%s: %s", init.init, init.head)
-    check_image_size(model, config.model.name, config.data.image_size)
-    frozen = frozen_modules(model, config.model.name, config.freeze.name, config.freeze.modules)
-    record.frozen_modules = list(frozen)
-    trainable = trainable_parameter_names(model, frozen)
-    head = head_name(config.model.name, model)
-    if not trainable:
-        raise ConfigError(f"freeze.modules={list(frozen)} leaves no parameter to train; keep {head} out of it")
-    apply_freeze(model, trainable)
-    heads = head_modules(config.model.name, model)  # a distilled DeiT has two: each one is the head
-    if config.freeze.cached_features:  # (a model of several heads is refused by probe.py: none is its last step)
-        check_head_only(trainable, head)
-    if all(is_inside_heads(name, heads) for name in trainable):  # a linear probe (LP-FT's first phase included)
-        if config.adapt.name != "none":  # as Config refuses freeze=last_only with it, whatever the spelling
-            spelling = (f"freeze.modules={list(config.freeze.modules)}" if config.freeze.modules is not None
-                        else f"freeze={config.freeze.name}")
-            raise ConfigError(f"adapt={config.adapt.name} with {spelling} leaves only the head "
-                              f"({head}), which trains fully anyway; freeze fewer modules, or use adapt=none for a "
-                              "linear probe")
-        record.probe = PROBE_CACHED if config.freeze.cached_features else PROBE_IN_LOOP
-    stages = schedules.stage_parameter_names(model) if config.optim.layer_decay is not None else []
-    lora = adapt.LoraSettings(config.adapt.rank, config.adapt.alpha, config.adapt.dropout,
-                              tuple(config.adapt.target_modules) if config.adapt.target_modules else None)
-    architecture_total = count_parameters(model)[0]
-    model, record.adapt = adapt.adapt_model(model, config.adapt.name, head, frozen, trainable, lora)
-    model.to(device, memory_format=memory_format)
-    # params_total is the architecture's (what model.pt holds), so that arms adapted differently compare;
-    # LoRA's adapters (and peft's copy of the head) are counted apart.
-    adapted_total, record.params_trainable = count_parameters(model)
-    record.params_total = architecture_total
-    if adapted_total != architecture_total:
-        record.adapt["params_added"] = adapted_total - architecture_total
-    return model, stages
 
 
 def _refuse_batches_of_one(model: torch.nn.Module, config: Config, train_images: int) -> None:
