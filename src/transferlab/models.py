@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from transferlab.errors import ConfigError
-from transferlab.records import shorten
-from transferlab.sources import MODELS, Init, local_file, source_for, source_of
+from transferlab.sources import MODELS, Init, build, source_for, source_of
 
 DEFAULT_NUM_CLASSES = 10  # CIFAR-10's; a run passes its dataset's class count
 
@@ -46,13 +44,8 @@ def build_model_with_init(name: str, pretrained: bool, weights_path: str | None 
     file's head is kept only when it fits (sources.local_file): ``classes`` are the data's class
     names (None: unknown), ``new_head`` forces a fresh head; ``weights_name`` names the file in the
     report."""
-    source = source_for(name)
-    source.check_name(name)
-    if weights_path is not None and not source.owns_weights(str(weights_path)):  # a state_dict file
-        return local_file.build(source, name, str(weights_path), num_classes, image_size, digest_memo, classes,
-                                new_head, weights_name)
-    model, init = source.build(name, pretrained, weights_path, num_classes, image_size, digest_memo)
-    return model, replace(init, name=shorten(weights_name) if weights_name and weights_path is not None else None)
+    return build(name, pretrained, None if weights_path is None else str(weights_path), num_classes, image_size,
+                 digest_memo, classes, new_head, weights_name)
 
 
 def refuse_non_finite_weights(model: nn.Module, name: str, init: Init) -> None:

@@ -16,25 +16,49 @@ Nothing outside this package asks "is this a timm model?": it asks ``source_for(
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
 from torch import nn
 
+from transferlab.records import shorten
 from transferlab.sources import local_file, timm_source, torchvision_source
 from transferlab.sources.base import Init, ModelSource
 from transferlab.sources.local_file import load_state_dict_strict
 from transferlab.sources.torchvision_source import MODELS
 
-# In order: the first prefix that model.name starts with wins; "" (torchvision) takes the rest.
+# The longest prefix that model.name starts with wins: "" (torchvision) takes every name no other claims.
 SOURCES: dict[str, ModelSource] = {timm_source.PREFIX: timm_source, "": torchvision_source}
 
-__all__ = ["MODELS", "SOURCES", "Init", "ModelSource", "load_state_dict_strict", "local_file", "source_for",
-           "source_of"]
+__all__ = ["MODELS", "SOURCES", "Init", "ModelSource", "build", "load_state_dict_strict", "source_for", "source_of"]
+
+
+def _longest_prefix_first() -> list[str]:
+    return sorted(SOURCES, key=len, reverse=True)
 
 
 def source_for(model_name: str) -> ModelSource:
     """The source that builds ``model.name=model_name``."""
-    return next(source for prefix, source in SOURCES.items() if model_name.startswith(prefix))
+    return SOURCES[next(prefix for prefix in _longest_prefix_first() if model_name.startswith(prefix))]
 
 
 def source_of(model: nn.Module) -> ModelSource:
-    """The source that built ``model`` (unadapted), for callers that hold a model but not its name."""
-    return next(source for source in SOURCES.values() if source.owns_module(model))
+    """The source that built ``model`` (unadapted), for callers that hold a model but not its name:
+    the first that owns it, torchvision's (which owns every model) last."""
+    return next(SOURCES[prefix] for prefix in _longest_prefix_first() if SOURCES[prefix].owns_module(model))
+
+
+def build(name: str, pretrained: bool, weights: str | None, num_classes: int, image_size: int | None,
+          digest_memo: Path | None, classes: Sequence[str] | None, new_head: bool,
+          weights_name: str | None) -> tuple[nn.Module, Init]:
+    """``name`` with a ``num_classes``-way head from its source: a state_dict file (``weights`` that
+    is not the source's own kind) through the local-file source, else the source's own weights,
+    its ``local-dir:`` folder or random ones (see models.build_model_with_init)."""
+    source = source_for(name)
+    source.check_name(name)
+    if weights is not None and not source.owns_weights(weights):
+        return local_file.build(source, name, weights, num_classes, image_size, digest_memo, classes, new_head,
+                                weights_name)
+    model, init = source.build(name, pretrained, weights, num_classes, image_size, digest_memo)
+    return model, replace(init, name=shorten(weights_name) if weights_name and weights is not None else None)

@@ -95,15 +95,15 @@ def split_name(model_name: str) -> tuple[str, str | None]:
     return architecture, tag or None
 
 
-def check_name(model_name: str) -> None:
+def check_name(name: str) -> None:
     """A ConfigError unless timm knows the architecture and, when one is named, its tag."""
     timm = _timm()
-    architecture, tag = split_name(model_name)
+    architecture, tag = split_name(name)
     names = timm.list_models()
     if architecture not in names:
         close = difflib.get_close_matches(architecture, names, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(PREFIX + c for c in close)}?" if close else ""
-        raise ConfigError(f"model.name={model_name!r}: timm has no model {architecture!r}{hint} "
+        raise ConfigError(f"model.name={name!r}: timm has no model {architecture!r}{hint} "
                           "(timm.list_models() lists them all)")
     if tag is not None:
         tags = pretrained_tags(architecture)
@@ -111,7 +111,7 @@ def check_name(model_name: str) -> None:
             close = difflib.get_close_matches(tag, tags, n=3, cutoff=0.5)
             known = f"; its tags: {', '.join(tags)}" if tags else "; it has no pretrained weights in timm"
             hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-            raise ConfigError(f"model.name={model_name!r}: {architecture} has no pretraining tag {tag!r}{hint}{known}")
+            raise ConfigError(f"model.name={name!r}: {architecture} has no pretraining tag {tag!r}{hint}{known}")
 
 
 def pretrained_tags(architecture: str) -> list[str]:
@@ -143,16 +143,16 @@ def weights_location(model_name: str) -> str:
     return str(Path(torch.hub.get_dir()) / "checkpoints")
 
 
-def build(model_name: str, pretrained: bool, weights: str | None, num_classes: int,
+def build(name: str, pretrained: bool, weights: str | None, num_classes: int,
           image_size: int | None = None, digest_memo: Path | None = None) -> tuple[nn.Module, Init]:
     """A timm model with a ``num_classes``-way head, initialised from its tag's weights
     (``pretrained``), from a ``local-dir:`` folder (``weights``, which wins), or at random, and the
     SHA-256 of the weights it loaded (``digest_memo``: caches.file_sha256's). Models of a fixed input
     size are built for ``image_size``. (A weights file: ``load_file``.)"""
-    check_name(model_name)
+    check_name(name)
     timm = _timm()
-    architecture, _ = split_name(model_name)
-    tag = resolved_tag(model_name)
+    architecture, _ = split_name(name)
+    tag = resolved_tag(name)
     full_name = f"{architecture}.{tag}" if tag else architecture
     kwargs = _size_kwargs(full_name, image_size)
     if weights is not None and weights.startswith(LOCAL_DIR):
@@ -160,7 +160,7 @@ def build(model_name: str, pretrained: bool, weights: str | None, num_classes: i
         if not (folder / "config.json").is_file():
             raise ConfigError(f"model.weights={weights!r}: {folder} has no config.json (a local-dir: folder holds "
                               "config.json and model.safetensors, as the Hugging Face Hub stores a timm model)")
-        _check_folder_architecture(folder, weights, model_name)
+        _check_folder_architecture(folder, weights, name)
         model = _create(timm, f"{LOCAL_DIR}{folder}", True, num_classes, kwargs, weights)
         model.reset_classifier(num_classes)  # a fresh head, as for a tag's weights, whatever the folder's classes
         return model, Init(weights, "local-dir", None, True, _folder_sha256(folder, digest_memo))
@@ -168,9 +168,9 @@ def build(model_name: str, pretrained: bool, weights: str | None, num_classes: i
         model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **kwargs)
         return model, Init("random", "scratch", None, new_head=True)
     if tag is None:
-        raise ConfigError(f"model.name={model_name!r}: timm has no pretrained weights for {architecture}; "
+        raise ConfigError(f"model.name={name!r}: timm has no pretrained weights for {architecture}; "
                           "use model.pretrained=false (or model.weights=FILE)")
-    model = _create(timm, full_name, True, num_classes, kwargs, None, model_name)
+    model = _create(timm, full_name, True, num_classes, kwargs, None, name)
     # timm keeps the pretrained head when the class counts agree (1000 classes): a fresh one all the same,
     # as torchvision's weights get, so that pretrained means the same body and a new head for every dataset.
     model.reset_classifier(num_classes)
@@ -277,16 +277,16 @@ def _create(timm, name: str, pretrained: bool, num_classes: int, kwargs: dict[st
         ) from error
 
 
-def prepare(model_name: str, fetch: Fetch | None = None) -> str:
+def prepare(name: str, fetch: Fetch | None = None) -> str:
     """`transferlab prepare model.name=timm/...`: the tag's weights into the Hugging Face cache
     (timm downloads them, not ``fetch``; a second call finds them there)."""
-    check_name(model_name)
-    architecture = split_name(model_name)[0]
-    tag = resolved_tag(model_name)
+    check_name(name)
+    architecture = split_name(name)[0]
+    tag = resolved_tag(name)
     if tag is None:
-        raise TransferlabError(f"{model_name}: timm has no pretrained weights for {architecture}")
-    _create(_timm(), f"{architecture}.{tag}", True, 1000, {}, None, model_name)
-    return f"{model_name} weights ({tag}): in place, {weights_location(model_name)}"
+        raise TransferlabError(f"{name}: timm has no pretrained weights for {architecture}")
+    _create(_timm(), f"{architecture}.{tag}", True, 1000, {}, None, name)
+    return f"{name} weights ({tag}): in place, {weights_location(name)}"
 
 
 def _first_line(error: BaseException) -> str:
@@ -294,15 +294,15 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def load_file(model_name: str, path: Path, num_classes: int, image_size: int | None = None,
+def load_file(name: str, path: Path, num_classes: int, image_size: int | None = None,
               keep_head: bool = True) -> tuple[nn.Module, str]:
     """A weights file through timm's pretrained loading (its checkpoint filter applies), and what
     became of its head (HEAD_STATES). A head that does not fit ``num_classes``, or none at all, leaves
     a fresh head, as does ``keep_head=False``; every other key must be there."""
-    check_name(model_name)
+    check_name(name)
     timm = _timm()
-    architecture, _ = split_name(model_name)
-    tag = resolved_tag(model_name)
+    architecture, _ = split_name(name)
+    tag = resolved_tag(name)
     full_name = f"{architecture}.{tag}" if tag else architecture
     kwargs = _size_kwargs(full_name, image_size)
     source = f"model.weights={str(path)!r}"
@@ -316,7 +316,7 @@ def load_file(model_name: str, path: Path, num_classes: int, image_size: int | N
         raise ConfigError(f"{source} is not a state_dict (a mapping of parameter names to tensors)")
     with torch.device("meta"):  # shapes only: which keys the architecture has
         shape = timm.create_model(full_name.partition(".")[0], pretrained=False, num_classes=num_classes, **kwargs)
-    head_keys = {f"{head}.{leaf}" for head in heads(model_name, shape) for leaf in ("weight", "bias")}
+    head_keys = {f"{head}.{leaf}" for head in heads(name, shape) for leaf in ("weight", "bias")}
     fits = all(key in state_dict and state_dict[key].shape == tensor.shape
                for key, tensor in shape.state_dict().items() if key in head_keys)
     head = (HEAD_MISSING if not head_keys & set(state_dict) else HEAD_MISFIT if not fits
