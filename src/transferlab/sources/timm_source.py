@@ -15,8 +15,8 @@ the stages of the freeze presets and of layer-wise learning-rate decay come from
 ``timm.create_model(name, num_classes=K)``.
 
 timm is an optional extra (``pip install 'transferlab[timm]'``); it is imported only here, and only
-when a run of a timm model starts. The module's first functions are the source's answers
-(transferlab.sources.base.ModelSource).
+when a run of a timm model starts. The functions that base.ModelSource names are the source's
+answers; the others deal in timm's names, tags and files.
 """
 
 from __future__ import annotations
