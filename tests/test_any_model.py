@@ -16,10 +16,12 @@ from torch import nn
 from transferlab.composition import compose_config
 from transferlab.errors import ConfigError
 from transferlab.models import (
-    MODELS, apply_freeze, build_model, check_image_size, count_parameters, find_head, frozen_modules, head_name,
-    model_names, pretrained_weights, trainable_parameter_names,
+    MODELS, apply_freeze, build_model, check_image_size, count_parameters, frozen_modules, head_name,
+    trainable_parameter_names,
 )
-from transferlab.prepare import main as prepare_main, weights_file
+from transferlab.sources.torchvision_source import find_head, model_names, pretrained_weights
+from transferlab.prepare import main as prepare_main
+from transferlab.sources.torchvision_source import weights_file
 from transferlab.run import run_training
 
 from conftest import tiny_config

@@ -144,7 +144,7 @@ def test_weights_in_torch_home_that_are_not_torchvisions_are_refused(tmp_path, m
 
 
 def test_a_hub_file_whose_digest_begins_as_its_name_says_is_keyed_by_its_whole_digest(tmp_path):
-    from transferlab.models import hub_file_sha256
+    from transferlab.sources.torchvision_source import hub_file_sha256
 
     source = tmp_path / "weights.pth"
     torch.save({"w": torch.ones(3)}, source)

@@ -9,7 +9,8 @@ import torch
 import torchvision
 
 import transferlab.prepare as prepare_module
-from transferlab.prepare import main, prepare, sha256_matches, weights_file
+from transferlab.prepare import main, prepare, sha256_matches
+from transferlab.sources.torchvision_source import weights_file
 
 from transferlab.config import DataConfig
 

@@ -17,8 +17,8 @@ timm = pytest.importorskip("timm")
 from safetensors.torch import save_file  # noqa: E402
 
 from conftest import tiny_config  # noqa: E402
-from transferlab import timm_models  # noqa: E402
 from transferlab.composition import compose_config  # noqa: E402
+from transferlab.sources import timm_source as timm_models  # noqa: E402
 from transferlab.errors import ConfigError, TransferlabError  # noqa: E402
 from transferlab.models import (  # noqa: E402
     build_model_with_init, check_image_size, check_model_name, frozen_modules, head_name,

@@ -35,7 +35,7 @@ from torch import nn
 
 from transferlab.errors import TransferlabError
 from transferlab.files import RESUME_ADVICE, write_atomic, write_failure  # noqa: F401 (callbacks and run.py use them)
-from transferlab.models import load_state_dict_strict
+from transferlab.sources import load_state_dict_strict
 
 CHECKPOINT_FILE = "checkpoint.pt"
 DIGEST_FILE = "checkpoint.pt.sha256"  # {"sha256": hex digest, "replaces_sha256": hex digest or null}

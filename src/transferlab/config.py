@@ -53,7 +53,7 @@ SCHEDULES = ("constant", "cosine", "step")
 # epochs, or L-BFGS logistic regression with its L2 strength chosen on the validation split.
 PROBE_FITS = ("optimizer", "lbfgs")
 
-TIMM_PREFIX = "timm/"  # model.name=timm/NAME[.TAG] (transferlab.timm_models)
+TIMM_PREFIX = "timm/"  # model.name=timm/NAME[.TAG] (transferlab.sources.timm_source)
 
 # A study's folder inside outputs/: one plain folder name, never a path (no '/', '..' or leading '.').
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

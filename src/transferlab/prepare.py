@@ -46,16 +46,6 @@ def models_to_prepare(args: list[str], config: Config) -> list[str]:
     return list(STUDY_MODELS)
 
 
-def weights_file(model_name: str) -> tuple[str, Path]:
-    """(download address, cache path) of the weights ``model.pretrained=true`` loads for a model."""
-    import torch
-
-    from transferlab.models import pretrained_weights
-
-    url = pretrained_weights(model_name).url
-    return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-
-
 def sha256_matches(path: Path) -> bool:
     """Whether the file's SHA-256 starts with the prefix in its name (how torch.hub checks)."""
     match = HASH_IN_NAME.search(path.name)
@@ -69,13 +59,17 @@ def sha256_matches(path: Path) -> bool:
 
 
 def prepare_weights(model_name: str) -> str:
+    """The weights of ``model_name`` in place, as its source fetches them (torchvision's: ``fetch``)."""
+    from transferlab.sources import source_for
+
+    return source_for(model_name).prepare(model_name, fetch)
+
+
+def fetch(model_name: str, url: str, path: Path) -> str:
+    """A weights file that torch.hub names by its digest (``resnet18-f37072fd.pth``) downloaded to
+    ``path`` and verified, or found there and verified."""
     import torch
 
-    from transferlab import timm_models
-
-    if timm_models.is_timm(model_name):
-        return timm_models.prepare_weights(model_name)
-    url, path = weights_file(model_name)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         prefix = HASH_IN_NAME.search(path.name)

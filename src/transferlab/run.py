@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from transferlab import adapt, schedules, timm_models
+from transferlab import adapt, schedules
 from transferlab.caches import DIGEST_MEMO
 from transferlab.callbacks import record_bytes, run_callbacks
 from transferlab.checkpoint import (
@@ -40,16 +40,12 @@ from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.fit import Batches, Callback, fit
 from transferlab.interrupts import sigterm_interrupts
 from transferlab.loggers import MetricLogger, make_logger
-from transferlab.models import (
-    apply_freeze, build_model_with_init, check_image_size, check_model_name, count_parameters, frozen_modules,
-    head_modules, head_name, is_inside_heads, refuse_non_finite_weights, trainable_parameter_names,
-)
+from transferlab.models import check_model_name, preprocessing
 from transferlab.outputs import MODEL_FILE, save_model, write_samples
-from transferlab.probe import PROBE_CACHED, PROBE_IN_LOOP, check_head_only
-from transferlab.probe_fit import FitPlan, on_cached_features
-from transferlab.probe_fit import cache_root as _cache_root  # _build_model's
+from transferlab.probe_fit import FitPlan, cache_root, on_cached_features
 from transferlab.records import RUN_FILE, SAMPLES_FILE, RunRecord, utc_now, write_record
 from transferlab.resume import keep_what_was_saved, resumes, starting_point
+from transferlab.run_model import build_run_model
 from transferlab.run_record import config_transforms, new_record
 
 log = logging.getLogger(__name__)
@@ -70,10 +66,9 @@ def transforms_of(data: DataConfig, model: torch.nn.Module | None = None) -> Tra
     """The data's transforms. data.normalize=auto takes the model's own preprocessing: a timm
     model's mean, std, interpolation and crop (its pretrained_cfg), ImageNet's statistics for a
     torchvision model (or before the model is built)."""
-    base = adapt.plain_base(model) if model is not None and data.normalize == "auto" else None
-    if base is None or not timm_models.is_timm_module(base):
+    own = preprocessing(adapt.plain_base(model)) if model is not None and data.normalize == "auto" else None
+    if own is None:
         return config_transforms(data)
-    own = timm_models.data_config(base)
     # The batched resize knows bilinear and bicubic; timm's few others (bicubic variants, nearest) resize bilinearly.
     interpolation = own["interpolation"] if own["interpolation"] in ("bilinear", "bicubic") else "bilinear"
     return Transforms(data.augment, "auto", own["crop_pct"], tuple(data.crop_scale), mean=own["mean"], std=own["std"],
@@ -184,7 +179,8 @@ def _train(config: Config, device: torch.device, run_dir: Path, record: RunRecor
     show_progress = config.progress == "on" or (config.progress == "auto" and sys.stdout.isatty())
     train_set, val_set, test_set = _datasets(config, parts, show_progress, record)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model, stages = _build_model(config, list(train_set.classes), device, memory_format, record)
+    model, stages = build_run_model(config, list(train_set.classes), device, memory_format, record,
+                                    cache_root(config) / DIGEST_MEMO)
     _refuse_batches_of_one(model, config, len(train_set))
     optimizer = _optimizer(model, stages, config)
     record.param_groups = schedules.describe_groups(optimizer)
@@ -245,49 +241,6 @@ def _datasets(config: Config, parts: Collaborators, show_progress: bool,
     return train_set, val_set, test_set
 
 
-def _build_model(config: Config, classes: list[str], device: torch.device, memory_format: torch.memory_format,
-                 record: RunRecord) -> tuple[torch.nn.Module, list[list[str]]]:
-    """(the model, frozen and adapted as the config says, on ``device``; its stages by parameter
-    name, for optim.layer_decay)."""
-    model, init = build_model_with_init(config.model.name, config.model.pretrained, config.model.weights, len(classes),
-                                        config.data.image_size, _cache_root(config) / DIGEST_MEMO, classes=classes,
-                                        new_head=config.model.new_head, weights_name=config.model.weights_name)
-    record.init, record.pretraining = init.init, init.as_record()
-    refuse_non_finite_weights(model, config.model.name, init)
-    if init.head:  # a weights file: which head the run starts with, and why
-        log.info("%s: %s", init.init, init.head)
-    check_image_size(model, config.model.name, config.data.image_size)
-    frozen = frozen_modules(model, config.model.name, config.freeze.name, config.freeze.modules)
-    record.frozen_modules = list(frozen)
-    trainable = trainable_parameter_names(model, frozen)
-    head = head_name(config.model.name, model)
-    if not trainable:
-        raise ConfigError(f"freeze.modules={list(frozen)} leaves no parameter to train; keep {head} out of it")
-    apply_freeze(model, trainable)
-    heads = head_modules(config.model.name, model)  # a distilled DeiT has two: each one is the head
-    if config.freeze.cached_features:  # (a model of several heads is refused by probe.py: none is its last step)
-        check_head_only(trainable, head)
-    if all(is_inside_heads(name, heads) for name in trainable):  # a linear probe (LP-FT's first phase included)
-        if config.adapt.name != "none":  # as Config refuses freeze=last_only with it, whatever the spelling
-            spelling = (f"freeze.modules={list(config.freeze.modules)}" if config.freeze.modules is not None
-                        else f"freeze={config.freeze.name}")
-            raise ConfigError(f"adapt={config.adapt.name} with {spelling} leaves only the head "
-                              f"({head}), which trains fully anyway; freeze fewer modules, or use adapt=none for a "
-                              "linear probe")
-        record.probe = PROBE_CACHED if config.freeze.cached_features else PROBE_IN_LOOP
-    stages = schedules.stage_parameter_names(model) if config.optim.layer_decay is not None else []
-    lora = adapt.LoraSettings(config.adapt.rank, config.adapt.alpha, config.adapt.dropout,
-                              tuple(config.adapt.target_modules) if config.adapt.target_modules else None)
-    architecture_total = count_parameters(model)[0]
-    model, record.adapt = adapt.adapt_model(model, config.adapt.name, head, frozen, trainable, lora)
-    model.to(device, memory_format=memory_format)
-    # params_total is the architecture's (what model.pt holds), so that arms adapted differently compare;
-    # LoRA's adapters (and peft's copy of the head) are counted apart.
-    adapted_total, record.params_trainable = count_parameters(model)
-    record.params_total = architecture_total
-    if adapted_total != architecture_total:
-        record.adapt["params_added"] = adapted_total - architecture_total
-    return model, stages
 
 
 def _refuse_batches_of_one(model: torch.nn.Module, config: Config, train_images: int) -> None:

@@ -77,14 +77,10 @@ def follow_new_group(scheduler: torch.optim.lr_scheduler.LambdaLR, optimizer: to
 
 def stage_parameter_names(model: nn.Module) -> list[list[str]]:
     """The parameter names of the (unadapted) model by stage, input to output, the head's last."""
-    from transferlab import timm_models
+    from transferlab.sources import source_of
 
-    if timm_models.is_timm_module(model):
-        try:
-            return timm_models.stages(model, coarse=False)
-        except NotImplementedError:  # the few timm models without a group_matcher: the generic rule
-            pass
-    return _torchvision_stages(model)
+    known = source_of(model).stages(model)  # timm's group_matcher; None: the generic rule below
+    return known if known is not None else _torchvision_stages(model)
 
 
 def _torchvision_stages(model: nn.Module, prefix: str = "", total: int | None = None) -> list[list[str]]:

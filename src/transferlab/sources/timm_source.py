@@ -1,4 +1,4 @@
-"""timm models: ``model.name=timm/<architecture>[.<tag>]``, any architecture ``timm.list_models()``
+"""The timm source: ``model.name=timm/<architecture>[.<tag>]``, any architecture ``timm.list_models()``
 knows, with the weights of its pretraining tag (``timm/resnet50.a1_in1k``; no tag: timm's default
 tag of the architecture).
 
@@ -15,7 +15,8 @@ the stages of the freeze presets and of layer-wise learning-rate decay come from
 ``timm.create_model(name, num_classes=K)``.
 
 timm is an optional extra (``pip install 'transferlab[timm]'``); it is imported only here, and only
-when a run of a timm model starts.
+when a run of a timm model starts. The functions that base.ModelSource names are the source's
+answers; the others deal in timm's names, tags and files.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,51 @@ from torch import nn
 
 from transferlab.caches import file_sha256
 from transferlab.errors import ConfigError, TransferlabError
+from transferlab.sources.base import HEAD_KEPT, HEAD_MISFIT, HEAD_MISSING, HEAD_REFUSED, Fetch, Init
 
 PREFIX = "timm/"
 LOCAL_DIR = "local-dir:"
 
 
-def is_timm(model_name: str) -> bool:
-    return model_name.startswith(PREFIX)
+# --- the source's answers (transferlab.sources.base.ModelSource) ----------------------------------
+
+def owns_module(model: nn.Module) -> bool:
+    return isinstance(getattr(model, "pretrained_cfg", None), Mapping) and hasattr(model, "group_matcher")
+
+
+def owns_weights(weights: str) -> bool:
+    return weights.startswith(LOCAL_DIR)
+
+
+def heads(name: str, model: nn.Module) -> tuple[str, ...]:
+    """The classifier layer(s), from the model's pretrained_cfg (a distilled ViT has two)."""
+    classifier = model.pretrained_cfg.get("classifier") or "head"
+    return (classifier,) if isinstance(classifier, str) else tuple(classifier)
+
+
+def min_image_size(name: str) -> int:
+    return 0  # timm's ViTs are built for the run's size; what a model cannot take shows in a forward pass
+
+
+def preprocessing(model: nn.Module) -> dict[str, Any] | None:
+    """The model's own preprocessing (timm.data.resolve_data_config): mean, std, interpolation, crop_pct."""
+    from timm.data import resolve_data_config
+
+    resolved = resolve_data_config(model=model)
+    return {"mean": tuple(resolved["mean"]), "std": tuple(resolved["std"]),
+            "interpolation": resolved["interpolation"], "crop_pct": float(resolved["crop_pct"])}
+
+
+def stages(model: nn.Module) -> list[list[str]] | None:
+    """Single blocks by the model's ``group_matcher``, for layer-wise decay; None without one."""
+    try:
+        return _stage_groups(model, coarse=False)
+    except NotImplementedError:  # the few timm models without a group_matcher: the generic rule
+        return None
+
+
+def weights_place(name: str, init: Init) -> tuple[str, str]:
+    return f"the {init.label} weights of {name}", "delete them from the Hugging Face cache to download them again"
 
 
 def _timm():
@@ -57,15 +95,15 @@ def split_name(model_name: str) -> tuple[str, str | None]:
     return architecture, tag or None
 
 
-def check_name(model_name: str) -> None:
+def check_name(name: str) -> None:
     """A ConfigError unless timm knows the architecture and, when one is named, its tag."""
     timm = _timm()
-    architecture, tag = split_name(model_name)
+    architecture, tag = split_name(name)
     names = timm.list_models()
     if architecture not in names:
         close = difflib.get_close_matches(architecture, names, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(PREFIX + c for c in close)}?" if close else ""
-        raise ConfigError(f"model.name={model_name!r}: timm has no model {architecture!r}{hint} "
+        raise ConfigError(f"model.name={name!r}: timm has no model {architecture!r}{hint} "
                           "(timm.list_models() lists them all)")
     if tag is not None:
         tags = pretrained_tags(architecture)
@@ -73,7 +111,7 @@ def check_name(model_name: str) -> None:
             close = difflib.get_close_matches(tag, tags, n=3, cutoff=0.5)
             known = f"; its tags: {', '.join(tags)}" if tags else "; it has no pretrained weights in timm"
             hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-            raise ConfigError(f"model.name={model_name!r}: {architecture} has no pretraining tag {tag!r}{hint}{known}")
+            raise ConfigError(f"model.name={name!r}: {architecture} has no pretraining tag {tag!r}{hint}{known}")
 
 
 def pretrained_tags(architecture: str) -> list[str]:
@@ -105,35 +143,16 @@ def weights_location(model_name: str) -> str:
     return str(Path(torch.hub.get_dir()) / "checkpoints")
 
 
-# What became of a weights file's head: loaded with the rest, absent from the file, of another
-# shape than the data's classes, or refused by the caller (other class names, model.new_head=true).
-HEAD_STATES = ("kept", "missing", "misfit", "refused")
-
-
-@dataclass(frozen=True)
-class TimmInit:
-    """How a timm model was initialised, for run.json: ``init`` and whether its head is new."""
-
-    init: str  # timm:<tag>, random, file:PATH or local-dir:FOLDER
-    source: str  # timm, scratch, file, local-dir
-    tag: str | None
-    new_head: bool  # the weights' head did not fit the data (or was missing): a fresh one was started
-    weights_sha256: str | None = None  # of the weights loaded (a local-dir folder: of its files); None: scratch
-    head: str = ""  # a weights file's: one of HEAD_STATES
-
-
-def build(model_name: str, pretrained: bool, weights: str | None, num_classes: int,
-          image_size: int | None = None, digest_memo: Path | None = None,
-          keep_head: bool = True) -> tuple[nn.Module, TimmInit]:
+def build(name: str, pretrained: bool, weights: str | None, num_classes: int,
+          image_size: int | None = None, digest_memo: Path | None = None) -> tuple[nn.Module, Init]:
     """A timm model with a ``num_classes``-way head, initialised from its tag's weights
-    (``pretrained``), from a weights file or a ``local-dir:`` folder (``weights``, which wins), or at
-    random, and the SHA-256 of the weights it loaded (``digest_memo``: caches.file_sha256's). Models
-    of a fixed input size are built for ``image_size``. A weights file's head that fits loads with
-    the rest unless ``keep_head`` is false."""
-    check_name(model_name)
+    (``pretrained``), from a ``local-dir:`` folder (``weights``, which wins), or at random, and the
+    SHA-256 of the weights it loaded (``digest_memo``: caches.file_sha256's). Models of a fixed input
+    size are built for ``image_size``. (A weights file: ``load_file``.)"""
+    check_name(name)
     timm = _timm()
-    architecture, _ = split_name(model_name)
-    tag = resolved_tag(model_name)
+    architecture, _ = split_name(name)
+    tag = resolved_tag(name)
     full_name = f"{architecture}.{tag}" if tag else architecture
     kwargs = _size_kwargs(full_name, image_size)
     if weights is not None and weights.startswith(LOCAL_DIR):
@@ -141,28 +160,24 @@ def build(model_name: str, pretrained: bool, weights: str | None, num_classes: i
         if not (folder / "config.json").is_file():
             raise ConfigError(f"model.weights={weights!r}: {folder} has no config.json (a local-dir: folder holds "
                               "config.json and model.safetensors, as the Hugging Face Hub stores a timm model)")
-        _check_folder_architecture(folder, weights, model_name)
+        _check_folder_architecture(folder, weights, name)
         model = _create(timm, f"{LOCAL_DIR}{folder}", True, num_classes, kwargs, weights)
         model.reset_classifier(num_classes)  # a fresh head, as for a tag's weights, whatever the folder's classes
-        return model, TimmInit(weights, "local-dir", None, True, _folder_sha256(folder, digest_memo))
-    if weights is not None:
-        model, init = _from_file(timm, full_name, Path(weights), num_classes, kwargs, keep_head)
-        return model, TimmInit(init.init, init.source, None, init.new_head, file_sha256(Path(weights), digest_memo),
-                               init.head)
+        return model, Init(weights, "local-dir", None, True, _folder_sha256(folder, digest_memo))
     if not pretrained:
         model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **kwargs)
-        return model, TimmInit("random", "scratch", None, new_head=True)
+        return model, Init("random", "scratch", None, new_head=True)
     if tag is None:
-        raise ConfigError(f"model.name={model_name!r}: timm has no pretrained weights for {architecture}; "
+        raise ConfigError(f"model.name={name!r}: timm has no pretrained weights for {architecture}; "
                           "use model.pretrained=false (or model.weights=FILE)")
-    model = _create(timm, full_name, True, num_classes, kwargs, None, model_name)
+    model = _create(timm, full_name, True, num_classes, kwargs, None, name)
     # timm keeps the pretrained head when the class counts agree (1000 classes): a fresh one all the same,
     # as torchvision's weights get, so that pretrained means the same body and a new head for every dataset.
     model.reset_classifier(num_classes)
     # The tag names weights, the file names what was loaded: a new snapshot of the tag is other weights.
     loaded = tag_weights_file(full_name)
-    return model, TimmInit(f"timm:{tag}", "timm", tag, True,
-                           file_sha256(loaded, digest_memo) if loaded is not None else None)
+    return model, Init(f"timm:{tag}", "timm", tag, True,
+                       file_sha256(loaded, digest_memo) if loaded is not None else None)
 
 
 def tag_weights_file(full_name: str) -> Path | None:
@@ -262,16 +277,16 @@ def _create(timm, name: str, pretrained: bool, num_classes: int, kwargs: dict[st
         ) from error
 
 
-def prepare_weights(model_name: str) -> str:
+def prepare(name: str, fetch: Fetch | None = None) -> str:
     """`transferlab prepare model.name=timm/...`: the tag's weights into the Hugging Face cache
-    (timm downloads them; a second call finds them there)."""
-    check_name(model_name)
-    architecture = split_name(model_name)[0]
-    tag = resolved_tag(model_name)
+    (timm downloads them, not ``fetch``; a second call finds them there)."""
+    check_name(name)
+    architecture = split_name(name)[0]
+    tag = resolved_tag(name)
     if tag is None:
-        raise TransferlabError(f"{model_name}: timm has no pretrained weights for {architecture}")
-    _create(_timm(), f"{architecture}.{tag}", True, 1000, {}, None, model_name)
-    return f"{model_name} weights ({tag}): in place, {weights_location(model_name)}"
+        raise TransferlabError(f"{name}: timm has no pretrained weights for {architecture}")
+    _create(_timm(), f"{architecture}.{tag}", True, 1000, {}, None, name)
+    return f"{name} weights ({tag}): in place, {weights_location(name)}"
 
 
 def _first_line(error: BaseException) -> str:
@@ -279,10 +294,17 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _from_file(timm, full_name: str, path: Path, num_classes: int, kwargs: dict[str, Any],
-               keep_head: bool = True) -> tuple[nn.Module, TimmInit]:
-    """A weights file through timm's pretrained loading (its checkpoint filter applies). A head that
-    does not fit ``num_classes``, or none at all, leaves a fresh head; every other key must be there."""
+def load_file(name: str, path: Path, num_classes: int, image_size: int | None = None,
+              keep_head: bool = True) -> tuple[nn.Module, str]:
+    """A weights file through timm's pretrained loading (its checkpoint filter applies), and what
+    became of its head (HEAD_STATES). A head that does not fit ``num_classes``, or none at all, leaves
+    a fresh head, as does ``keep_head=False``; every other key must be there."""
+    check_name(name)
+    timm = _timm()
+    architecture, _ = split_name(name)
+    tag = resolved_tag(name)
+    full_name = f"{architecture}.{tag}" if tag else architecture
+    kwargs = _size_kwargs(full_name, image_size)
     source = f"model.weights={str(path)!r}"
     if not path.is_file():
         raise ConfigError(f"{source}: no such file")
@@ -294,13 +316,12 @@ def _from_file(timm, full_name: str, path: Path, num_classes: int, kwargs: dict[
         raise ConfigError(f"{source} is not a state_dict (a mapping of parameter names to tensors)")
     with torch.device("meta"):  # shapes only: which keys the architecture has
         shape = timm.create_model(full_name.partition(".")[0], pretrained=False, num_classes=num_classes, **kwargs)
-    heads = head_names(shape)
-    head_keys = {f"{head}.{leaf}" for head in heads for leaf in ("weight", "bias")}
+    head_keys = {f"{head}.{leaf}" for head in heads(name, shape) for leaf in ("weight", "bias")}
     fits = all(key in state_dict and state_dict[key].shape == tensor.shape
                for key, tensor in shape.state_dict().items() if key in head_keys)
-    head = ("missing" if not head_keys & set(state_dict) else "misfit" if not fits
-            else "kept" if keep_head else "refused")
-    fits = head == "kept"
+    head = (HEAD_MISSING if not head_keys & set(state_dict) else HEAD_MISFIT if not fits
+            else HEAD_KEPT if keep_head else HEAD_REFUSED)
+    fits = head == HEAD_KEPT
     expected = set(shape.state_dict()) - head_keys
     given = set(state_dict) - head_keys
     missing, unexpected = sorted(expected - given), sorted(given - expected)
@@ -313,16 +334,10 @@ def _from_file(timm, full_name: str, path: Path, num_classes: int, kwargs: dict[
     overlay = {"state_dict": state_dict, "num_classes": num_classes if fits else -1}
     model = _create(timm, full_name, True, num_classes, kwargs, str(path), overlay=overlay)
     model.pretrained_cfg.pop("state_dict", None)  # the model holds the weights; the cfg need not keep a copy
-    return model, TimmInit(f"file:{path}", "file", None, new_head=not fits, head=head)
+    return model, head
 
 
-def head_names(model: nn.Module) -> tuple[str, ...]:
-    """The classifier layer(s) of a timm model, from its pretrained_cfg (a distilled ViT has two)."""
-    classifier = model.pretrained_cfg.get("classifier") or "head"
-    return (classifier,) if isinstance(classifier, str) else tuple(classifier)
-
-
-def stages(model: nn.Module, coarse: bool = True) -> list[list[str]]:
+def _stage_groups(model: nn.Module, coarse: bool = True) -> list[list[str]]:
     """The model's parameter names by stage, input to output, as its ``group_matcher`` groups them:
     the stem first, the head (and what timm groups with it) last. ``coarse`` groups whole stages
     (ResNet's layer1..4), else single blocks (for layer-wise learning-rate decay)."""
@@ -332,12 +347,12 @@ def stages(model: nn.Module, coarse: bool = True) -> list[list[str]]:
     return [groups[index] for index in sorted(groups)]
 
 
-def freeze_presets(model: nn.Module) -> dict[str, tuple[str, ...]]:
+def freeze_presets(name: str, model: nn.Module) -> dict[str, tuple[str, ...]]:
     """``early`` (the first half of the stages between the stem and the head) and ``middle`` (the
     middle half), the protocol's rule for ResNet18 applied to the model's own stages, as the fewest
     module names that cover their parameters."""
     try:
-        inner = stages(model)[1:-1]
+        inner = _stage_groups(model)[1:-1]
     except NotImplementedError:  # the few timm models without a group_matcher: no stages known
         return {}
     if not inner:
@@ -362,15 +377,3 @@ def covering_names(model: nn.Module, parameter_names: list[str]) -> tuple[str, .
 
     return tuple(cover(model, ""))
 
-
-def data_config(model: nn.Module) -> dict[str, Any]:
-    """The model's own preprocessing (timm.data.resolve_data_config): mean, std, interpolation, crop_pct."""
-    from timm.data import resolve_data_config
-
-    resolved = resolve_data_config(model=model)
-    return {"mean": tuple(resolved["mean"]), "std": tuple(resolved["std"]),
-            "interpolation": resolved["interpolation"], "crop_pct": float(resolved["crop_pct"])}
-
-
-def is_timm_module(model: nn.Module) -> bool:
-    return isinstance(getattr(model, "pretrained_cfg", None), Mapping) and hasattr(model, "group_matcher")
