@@ -20,7 +20,7 @@ from transferlab.errors import ConfigError, TransferlabError
 from transferlab.locks import RUN_LOCK_FILE
 from transferlab.run import run_training
 
-from conftest import TINY, compose_config, tiny_config
+from helpers import TINY, compose_config, tiny_config
 
 SMALL_RUN = ("data.num_train=32", "data.num_test=16")
 

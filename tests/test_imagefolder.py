@@ -21,7 +21,7 @@ from transferlab.data import load_imagefolder, scan_folder
 from transferlab.data.cache import decode_image
 from transferlab.errors import ConfigError, TransferlabError
 
-from conftest import IMAGE_KINDS, write_image_folder
+from helpers import IMAGE_KINDS, write_image_folder
 
 
 def load(root, cache, **settings):

@@ -15,7 +15,7 @@ from transferlab.records import read_record
 from transferlab.report.reading import find_run_files, flatten
 from transferlab.run import run_training
 
-from conftest import tiny_config, transferlab
+from helpers import tiny_config, transferlab
 
 pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402

@@ -15,7 +15,7 @@ from transferlab.errors import RunInterrupted
 from transferlab.models import build_model
 from transferlab.run import run_training
 
-from conftest import TINY, At, interrupt, start_transferlab, tiny_config, transferlab
+from helpers import TINY, At, interrupt, start_transferlab, tiny_config, transferlab
 
 # Three deterministic epochs of a few seconds each, so a test can stop the run in the middle.
 SLOW_RUN = [*TINY, "data.num_train=1200", "data.num_test=200", "train.epochs=3", "deterministic=true",

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import TRANSFERLAB, cli_env
+from helpers import TRANSFERLAB, cli_env
 from transferlab.cli import main
 from transferlab.config import KEY_MEANINGS, Config, config_dir, register_with_hydra
 from transferlab.torchvision_models import CLASSIFICATION_MODELS

@@ -15,7 +15,7 @@ from transferlab.run import hold_out_validation, load_datasets, run_training
 from transferlab.errors import SweepRefused
 from transferlab.tuning import RequireValidationSplit, objective
 
-from conftest import start_transferlab, tiny_config, transferlab
+from helpers import start_transferlab, tiny_config, transferlab
 
 # ResNet18 at 32 px on 60 generated images: each run trains two batches of 30 or fewer.
 TUNE_RUN = ["data=synthetic", "data.image_size=32", "data.num_train=60", "data.num_test=40", "train.epochs=1",
