@@ -37,6 +37,7 @@ LIGHT_COMMANDS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # starts `transferlab` subprocesses
 def test_composing_help_and_tab_never_import_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", LIGHT_COMMANDS], cwd=tmp_path, env=cli_env(),
                             capture_output=True, text=True, timeout=120)

@@ -118,6 +118,7 @@ def tuned(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # its fixture runs `transferlab train` and `tune` in subprocesses (16 s)
 def test_tune_runs_each_arms_best_validation_setting_as_a_normal_run(tuned):
     studies = sorted((tuned / "outputs" / "part_a-tuning").iterdir())  # one folder per arm, named by its settings
     assert len(studies) == 2 and all("data.val_fraction=0.3" in study.name for study in studies)
@@ -155,6 +156,7 @@ def test_tuning_again_skips_every_finished_trial_and_run(tuned):
     assert {json.dumps(r["config"]): r["started_at"] for r in records(tuned / "outputs")} == before
 
 
+@pytest.mark.slow  # its fixture runs `transferlab train` and `tune` in subprocesses (16 s)
 def test_the_report_lays_fixed_beside_tuned_and_leaves_trials_out(tuned):
     result = transferlab("report", cwd=tuned)
     assert result.returncode == 0, result.stdout + result.stderr
