@@ -17,7 +17,7 @@ timm = pytest.importorskip("timm")
 from safetensors.torch import save_file  # noqa: E402
 
 from helpers import tiny_config  # noqa: E402
-from transferlab import caches, probe  # noqa: E402
+from transferlab import diskcache, probe  # noqa: E402
 from transferlab.errors import ConfigError, TransferlabError  # noqa: E402
 from transferlab.models import build_model, build_model_with_init  # noqa: E402
 
@@ -65,22 +65,22 @@ def hub_cache(tmp_path, monkeypatch):
 # --- weights are named by their bytes ------------------------------------------------------------------
 
 def test_the_digest_memo_sees_a_rewrite_that_keeps_size_and_modification_time(tmp_path, monkeypatch):
-    monkeypatch.setattr(caches, "RACY_SECONDS", 0.0)  # the file was just written: remember it all the same
+    monkeypatch.setattr(diskcache, "RACY_SECONDS", 0.0)  # the file was just written: remember it all the same
     path, memo = tmp_path / "weights.pt", tmp_path / "memo"
     path.write_bytes(b"a" * 1000)
     stat = path.stat()
-    assert caches.file_sha256(path, memo) == _sha256(path) and len(list(memo.iterdir())) == 1
-    assert caches.file_sha256(path, memo) == _sha256(path)  # from the memo
+    assert diskcache.file_sha256(path, memo) == _sha256(path) and len(list(memo.iterdir())) == 1
+    assert diskcache.file_sha256(path, memo) == _sha256(path)  # from the memo
     path.write_bytes(b"b" * 1000)  # in place, as a generator or `rsync -t` rewrites a file
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
-    assert caches.file_sha256(path, memo) == _sha256(path)  # its change time moved: hashed again
+    assert diskcache.file_sha256(path, memo) == _sha256(path)  # its change time moved: hashed again
 
 
 def test_the_digest_memo_is_not_written_for_a_file_changed_a_moment_ago(tmp_path):
     path, memo = tmp_path / "weights.pt", tmp_path / "memo"
     path.write_bytes(b"a" * 1000)
-    assert caches.file_sha256(path, memo) == _sha256(path)
+    assert diskcache.file_sha256(path, memo) == _sha256(path)
     assert not memo.exists()  # a rewrite within the same clock tick would keep every time it has
 
 

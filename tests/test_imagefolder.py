@@ -100,7 +100,7 @@ def _load_in_child(root, cache, log):
     def logged_build(*args, **kwargs):
         with open(log, "a") as handle:
             handle.write(f"{os.getpid()}\n")
-        build(*args, **kwargs)
+        return build(*args, **kwargs)
 
     cache_module._build = logged_build
     train, _ = load(root, cache)
