@@ -8,7 +8,7 @@ docs/performance.md's "Cache keys and digests".
    after it was written (a cold cache or a network file system makes reading every file dearer).
 2. The cached arrays' check: the SHA-256 of a --gib GiB file (a cached array) read from the page
    cache, in seconds per GiB, against reading the digest memo when the file's stat is unchanged
-   (caches.file_sha256, which the caches use), and for comparison hashlib's BLAKE2b and zlib's CRC-32.
+   (diskcache.file_sha256, which the caches use), and for comparison hashlib's BLAKE2b and zlib's CRC-32.
 
     python scripts/benchmark_cache_digests.py                  # 50,000 JPEGs, a 1 GiB array
     python scripts/benchmark_cache_digests.py --images 5000 --gib 0.25
@@ -70,7 +70,7 @@ def time_keys(root: Path) -> dict[str, float]:
 
 
 def time_array(path: Path, gib: float) -> dict[str, float]:
-    from transferlab import caches
+    from transferlab import diskcache
 
     with open(path, "wb") as handle:
         block = np.random.default_rng(1).integers(0, 256, 2**24, dtype=np.uint8).tobytes()  # 16 MiB
@@ -87,14 +87,14 @@ def time_array(path: Path, gib: float) -> dict[str, float]:
         figures[f"{name} in memory, s/GiB"] = (time.perf_counter() - start) / size_gib
     del data
     start = time.perf_counter()
-    caches.file_sha256(path)
-    figures["caches.file_sha256 (reads the file), s/GiB"] = (time.perf_counter() - start) / size_gib
+    diskcache.file_sha256(path)
+    figures["diskcache.file_sha256 (reads the file), s/GiB"] = (time.perf_counter() - start) / size_gib
     memo = path.parent / "memo"
-    time.sleep(caches.RACY_SECONDS + 0.1)  # a file changed a moment ago is not remembered; now it is settled
-    caches.file_sha256(path, memo)  # hashed, and remembered
+    time.sleep(diskcache.RACY_SECONDS + 0.1)  # a file changed a moment ago is not remembered; now it is settled
+    diskcache.file_sha256(path, memo)  # hashed, and remembered
     start = time.perf_counter()
-    caches.file_sha256(path, memo)
-    figures["caches.file_sha256, unchanged file (the memo), s"] = time.perf_counter() - start
+    diskcache.file_sha256(path, memo)
+    figures["diskcache.file_sha256, unchanged file (the memo), s"] = time.perf_counter() - start
     return figures
 
 

@@ -10,7 +10,7 @@ import torchvision
 timm = pytest.importorskip("timm")
 pytest.importorskip("peft")
 
-from conftest import tiny_config  # noqa: E402
+from helpers import tiny_config  # noqa: E402
 from transferlab import adapt  # noqa: E402
 from transferlab.checkpoint import Checkpoint, checkpoint_state, restore  # noqa: E402
 from transferlab.errors import ConfigError  # noqa: E402
@@ -213,7 +213,7 @@ def test_a_bitfit_run_of_a_torchvision_model(tmp_path):
 
 @pytest.mark.slow
 def test_a_stopped_lora_run_with_a_schedule_resumes_to_what_an_uninterrupted_one_ends_with(tmp_path):
-    from conftest import At, interrupt
+    from helpers import At, interrupt
 
     from transferlab.checkpoint import CHECKPOINT_FILE, load_checkpoint
     from transferlab.errors import RunInterrupted

@@ -24,7 +24,7 @@ from transferlab.prepare import main as prepare_main
 from transferlab.sources.torchvision_source import weights_file
 from transferlab.run import run_training
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 # GoogLeNet and Inception v3 warn that their default initialisation will change; not our concern.
 pytestmark = pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")

@@ -16,8 +16,8 @@ import torch
 timm = pytest.importorskip("timm")
 from safetensors.torch import save_file  # noqa: E402
 
-from conftest import tiny_config  # noqa: E402
-from transferlab import caches, probe  # noqa: E402
+from helpers import tiny_config  # noqa: E402
+from transferlab import diskcache, probe  # noqa: E402
 from transferlab.errors import ConfigError, TransferlabError  # noqa: E402
 from transferlab.models import build_model, build_model_with_init  # noqa: E402
 
@@ -65,22 +65,22 @@ def hub_cache(tmp_path, monkeypatch):
 # --- weights are named by their bytes ------------------------------------------------------------------
 
 def test_the_digest_memo_sees_a_rewrite_that_keeps_size_and_modification_time(tmp_path, monkeypatch):
-    monkeypatch.setattr(caches, "RACY_SECONDS", 0.0)  # the file was just written: remember it all the same
+    monkeypatch.setattr(diskcache, "RACY_SECONDS", 0.0)  # the file was just written: remember it all the same
     path, memo = tmp_path / "weights.pt", tmp_path / "memo"
     path.write_bytes(b"a" * 1000)
     stat = path.stat()
-    assert caches.file_sha256(path, memo) == _sha256(path) and len(list(memo.iterdir())) == 1
-    assert caches.file_sha256(path, memo) == _sha256(path)  # from the memo
+    assert diskcache.file_sha256(path, memo) == _sha256(path) and len(list(memo.iterdir())) == 1
+    assert diskcache.file_sha256(path, memo) == _sha256(path)  # from the memo
     path.write_bytes(b"b" * 1000)  # in place, as a generator or `rsync -t` rewrites a file
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
-    assert caches.file_sha256(path, memo) == _sha256(path)  # its change time moved: hashed again
+    assert diskcache.file_sha256(path, memo) == _sha256(path)  # its change time moved: hashed again
 
 
 def test_the_digest_memo_is_not_written_for_a_file_changed_a_moment_ago(tmp_path):
     path, memo = tmp_path / "weights.pt", tmp_path / "memo"
     path.write_bytes(b"a" * 1000)
-    assert caches.file_sha256(path, memo) == _sha256(path)
+    assert diskcache.file_sha256(path, memo) == _sha256(path)
     assert not memo.exists()  # a rewrite within the same clock tick would keep every time it has
 
 
@@ -203,7 +203,7 @@ def _load_folder(root, cache, **settings):
 def test_an_image_rewritten_in_place_with_its_size_and_modification_time_is_decoded_again(tmp_path):
     from PIL import Image
 
-    from conftest import write_image_folder
+    from helpers import write_image_folder
 
     root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
     path = root / "train" / "cat" / "train_cat_0.png"
@@ -228,7 +228,7 @@ def _overwrite_inside(path, offset_from_end: int, data: bytes) -> None:
 def test_pixels_zeroed_in_the_image_cache_are_found_and_the_images_decoded_again(tmp_path, caplog):
     import logging
 
-    from conftest import write_image_folder
+    from helpers import write_image_folder
 
     root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
     train, _ = _load_folder(root, tmp_path / "cache")
@@ -291,7 +291,7 @@ def test_a_full_disk_under_a_cached_probe_fails_the_run_in_one_line(tmp_path):
     import shutil
     import subprocess
 
-    from conftest import DRY_RUN, transferlab
+    from helpers import DRY_RUN, transferlab
 
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -372,7 +372,7 @@ def test_a_cached_probe_waiting_for_the_feature_cache_lock_says_who_holds_it(tmp
 
 
 def test_a_cache_dir_that_is_a_file_is_one_line_naming_data_cache_dir(tmp_path):
-    from conftest import write_image_folder
+    from helpers import write_image_folder
 
     root = write_image_folder(tmp_path / "pets", per_class=2, classes=("cat", "dog"))
     (tmp_path / "file").write_text("not a folder")
@@ -389,7 +389,7 @@ def test_a_whole_cache_on_a_read_only_file_system_is_read_without_its_lock(tmp_p
     import shutil
     import subprocess
 
-    from conftest import write_image_folder
+    from helpers import write_image_folder
     from transferlab.data import make_synthetic
     from test_probe import build_cache, tiny_backbone_model
 

@@ -8,7 +8,7 @@ import torchvision
 
 from transferlab.records import METRIC_COLUMNS
 
-from conftest import TINY, transferlab
+from helpers import TINY, transferlab
 
 RECORD_FIELDS = {"status", "config", "overrides", "model", "pretrained", "fraction", "freeze", "seed",
                  "params_total", "params_trainable", "history", "test_acc", "test_loss", "device", "versions"}
@@ -106,7 +106,7 @@ def test_the_cache_command_lists_and_removes_image_caches_without_torch(tmp_path
     import subprocess
     import sys
 
-    from conftest import cli_env, write_image_folder
+    from helpers import cli_env, write_image_folder
 
     root = write_image_folder(tmp_path / "pets", per_class=2)
     decoded = transferlab("prepare", "data=imagefolder", f"data.root={root}", "data.cache_dir=cache", cwd=tmp_path)

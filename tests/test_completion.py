@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torchvision
 
-from conftest import TRANSFERLAB, cli_env, transferlab
+from helpers import TRANSFERLAB, cli_env, transferlab
 from transferlab.composition import config_dir
 
 # The model group's options: every torchvision classification model (the table's have a file in conf/model/).

@@ -7,7 +7,7 @@ import pytest
 from transferlab.config import validate
 from transferlab.errors import ConfigError
 
-from conftest import compose_config
+from helpers import compose_config
 
 
 def test_defaults_reproduce_the_protocol():

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import DRY_RUN, At, interrupt, tiny_config
+from helpers import DRY_RUN, At, interrupt, tiny_config
 from transferlab.errors import RunInterrupted
 from transferlab.fit import Callback, fit
 from transferlab.records import SCHEMA_VERSION, RunRecord

@@ -8,7 +8,7 @@ from transferlab.data.images import smallest_fraction, stratified_count
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.run import load_datasets
 
-from conftest import tiny_config, write_cifar10, write_cifar100
+from helpers import tiny_config, write_cifar10, write_cifar100
 
 
 def old_uniform_draw(num_items: int, fraction: float, seed: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ import pytest
 import transferlab.data.cifar as cifar
 from transferlab.data import load_cifar10
 
-from conftest import write_cifar10
+from helpers import write_cifar10
 
 # A process that loads CIFAR-10 from ROOT when the file GO appears, and logs to LOG when it unpacks
 # the archive: torchvision's unpacking, slowed down so that unguarded processes would meet in it.

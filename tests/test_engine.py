@@ -213,7 +213,7 @@ def test_progress_bar_shows_batches_loss_accuracy_and_rate(capsys):
                                  "reduce-overhead, max-autotune, max-autotune-no-cudagraphs"),
 ])
 def test_the_speed_settings_refuse_unknown_values(override, message):
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     with pytest.raises(ConfigError) as refused:
         tiny_config(override)

@@ -22,7 +22,7 @@ from transferlab.locks import RUN_LOCK_FILE
 from transferlab.data import make_loader
 from transferlab.run import Collaborators, run_training
 
-from conftest import TINY, compose_config, tiny_config
+from helpers import TINY, compose_config, tiny_config
 
 SMALL_RUN = ("data.num_train=32", "data.num_test=16")
 

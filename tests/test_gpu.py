@@ -21,7 +21,7 @@ from transferlab.engine import ProgressBar, StepSettings, evaluate, make_optimiz
 from transferlab.models import build_model
 from transferlab.run import run_training
 
-from conftest import tiny_config, write_image_folder
+from helpers import tiny_config, write_image_folder
 from test_pipeline import TOLERANCE, pil_reference
 
 CUDA = torch.device("cuda")

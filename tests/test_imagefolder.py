@@ -21,7 +21,7 @@ from transferlab.data import load_imagefolder, scan_folder
 from transferlab.data.cache import decode_image
 from transferlab.errors import ConfigError, TransferlabError
 
-from conftest import IMAGE_KINDS, write_image_folder
+from helpers import IMAGE_KINDS, write_image_folder
 
 
 def load(root, cache, **settings):
@@ -100,7 +100,7 @@ def _load_in_child(root, cache, log):
     def logged_build(*args, **kwargs):
         with open(log, "a") as handle:
             handle.write(f"{os.getpid()}\n")
-        build(*args, **kwargs)
+        return build(*args, **kwargs)
 
     cache_module._build = logged_build
     train, _ = load(root, cache)

@@ -16,7 +16,7 @@ import torch
 import transferlab.gpus as gpus
 import transferlab.devices as devices_module
 
-from conftest import DRY_RUN, compose_config, start_transferlab, transferlab
+from helpers import DRY_RUN, compose_config, start_transferlab, transferlab
 
 
 @pytest.mark.parametrize("launcher", [["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],

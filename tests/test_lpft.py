@@ -13,7 +13,7 @@ from transferlab.config import validate
 from transferlab.errors import ConfigError, RunInterrupted
 from transferlab.run import MODEL_FILE, run_training
 
-from conftest import At, compose_config, interrupt, tiny_config
+from helpers import At, compose_config, interrupt, tiny_config
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 # freeze=lp_ft probes for half of the 3 epochs: the switch comes at the start of epoch 2.

@@ -15,10 +15,7 @@ from transferlab.records import read_record
 from transferlab.report.reading import find_run_files, flatten
 from transferlab.run import run_training
 
-from conftest import tiny_config, transferlab
-
-pytest.importorskip("mlflow")
-from mlflow.tracking import MlflowClient  # noqa: E402
+from helpers import tiny_config, transferlab
 
 PER_EPOCH = ("train_loss", "train_acc", "test_loss", "test_acc", "images_per_second", "epoch_seconds")
 SMALL = ["data.num_train=64", "data.num_test=32"]  # two batches an epoch: these tests need no learning
@@ -33,7 +30,9 @@ def store_dir(tmp_path_factory):
 
 @pytest.fixture
 def client(store_dir, monkeypatch):
-    """Runs of this test log to the shared folder's local store, as from `transferlab train` run there."""
+    """Runs of this test log to the shared folder's local store, as from `transferlab train` run there.
+    MLflow is imported here, not at collection (where it took seconds of every fast tier)."""
+    MlflowClient = pytest.importorskip("mlflow.tracking").MlflowClient
     monkeypatch.chdir(store_dir)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
@@ -158,6 +157,7 @@ def test_parallel_jobs_of_a_sweep_are_children_of_one_parent_and_a_rerun_adds_no
 
 @pytest.mark.slow
 def test_an_unreachable_tracking_server_stops_a_sweep_before_any_run(tmp_path):
+    pytest.importorskip("mlflow")
     result = transferlab("train", "-m", "experiment=part_c", "freeze=none,early", *DRY_RUN, cwd=tmp_path,
                          MLFLOW_TRACKING_URI=f"http://127.0.0.1:{closed_port()}", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
                          MLFLOW_HTTP_REQUEST_TIMEOUT="5")

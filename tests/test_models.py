@@ -110,9 +110,9 @@ def test_weights_file_with_an_imagenet_head_is_loaded_and_the_head_replaced(tmp_
 
 
 def test_weights_file_with_a_10_class_head_is_loaded_whole(tmp_path):
-    source = torchvision.models.alexnet(weights=None, num_classes=10)
+    source = torchvision.models.resnet18(weights=None, num_classes=10)  # not AlexNet: 5x fewer weights to draw
     torch.save({"model": source.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pt")
-    model = build_model("alexnet", pretrained=False, weights_path=str(tmp_path / "checkpoint.pt"))
+    model = build_model("resnet18", pretrained=False, weights_path=str(tmp_path / "checkpoint.pt"))
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
 
@@ -187,9 +187,9 @@ def test_weights_file_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(ConfigError, match="not a state_dict torch can load safely"):
         build_model("resnet18", False, str(tmp_path / "junk.pt"))
-    torch.save(torchvision.models.alexnet(weights=None).state_dict(), tmp_path / "alexnet.pt")
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), tmp_path / "squeezenet.pt")  # small
     with pytest.raises(ConfigError, match="does not fit ResNet: keys missing"):
-        build_model("resnet18", False, str(tmp_path / "alexnet.pt"))
+        build_model("resnet18", False, str(tmp_path / "squeezenet.pt"))
 
 
 def test_pretrained_goes_through_torchvisions_weights_api(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from transferlab.errors import RunInterrupted
 from transferlab.launch import launch
 from transferlab.run import MODEL_FILE, run_training
 
-from conftest import TINY, At, interrupt, tiny_config, write_image_folder
+from helpers import TINY, At, interrupt, tiny_config, write_image_folder
 
 SMALL_RUN = ("data.num_train=64", "data.num_test=32")
 

@@ -14,7 +14,7 @@ from transferlab.sources.torchvision_source import weights_file
 
 from transferlab.config import DataConfig
 
-from conftest import cli_env, write_cifar10, write_cifar100, write_image_folder
+from helpers import cli_env, write_cifar10, write_cifar100, write_image_folder
 
 
 @pytest.fixture

@@ -353,7 +353,7 @@ def _weights_file(folder):
 
 
 def _probe_run(tmp_path, name, *overrides):
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     from transferlab.run import run_training
 
@@ -404,7 +404,7 @@ def test_a_run_with_more_than_the_head_training_is_refused_in_one_line(tmp_path)
 def test_a_cached_lp_ft_run_stopped_in_its_probe_resumes_exactly(tmp_path):
     """LP-FT on cached features: stopped after the first probe epoch, resumed, it ends bit for bit
     where an uninterrupted run ends, without extracting the features again."""
-    from conftest import At, interrupt, tiny_config
+    from helpers import At, interrupt, tiny_config
 
     from transferlab.errors import RunInterrupted
     from transferlab.run import run_training
@@ -443,7 +443,7 @@ def test_an_lbfgs_lp_ft_run_resumes_after_its_switch_and_its_record_is_one_the_r
     that follows must still load, and a resume after the switch never touches the feature cache."""
     import shutil
 
-    from conftest import At, interrupt, tiny_config
+    from helpers import At, interrupt, tiny_config
 
     from transferlab.errors import RunInterrupted
     from transferlab.records import record_problem

@@ -10,7 +10,7 @@ import pytest
 
 from transferlab.records import METRICS_FILE, RUN_FILE, write_atomic, write_record
 
-from conftest import tiny_config, write_image_folder
+from helpers import tiny_config, write_image_folder
 
 
 @pytest.fixture(params=[0o022, 0o027], ids=["umask-022", "umask-027"])

@@ -15,7 +15,7 @@ from transferlab.records import write_record
 from transferlab.run import run_training
 from transferlab.run_folders import RunFolderTaken, completed_run
 
-from conftest import DRY_RUN, compose_config, tiny_config, transferlab
+from helpers import DRY_RUN, compose_config, tiny_config, transferlab
 from test_sweep import expand
 
 

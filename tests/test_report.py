@@ -21,7 +21,7 @@ import pytest
 
 from transferlab import report
 
-from conftest import start_transferlab, transferlab
+from helpers import start_transferlab, transferlab
 from report_records import groups_of, hand_record, make_report, read_frame, t_interval, write_record
 
 # Sweeps of seconds: 40 generated images (Part A: 100), 2 epochs of one or two batches. One thread per process,

@@ -31,14 +31,17 @@ PRETRAINED = {0.1: [0.80, 0.82, 0.85], 0.2: [0.86], 0.5: [0.90, 0.91, 0.89, 0.92
 SCRATCH = {0.1: [0.40, 0.45, 0.41], 0.2: [0.50], 0.5: [0.52, 0.50, 0.55, 0.51, 0.49, 0.53]}
 
 
-@pytest.fixture
-def part_a_report(tmp_path, capsys):
-    records = {}
+@pytest.fixture(scope="module")
+def part_a_report(tmp_path_factory):
+    """(out, report.md, None): the report of Part A's records, made once for the tests that only read it."""
+    root = tmp_path_factory.mktemp("part_a_report")
     for fraction in PRETRAINED:
         for pretrained, accuracies in ((True, PRETRAINED[fraction]), (False, SCRATCH[fraction])):
             for seed, accuracy in enumerate(accuracies, start=1):
-                records[f"part_a/{fraction}-{pretrained}-{seed}"] = part_a(fraction, pretrained, seed, accuracy)
-    return make_report(tmp_path, records, capsys)
+                write_record(root / "runs" / f"part_a/{fraction}-{pretrained}-{seed}",
+                             part_a(fraction, pretrained, seed, accuracy))
+    assert report.main([str(root / "runs"), "--out", str(root / "out")]) == 0
+    return root / "out", (root / "out" / "report.md").read_text(), None
 
 
 def test_pretrained_minus_scratch_is_paired_by_seed_with_scipys_intervals(part_a_report):

@@ -17,7 +17,7 @@ from transferlab.errors import RunInterrupted
 from transferlab.models import build_model
 from transferlab.run import Collaborators, run_training
 
-from conftest import TINY, At, interrupt, start_transferlab, tiny_config, transferlab
+from helpers import TINY, At, interrupt, start_transferlab, tiny_config, transferlab
 
 # Three deterministic epochs of a few seconds each, so a test can stop the run in the middle.
 SLOW_RUN = [*TINY, "data.num_train=1200", "data.num_test=200", "train.epochs=3", "deterministic=true",
@@ -235,6 +235,7 @@ def flip_inside_a_tensor(path: Path, count: int = 4096) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow  # two runs (3.9 s); the digest refusal is also test_corrupt_or_foreign_checkpoints_are_refused's
 def test_a_checkpoint_with_4_kb_flipped_inside_a_tensor_is_refused_and_resume_false_starts_over(interrupted_run):
     """Inside a tensor, the damage loads (torch.load checks no checksum) and would train on."""
     path = interrupted_run / CHECKPOINT_FILE
@@ -274,6 +275,7 @@ def test_a_checkpoint_whose_epoch_fits_neither_its_history_nor_the_run_is_refuse
     assert record["error"] == f"{path} {message}; delete it or pass resume=false"
 
 
+@pytest.mark.slow  # trains 4 epochs three times (5.5 s)
 def test_a_kill_between_the_digest_and_the_rename_leaves_a_checkpoint_that_verifies(tmp_path):
     """The digest file lands before its checkpoint's rename and names the checkpoint it replaces,
     so a kill between the two leaves the older checkpoint with a digest that matches it, also when
@@ -418,6 +420,7 @@ def fill(disk: Path) -> Path:
 
 
 
+@pytest.mark.slow  # mounts a file system
 def test_a_checkpoint_that_does_not_fit_fails_the_run_keeping_the_last_one(small_disk):
     """Epoch 2's checkpoint does not fit beside epoch 1's: the run stops at the next epoch end as
     failed, with one line that says the disk is full, where, and how much is needed; the partial
@@ -443,6 +446,7 @@ def test_a_checkpoint_that_does_not_fit_fails_the_run_keeping_the_last_one(small
     assert resumed["resumed_after_epoch"] == 1 and [e["epoch"] for e in resumed["history"]] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow  # mounts a file system
 def test_when_the_disk_is_too_full_even_for_run_json_it_stays_whole_and_the_error_says_so(small_disk):
     from transferlab.errors import TransferlabError
 

@@ -10,7 +10,7 @@ from transferlab.checkpoint import CHECKPOINT_FILE
 from transferlab.records import METRIC_COLUMNS
 from transferlab.run import run_training
 
-from conftest import At, tiny_config, write_cifar10, write_cifar100, write_image_folder
+from helpers import At, tiny_config, write_cifar10, write_cifar100, write_image_folder
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 
 from transferlab.locks import RUN_LOCK_FILE, RunFolderBusy, run_folder_lock
 
-from conftest import TINY, start_transferlab, transferlab
+from helpers import TINY, start_transferlab, transferlab
 
 # Holds the run folder argv[1] until killed; says so once it holds it.
 HOLDER = """

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import tiny_config
+from helpers import tiny_config
 from transferlab.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from transferlab.engine import StepSettings, train_one_epoch
 from transferlab.errors import ConfigError

@@ -11,7 +11,7 @@ from transferlab.composition import compose_config, compose_with_hydra
 from transferlab.errors import ConfigError
 from transferlab.run import run_training
 
-from conftest import TINY, tiny_config, write_image_folder
+from helpers import TINY, tiny_config, write_image_folder
 
 
 def test_weights_holding_nan_are_refused_naming_the_file_not_blamed_on_the_learning_rate(tmp_path):

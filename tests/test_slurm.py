@@ -17,7 +17,7 @@ import transferlab.slurm as slurm
 from transferlab.errors import TransferlabError
 from transferlab.slurm import NEVER_CLEARS, NodeSize, gpu_count, never_starts_line, parse_nodes
 
-from conftest import DRY_RUN, start_transferlab, transferlab
+from helpers import DRY_RUN, start_transferlab, transferlab
 
 FITS = ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.gpus_per_node=0",
         "hydra.launcher.timeout_min=10"]

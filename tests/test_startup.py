@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import TRANSFERLAB, cli_env
+from helpers import TRANSFERLAB, cli_env
 from transferlab.cli import main
 from transferlab.config import Config
 from transferlab.settings_reference import KEY_MEANINGS
@@ -39,6 +39,7 @@ LIGHT_COMMANDS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # starts `transferlab` subprocesses
 def test_composing_help_and_tab_never_import_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", LIGHT_COMMANDS], cwd=tmp_path, env=cli_env(),
                             capture_output=True, text=True, timeout=120)

@@ -10,7 +10,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from transferlab.config import validate
 
-from conftest import compose_config, transferlab
+from helpers import compose_config, transferlab
 
 # Small and fast: these keep each part's own swept keys free.
 DRY_RUN = ["data=synthetic", "data.image_size=32", "data.num_train=60", "data.num_test=40", "train.epochs=1",
@@ -188,7 +188,7 @@ def test_study_runs_all_twelve_runs_of_the_three_parts(tmp_path):
 
 @pytest.mark.slow
 def test_runs_on_two_image_folders_get_two_run_folders_and_neither_is_skipped(tmp_path):
-    from conftest import write_image_folder
+    from helpers import write_image_folder
 
     for name in ("birds", "cars"):
         write_image_folder(tmp_path / name, per_class=4, classes=("a", "b"))

@@ -16,7 +16,7 @@ import torchvision
 timm = pytest.importorskip("timm")
 from safetensors.torch import save_file  # noqa: E402
 
-from conftest import tiny_config  # noqa: E402
+from helpers import tiny_config  # noqa: E402
 from transferlab.composition import compose_config  # noqa: E402
 from transferlab.sources import timm_source as timm_models  # noqa: E402
 from transferlab.errors import ConfigError, TransferlabError  # noqa: E402

@@ -17,7 +17,7 @@ from transferlab.run import load_datasets, run_training
 from transferlab.errors import SweepRefused
 from transferlab.tuning import RequireValidationSplit, objective
 
-from conftest import start_transferlab, tiny_config, transferlab
+from helpers import start_transferlab, tiny_config, transferlab
 
 # ResNet18 at 32 px on 60 generated images: each run trains two batches of 30 or fewer.
 TUNE_RUN = ["data=synthetic", "data.image_size=32", "data.num_train=60", "data.num_test=40", "train.epochs=1",
@@ -120,6 +120,7 @@ def tuned(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # its fixture runs `transferlab train` and `tune` in subprocesses (16 s)
 def test_tune_runs_each_arms_best_validation_setting_as_a_normal_run(tuned):
     studies = sorted((tuned / "outputs" / "part_a-tuning").iterdir())  # one folder per arm, named by its settings
     assert len(studies) == 2 and all("data.val_fraction=0.3" in study.name for study in studies)
@@ -157,6 +158,7 @@ def test_tuning_again_skips_every_finished_trial_and_run(tuned):
     assert {json.dumps(r["config"]): r["started_at"] for r in records(tuned / "outputs")} == before
 
 
+@pytest.mark.slow  # its fixture runs `transferlab train` and `tune` in subprocesses (16 s)
 def test_the_report_lays_fixed_beside_tuned_and_leaves_trials_out(tuned):
     result = transferlab("report", cwd=tuned)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -14,12 +14,11 @@ after its 1x1 convolution) is refused.
 
 The cache: a folder per key (a digest of everything a feature depends on, ``feature_identity``)
 in ``<data.cache_dir>/features/``, holding one float32 ``<split>.npy`` (N, D) and int64
-``<split>_labels.npy`` per split and ``about.json``, memory-mapped by later runs. It is built in a
-temporary folder and published with one rename, under a file lock, as the image cache is
-(data/cache.py): parallel runs extract once and nobody reads half a cache; about.json records the
-SHA-256 of each array. A cache that is damaged (a file missing, short, of another shape, not the
-labels of the run's split, or not matching its digest) is rebuilt, with a warning. The weights are
-in the key by the SHA-256 of the files loaded (``weights_identity``), never by name or path.
+``<split>_labels.npy`` per split and ``about.json``, memory-mapped by later runs. It is a disk cache
+of transferlab.diskcache, as the image cache is: built once under a lock and published with one
+rename, and rebuilt, with a warning, when it is damaged (a file missing, short, of another shape,
+not the labels of the run's split, not finite, or not matching its digest). The weights are in the
+key by the SHA-256 of the files loaded (``weights_identity``), never by name or path.
 
 Two ways to fit the head: the run's optimizer over ``FeatureBatches`` (the same batch order as the
 image pipeline's, by seed and epoch) through the training loop, or ``fit_logistic_regression``:
@@ -34,7 +33,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,13 +44,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferlab.caches import ABOUT_FILE, FEATURES_KIND
-from transferlab.data.cache import (  # the image cache's checks and writing, shared
-    array_digests, arrays_damage, digests_damage, read_about, reserve,
-)
+from transferlab.caches import FEATURES_KIND
 from transferlab.data.pipelines import batch_sizes, epoch_generator
+from transferlab.diskcache import ABOUT_FILE, Arrays, DiskCache, allocate
 from transferlab.errors import ConfigError, TransferlabError
-from transferlab.locks import cache_lock
 
 log = logging.getLogger(__name__)
 
@@ -193,90 +188,45 @@ def features_cache(folder: Path, splits: dict[str, torch.Tensor], identity: dict
     ``extract``: for each split, a callable returning an iterable of (features, labels) batches
     (called only when the cache is built). The features are memory-mapped copy-on-write: the
     tensors are writable (torch wants that) but nothing is written back."""
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with cache_lock(folder.with_name(f"{folder.name}.lock"), f"the feature cache {folder}") as locked:
-            built = False
-            if not locked:
-                damage = _damage(folder, splits) if os.path.lexists(folder) else "it is missing"
-                if damage is not None:
-                    raise TransferlabError(f"the feature cache {folder} cannot be locked here (a read-only file system, "
-                                           f"or a folder of another user) and cannot be read as it is ({damage}); "
-                                           "point data.cache_dir at a folder you can write")
-                log.info("feature cache: %s (whole; read without its lock, which cannot be taken here)", folder)
-            else:
-                built = _open_or_build(folder, splits, identity, extract)
-            loaded = {}
-            for split in splits:
-                features = torch.from_numpy(np.load(folder / f"{split}.npy", mmap_mode="c"))
-                labels = torch.from_numpy(np.load(folder / f"{split}_labels.npy"))
-                loaded[split] = Features(features, labels)
-            return loaded, built
-    except OSError as error:
-        raise TransferlabError(f"the feature cache cannot be written in {folder.parent} ({error.strerror or error}); "
-                               "point data.cache_dir at a folder you can write") from error
 
+    def arrays(about: dict[str, Any]) -> Arrays | str:
+        dims = about.get("features")
+        if not isinstance(dims, int) or about.get("splits") != {split: len(labels) for split, labels in splits.items()}:
+            return f"{ABOUT_FILE} does not describe these splits"
+        return {name: array for split, labels in splits.items() for name, array in (
+            (f"{split}.npy", ((len(labels), dims), np.float32)), (f"{split}_labels.npy", ((len(labels),), np.int64)))}
 
-def _open_or_build(folder: Path, splits: dict[str, torch.Tensor], identity: dict[str, Any],
-                   extract: dict[str, Any]) -> bool:
-    """Under the cache's lock: check the cache, and extract the features again when it is missing
-    or damaged; whether it was built now."""
-    _remove_temporaries(folder)  # ours: whoever wrote them is gone, as its lock is ours now
-    damage = _damage(folder, splits) if os.path.lexists(folder) else None
-    if damage is not None:
-        log.warning("warning: the feature cache %s is damaged (%s); extracting the features again", folder, damage)
-        _remove(folder)
-    if os.path.lexists(folder):
-        log.info("feature cache: %s", folder)
-        return False
-    _build(folder, splits, identity, extract)
-    return True
-
-
-def _damage(folder: Path, splits: dict[str, torch.Tensor]) -> str | None:
-    """What is wrong with the cache in ``folder`` for ``splits`` (their labels), or None."""
-    about = read_about(folder)
-    if isinstance(about, str):
-        return about
-    dims = about.get("features")
-    if not isinstance(dims, int) or about.get("splits") != {split: len(labels) for split, labels in splits.items()}:
-        return f"{ABOUT_FILE} does not describe these splits"
-    for split, labels in splits.items():
-        damage = arrays_damage(folder, ((f"{split}.npy", (len(labels), dims), np.float32),
-                                        (f"{split}_labels.npy", (len(labels),), np.int64)))
-        if damage is not None:
-            return damage
-        if not np.array_equal(np.load(folder / f"{split}_labels.npy"), labels.cpu().numpy()):
-            return f"{split}_labels.npy does not hold the labels of the {split} split"
-        if not np.isfinite(np.load(folder / f"{split}.npy", mmap_mode="r")).all():
-            return f"{split}.npy holds values that are not finite"
-    return digests_damage(folder, about, _array_names(splits))
-
-
-def _array_names(splits: Iterable[str]) -> list[str]:
-    return [name for split in splits for name in (f"{split}.npy", f"{split}_labels.npy")]
-
-
-def _build(folder: Path, splits: dict[str, torch.Tensor], identity: dict[str, Any], extract: dict[str, Any]) -> None:
-    temporary = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir()
-    try:
-        start = time.perf_counter()
-        dims = None
+    def check(cache: Path) -> str | None:
         for split, labels in splits.items():
-            dims = _write_split(temporary, split, labels, extract[split](), dims)
-        seconds = time.perf_counter() - start
-        about = {**identity, "splits": {split: len(labels) for split, labels in splits.items()}, "features": dims,
-                 "extract_seconds": round(seconds, 2), "sha256": array_digests(temporary, _array_names(splits))}
-        (temporary / ABOUT_FILE).write_text(json.dumps(about, indent=2) + "\n")
-        os.replace(temporary, folder)
-        count = sum(len(labels) for labels in splits.values())
-        log.info("extracted the features of %d images in %.1f s (%.0f images/s) into %s", count, seconds,
-                 count / max(seconds, 1e-9), folder)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)  # never leave half a cache behind
-        raise
+            if not np.array_equal(np.load(cache / f"{split}_labels.npy"), labels.cpu().numpy()):
+                return f"{split}_labels.npy does not hold the labels of the {split} split"
+            if not np.isfinite(np.load(cache / f"{split}.npy", mmap_mode="r")).all():
+                return f"{split}.npy holds values that are not finite"
+        return None
+
+    def load(cache: Path) -> dict[str, Features]:
+        return {split: Features(torch.from_numpy(np.load(cache / f"{split}.npy", mmap_mode="c")),
+                                torch.from_numpy(np.load(cache / f"{split}_labels.npy"))) for split in splits}
+
+    cache = DiskCache(folder.parent, "feature cache", rebuild="extracting the features again",
+                      builder="feature extraction")
+    return cache.open(folder.name, arrays=arrays, check=check, load=load,
+                      build=lambda temporary: _build(temporary, folder, splits, identity, extract))
+
+
+def _build(temporary: Path, folder: Path, splits: dict[str, torch.Tensor], identity: dict[str, Any],
+           extract: dict[str, Any]) -> dict[str, Any]:
+    """Extract each split's features into the cache's ``temporary`` folder; about.json's description."""
+    start = time.perf_counter()
+    dims = None
+    for split, labels in splits.items():
+        dims = _write_split(temporary, split, labels, extract[split](), dims)
+    seconds = time.perf_counter() - start
+    count = sum(len(labels) for labels in splits.values())
+    log.info("extracted the features of %d images in %.1f s (%.0f images/s) into %s", count, seconds,
+             count / max(seconds, 1e-9), folder)
+    return {**identity, "splits": {split: len(labels) for split, labels in splits.items()}, "features": dims,
+            "extract_seconds": round(seconds, 2)}
 
 
 def _write_split(temporary: Path, split: str, labels: torch.Tensor, batches, dims: int | None) -> int:
@@ -284,10 +234,8 @@ def _write_split(temporary: Path, split: str, labels: torch.Tensor, batches, dim
     array, position = None, 0
     for features, batch_labels in batches:
         if array is None:
-            array = np.lib.format.open_memmap(temporary / f"{split}.npy", mode="w+", dtype=np.float32,
-                                              shape=(len(labels), features.shape[1]))
-            reserve(temporary / f"{split}.npy", array.offset, array.nbytes, "the feature cache",
-                    "free some space, or point data.cache_dir elsewhere")
+            array = allocate(temporary / f"{split}.npy", (len(labels), features.shape[1]), np.float32,
+                             "the feature cache", "free some space, or point data.cache_dir elsewhere")
         if not torch.isfinite(features).all():
             raise TransferlabError(f"the backbone's features of the {split} split are not finite (NaN or inf); "
                                    "try precision=fp32")
@@ -303,19 +251,6 @@ def _write_split(temporary: Path, split: str, labels: torch.Tensor, batches, dim
         os.fsync(handle.fileno())
     np.save(temporary / f"{split}_labels.npy", labels.cpu().to(torch.int64).numpy())
     return int(features.shape[1])
-
-
-def _remove(folder: Path) -> None:
-    if folder.is_dir() and not folder.is_symlink():
-        shutil.rmtree(folder)
-    else:
-        folder.unlink()
-
-
-def _remove_temporaries(folder: Path) -> None:
-    for leftover in folder.parent.glob(f".{folder.name}.*.tmp"):
-        log.info("removing %s, left by an interrupted feature extraction", leftover)
-        shutil.rmtree(leftover, ignore_errors=True)
 
 
 # --- the head's training data ----------------------------------------------------------------------
