@@ -151,7 +151,7 @@ def test_a_study_at_two_amounts_says_its_arms_get_no_fit(tmp_path, capsys):
     out, markdown, _ = make_report(tmp_path, records, capsys)
     fits = read_frame(out / "data_value-curves.csv")
     assert set(fits["status"]) == {"no fit"}
-    assert "measured at 2 amounts of data; a fit needs 3 or more" in markdown
+    assert "Arm from scratch: no extrapolation (measured at 2 amounts of data; a fit needs 3 or more)." in markdown
     # Only what was measured: the pretrained arm at 50 images beat scratch at 500, so more than 10x.
     effective = read_frame(out / "data_value-effective-data.csv")
     assert set(effective["kind"]) == {"more than"} and set(effective["bound_images"]) == {500}

@@ -122,10 +122,10 @@ def curve_tables(stem: str, curves: list[Curve], target_accuracy: float | None =
     if not curves:
         return []
     tables = [Table(f"{stem}-curves", *fit_tables(curves), caption=FIT_CAPTION, heading=": learning curves")]
-    refused = [c for c in curves if c.status != HOLDS and any(not c.scratch and c.init for c in curves)]
     if found := effective_data(curves):
-        caption = EFFECTIVE_CAPTION + "".join(
-            f" No extrapolation from {c.label}: {c.reason}." for c in refused if c.scratch)
+        scratch = {id(e.scratch): e.scratch for e in found}.values()
+        caption = EFFECTIVE_CAPTION + "".join(  # the one line that refuses to extrapolate, per scratch fit
+            f" Arm {c.label}: no extrapolation ({c.reason})." for c in scratch if c.status != HOLDS)
         tables.append(Table(f"{stem}-effective-data", *effective_tables(found), caption=caption,
                             heading=": effective data of pretraining"))
     if needed := data_needed(curves, target_accuracy):
