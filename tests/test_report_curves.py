@@ -92,7 +92,7 @@ def test_a_fit_that_does_not_hold_is_not_read_beyond_the_amounts_measured():
     errors = [0.6, 0.4, 0.3, 0.15, 0.3, 0.12]
     bent = [Point(None, float(n), e + rng.normal(0.0, NOISE, 6)) for n, e in zip(AMOUNTS, errors)]
     curve = curve_of("from scratch", (), "from scratch", bent)
-    assert curve.status == FAILS and curve.reason.startswith("does not hold: chi-square")
+    assert curve.status == FAILS and curve.reason.startswith("does not hold: lack-of-fit F")
     beyond = read_images(curve, 0.05)
     assert beyond.kind == "more than" and beyond.bound == AMOUNTS[-1] and "does not hold" in beyond.note
 

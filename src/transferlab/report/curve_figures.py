@@ -11,6 +11,7 @@ import numpy as np
 
 from transferlab.report.curves import FAR, HOLDS, Curve, Effective, effective_data
 from transferlab.report.figures import MARKERS, _finish, _wrap, pyplot, save_png
+from transferlab.report.stats import PERCENT_BOUNDS, summarize
 
 GRID = 120  # points along a fitted curve
 
@@ -21,16 +22,29 @@ def _extent(curve: Curve) -> tuple[float, float]:
     return (low / FAR, high * FAR) if curve.status == HOLDS else (low, high)
 
 
+def _log_axis(ax, which: str) -> None:
+    """A log scale on ``which`` axis (x or y) with plain numbers at its ticks (1, 10, 1,000, 0.1): the
+    report draws no mathtext."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def accuracy_figure(title: str, curves: list[Curve]):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for index, curve in enumerate(c for c in curves if c.points):
         color = f"C{index % 10}"
         images = [p.images for p in curve.points]
-        means = [100 * (1 - p.mean) for p in curve.points]
-        spans = [100 * p.half_width() for p in curve.points]
+        summaries = [summarize(1 - p.errors, scale=100.0, bounds=PERCENT_BOUNDS) for p in curve.points]
+        means = [s.mean for s in summaries]
+        below = [0.0 if math.isnan(s.low) else s.mean - s.low for s in summaries]
+        above = [0.0 if math.isnan(s.high) else s.high - s.mean for s in summaries]
         label = curve.label if curve.fit else f"{curve.label} ({curve.reason})"
-        ax.errorbar(images, means, yerr=[0 if math.isnan(s) else s for s in spans], fmt=MARKERS[index % len(MARKERS)],
+        ax.errorbar(images, means, yerr=[below, above], fmt=MARKERS[index % len(MARKERS)],
                     color=color, capsize=3, label=_wrap(label, 40))
         for p in curve.points:
             ax.scatter([p.images] * len(p.errors), 100 * (1 - p.errors), s=8, color=color, alpha=0.35)
@@ -39,6 +53,7 @@ def accuracy_figure(title: str, curves: list[Curve]):
         low, high = _extent(curve)
         grid = np.geomspace(low, high, GRID)
         accuracy = 100 * (1 - curve.fit.error(grid))
+        accuracy[accuracy < 0] = np.nan  # an error above 1 is no accuracy: the fit is not drawn there
         inside = (grid >= curve.images[0]) & (grid <= curve.images[1])
         ax.plot(grid[inside], accuracy[inside], color=color, linestyle="-")
         ax.plot(grid[grid <= curve.images[0]], accuracy[grid <= curve.images[0]], color=color, linestyle="--")
@@ -46,9 +61,11 @@ def accuracy_figure(title: str, curves: list[Curve]):
         fits = [fit for fit in curve.resampled if fit is not None]
         if fits:
             drawn = 100 * (1 - np.array([fit.error(grid) for fit in fits]))
-            ax.fill_between(grid, np.percentile(drawn, 2.5, axis=0), np.percentile(drawn, 97.5, axis=0),
+            low_band, high_band = np.percentile(drawn, 2.5, axis=0), np.percentile(drawn, 97.5, axis=0)
+            shown = ~np.isnan(accuracy)
+            ax.fill_between(grid[shown], np.clip(low_band[shown], 0, 100), np.clip(high_band[shown], 0, 100),
                             color=color, alpha=0.15, linewidth=0)
-    ax.set_xscale("log")
+    _log_axis(ax, "x")
     _finish(ax, title + "\nlines: fits (dashed: extrapolated), bands: bootstrap 95 %, bars: 95 % t interval",
             "training images (log scale)", "test accuracy (%)", "arm")
     return fig
@@ -78,8 +95,8 @@ def multiplier_figure(title: str, found: list[Effective]):
             ax.scatter([e.point.images], [e.reading.bound / e.point.images], color=color, zorder=3,
                        marker="^" if e.reading.kind == "more than" else "v", s=60)
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1.2)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log_axis(ax, "x")
+    _log_axis(ax, "y")
     _finish(ax, title + "\nhollow: extrapolated, triangles: bounds (more / less than), bands: bootstrap 95 %",
             "training images used (log scale)", "effective-data multiplier (from-scratch images / images used)",
             "pretrained arm")

@@ -33,13 +33,18 @@ def reading_cells(reading: Reading, per: float | None = None) -> tuple[str, str]
     value = shown(reading.images)
     if math.isnan(reading.low):
         return value, ""
-    return value, f"[{shown(reading.low)}, {shown(reading.high)}]"
+    fewest, most = reading.reach  # an end beyond what the fit may say is a bound
+    low = f"less than {shown(fewest)}" if reading.low < fewest else shown(reading.low)
+    high = f"more than {shown(most)}" if reading.high > most else shown(reading.high)
+    return value, f"[{low}, {high}]"
 
 
 def reading_note(reading: Reading) -> str:
     if reading.kind == "extrapolated":
         return f"extrapolated: {reading.note}"
-    return reading.note if reading.kind != "interpolated" else "within the amounts measured"
+    if reading.kind == "interpolated":
+        return "within the amounts measured" + (f" ({reading.note})" if reading.note else "")
+    return reading.note
 
 
 def interval_of(curve: Curve, name: str) -> tuple[float, float]:
@@ -68,7 +73,8 @@ def fit_tables(curves: list[Curve]) -> tuple[pd.DataFrame, pd.DataFrame]:
         else:
             row |= {"ceiling: 100 − 100c (%)": "", "exponent b": "", "a": ""}
         row["fit"] = curve.reason
-        number |= {"status": curve.status, "chi2": curve.chi2, "dof": curve.dof, "p": curve.p,
+        number |= {"status": curve.status, "lack_of_fit_f": curve.statistic, "dof": curve.dof,
+                   "noise_dof": curve.noise_dof, "p": curve.p,
                    "points_within_ci95": curve.within if curve.fit else math.nan, "reason": curve.reason}
         shown.append(row)
         numbers.append(number)
@@ -110,7 +116,8 @@ def needed_tables(needed) -> tuple[pd.DataFrame, pd.DataFrame]:
 FIT_CAPTION = (f"Each arm's test error against its training images, fitted as err(n) = c + a·n^(−b) "
                f"(Hernandez et al. 2021) where it was measured at {MIN_AMOUNTS} or more amounts; 95 % intervals: "
                f"percentiles of {RESAMPLES} fits to bootstrap resamples of the replicates at each amount. A fit "
-               f"holds where its chi-square against the points' standard errors has p ≥ {FIT_P:g}; only a fit that "
+               f"holds where the lack-of-fit F test (residuals against the replicates' pooled variance) gives p ≥ "
+               f"{FIT_P:g}; only a fit that "
                f"holds is read beyond the amounts measured (at most {FAR:g}x beyond).")
 EFFECTIVE_CAPTION = ("Effective data: the training images the from-scratch arm would need for the pretrained arm's "
                      "mean accuracy, read off the from-scratch fit, and the multiplier (those images / the images "

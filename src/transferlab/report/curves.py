@@ -5,16 +5,16 @@ A *curve* is the arms of a group that differ only in the data amount (fractions 
 counted in training images: run.json's num_train_images), measured at MIN_AMOUNTS or more amounts.
 Its fit is ``err(n) = c + a * n**(-b)`` (Hernandez et al. 2021, "Scaling Laws for Transfer"; c is
 the error it tends to, a and b how fast it gets there): least squares on the mean error at each
-amount, weighted by the mean's standard error where every amount has one, with 0 <= c <= 1, a >= 0,
+amount, each weighing as its replicates (least squares over every run), with 0 <= c <= 1, a >= 0,
 0 <= b <= MAX_EXPONENT, solved exactly for c and a at each b of a fine grid (fit_power_law: no
 starting point, nothing that fails to converge). Its intervals are percentiles of RESAMPLES fits to
 bootstrap resamples of the replicates at each amount, seeded: the same runs give the same numbers.
 
 A curve is refused, not fitted, where its error does not fall (rising, or flat within twice the
-standard error of the drop from its fewest to its most images). A fit *holds* where its residuals
-agree with the measured points' standard errors (chi-square p >= FIT_P over amounts - 3 degrees of
-freedom); it is *untested* at 3 amounts (3 parameters through 3 points) or without replicates at every
-amount. Only a fit that holds is read beyond the amounts measured, and at most FAR times beyond
+standard error of the drop from its fewest to its most images). A fit *holds* where the lack-of-fit F
+test (its residuals' mean square against the replicates' own variance, pooled over the amounts)
+gives p >= FIT_P; it is *untested* at 3 amounts (3 parameters through 3 points) or without replicates
+that vary. Only a fit that holds is read beyond the amounts measured, and at most FAR times beyond
 (below) them; further out, or from a fit that does not hold, the report gives a bound only
 (``more than 20x``), taken from what was measured.
 
@@ -37,7 +37,7 @@ MAX_EXPONENT = 5.0  # b's upper bound: a steeper fall is no power law of these a
 RESAMPLES = 200  # bootstrap fits per curve
 SEED = 0  # the bootstrap's seed: the report is byte-identical on the same runs
 CONFIDENCE = 0.95
-FIT_P = 0.05  # a fit whose chi-square p is below this does not hold
+FIT_P = 0.05  # a fit whose lack-of-fit p is below this does not hold
 FAR = 10.0  # a fit is read at most this many times beyond its largest (below its smallest) amount
 FLAT_SE = 2.0  # a drop in error under this many standard errors is flat
 
@@ -75,20 +75,6 @@ class Point:
     def mean(self) -> float:
         return float(np.mean(self.errors))
 
-    @property
-    def se(self) -> float:
-        """The standard error of the mean error; nan for one replicate."""
-        if len(self.errors) < 2:
-            return math.nan
-        return float(np.std(self.errors, ddof=1) / math.sqrt(len(self.errors)))
-
-    def half_width(self) -> float:
-        """The half-width of the mean's 95 % t interval; nan for one replicate."""
-        from scipy import stats
-
-        return float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(self.errors) - 1) * self.se) if len(self.errors) > 1 \
-            else math.nan
-
 
 @dataclass(frozen=True)
 class Curve:
@@ -102,8 +88,9 @@ class Curve:
     reason: str  # one line: why it holds or not, or why there is no fit
     fit: PowerLaw | None = None
     resampled: list[PowerLaw] = field(default_factory=list)  # one per bootstrap draw
-    chi2: float = math.nan
-    dof: int = 0
+    statistic: float = math.nan  # the lack-of-fit F
+    dof: int = 0  # amounts - 3
+    noise_dof: int = 0  # replicates - amounts
     p: float = math.nan
     within: int = 0  # points whose 95 % interval holds the fitted value
 
@@ -182,16 +169,29 @@ def fit_power_law(images: np.ndarray, errors: np.ndarray, sigma: np.ndarray | No
     return PowerLaw(float(c[best]), float(a[best] * scale ** b), b)
 
 
+def pure_error(points: list[Point]) -> tuple[float, int]:
+    """(the replicates' variance around their amount's mean, pooled over the amounts; its degrees of
+    freedom, replicates - amounts): the noise a fit's residuals are measured against. Pooled, because
+    3 replicates give each amount's own variance on 2 degrees of freedom, too few to judge a residual by."""
+    dof = sum(len(p.errors) - 1 for p in points)
+    if dof < 1:
+        return math.nan, 0
+    return float(sum(np.sum((p.errors - p.mean) ** 2) for p in points) / dof), dof
+
+
 def curve_of(label: str, context: tuple, init: str, points: list[Point]) -> Curve:
     """A curve's fit, its resampled fits and whether it holds; or why it has none."""
+    from scipy import stats
+
     points = sorted(points, key=lambda point: point.images)
     base = dict(label=label, context=context, init=init, points=points)
     if len(points) < MIN_AMOUNTS:
         return Curve(**base, status=REFUSED, reason=f"measured at {len(points)} amount{'s' if len(points) != 1 else ''}"
                      f" of data; a fit needs {MIN_AMOUNTS} or more")
+    variance, noise_dof = pure_error(points)
     first, last = points[0], points[-1]
     drop = first.mean - last.mean
-    drop_se = math.sqrt(first.se ** 2 + last.se ** 2)
+    drop_se = math.sqrt(variance * (1 / len(first.errors) + 1 / len(last.errors))) if noise_dof else math.nan
     words = (f"its error goes from {100 * first.mean:.2f} % at {first.images:,.0f} images to "
              f"{100 * last.mean:.2f} % at {last.images:,.0f}")
     if drop <= 0:
@@ -201,8 +201,8 @@ def curve_of(label: str, context: tuple, init: str, points: list[Point]) -> Curv
                      f"{FLAT_SE:g} standard errors)")
     images = np.array([p.images for p in points])
     means = np.array([p.mean for p in points])
-    ses = np.array([p.se for p in points])
-    sigma = ses if np.all(np.isfinite(ses)) and np.all(ses > 0) else None
+    counts = np.array([len(p.errors) for p in points], dtype=float)
+    sigma = 1 / np.sqrt(counts)  # each mean weighs as its replicates: least squares over every run
     fit = fit_power_law(images, means, sigma)
     resampled = []
     if all(len(p.errors) > 1 for p in points):
@@ -210,24 +210,25 @@ def curve_of(label: str, context: tuple, init: str, points: list[Point]) -> Curv
         for _ in range(RESAMPLES):
             drawn = np.array([np.mean(rng.choice(p.errors, size=len(p.errors))) for p in points])
             resampled.append(fit_power_law(images, drawn, sigma))
-    fitted = fit.error(images)
-    within = sum(abs(m - f) <= p.half_width() for m, f, p in zip(means, fitted, points))
+    residuals = means - fit.error(images)
     dof = len(points) - 3
-    if sigma is None:
+    if not noise_dof or variance <= 0:
         return Curve(**base, status=UNTESTED, fit=fit, resampled=resampled, dof=dof,
-                     reason="untested: not every amount has replicates that vary, so the residuals have no scale")
-    from scipy import stats
-
-    chi2 = float(np.sum(((means - fitted) / sigma) ** 2))
+                     reason="untested: no replicates that vary, so the residuals have no noise to be judged by")
+    half_widths = stats.t.ppf(0.5 + CONFIDENCE / 2, noise_dof) * np.sqrt(variance / counts)
+    within = int(np.sum(np.abs(residuals) <= half_widths))
     if dof < 1:
-        return Curve(**base, status=UNTESTED, fit=fit, resampled=resampled, chi2=chi2, dof=dof, within=within,
+        return Curve(**base, status=UNTESTED, fit=fit, resampled=resampled, dof=dof, within=within,
                      reason=f"untested: {len(points)} amounts for 3 parameters")
-    p = float(stats.chi2.sf(chi2, dof))
+    # The lack-of-fit F test of a regression with replicates: the residuals' mean square against the
+    # replicates' own (pure error).
+    statistic = float(np.sum(counts * residuals ** 2) / dof / variance)
+    p = float(stats.f.sf(statistic, dof, noise_dof))
     status = HOLDS if p >= FIT_P else FAILS
-    reason = (f"{'holds' if status == HOLDS else 'does not hold'}: chi-square {chi2:.2f} on {dof} degree"
-              f"{'s' if dof != 1 else ''} of freedom, p {p:.3f}; within {within} of {len(points)} points' 95 % intervals")
-    return Curve(**base, status=status, fit=fit, resampled=resampled, chi2=chi2, dof=dof, p=p, within=within,
-                 reason=reason)
+    reason = (f"{'holds' if status == HOLDS else 'does not hold'}: lack-of-fit F {statistic:.2f} on {dof} and "
+              f"{noise_dof} degrees of freedom, p {p:.3f}; within {within} of {len(points)} points' 95 % intervals")
+    return Curve(**base, status=status, fit=fit, resampled=resampled, statistic=statistic, dof=dof,
+                 noise_dof=noise_dof, p=p, within=within, reason=reason)
 
 
 def group_curves(arms: list[Arm], facet_names: list[str]) -> list[Curve]:
@@ -281,6 +282,7 @@ class Reading:
     kind: str  # "interpolated", "extrapolated", "more than", "less than", "none"
     bound: float = math.nan  # the images of a bound ("more than" N)
     note: str = ""
+    reach: tuple[float, float] = (math.nan, math.nan)  # the fewest and most images the fit may be read at
 
 
 def read_images(curve: Curve, error: float, resampled_errors: list[float] | None = None) -> Reading:
@@ -296,25 +298,29 @@ def read_images(curve: Curve, error: float, resampled_errors: list[float] | None
                            f"{curve.label} measured no lower error; {curve.reason}")
         return Reading(math.nan, math.nan, math.nan, "none", note=f"{curve.label}: {curve.reason}")
     images = curve.fit.images_for(error)
+    holds = curve.status == HOLDS
+    reach = (smallest / FAR, largest * FAR) if holds else (smallest, largest)
     errors = resampled_errors or [error] * len(curve.resampled)
     draws = [fit.images_for(e) for fit, e in zip(curve.resampled, errors) if fit is not None]
     low, high = percentiles(draws) if draws else (math.nan, math.nan)
-    holds = curve.status == HOLDS
     if math.isinf(images):  # below the fitted floor: never, were the fit to hold at any amount
         bound = FAR * largest if holds else largest
         why = f"below {curve.label}'s fitted floor of {100 * curve.fit.c:.2f} % error" if holds else \
             f"fit {curve.reason}"
         return Reading(math.nan, math.nan, math.nan, "more than", bound, why)
-    if smallest <= images <= largest:
-        return Reading(images, low, high, "interpolated")
+    if smallest <= images <= largest:  # any fit, read between its points; one that does not hold says so
+        return Reading(images, low, high, "interpolated", note="" if curve.status != FAILS else f"fit {curve.reason}",
+                       reach=reach)
     if images > largest:
         if holds and images <= FAR * largest:
-            return Reading(images, low, high, "extrapolated", note=f"beyond the largest amount measured ({largest:,.0f})")
+            return Reading(images, low, high, "extrapolated", note=f"beyond the largest amount measured ({largest:,.0f})",
+                           reach=reach)
         bound = FAR * largest if holds else largest
         why = f"more than {FAR:g}x the largest amount measured" if holds else f"fit {curve.reason}"
         return Reading(math.nan, math.nan, math.nan, "more than", bound, why)
     if holds and images >= smallest / FAR:
-        return Reading(images, low, high, "extrapolated", note=f"below the smallest amount measured ({smallest:,.0f})")
+        return Reading(images, low, high, "extrapolated", note=f"below the smallest amount measured ({smallest:,.0f})",
+                       reach=reach)
     bound = smallest / FAR if holds else smallest
     why = f"under 1/{FAR:g} of the smallest amount measured" if holds else f"fit {curve.reason}"
     return Reading(math.nan, math.nan, math.nan, "less than", bound, why)
