@@ -102,6 +102,8 @@ def test_three_amounts_give_an_untested_fit_that_is_never_extrapolated():
     assert curve.status == UNTESTED and curve.reason == "untested: 3 amounts for 3 parameters"
     assert read_images(curve, float(SCRATCH.error(800))).kind == "interpolated"
     assert read_images(curve, float(SCRATCH.error(5000))).kind == "more than"
+    # Its own best point is within what it measured, not beyond it by a rounding.
+    assert read_images(curve, float(curve.fit.error(1600))).kind == "interpolated"
 
 
 def data_value_records(per_class=(2, 5, 10, 20, 50, 100), seeds=(0, 1, 2)) -> dict[str, dict]:

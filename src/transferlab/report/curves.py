@@ -40,6 +40,7 @@ CONFIDENCE = 0.95
 FIT_P = 0.05  # a fit whose lack-of-fit p is below this does not hold
 FAR = 10.0  # a fit is read at most this many times beyond its largest (below its smallest) amount
 FLAT_SE = 2.0  # a drop in error under this many standard errors is flat
+ROUNDING = 1e-6  # a reading this close (relatively) to a measured amount is at it: a curve's own best is not beyond it
 
 HOLDS, UNTESTED, FAILS, REFUSED = "holds", "untested", "does not hold", "no fit"
 
@@ -308,7 +309,7 @@ def read_images(curve: Curve, error: float, resampled_errors: list[float] | None
         why = f"below {curve.label}'s fitted floor of {100 * curve.fit.c:.2f} % error" if holds else \
             f"fit {curve.reason}"
         return Reading(math.nan, math.nan, math.nan, "more than", bound, why)
-    if smallest <= images <= largest:  # any fit, read between its points; one that does not hold says so
+    if smallest * (1 - ROUNDING) <= images <= largest * (1 + ROUNDING):  # any fit, read between its points; one that does not hold says so
         return Reading(images, low, high, "interpolated", note="" if curve.status != FAILS else f"fit {curve.reason}",
                        reach=reach)
     if images > largest:
