@@ -309,13 +309,13 @@ def read_images(curve: Curve, error: float, resampled_errors: list[float] | None
         why = f"below {curve.label}'s fitted floor of {100 * curve.fit.c:.2f} % error" if holds else \
             f"fit {curve.reason}"
         return Reading(math.nan, math.nan, math.nan, "more than", bound, why)
-    if smallest * (1 - ROUNDING) <= images <= largest * (1 + ROUNDING):  # any fit, read between its points; one that does not hold says so
-        return Reading(images, low, high, "interpolated", note="" if curve.status != FAILS else f"fit {curve.reason}",
-                       reach=reach)
+    if smallest * (1 - ROUNDING) <= images <= largest * (1 + ROUNDING):  # any fit, between its points
+        note = f"fit {curve.reason}" if curve.status == FAILS else ""  # one that does not hold says so
+        return Reading(images, low, high, "interpolated", note=note, reach=reach)
     if images > largest:
         if holds and images <= FAR * largest:
-            return Reading(images, low, high, "extrapolated", note=f"beyond the largest amount measured ({largest:,.0f})",
-                           reach=reach)
+            return Reading(images, low, high, "extrapolated", reach=reach,
+                           note=f"beyond the largest amount measured ({largest:,.0f})")
         bound = FAR * largest if holds else largest
         why = f"more than {FAR:g}x the largest amount measured" if holds else f"fit {curve.reason}"
         return Reading(math.nan, math.nan, math.nan, "more than", bound, why)
