@@ -12,8 +12,9 @@ differences the study compares, paired by replicate with their 95 % intervals, p
 t, exact sign test, Holm over the table) and the pairs that would give 80 % power (at the observed
 difference or --min-difference points), and where runs kept their per-image test predictions
 (predictions.npz) the test set's own intervals, a per-class table and a confusion matrix per arm
-(CSV of numbers, Markdown, and printed), and PNG figures; report.md puts them on one page (docs/report.md explains
-every column). Runs that did not complete are listed, never averaged in. The same runs give
+(CSV of numbers, Markdown, and printed), and PNG figures; where its arms were measured at several amounts of
+data, their learning curves, the effective data of pretraining and the data needed for --target-accuracy
+(curves.py); report.md puts them on one page (docs/report.md explains every column). Runs that did not complete are listed, never averaged in. The same runs give
 byte-identical report.md, CSV and Markdown files (every resampling is seeded).
 
 A completed record with a field the report cannot use (a test_acc that is not a finite number in
