@@ -290,6 +290,10 @@ def test_every_figure_is_a_png_that_report_md_links(made):
                      f"{part}-test_loss-bars.png", f"{part}-test_acc-curve.png", f"{part}-test_acc-differences.png"}
     arms = {"part_a": 6, "part_b": 2, "part_c": 4, "lr_sweep": 2}  # a confusion matrix per arm (its predictions)
     expected |= {f"{stem}-confusion-{k}.png" for stem, count in arms.items() for k in range(1, count + 1)}
+    expected.add("part_a-learning-curves.png")  # Part A's three fractions are learning curves
+    effective = made.out / "part_a-effective-data.csv"
+    if effective.exists() and set(read_frame(effective)["kind"]) != {"none"}:  # something read off a curve
+        expected.add("part_a-effective-data.png")
     assert set(pngs) == expected
     for name in pngs:
         width, height = png_size(made.out / name)
@@ -353,7 +357,10 @@ def test_the_report_is_byte_identical_when_run_again(study, made, monkeypatch):
     again = {p.name: p.read_bytes() for p in sorted(made.out.iterdir()) if p.suffix in (".md", ".csv")}
     assert set(made.texts) == {"report.md", *(f"{stem}{kind}.{suffix}" for stem in ("part_a", "part_b", "part_c",
                                                                                  "lr_sweep")
-                                              for kind in ("", "-differences", "-per-class") for suffix in ("csv", "md"))}
+                                              for kind in ("", "-differences", "-per-class") for suffix in ("csv", "md"))
+                              # Part A's three fractions are learning curves (report/curves.py)
+                              } | {f"part_a-{kind}.{suffix}" for kind in ("curves", "effective-data", "data-needed")
+                                   for suffix in ("csv", "md")}
     assert again == made.texts
 
 

@@ -1,4 +1,4 @@
-"""`transferlab report [PATH ...] [--out DIR] [--min-difference POINTS]`: run records in, tables and figures out.
+"""`transferlab report [PATH ...] [--out DIR] [--min-difference POINTS] [--target-accuracy FRACTION]`: run records in, tables and figures out.
 
 Every run.json under the PATHs (default outputs/) is read. A study, settings, seed and subset seed
 run more than once counts once (the run that finished last; the others are named in a warning).
@@ -12,8 +12,9 @@ differences the study compares, paired by replicate with their 95 % intervals, p
 t, exact sign test, Holm over the table) and the pairs that would give 80 % power (at the observed
 difference or --min-difference points), and where runs kept their per-image test predictions
 (predictions.npz) the test set's own intervals, a per-class table and a confusion matrix per arm
-(CSV of numbers, Markdown, and printed), and PNG figures; report.md puts them on one page (docs/report.md explains
-every column). Runs that did not complete are listed, never averaged in. The same runs give
+(CSV of numbers, Markdown, and printed), and PNG figures; where its arms were measured at several amounts of
+data, their learning curves, the effective data of pretraining and the data needed for --target-accuracy
+(curves.py); report.md puts them on one page (docs/report.md explains every column). Runs that did not complete are listed, never averaged in. The same runs give
 byte-identical report.md, CSV and Markdown files (every resampling is seeded).
 
 A completed record with a field the report cannot use (a test_acc that is not a finite number in
@@ -35,6 +36,9 @@ from pathlib import Path
 import pandas as pd
 
 from transferlab.records import RUN_FILE, write_atomic
+from transferlab.report.curve_figures import draw_curve_figures
+from transferlab.report.curve_tables import curve_tables
+from transferlab.report.curves import group_curves
 from transferlab.report.figures import draw_group_figures, draw_samples
 from transferlab.report.page import Section, Table, report_markdown
 from transferlab.report.reading import (
@@ -65,6 +69,10 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     parser.add_argument("--min-difference", type=float, default=None, metavar="POINTS",
                         help="the difference (percentage points) the power column asks about: how many pairs "
                              "would resolve it with 80 %% power (default: each comparison's observed difference)")
+    parser.add_argument("--target-accuracy", type=float, default=None, metavar="FRACTION",
+                        help="the test accuracy (a fraction, 0.9 for 90 %%) the data-needed table asks about: "
+                             "the training images each arm needs for it (default: the best accuracy its "
+                             "from-scratch arm reached)")
     return parser.parse_args(args)
 
 
@@ -84,11 +92,18 @@ def group_tables(group: Group, min_difference: float | None = None) -> list[Tabl
     return tables
 
 
-def group_sections(runs: pd.DataFrame, out: Path, min_difference: float | None = None) -> list[Section]:
+def group_sections(runs: pd.DataFrame, out: Path, min_difference: float | None = None,
+                   target_accuracy: float | None = None) -> list[Section]:
     """A section per group of runs of each study: its tables, with the reference where it applies, and
-    its figures."""
-    return [Section(group.stem, group.title, group_tables(group, min_difference), draw_group_figures(group, out),
-                    group.question, group.note) for group in make_groups(runs)]
+    its figures; where its arms were measured at several amounts of data, its learning curves (curves.py)."""
+    sections = []
+    for group in make_groups(runs):
+        curves = group_curves(group.arms, [facet.name for facet in group.facets])
+        tables = group_tables(group, min_difference) + curve_tables(group.stem, curves, target_accuracy)
+        figures = draw_group_figures(group, out) + draw_curve_figures(group.stem, group.part.label, group.title,
+                                                                      curves, out)
+        sections.append(Section(group.stem, group.title, tables, figures, group.question, group.note))
+    return sections
 
 
 # What the report shows, in this order: each builder turns the completed runs (one per study,
@@ -105,6 +120,10 @@ def main(args: list[str]) -> int:
     if options.min_difference is not None and not (0 < options.min_difference <= 100):
         print(f"transferlab report: error: --min-difference={options.min_difference:g} is not allowed; give a "
               "difference in percentage points above 0 and at most 100", file=sys.stderr)
+        return 1
+    if options.target_accuracy is not None and not (0 < options.target_accuracy < 1):
+        print(f"transferlab report: error: --target-accuracy={options.target_accuracy:g} is not allowed; give an "
+              "accuracy as a fraction above 0 and below 1 (0.9 for 90 %)", file=sys.stderr)
         return 1
     refusal = _out_holding_runs(options.paths, out)
     if refusal is not None:
@@ -161,8 +180,8 @@ def make_report(options: argparse.Namespace, out: Path) -> int:
         print(f"transferlab report: warning: {line}", file=sys.stderr)
 
     out.mkdir(parents=True, exist_ok=True)
-    builders = [partial(build, min_difference=options.min_difference) if build is group_sections else build
-                for build in SECTION_BUILDERS]
+    builders = [partial(build, min_difference=options.min_difference, target_accuracy=options.target_accuracy)
+                if build is group_sections else build for build in SECTION_BUILDERS]
     sections = [section for build in builders for section in build(completed, out)] + tuning_sections(runs, trials)
     samples, unreadable = draw_samples(completed, out)
     for line in unreadable:

@@ -85,12 +85,14 @@ def amount_order(run: pd.Series) -> tuple:
 def init_label(run: pd.Series) -> str:
     """``pretrained`` (torchvision's ImageNet weights), ``pretrained (timm a1_in1k)`` for another
     source, ``weights NAME`` (a weights file by its name: model.weights_name, or what it was trained
-    on, ``resnet18 on letters``; a record from before names it by its path, shortened) or ``from scratch``."""
+    on, ``resnet18 on letters``; a record from before names it by its path, shortened; ``, new head``
+    added with model.new_head=true) or ``from scratch``."""
     weights = run["config"].get("model.weights")
     if weights:
         source = run.get("source")
         named = isinstance(source, str) and not source.startswith(("file:", "local-dir:"))
-        return f"weights {source if named else shorten(str(weights))}"
+        new_head = ", new head" if run["config"].get("model.new_head") else ""  # model.new_head=true
+        return f"weights {source if named else shorten(str(weights))}{new_head}"
     if not run["pretrained"]:
         return "from scratch"
     source = run.get("source")
@@ -202,7 +204,8 @@ FACETS = (  # in the order of table columns
     Facet("data", ("data.name",), lambda run: run["dataset"], lambda run: (run["dataset"],)),
     Facet("data amount", ("data.fraction", "data.per_class"), amount_label, amount_order),
     Facet("model", ("model.name",), lambda run: str(run["model"]), model_order),
-    Facet("init", ("model.pretrained", "model.weights"), init_label, init_order, baseline="from scratch"),
+    Facet("init", ("model.pretrained", "model.weights", "model.new_head"), init_label, init_order,
+          baseline="from scratch"),
     Facet("freeze", ("freeze.name", "freeze.modules", "freeze.unfreeze_at_epoch", "freeze.cached_features",
                      "freeze.probe"), freeze_label, freeze_order),
     Facet("how adapted", ("adapt.name", "adapt.rank", "adapt.alpha", "adapt.dropout", "adapt.target_modules"),

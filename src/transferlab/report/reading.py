@@ -4,7 +4,9 @@ A completed run's *settings* are its config as it actually ran: ``precision`` an
 what the run used (a bf16 GPU run and an fp32 CPU run of ``precision=auto`` are different
 settings), ``data.name`` names the dataset, one name per dataset: what the run saw (an image
 folder's resolved root, data.subset_seed where it decides the images: dataset_identity), never its
-name alone, and a timm model from scratch has no pretraining tag (identity.model_as_run). A run's
+name alone, a weights file (``model.weights``) is its content, not its path (``sha256:1a2b3c4d5e6f``,
+run.json's pretraining.weights_sha256, where the record has it), and a timm model from scratch has
+no pretraining tag (identity.model_as_run). A run's
 seed, its subset seed and its ``repeat`` are not settings: they make it one *replicate* of its arm,
 named by (effective seed, effective subset seed). A config without ``data.sampling`` predates stratified
 subsets and was drawn uniformly: its settings say ``data.sampling=uniform``, so that it never meets a
@@ -24,7 +26,7 @@ import pandas as pd
 
 from transferlab.config import NOT_RESULT_KEYS, AdaptConfig
 from transferlab.datasets import DATASETS
-from transferlab.identity import model_as_run
+from transferlab.identity import inert_settings, is_inert, model_as_run
 from transferlab.records import RUN_FILE, flatten, future_schema, read_record, record_problem
 
 # Settings that never split a group: replicates differ in seed, subset seed and repeat (see
@@ -119,18 +121,35 @@ def normalised(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def settings(record: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
-    """The flat config of a run as it actually ran: the settings that can change its results.
+    """The flat config of a run as it actually ran: the settings that can change its results, without
+    those that do nothing in it (config.inert_settings: LoRA's with adapt=none, the step schedule's
+    with another schedule...), so that runs differing only in them are one arm.
     ``data.name`` is ``dataset``, the data's name in this report (dataset_names), where given."""
-    config = normalised({k: v for k, v in flatten(record["config"]).items() if k not in IGNORED_KEYS})
+    inert = inert_settings(record["config"])  # settings that do nothing in this run (a LoRA rank with adapt=none)
+    config = normalised({k: v for k, v in flatten(record["config"]).items()
+                         if k not in IGNORED_KEYS and not is_inert(k, inert)})
     if record.get("precision"):
         config["precision"] = PRECISION_NAMES.get(record["precision"], record["precision"])
     if record.get("device"):
         config["device"] = str(record["device"]).split(":")[0]  # cuda:1 and cuda:0 are one setting
     config["data.name"] = dataset or dataset_label(record)
+    if config.get("model.weights") and (digest := weights_digest(record)):
+        config["model.weights"] = digest  # a weights file is its content: one file at two paths is one arm
     if "model.name" in config:  # a timm model from scratch without its tag: one run whichever tag it was given
         config["model.name"] = model_as_run(config["model.name"], config.get("model.pretrained"),
                                             config.get("model.weights"), config.get("data.normalize"))
     return config
+
+
+WEIGHTS_DIGEST_CHARACTERS = 12  # of the SHA-256: short in a label, and 2**-48 from a collision
+
+
+def weights_digest(record: dict[str, Any]) -> str | None:
+    """``sha256:1a2b3c4d5e6f``, the start of run.json's pretraining.weights_sha256 (the weights that
+    were loaded); None for a record without it (its model.weights path stands for the file)."""
+    pretraining = record.get("pretraining")
+    digest = pretraining.get("weights_sha256") if isinstance(pretraining, dict) else None
+    return f"sha256:{digest[:WEIGHTS_DIGEST_CHARACTERS]}" if isinstance(digest, str) and digest else None
 
 
 def dataset_label(record: dict[str, Any]) -> str:

@@ -123,7 +123,8 @@ AMOUNT_FIGURES = (("gain", "test_acc"), ("vs_fraction", "test_acc"), ("vs_per_cl
 PARTS = {
     "part_a": Part(
         # model.weights: a local state_dict is a pretrained arm too, compared with from scratch
-        label="Part A", swept=("data.fraction", "data.per_class", "model.pretrained", "model.weights"),
+        label="Part A", swept=("data.fraction", "data.per_class", "model.pretrained", "model.weights",
+                               "model.new_head"),
         compare=by_init,
         figures=(*AMOUNT_FIGURES, ("vs_fraction", "test_loss"), ("curve", "test_acc")),
         protocol={"model.name": "alexnet"},
@@ -144,7 +145,7 @@ PARTS = {
     # experiment=sources: one architecture from several pretraining sources, each against from scratch.
     "sources": Part(
         label="Pretraining sources", swept=("data.fraction", "data.per_class", "model.name", "model.pretrained",
-                                            "model.weights"),
+                                            "model.weights", "model.new_head"),
         compare=by_source, figures=(*AMOUNT_FIGURES, ("curve", "test_acc")),
         labels={"model": architecture_label, "init": source_label},
     ),
@@ -274,11 +275,12 @@ def at_chance(run: pd.Series) -> bool:
 
 def last_batch(run: pd.Series) -> tuple[int, int] | None:
     """(last training batch, train.batch_size) of a run whose last batch is far smaller than the
-    others (under SMALL_LAST_BATCH of them); None otherwise. A record from before ``last_batch_size``
+    others (under SMALL_LAST_BATCH of them); None otherwise, and for a head fitted on cached features
+    (probe_only: optimizer or L-BFGS, it never trains the network). A record from before ``last_batch_size``
     gets it from its training images: the remainder (a remainder of one joins the batch before it)."""
     size, images = run["config"].get("train.batch_size"), run.get("train_images")
     last = run.get("last_batch_size")
-    if not _positive(size):
+    if not _positive(size) or probe_only(run):
         return None
     if not _positive(last):
         if not _positive(images) or images <= size:
@@ -287,6 +289,13 @@ def last_batch(run: pd.Series) -> tuple[int, int] | None:
         if last == 1:
             return None  # merged: one batch of size + 1
     return (int(last), size) if 0 < last < SMALL_LAST_BATCH * size else None
+
+
+def probe_only(run: pd.Series) -> bool:
+    """Whether a run trained only a head on cached features (freeze.cached_features without LP-FT):
+    no batch went through the network, so no BatchNorm statistics a small last batch could spoil."""
+    config = run["config"]
+    return bool(config.get("freeze.cached_features")) and config.get("freeze.unfreeze_at_epoch") is None
 
 
 def _positive(value: Any) -> bool:
