@@ -18,6 +18,7 @@ means, its reference, and when not to trust it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,36 +32,61 @@ def _one_hot(labels: np.ndarray) -> np.ndarray:
     return (labels[:, None] == classes[None, :]).astype(np.float64)
 
 
-def linear_evidence(features: np.ndarray, target: np.ndarray, alpha: float, beta: float) -> float:
+@dataclass(frozen=True)
+class Spectrum:
+    """The thin SVD of the features F (N, D) = U diag(s) V^T that every LogME step needs: ``sigma``
+    (s^2, the nonzero eigenvalues of F^T F), ``basis`` (U, N x k), and D."""
+
+    sigma: np.ndarray
+    basis: np.ndarray
+    dims: int
+
+    @classmethod
+    def of(cls, features: np.ndarray) -> Spectrum:
+        f = np.asarray(features, np.float64)
+        basis, singular, _ = np.linalg.svd(f, full_matrices=False)
+        return cls(singular ** 2, basis, f.shape[1])
+
+
+def linear_evidence(features: np.ndarray | Spectrum, target: np.ndarray, alpha: float, beta: float) -> float:
     """log p(target | features, alpha, beta) / N of the model target = features @ w + noise, with
-    w ~ N(0, I / alpha) and noise ~ N(0, I / beta): the quantity LogME maximises."""
-    f = np.asarray(features, np.float64)
-    n, d = f.shape
-    sigma, v = np.linalg.eigh(f.T @ f)
-    sigma = np.clip(sigma, 0.0, None)
-    projected = v.T @ (f.T @ target)
-    mean = v @ (projected * beta / (alpha + beta * sigma))
-    residual = float(((target - f @ mean) ** 2).sum())
-    evidence = (d / 2 * math.log(alpha) + n / 2 * math.log(beta) - 0.5 * float(np.log(alpha + beta * sigma).sum())
-                - beta / 2 * residual - alpha / 2 * float(mean @ mean) - n / 2 * math.log(2 * math.pi))
+    w ~ N(0, I / alpha) and noise ~ N(0, I / beta): the quantity LogME maximises. In the SVD's
+    coordinates z = U^T y, the posterior mean m = beta A^-1 F^T y (A = alpha I + beta F^T F) has
+    |m|^2 = sum((s z beta / (alpha + beta sigma))^2) and the residual |y - F m|^2 =
+    |y|^2 - |z|^2 + sum((z alpha / (alpha + beta sigma))^2)."""
+    spectrum = features if isinstance(features, Spectrum) else Spectrum.of(features)
+    target = np.asarray(target, np.float64)
+    weights, residual, log_det = _posterior(spectrum, spectrum.basis.T @ target, float(target @ target), alpha, beta)
+    n, d = len(target), spectrum.dims
+    evidence = (d / 2 * math.log(alpha) + n / 2 * math.log(beta) - 0.5 * log_det - beta / 2 * residual
+                - alpha / 2 * weights - n / 2 * math.log(2 * math.pi))
     return evidence / n
 
 
-def logme_precisions(features: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+def _posterior(spectrum: Spectrum, z: np.ndarray, target_norm: float, alpha: float,
+               beta: float) -> tuple[float, float, float]:
+    """(|m|^2, |y - F m|^2, log det A) at ``alpha``, ``beta``; ``z`` = U^T y, ``target_norm`` = |y|^2."""
+    sigma = spectrum.sigma
+    denominator = alpha + beta * sigma
+    weights = float((sigma * (z * beta / denominator) ** 2).sum())
+    residual = float(target_norm - z @ z + ((z * alpha / denominator) ** 2).sum())
+    log_det = float(np.log(denominator).sum()) + (spectrum.dims - len(sigma)) * math.log(alpha)
+    return weights, max(residual, 0.0), log_det
+
+
+def logme_precisions(features: np.ndarray | Spectrum, target: np.ndarray) -> tuple[float, float]:
     """(alpha, beta) maximising ``linear_evidence`` for one target column: MacKay's fixed point, as
     in You et al.'s Algorithm 1 (gamma, the effective number of parameters, then alpha = gamma /
     |m|^2 and beta = (N - gamma) / |Fm - y|^2, until they settle)."""
-    f = np.asarray(features, np.float64)
-    n = f.shape[0]
-    sigma, v = np.linalg.eigh(f.T @ f)
-    sigma = np.clip(sigma, 0.0, None)
-    projected = v.T @ (f.T @ target)
+    spectrum = features if isinstance(features, Spectrum) else Spectrum.of(features)
+    target = np.asarray(target, np.float64)
+    n, z, target_norm = len(target), spectrum.basis.T @ target, float(target @ target)
     alpha, beta = 1.0, 1.0
     for _ in range(LOGME_ITERATIONS):
-        gamma = float((beta * sigma / (alpha + beta * sigma)).sum())
-        mean = v @ (projected * beta / (alpha + beta * sigma))
-        new_alpha = gamma / max(float(mean @ mean), 1e-300)
-        new_beta = (n - gamma) / max(float(((target - f @ mean) ** 2).sum()), 1e-300)
+        gamma = float((beta * spectrum.sigma / (alpha + beta * spectrum.sigma)).sum())
+        weights, residual, _ = _posterior(spectrum, z, target_norm, alpha, beta)
+        new_alpha = gamma / max(weights, 1e-300)
+        new_beta = (n - gamma) / max(residual, 1e-300)
         settled = abs(new_alpha - alpha) <= LOGME_TOLERANCE * alpha and abs(new_beta - beta) <= LOGME_TOLERANCE * beta
         alpha, beta = new_alpha, new_beta
         if settled:
@@ -69,10 +95,11 @@ def logme_precisions(features: np.ndarray, target: np.ndarray) -> tuple[float, f
 
 
 def logme(features: np.ndarray, labels: np.ndarray) -> float:
-    """LogME: the maximised evidence per image of each class's one-hot target, averaged over classes."""
-    f = np.asarray(features, np.float64)
+    """LogME: the maximised evidence per image of each class's one-hot target, averaged over classes
+    (one SVD of the features serves every class)."""
+    spectrum = Spectrum.of(features)
     targets = _one_hot(np.asarray(labels))
-    return float(np.mean([linear_evidence(f, targets[:, k], *logme_precisions(f, targets[:, k]))
+    return float(np.mean([linear_evidence(spectrum, targets[:, k], *logme_precisions(spectrum, targets[:, k]))
                           for k in range(targets.shape[1])]))
 
 
