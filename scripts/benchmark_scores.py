@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (the study's recipe: 10)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--threads", type=int, default=None, help="train.threads (1 on a busy shared CPU)")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
@@ -48,7 +49,8 @@ def main() -> None:
         common = ["data=synthetic", f"data.num_train={args.images}", f"data.num_test={args.test_images}",
                   "data.fraction=1.0", "data.val_fraction=0.2", f"data.image_size={args.image_size}",
                   f"data.cache_dir={folder / 'cache'}", "model=resnet18", f"device={args.device}",
-                  f"precision={args.precision}", "progress=off", "resume=false"]
+                  f"precision={args.precision}", "progress=off", "resume=false",
+                  *([f"train.threads={args.threads}"] if args.threads else [])]
         weights = []
         for seed in range(args.candidates):
             torch.manual_seed(seed)

@@ -18,7 +18,8 @@ from transferlab.rank import main as rank_main
 from transferlab.report import main as report_main
 
 PER_CLASS = 50  # digits of each class in each folder
-SMALL = ["data=imagefolder", "data.image_size=32", "data.stored_size=32", "data.augment=none", "model=resnet18", "device=cpu",
+SMALL = ["data=imagefolder", "data.image_size=32", "data.stored_size=32", "data.augment=none", "model=resnet18",
+         "device=cpu",
          "progress=off", "train.threads=1", "train.batch_size=32", "train.eval_batch_size=128", "precision=fp32"]
 
 
