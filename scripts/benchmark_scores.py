@@ -26,7 +26,7 @@ import torch
 
 from transferlab.config import compose_config
 from transferlab.models import build_model
-from transferlab.rank import score_config
+from transferlab.candidates import score_config
 from transferlab.run import run_training
 
 FEATURE_ONLY = ("logme", "h_score", "knn_accuracy")

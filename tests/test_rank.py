@@ -127,3 +127,19 @@ def test_rank_refuses_a_validation_split_of_nothing_before_loading_anything(tmp_
     err = capsys.readouterr().err
     assert "data.val_fraction=0 holds out no validation split" in err and "not scored" in err
     assert not (tmp_path / "scores").exists()
+
+
+@pytest.mark.slow
+def test_the_benchmark_prints_scoring_and_fine_tuning_times_and_their_ratio(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "scripts" / "benchmark_scores.py"
+    result = subprocess.run([sys.executable, str(script), "--candidates", "2", "--images", "40", "--test-images", "20",
+                             "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "figures.json")],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["candidates"] == 2 and figures["scoring_seconds"] > 0 and figures["fine_tuning_seconds"] > 0
+    assert figures["ratio"] == pytest.approx(figures["fine_tuning_seconds"] / figures["scoring_seconds"], rel=0.05)
+    assert f"fine-tuning takes {figures['ratio']}x the scoring time" in result.stdout

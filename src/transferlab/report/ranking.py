@@ -195,7 +195,7 @@ def _correlation_table(paired: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
     for name, (label, _) in SCORES.items():
         values = paired[name].to_numpy(float)
         kept = ~np.isnan(values)
-        if kept.sum() < MIN_CANDIDATES or np.ptp(values[kept]) == 0 or np.ptp(accuracy[kept]) == 0:
+        if kept.sum() < MIN_CANDIDATES or _constant(values[kept]) or _constant(accuracy[kept]):
             continue
         result = rank_correlations(values[kept], accuracy[kept])
         numbers.append({"score": name, **result})
@@ -203,6 +203,12 @@ def _correlation_table(paired: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
                       "Kendall's tau [95 % CI]": _with_interval(result, "tau"),
                       "Spearman's rho [95 % CI]": _with_interval(result, "rho")})
     return pd.DataFrame(shown), pd.DataFrame(numbers)
+
+
+def _constant(values: np.ndarray) -> bool:
+    """Whether every value is the same up to rounding (H-score is classes - 1 for every candidate with
+    fewer images than feature dimensions, to the last few bits: no order to correlate)."""
+    return bool(np.allclose(values, values[0], rtol=1e-9, atol=1e-12))
 
 
 def _with_interval(result: dict[str, float], name: str) -> str:
