@@ -143,3 +143,18 @@ def test_the_benchmark_prints_scoring_and_fine_tuning_times_and_their_ratio(tmp_
     assert figures["candidates"] == 2 and figures["scoring_seconds"] > 0 and figures["fine_tuning_seconds"] > 0
     assert figures["ratio"] == pytest.approx(figures["fine_tuning_seconds"] / figures["scoring_seconds"], rel=0.05)
     assert f"fine-tuning takes {figures['ratio']}x the scoring time" in result.stdout
+
+
+@pytest.mark.slow
+def test_rank_reads_the_features_a_cached_probe_run_of_the_same_candidate_extracted(tmp_path):
+    from transferlab.candidates import score_config
+    from transferlab.run import run_training
+
+    common = ["data=synthetic", "data.image_size=32", "data.num_train=120", "data.num_test=40", "data.fraction=1.0",
+              "data.val_fraction=0.2", "model=resnet18", "model.pretrained=false", "device=cpu", "progress=off",
+              "precision=fp32", "train.threads=1", f"data.cache_dir={tmp_path / 'cache'}"]
+    run = run_training(compose_config([*common, "freeze=last_only", "freeze.cached_features=true", "train.epochs=1"]),
+                       tmp_path / "run")
+    assert run["status"] == "completed" and run["feature_cache_built"]
+    record = score_config(compose_config(common))
+    assert record["feature_cache"] == run["feature_cache"] and not record["feature_cache_built"]
