@@ -6,6 +6,7 @@
     transferlab tune PART [--trials N] [OVERRIDES ...]
     transferlab prepare [model=NAME] [data.root=DIR]
     transferlab cache list | remove PATH ... | remove --all
+    transferlab rank [--candidate "OVERRIDES"] ... [OVERRIDES ...]
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ commands:
            transferlab tune part_a [--trials 8] [OVERRIDES ...]  (needs transferlab[optuna])
   prepare  download and verify CIFAR-10 (or data=cifar100; data=imagefolder: decode its cache) and the
            pretrained weights for offline machines: transferlab prepare [data=NAME] [model=NAME] [data.root=DIR]
+  rank     score pretrained candidates from their frozen features before fine-tuning (LogME, H-score, kNN,
+           a linear probe, NCE, LEEP): transferlab rank [--candidate "OVERRIDES"] ... [OVERRIDES ...]
   cache    the decoded-image caches of data=imagefolder: transferlab cache list, transferlab cache remove PATH|--all
 
 Run `transferlab COMMAND --help` for a command's options."""
@@ -99,6 +102,12 @@ def cache(args: list[str]) -> int:
     return cache_main(args)
 
 
+def rank(args: list[str]) -> int:
+    from transferlab.rank import main as rank_main
+
+    return rank_main(args)
+
+
 def report(args: list[str]) -> int:
     from transferlab.report import main as report_main
 
@@ -107,6 +116,7 @@ def report(args: list[str]) -> int:
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": train, "study": study, "report": report, "prepare": prepare, "tune": tune, "cache": cache,
+    "rank": rank,
 }
 
 COMPLETION_FLAGS = ("-sc", "--shell-completion")  # Hydra's

@@ -41,6 +41,7 @@ from transferlab.report.curve_tables import curve_tables
 from transferlab.report.curves import group_curves
 from transferlab.report.figures import draw_group_figures, draw_samples
 from transferlab.report.page import Section, Table, report_markdown
+from transferlab.report.ranking import find_score_files, ranking_sections
 from transferlab.report.reading import (
     completed_frame, find_run_files, flatten, not_completed_frame, one_per_seed, read_runs,
 )
@@ -171,7 +172,7 @@ def make_report(options: argparse.Namespace, out: Path) -> int:
     runs, trials = split_trials(runs)
     for line in skipped:
         print(f"transferlab report: warning: skipped {line}", file=sys.stderr)
-    if not runs and not trials:
+    if not runs and not trials and not find_score_files(options.paths, out):
         print(f"transferlab report: error: no readable {RUN_FILE} under {', '.join(options.paths)}", file=sys.stderr)
         return 1
 
@@ -183,6 +184,10 @@ def make_report(options: argparse.Namespace, out: Path) -> int:
     builders = [partial(build, min_difference=options.min_difference, target_accuracy=options.target_accuracy)
                 if build is group_sections else build for build in SECTION_BUILDERS]
     sections = [section for build in builders for section in build(completed, out)] + tuning_sections(runs, trials)
+    rankings, unread_scores = ranking_sections(options.paths, completed, out)  # `transferlab rank`'s score.json
+    sections += rankings
+    for line in unread_scores:
+        print(f"transferlab report: warning: skipped {line}", file=sys.stderr)
     samples, unreadable = draw_samples(completed, out)
     for line in unreadable:
         print(f"transferlab report: warning: no sample grid from {line}", file=sys.stderr)
