@@ -37,7 +37,7 @@ SAMPLINGS = ("stratified", "uniform")
 # pad_crop and resized_crop are pad_crop_flip and random_resized_crop without the horizontal flip (digits, text).
 AUGMENTATIONS = ("pad_crop_flip", "random_resized_crop", "flip", "none", "pad_crop", "resized_crop")
 # auto: the model's own (a timm model's pretrained_cfg: mean, std, interpolation, crop; ImageNet's for torchvision).
-NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "auto")
+NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "digits", "auto")
 OPTIMIZERS = ("sgd", "adamw")
 # How the optimizer's step runs: PyTorch's choice (foreach on a GPU), one kernel per parameter,
 # batched kernels, or one fused kernel.
@@ -231,6 +231,8 @@ class DataConfig:
     cache_dir: Optional[str] = None
     decode_workers: int = 0
     test_fraction: float = 0.2
+    # Train and test on these classes only (labels of the dataset, relabelled 0..k-1 in this order; null: all).
+    classes: Optional[list[int]] = None
 
     def __post_init__(self) -> None:
         self.root, self.cache_dir = _home_expanded(self.root), _home_expanded(self.cache_dir)
@@ -266,6 +268,10 @@ class DataConfig:
                               f"data.stored_size >= {self.image_size} (or a smaller data.image_size)")
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"data.test_fraction={self.test_fraction} is not allowed; it must be in (0, 1)")
+        if self.classes is not None and (len(self.classes) < 2 or len(set(self.classes)) < len(self.classes)
+                                         or min(self.classes) < 0):
+            raise ConfigError(f"data.classes={list(self.classes)} is not allowed; give two or more distinct class "
+                              "labels >= 0, e.g. [0,1,2,3,4] (null: every class)")
         if not 0.0 < self.test_crop <= 1.0:
             raise ConfigError(f"data.test_crop={self.test_crop} is not allowed; it must be in (0, 1]")
         if len(self.crop_scale) != 2 or not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
@@ -450,7 +456,7 @@ KEY_MEANINGS: dict[str, str] = {
     "adapt.alpha": "LoRA: the adapters' scale (the update is alpha / rank * B A), > 0",
     "adapt.dropout": "LoRA: dropout on the adapters' input, in [0, 1)",
     "adapt.target_modules": "LoRA: module names to adapt (null: linears outside the head, else the convs)",
-    "data.name": "the dataset: cifar10 | cifar100 | imagefolder | synthetic (data=NAME)",
+    "data.name": "the dataset: cifar10 | cifar100 | imagefolder | synthetic | digits (data=NAME)",
     "data.root": "where CIFAR lives (relative to the working directory); or the image folder",
     "data.download": "download CIFAR-10/100 into data.root when it is missing",
     "data.fraction": "share of the training set to train on, in (0, 1] (null: use data.per_class)",
@@ -466,12 +472,13 @@ KEY_MEANINGS: dict[str, str] = {
     "data.augment": "training augmentation: pad_crop_flip | random_resized_crop | flip | none | pad_crop | "
                     "resized_crop (the last two: no flip)",
     "data.crop_scale": "[low, high]: the share of the image's area random_resized_crop draws from",
-    "data.normalize": "the mean and std images are normalised with: cifar10 | cifar100 | imagenet | auto",
+    "data.normalize": "the mean and std images are normalised with: cifar10 | cifar100 | imagenet | digits | auto",
     "data.test_crop": "test images: resized to image_size / test_crop, then centre-cropped",
     "data.stored_size": "imagefolder: each image's centre square is cached at this size, >= image_size",
     "data.cache_dir": "where decoded images and cached features are kept (null: ~/.cache/transferlab)",
     "data.decode_workers": "imagefolder: processes decoding images on the first run (0: one per core)",
     "data.test_fraction": "imagefolder without val/ or test/: the share of train/ held out for testing",
+    "data.classes": "train and test on these class labels only, e.g. [0,1,2,3,4] (null: every class)",
     "optim.name": "the optimizer: sgd | adamw (optim=NAME picks it)",
     "optim.lr": "learning rate, > 0, <= 100 (the head's, with optim.layer_decay; the peak of a schedule)",
     "optim.momentum": "SGD's momentum, in [0, 1)",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,6 +95,24 @@ def _load_synthetic(data: DataConfig, show_progress: bool) -> tuple[ImageSet, Im
     return make_synthetic(data.num_train, data.num_test, seed=data.subset_seed)
 
 
+def _load_digits(data: DataConfig, show_progress: bool) -> tuple[ImageSet, ImageSet]:
+    from transferlab.data.digits import load_digits
+
+    return load_digits(data.image_size)
+
+
+def prepare_digits(data: DataConfig) -> str:
+    from transferlab.data.digits import digit_images
+
+    return f"digits: {len(digit_images()[1])} images inside scikit-learn's wheel, nothing to fetch"
+
+
+def _describe_digits(data: DataConfig) -> dict[str, str]:
+    from transferlab.data.digits import describe_source
+
+    return describe_source()
+
+
 def prepare_cifar10(data: DataConfig) -> str:
     return _prepare_cifar("CIFAR-10", _load_cifar10, data)
 
@@ -158,6 +176,9 @@ DATASETS: dict[str, DatasetSpec] = {
                                images_follow_subset_seed=True),
     "synthetic": DatasetSpec(load=_load_synthetic, prepare=prepare_synthetic, transforms=_CIFAR10_TRANSFORMS,
                              images_follow_subset_seed=True),
+    # scikit-learn's 8x8 digits, upscaled: a digit flipped is another digit, so pad and crop without a flip.
+    "digits": DatasetSpec(load=_load_digits, prepare=prepare_digits, describe=_describe_digits,
+                          transforms={**_CIFAR10_TRANSFORMS, "augment": "pad_crop", "normalize": "digits"}),
 }
 
 
@@ -169,9 +190,19 @@ def identity_keys(data_name: str) -> tuple[str, ...]:
 
 
 def dataset_name(data: DataConfig) -> str:
-    """A short human name of the data: the dataset's, or an image folder's own folder name."""
+    """A short human name of the data: the dataset's, or an image folder's own folder name, and the
+    classes data.classes keeps (``digits (classes 5-9)``): the report never pools runs on other classes."""
     spec = DATASETS[data.name]
-    return spec.display_name(data) if spec.display_name is not None else data.name
+    name = spec.display_name(data) if spec.display_name is not None else data.name
+    return name if data.classes is None else f"{name} (classes {classes_label(data.classes)})"
+
+
+def classes_label(classes: Sequence[int]) -> str:
+    """data.classes in words: ``5-9`` for a run of consecutive labels, else ``0,2,4``."""
+    labels = list(classes)
+    if len(labels) > 2 and labels == list(range(labels[0], labels[0] + len(labels))):
+        return f"{labels[0]}-{labels[-1]}"
+    return ",".join(map(str, labels))
 
 
 def data_source(data: DataConfig) -> dict[str, str] | None:
@@ -187,8 +218,30 @@ def load_datasets(data: DataConfig, subset_seed: int, show_progress: bool = Fals
     from transferlab.data.images import subset_indices
 
     train, test = DATASETS[data.name].load(data, show_progress)
+    if data.classes is not None:
+        train, test = (only_classes(train, data.classes), only_classes(test, data.classes))
     indices = subset_indices(train.labels, train.classes, subset_seed, fraction=data.fraction,
                              per_class=data.per_class, sampling=data.sampling)
     if len(indices) == len(train):  # all of it: an image folder's training images stay memory-mapped, uncopied
         return train, test
     return train.subset(indices), test
+
+
+def only_classes(data: ImageSet, classes: Sequence[int]) -> ImageSet:
+    """The images of ``classes`` (data.classes: labels of the full dataset, in the order given), relabelled
+    0..len(classes)-1 in that order, with their class names; a ConfigError for a label the data has not."""
+    import torch
+
+    from transferlab.data.images import ImageSet
+    from transferlab.errors import ConfigError
+
+    missing = [label for label in classes if label >= len(data.classes)]
+    if missing:
+        raise ConfigError(f"data.classes={list(classes)} is not allowed: this dataset has {len(data.classes)} classes, "
+                          f"labels 0 to {len(data.classes) - 1} ({', '.join(data.classes[:4])}, ...); {missing[0]} is not one")
+    new_label = torch.full((len(data.classes),), -1, dtype=torch.int64)
+    new_label[torch.as_tensor(list(classes))] = torch.arange(len(classes))
+    relabelled = new_label[data.labels.cpu()]
+    kept = torch.nonzero(relabelled >= 0).flatten()
+    return ImageSet(data.images[kept], relabelled[kept].to(data.labels.device),
+                    tuple(data.classes[label] for label in classes))

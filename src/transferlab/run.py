@@ -486,7 +486,7 @@ def _cache_root(config: Config) -> Path:
 def _feature_identity(config: Config, record: RunRecord) -> dict[str, Any]:
     """What the features of this run depend on (probe.feature_identity): the cache's key."""
     data = config.data
-    source: dict[str, Any] = {"name": data.name}
+    source: dict[str, Any] = {"name": data.name, **({"classes": list(data.classes)} if data.classes else {})}
     if data.name == "synthetic":
         source.update(num_train=data.num_train, num_test=data.num_test, seed=data.subset_seed)
     elif data.name == "imagefolder":
