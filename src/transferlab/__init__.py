@@ -1,3 +1,17 @@
-"""transferlab: how much does pretraining help, with how much data, for which model and layers."""
+"""transferlab: how much does pretraining help, with how much data, for which model and layers.
+
+The Python API (transferlab.api, docs/python.md) is imported on first use, so that `import transferlab`
+stays light (no torch): transferlab.train, transferlab.runs, transferlab.report, transferlab.study_digits."""
 
 __version__ = "0.1.0"
+
+API = ("train", "runs", "report", "study_digits", "Run", "Report")
+__all__ = ["__version__", *API]
+
+
+def __getattr__(name: str):
+    if name in API:
+        from transferlab import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'transferlab' has no attribute {name!r}")
