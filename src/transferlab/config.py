@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from transferlab.datasets import DATASETS as DATASET_TABLE
-from transferlab.datasets import identity_keys
+from transferlab.datasets import check_classes, identity_keys
 from transferlab.errors import ConfigError, TransferlabError
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
@@ -272,6 +272,8 @@ class DataConfig:
                                          or min(self.classes) < 0):
             raise ConfigError(f"data.classes={list(self.classes)} is not allowed; give two or more distinct class "
                               "labels >= 0, e.g. [0,1,2,3,4] (null: every class)")
+        if self.classes is not None and DATASET_TABLE[self.name].num_classes is not None:
+            check_classes(self.classes, DATASET_TABLE[self.name].num_classes)
         if not 0.0 < self.test_crop <= 1.0:
             raise ConfigError(f"data.test_crop={self.test_crop} is not allowed; it must be in (0, 1]")
         if len(self.crop_scale) != 2 or not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:

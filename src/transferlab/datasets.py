@@ -48,6 +48,9 @@ class DatasetSpec:
     # (synthetic generates them from it; an image folder without a test folder holds out its test
     # split by it): runs with another data.subset_seed saw other data, and the report never pairs them.
     images_follow_subset_seed: bool = False
+    # How many classes it has, where that is fixed (data.classes is checked against it when the config
+    # is composed); None: known only once loaded (an image folder), where only_classes checks it.
+    num_classes: int | None = None
 
 
 def _load_cifar10(data: DataConfig, show_progress: bool) -> tuple[ImageSet, ImageSet]:
@@ -164,9 +167,10 @@ _CIFAR10_TRANSFORMS = {"augment": "pad_crop_flip", "normalize": "cifar10", "test
 
 # In the order the error for an unknown data.name lists them.
 DATASETS: dict[str, DatasetSpec] = {
-    "cifar10": DatasetSpec(load=_load_cifar10, prepare=prepare_cifar10, transforms=_CIFAR10_TRANSFORMS),
+    "cifar10": DatasetSpec(load=_load_cifar10, prepare=prepare_cifar10, transforms=_CIFAR10_TRANSFORMS,
+                           num_classes=10),
     "cifar100": DatasetSpec(load=_load_cifar100, prepare=prepare_cifar100,
-                            transforms={**_CIFAR10_TRANSFORMS, "normalize": "cifar100"}),
+                            transforms={**_CIFAR10_TRANSFORMS, "normalize": "cifar100"}, num_classes=100),
     # The folder is the dataset: runs on two folders are two datasets. Pretrained torchvision models'
     # transforms: RandomResizedCrop and a flip; test: resize to 256 for 224 and centre crop.
     "imagefolder": DatasetSpec(load=_load_imagefolder, prepare=prepare_imagefolder, identity_keys=("data.root",),
@@ -175,10 +179,11 @@ DATASETS: dict[str, DatasetSpec] = {
                                display_name=_image_folder_name, describe=_describe_image_folder,
                                images_follow_subset_seed=True),
     "synthetic": DatasetSpec(load=_load_synthetic, prepare=prepare_synthetic, transforms=_CIFAR10_TRANSFORMS,
-                             images_follow_subset_seed=True),
+                             images_follow_subset_seed=True, num_classes=10),
     # scikit-learn's 8x8 digits, upscaled: a digit flipped is another digit, so pad and crop without a flip.
     "digits": DatasetSpec(load=_load_digits, prepare=prepare_digits, describe=_describe_digits,
-                          transforms={**_CIFAR10_TRANSFORMS, "augment": "pad_crop", "normalize": "digits"}),
+                          transforms={**_CIFAR10_TRANSFORMS, "augment": "pad_crop", "normalize": "digits"},
+                          num_classes=10),
 }
 
 
@@ -227,18 +232,24 @@ def load_datasets(data: DataConfig, subset_seed: int, show_progress: bool = Fals
     return train.subset(indices), test
 
 
+def check_classes(classes: Sequence[int], num_classes: int) -> None:
+    """A ConfigError, in one line, for a label of data.classes that a dataset of ``num_classes`` has not."""
+    from transferlab.errors import ConfigError
+
+    missing = [label for label in classes if label >= num_classes]
+    if missing:
+        raise ConfigError(f"data.classes={list(classes)} is not allowed: the data has {num_classes} classes, labels "
+                          f"0 to {num_classes - 1}; {missing[0]} is not one of them")
+
+
 def only_classes(data: ImageSet, classes: Sequence[int]) -> ImageSet:
     """The images of ``classes`` (data.classes: labels of the full dataset, in the order given), relabelled
     0..len(classes)-1 in that order, with their class names; a ConfigError for a label the data has not."""
     import torch
 
     from transferlab.data.images import ImageSet
-    from transferlab.errors import ConfigError
 
-    missing = [label for label in classes if label >= len(data.classes)]
-    if missing:
-        raise ConfigError(f"data.classes={list(classes)} is not allowed: this dataset has {len(data.classes)} classes, "
-                          f"labels 0 to {len(data.classes) - 1} ({', '.join(data.classes[:4])}, ...); {missing[0]} is not one")
+    check_classes(classes, len(data.classes))
     new_label = torch.full((len(data.classes),), -1, dtype=torch.int64)
     new_label[torch.as_tensor(list(classes))] = torch.arange(len(classes))
     relabelled = new_label[data.labels.cpu()]
