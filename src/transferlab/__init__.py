@@ -10,6 +10,10 @@ __all__ = ["__version__", *API]
 
 
 def __getattr__(name: str):
+    if name == "report":  # the report package, which a call turns into transferlab.api.report
+        import importlib
+
+        return importlib.import_module("transferlab.report")
     if name in API:
         from transferlab import api
 

@@ -27,6 +27,7 @@ This module never imports torch (nor anything that does): the report reads recor
 from __future__ import annotations
 
 import argparse
+import types
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -180,3 +181,17 @@ def make_report(options: argparse.Namespace, out: Path) -> int:
     print(f"\n{len(runs)} run records read, {len(not_completed)} did not complete; "
           f"report: {(out / REPORT_FILE).as_posix()}")
     return 0
+
+
+class _CallablePackage(types.ModuleType):
+    """`transferlab.report(PATH, out=None)`, the Python API's report (transferlab.api.report), is this
+    package called: the package and the function share the name `transferlab.report`, and importing the
+    package sets that attribute of transferlab to it, so the package answers the call."""
+
+    def __call__(self, *paths, out=None, show=False):
+        from transferlab.api import report as api_report
+
+        return api_report(*paths, out=out, show=show)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
