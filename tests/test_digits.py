@@ -146,3 +146,20 @@ def test_the_studys_sweep_is_dense_enough_for_learning_curves():
     assert len(amounts) >= 6 and amounts == sorted(amounts) and amounts[-1] / amounts[0] >= 32  # log-spread
     assert len(str(sweep.repeat).split(",")) == 3
     assert set(SWEPT) >= {"data.per_class", "repeat"}
+
+
+@pytest.mark.slow
+def test_a_class_subset_trains_with_cached_probes_and_adapters_and_its_features_are_its_own(tmp_path, monkeypatch):
+    import transferlab
+
+    monkeypatch.chdir(tmp_path)
+    common = ["data=digits", "data.per_class=5", "model.pretrained=false", "train.epochs=1", "progress=off",
+              f"data.cache_dir={tmp_path / 'cache'}"]
+    probes = [transferlab.train([*common, f"data.classes={classes}", "freeze=last_only",
+                                 "freeze.cached_features=true"])[0] for classes in ("[3,4,5]", "[5,4,3]")]
+    [bitfit] = transferlab.train([*common, "data.classes=[3,4,5]", "adapt=bitfit"])
+    for run in (*probes, bitfit):
+        assert run.completed and run.record.num_classes == 3 and run.record.num_train_images == 15
+        assert run.record.num_test_images == 46 + 45 + 46  # digits 3, 4 and 5 of the fixed test split
+    assert probes[0].record.classes == ["3", "4", "5"] and probes[1].record.classes == ["5", "4", "3"]
+    assert probes[0].record.feature_cache != probes[1].record.feature_cache  # other labels: other cached features

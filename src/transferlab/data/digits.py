@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from transferlab.data.images import ImageSet, stratified_split
 
-TEST_FRACTION = 0.25  # 450 of the 1,797 images, 45 of each digit (one or two more for some)
+TEST_FRACTION = 0.25  # 450 of the 1,797 images, 44 to 46 of each digit
 SPLIT_SEED = 0        # the test split never follows data.subset_seed: repeats differ in their training draws only
 CLASSES = tuple(str(digit) for digit in range(10))
 MAX_VALUE = 16  # load_digits' pixels are counts of set pixels in 4x4 blocks of the original 32x32 bitmaps: 0..16
