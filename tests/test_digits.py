@@ -163,3 +163,13 @@ def test_a_class_subset_trains_with_cached_probes_and_adapters_and_its_features_
         assert run.record.num_test_images == 46 + 45 + 46  # digits 3, 4 and 5 of the fixed test split
     assert probes[0].record.classes == ["3", "4", "5"] and probes[1].record.classes == ["5", "4", "3"]
     assert probes[0].record.feature_cache != probes[1].record.feature_cache  # other labels: other cached features
+
+
+def test_study_digits_explains_itself_and_refuses_bad_input_in_one_line(capsys):
+    from transferlab.cli import main
+
+    assert main(["study", "digits", "--help"]) == 0
+    assert "Pretrains ResNet18 on digits 0-4" in capsys.readouterr().out
+    assert main(["study", "digits", "data.classes=[3]"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("transferlab study: error: data.classes=[3] is not allowed") and error.count("\n") == 1

@@ -2,6 +2,7 @@
 
     transferlab train [OVERRIDES ...]      one run, or a sweep with -m (Hydra)
     transferlab study [OVERRIDES ...]     the three sweeps of the study
+    transferlab study digits [OVERRIDES]  the digits transfer study, then its report
     transferlab report [PATH ...] [--out DIR]
     transferlab tune PART [--trials N] [OVERRIDES ...]
     transferlab prepare [model=NAME] [data.root=DIR]
@@ -27,7 +28,8 @@ commands:
            e.g. transferlab train model=alexnet data.fraction=0.1
                 transferlab train -m experiment=part_a
            transferlab train --help lists every setting
-  study    the whole study: the sweeps experiment=part_a, part_b and part_c (12 runs)
+  study    the whole study: the sweeps experiment=part_a, part_b and part_c (12 runs);
+           transferlab study digits: the digits transfer study, offline, minutes on a CPU
            e.g. transferlab study    or, a dry run without downloads:
                 transferlab study data=synthetic data.image_size=64 model.pretrained=false train.epochs=1
   report   tables and figures from finished runs: transferlab report [PATH ...] [--out DIR]
