@@ -10,12 +10,11 @@ __all__ = ["__version__", *API]
 
 
 def __getattr__(name: str):
-    if name == "report":  # the report package, which a call turns into transferlab.api.report
-        import importlib
+    # PEP 562's lazy attributes, by importlib: loaded when first used, never when the package is imported.
+    import importlib
 
+    if name == "report":  # the report package, which a call turns into transferlab.api.report
         return importlib.import_module("transferlab.report")
     if name in API:
-        from transferlab import api
-
-        return getattr(api, name)
+        return getattr(importlib.import_module("transferlab.api"), name)
     raise AttributeError(f"module 'transferlab' has no attribute {name!r}")

@@ -189,9 +189,9 @@ class _CallablePackage(types.ModuleType):
     package sets that attribute of transferlab to it, so the package answers the call."""
 
     def __call__(self, *paths, out=None, show=False):
-        from transferlab.api import report as api_report
+        import importlib  # the API uses this package: it is looked up when called, never imported with it
 
-        return api_report(*paths, out=out, show=show)
+        return importlib.import_module("transferlab.api").report(*paths, out=out, show=show)
 
 
 sys.modules[__name__].__class__ = _CallablePackage
