@@ -53,8 +53,9 @@ def results_block(folder: Path) -> str:
 
 
 def _load_words(load: tuple[float, float], cores: int) -> str:
-    """The machine's load while it ran: a shared machine (load above half its cores) runs it slower."""
-    state = "shared with other work" if max(load) > cores / 2 else "otherwise idle"
+    """The machine's load when it started (the load after includes the study's own): a shared machine
+    (load above half its cores) runs it slower."""
+    state = "shared with other work" if load[0] > cores / 2 else "otherwise idle"
     return f"the machine was {state} (load average {load[0]:g} before, {load[1]:g} after)"
 
 
