@@ -48,7 +48,7 @@ def test_the_table_entry_loads_prepares_and_names_each_dataset(monkeypatch, name
 
 
 def test_the_schema_offers_the_tables_names_in_its_order():
-    assert DATASETS == tuple(TABLE) == ("cifar10", "cifar100", "imagefolder", "synthetic")
+    assert DATASETS == tuple(TABLE) == ("cifar10", "cifar100", "imagefolder", "synthetic", "digits")
 
 
 @pytest.mark.parametrize("name", list(TABLE))
@@ -65,7 +65,7 @@ def test_only_an_image_folder_is_named_by_its_folder_and_keeps_its_root(tmp_path
         data = DataConfig(name=name, root=str(folder))
         expected = "flowers" if name == "imagefolder" else name
         assert dataset_name(data) == expected
-        assert (data_source(data) is not None) == (name == "imagefolder")
+        assert (data_source(data) is not None) == (name in ("imagefolder", "digits"))  # digits: its fixed split
         config = {"force": False, "data": {"name": name, "root": str(folder), "num_workers": 2}}
         kept = result_config(config)["data"]
         assert ("root" in kept) == (name == "imagefolder") and "num_workers" not in kept

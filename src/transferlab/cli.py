@@ -2,6 +2,7 @@
 
     transferlab train [OVERRIDES ...]      one run, or a sweep with -m (Hydra)
     transferlab study [OVERRIDES ...]     the three sweeps of the study
+    transferlab study digits [OVERRIDES]  the digits transfer study, then its report
     transferlab report [PATH ...] [--out DIR]
     transferlab tune PART [--trials N] [OVERRIDES ...]
     transferlab prepare [model=NAME] [data.root=DIR]
@@ -28,7 +29,8 @@ commands:
            e.g. transferlab train model=alexnet data.fraction=0.1
                 transferlab train -m experiment=part_a
            transferlab train --help lists every setting
-  study    the whole study: the sweeps experiment=part_a, part_b and part_c (12 runs)
+  study    the whole study: the sweeps experiment=part_a, part_b and part_c (12 runs);
+           transferlab study digits: the digits transfer study, offline, minutes on a CPU
            e.g. transferlab study    or, a dry run without downloads:
                 transferlab study data=synthetic data.image_size=64 model.pretrained=false train.epochs=1
   report   tables and figures from finished runs: transferlab report [PATH ...] [--out DIR]
@@ -72,6 +74,8 @@ def study(args: list[str]) -> int:
     that fails does not stop the next; the exit code is non-zero when any run did not complete."""
     from transferlab.launch import launch
 
+    if args[:1] == ["digits"]:
+        return digits_study(args[1:])
     if any(arg in ("-h", "--help") for arg in args):
         print("usage: transferlab study [OVERRIDES ...]\n\nRuns `transferlab train -m experiment=PART OVERRIDES` "
               f"for PART in {', '.join(STUDY_PARTS)} (12 runs); finished runs are skipped.")
@@ -82,6 +86,31 @@ def study(args: list[str]) -> int:
         print(f"transferlab study: runs did not complete in: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def digits_study(args: list[str]) -> int:
+    """`transferlab study digits [OVERRIDES]`: the digits transfer study (transferlab.digits_study), then
+    its report, and the transfer effect in one line per amount."""
+    from transferlab.api import report as make_report
+    from transferlab.digits_study import run_study, transfer_summary
+
+    if any(arg in ("-h", "--help") for arg in args):
+        print("usage: transferlab study digits [OVERRIDES ...]\n\nPretrains ResNet18 on digits 0-4 "
+              "(experiment=digits_pretrain), transfers its model.pt to digits 5-9 against from scratch at K = 1 "
+              "... 64 images per digit, 3 repeats (experiment=digits), then reports; offline, finished runs are "
+              "skipped. data.per_class, data.fraction and repeat replace the sweep's values.")
+        return 0
+    study = run_study(args)
+    report = make_report(*study.folders, out=study.report_folder, show=True)
+    print("\n".join(["", "Transfer effect (pretrained on digits 0-4 minus from scratch, test accuracy):",
+                     *transfer_summary(report.differences(TRANSFER_STUDY))]))
+    if not study.completed:
+        print("transferlab study digits: some runs did not complete (listed in the report)", file=sys.stderr)
+        return 1
+    return 0
+
+
+TRANSFER_STUDY = "digits"
 
 
 def prepare(args: list[str]) -> int:

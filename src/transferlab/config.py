@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from transferlab.datasets import DATASETS as DATASET_TABLE
+from transferlab.datasets import check_classes
 from transferlab.errors import ConfigError, TransferlabError
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
@@ -35,7 +36,7 @@ SAMPLINGS = ("stratified", "uniform")
 # pad_crop and resized_crop are pad_crop_flip and random_resized_crop without the horizontal flip (digits, text).
 AUGMENTATIONS = ("pad_crop_flip", "random_resized_crop", "flip", "none", "pad_crop", "resized_crop")
 # auto: the model's own (a timm model's pretrained_cfg: mean, std, interpolation, crop; ImageNet's for torchvision).
-NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "auto")
+NORMALIZATIONS = ("cifar10", "cifar100", "imagenet", "digits", "auto")
 OPTIMIZERS = ("sgd", "adamw")
 # How the optimizer's step runs: PyTorch's choice (foreach on a GPU), one kernel per parameter,
 # batched kernels, or one fused kernel (transferlab.engine's OPTIMIZER_KERNELS).
@@ -247,6 +248,8 @@ class DataConfig:
     decode_workers: int = setting(0, "imagefolder: processes decoding images on the first run (0: one per core)",
                                   at_least=0, result=False)
     test_fraction: float = setting(0.2, "imagefolder without val/ or test/: the share of train/ held out for testing")
+    classes: Optional[list[int]] = setting(None, "train and test on these class labels only, e.g. [0,1,2,3,4] "
+                                                 "(relabelled 0..k-1 in this order; null: every class)")
 
     def __post_init__(self) -> None:
         self.root, self.cache_dir = _home_expanded(self.root), _home_expanded(self.cache_dir)
@@ -270,6 +273,12 @@ class DataConfig:
                               f"data.stored_size >= {self.image_size} (or a smaller data.image_size)")
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"data.test_fraction={self.test_fraction} is not allowed; it must be in (0, 1)")
+        if self.classes is not None and (len(self.classes) < 2 or len(set(self.classes)) < len(self.classes)
+                                         or min(self.classes) < 0):
+            raise ConfigError(f"data.classes={list(self.classes)} is not allowed; give two or more distinct class "
+                              "labels >= 0, e.g. [0,1,2,3,4] (null: every class)")
+        if self.classes is not None and DATASET_TABLE[self.name].num_classes is not None:
+            check_classes(self.classes, DATASET_TABLE[self.name].num_classes)
         if not 0.0 < self.test_crop <= 1.0:
             raise ConfigError(f"data.test_crop={self.test_crop} is not allowed; it must be in (0, 1]")
         if len(self.crop_scale) != 2 or not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +51,9 @@ class DatasetSpec:
     # The settings besides data.name that the images' features depend on (the feature cache's key:
     # run.json's ``feature_cache``); None: data.name alone says which images these are.
     feature_key: Callable[[DataConfig], dict[str, Any]] | None = None
+    # How many classes it has, where that is fixed (data.classes is checked against it when the config
+    # is composed); None: known only once loaded (an image folder), where only_classes checks it.
+    num_classes: int | None = None
 
 
 def _load_cifar10(data: DataConfig, show_progress: bool) -> tuple[ImageSet, ImageSet]:
@@ -96,6 +99,24 @@ def _load_synthetic(data: DataConfig, show_progress: bool) -> tuple[ImageSet, Im
 
     # The images follow data.subset_seed alone: every repeat of a run is tested alike.
     return make_synthetic(data.num_train, data.num_test, seed=data.subset_seed)
+
+
+def _load_digits(data: DataConfig, show_progress: bool) -> tuple[ImageSet, ImageSet]:
+    from transferlab.data.digits import load_digits
+
+    return load_digits(data.image_size)
+
+
+def prepare_digits(data: DataConfig) -> str:
+    from transferlab.data.digits import digit_images
+
+    return f"digits: {len(digit_images()[1])} images inside scikit-learn's wheel, nothing to fetch"
+
+
+def _describe_digits(data: DataConfig) -> dict[str, str]:
+    from transferlab.data.digits import describe_source
+
+    return describe_source()
 
 
 def prepare_cifar10(data: DataConfig) -> str:
@@ -160,9 +181,10 @@ _CIFAR10_TRANSFORMS = {"augment": "pad_crop_flip", "normalize": "cifar10", "test
 
 # In the order the error for an unknown data.name lists them.
 DATASETS: dict[str, DatasetSpec] = {
-    "cifar10": DatasetSpec(load=_load_cifar10, prepare=prepare_cifar10, transforms=_CIFAR10_TRANSFORMS),
+    "cifar10": DatasetSpec(load=_load_cifar10, prepare=prepare_cifar10, transforms=_CIFAR10_TRANSFORMS,
+                           num_classes=10),
     "cifar100": DatasetSpec(load=_load_cifar100, prepare=prepare_cifar100,
-                            transforms={**_CIFAR10_TRANSFORMS, "normalize": "cifar100"}),
+                            transforms={**_CIFAR10_TRANSFORMS, "normalize": "cifar100"}, num_classes=100),
     # The folder is the dataset: runs on two folders are two datasets. Pretrained torchvision models'
     # transforms: RandomResizedCrop and a flip; test: resize to 256 for 224 and centre crop.
     "imagefolder": DatasetSpec(load=_load_imagefolder, prepare=prepare_imagefolder, identity_keys=("data.root",),
@@ -171,7 +193,11 @@ DATASETS: dict[str, DatasetSpec] = {
                                display_name=_image_folder_name, describe=_describe_image_folder,
                                images_follow_subset_seed=True, feature_key=_image_folder_feature_key),
     "synthetic": DatasetSpec(load=_load_synthetic, prepare=prepare_synthetic, transforms=_CIFAR10_TRANSFORMS,
-                             images_follow_subset_seed=True, feature_key=_synthetic_feature_key),
+                             images_follow_subset_seed=True, feature_key=_synthetic_feature_key, num_classes=10),
+    # scikit-learn's 8x8 digits, upscaled: a digit flipped is another digit, so pad and crop without a flip.
+    "digits": DatasetSpec(load=_load_digits, prepare=prepare_digits, describe=_describe_digits,
+                          transforms={**_CIFAR10_TRANSFORMS, "augment": "pad_crop", "normalize": "digits"},
+                          num_classes=10),
 }
 
 
@@ -183,9 +209,19 @@ def identity_keys(data_name: str) -> tuple[str, ...]:
 
 
 def dataset_name(data: DataConfig) -> str:
-    """A short human name of the data: the dataset's, or an image folder's own folder name."""
+    """A short human name of the data: the dataset's, or an image folder's own folder name, and the
+    classes data.classes keeps (``digits (classes 5-9)``): the report never pools runs on other classes."""
     spec = DATASETS[data.name]
-    return spec.display_name(data) if spec.display_name is not None else data.name
+    name = spec.display_name(data) if spec.display_name is not None else data.name
+    return name if data.classes is None else f"{name} (classes {classes_label(data.classes)})"
+
+
+def classes_label(classes: Sequence[int]) -> str:
+    """data.classes in words: ``5-9`` for a run of consecutive labels, else ``0,2,4``."""
+    labels = list(classes)
+    if len(labels) > 2 and labels == list(range(labels[0], labels[0] + len(labels))):
+        return f"{labels[0]}-{labels[-1]}"
+    return ",".join(map(str, labels))
 
 
 def data_source(data: DataConfig) -> dict[str, str] | None:
@@ -195,9 +231,11 @@ def data_source(data: DataConfig) -> dict[str, str] | None:
 
 
 def feature_source(data: DataConfig) -> dict[str, Any]:
-    """Which images these are, as the feature cache's key says it: data.name and its feature_key."""
+    """Which images these are, as the feature cache's key says it: data.name, the classes kept
+    (data.classes) and the dataset's feature_key."""
     spec = DATASETS[data.name]
-    return {"name": data.name, **(spec.feature_key(data) if spec.feature_key is not None else {})}
+    return {"name": data.name, **({"classes": list(data.classes)} if data.classes else {}),
+            **(spec.feature_key(data) if spec.feature_key is not None else {})}
 
 
 def load_datasets(data: DataConfig, subset_seed: int, show_progress: bool = False) -> tuple[ImageSet, ImageSet]:
@@ -207,8 +245,36 @@ def load_datasets(data: DataConfig, subset_seed: int, show_progress: bool = Fals
     from transferlab.data.images import subset_indices
 
     train, test = DATASETS[data.name].load(data, show_progress)
+    if data.classes is not None:
+        train, test = (only_classes(train, data.classes), only_classes(test, data.classes))
     indices = subset_indices(train.labels, train.classes, subset_seed, fraction=data.fraction,
                              per_class=data.per_class, sampling=data.sampling)
     if len(indices) == len(train):  # all of it: an image folder's training images stay memory-mapped, uncopied
         return train, test
     return train.subset(indices), test
+
+
+def check_classes(classes: Sequence[int], num_classes: int) -> None:
+    """A ConfigError, in one line, for a label of data.classes that a dataset of ``num_classes`` has not."""
+    from transferlab.errors import ConfigError
+
+    missing = [label for label in classes if label >= num_classes]
+    if missing:
+        raise ConfigError(f"data.classes={list(classes)} is not allowed: the data has {num_classes} classes, labels "
+                          f"0 to {num_classes - 1}; {missing[0]} is not one of them")
+
+
+def only_classes(data: ImageSet, classes: Sequence[int]) -> ImageSet:
+    """The images of ``classes`` (data.classes: labels of the full dataset, in the order given), relabelled
+    0..len(classes)-1 in that order, with their class names; a ConfigError for a label the data has not."""
+    import torch
+
+    from transferlab.data.images import ImageSet
+
+    check_classes(classes, len(data.classes))
+    new_label = torch.full((len(data.classes),), -1, dtype=torch.int64)
+    new_label[torch.as_tensor(list(classes))] = torch.arange(len(classes))
+    relabelled = new_label[data.labels.cpu()]
+    kept = torch.nonzero(relabelled >= 0).flatten()
+    return ImageSet(data.images[kept], relabelled[kept].to(data.labels.device),
+                    tuple(data.classes[label] for label in classes))

@@ -33,12 +33,15 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+# data=digits: scikit-learn's 8x8 digits' training images (transferlab.data.digits keeps them beside the data).
+DIGITS_MEAN, DIGITS_STD = (0.3062, 0.3062, 0.3062), (0.3766, 0.3766, 0.3766)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what torchvision's pretrained weights were trained with
 IMAGENET_STD = (0.229, 0.224, 0.225)
 STATISTICS = {
     "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
     "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "digits": (DIGITS_MEAN, DIGITS_STD),
 }
 CROP_PADDING = 4
 RESIZED_CROP_RATIO = (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop aspect-ratio range

@@ -28,6 +28,7 @@ This module never imports torch (nor anything that does): the report reads recor
 from __future__ import annotations
 
 import argparse
+import types
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -204,3 +205,17 @@ def make_report(options: argparse.Namespace, out: Path) -> int:
     print(f"\n{len(runs)} run records read, {len(not_completed)} did not complete; "
           f"report: {(out / REPORT_FILE).as_posix()}")
     return 0
+
+
+class _CallablePackage(types.ModuleType):
+    """`transferlab.report(PATH, out=None)`, the Python API's report (transferlab.api.report), is this
+    package called: the package and the function share the name `transferlab.report`, and importing the
+    package sets that attribute of transferlab to it, so the package answers the call."""
+
+    def __call__(self, *paths, out=None, show=False):
+        import importlib  # the API uses this package: it is looked up when called, never imported with it
+
+        return importlib.import_module("transferlab.api").report(*paths, out=out, show=show)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -156,7 +156,8 @@ def dataset_label(record: dict[str, Any]) -> str:
     """The dataset's name, and its source where the two differ: ``cifar10``, ``flowers (imagefolder)``."""
     source = record["config"].get("data", {}).get("name", record.get("data"))
     dataset = record.get("dataset") or record.get("data") or source
-    return str(dataset) if dataset == source else f"{dataset} ({source})"
+    # A dataset's own name with what data.classes keeps (``digits (classes 5-9)``) names its source already.
+    return str(dataset) if str(dataset) == str(source) or str(dataset).startswith(f"{source} (") else f"{dataset} ({source})"
 
 
 def dataset_identity(record: dict[str, Any]) -> tuple[str, str | None, int | None]:

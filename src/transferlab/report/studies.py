@@ -149,6 +149,12 @@ PARTS = {
         compare=by_source, figures=(*AMOUNT_FIGURES, ("curve", "test_acc")),
         labels={"model": architecture_label, "init": source_label},
     ),
+    # experiment=digits (transferlab study digits): digits 5-9 from a model.pt of digits 0-4 vs from scratch, by K.
+    "digits": Part(
+        label="Digits transfer (0-4 to 5-9)", swept=("data.fraction", "data.per_class", "model.pretrained",
+                                                      "model.weights"),
+        compare=by_init, figures=(*AMOUNT_FIGURES, ("curve", "test_acc")),
+    ),
     "lpft": Part(
         label="LP-FT", swept=FREEZE_KEYS, compare=lambda arms, facets: lpft_contrasts(arms),
         figures=(("differences", "test_acc"), ("curve", "test_acc"), ("curve", "train_loss"), ("bars", "test_acc")),
