@@ -66,7 +66,8 @@ def test_the_settings_table_of_configuration_md_is_the_schemas():
 
     page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     table = settings_doc.reference_table(config_dir())
-    assert "| `data.augment` | `pad_crop_flip` (data=imagefolder: `random_resized_crop`) | `pad_crop_flip`, " in table
+    assert ("| `data.augment` | `pad_crop_flip` (data=digits: `pad_crop`; data=imagefolder: `random_resized_crop`) "
+            "| `pad_crop_flip`, ") in table
     assert settings_doc.current_doc(page, table) == page, (
         f"docs/configuration.md's settings table is not current: run .venv/bin/python -m {settings_doc.__name__}")
     with pytest.raises(ValueError, match="has lost its lines"):

@@ -46,7 +46,7 @@ def test_a_built_model_names_its_source():
 def test_every_source_answers_every_function_of_the_interface(source):
     wanted = {name: inspect.signature(function) for name, function in vars(ModelSource).items()
               if callable(function) and not name.startswith("_")}
-    assert len(wanted) == 12
+    assert len(wanted) == 13
     for name, signature in wanted.items():
         own = inspect.signature(getattr(source, name))
         assert list(own.parameters) == [p for p in signature.parameters if p != "self"], name
@@ -100,6 +100,7 @@ TOY = SimpleNamespace(
     preprocessing=lambda model: {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "interpolation": "bilinear",
                                  "crop_pct": 1.0},
     stages=lambda model: [["stem.weight", "stem.bias"], ["body.weight", "body.bias"], ["head.weight", "head.bias"]],
+    pretrained_state=lambda name: {},
     weights_place=lambda name, init: ("the toy's weights", "make them again"),
     prepare=lambda name, fetch: f"{name} weights: the toy needs none",
 )

@@ -21,7 +21,7 @@ from transferlab.data import ImageSet, data_source, dataset_name, make_loader, s
 from transferlab.datasets import feature_source, load_datasets
 from transferlab.engine import precision_name, select_amp_dtype, select_device
 from transferlab.errors import ConfigError
-from transferlab.models import build_model_with_init, head_name
+from transferlab.models import build_model_with_init, head_name, pretrained_state
 from transferlab.probe import Features, feature_identity, fit_logistic_regression, probe_features, weights_identity
 from transferlab.probe_fit import cache_root
 from transferlab.records import utc_now
@@ -126,15 +126,8 @@ def source_head(config: Config, model: torch.nn.Module, head: str) -> tuple[torc
     if config.model.weights is not None and Path(config.model.weights).is_file():
         state = torch.load(config.model.weights, map_location="cpu", weights_only=True)
         state = state.get("model", state) if isinstance(state, dict) else None
-    elif config.model.pretrained and config.model.name.startswith("timm/"):
-        import timm
-
-        source = timm.create_model(config.model.name.removeprefix("timm/"), pretrained=True)
-        state = source.state_dict()
     elif config.model.pretrained:
-        from transferlab.sources.torchvision_source import pretrained_weights
-
-        state = pretrained_weights(config.model.name).get_state_dict(progress=False)
+        state = pretrained_state(config.model.name)
     if not isinstance(state, dict):
         return None
     weight, bias = state.get(f"{head}.weight"), state.get(f"{head}.bias")

@@ -66,6 +66,11 @@ def refuse_non_finite_weights(model: nn.Module, name: str, init: Init) -> None:
                       f"a run cannot start from them: {advice}, or pass other weights")
 
 
+def pretrained_state(name: str) -> dict[str, object]:
+    """The state_dict of ``name``'s own pretrained weights, with their own head (ImageNet's classes)."""
+    return source_for(name).pretrained_state(name)
+
+
 def preprocessing(model: nn.Module) -> dict[str, object] | None:
     """The mean, std, interpolation and crop_pct of ``model``'s own preprocessing (a timm model's
     pretrained_cfg), or None: ImageNet's statistics (a torchvision model)."""

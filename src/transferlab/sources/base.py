@@ -85,6 +85,10 @@ class ModelSource(Protocol):
     def stages(self, model: nn.Module) -> list[list[str]] | None:
         """Parameter names by block, input to output, for layer-wise decay; None: schedules' generic rule."""
 
+    def pretrained_state(self, name: str) -> dict[str, Any]:
+        """The state_dict of the source's own pretrained weights of ``name``, head and all (ImageNet's
+        classes): the source classifier that transferlab rank's NCE and LEEP read."""
+
     def weights_place(self, name: str, init: Init) -> tuple[str, str]:
         """(where the pretrained weights that ``init`` names live, how to get them again), for errors."""
 

@@ -180,6 +180,17 @@ def build(name: str, pretrained: bool, weights: str | None, num_classes: int,
                        file_sha256(loaded, digest_memo) if loaded is not None else None)
 
 
+def pretrained_state(name: str) -> dict[str, Any]:
+    """The state_dict of the tag's weights, with the head they were trained with."""
+    check_name(name)
+    architecture, _ = split_name(name)
+    tag = resolved_tag(name)
+    if tag is None:
+        raise ConfigError(f"model.name={name!r}: timm has no pretrained weights for {architecture}")
+    full_name = f"{architecture}.{tag}"
+    return _create(_timm(), full_name, True, None, {}, None, name).state_dict()
+
+
 def tag_weights_file(full_name: str) -> Path | None:
     """The file in the Hugging Face cache (its snapshot that ``refs/main`` names, or the one a
     revision in the hub id names), else in torch.hub's checkpoints folder, that timm loads for the
@@ -242,8 +253,8 @@ def _size_kwargs(full_name: str, image_size: int | None) -> dict[str, Any]:
     return {"img_size": image_size} if fixed and image_size is not None else {}
 
 
-def _create(timm, name: str, pretrained: bool, num_classes: int, kwargs: dict[str, Any], weights: str | None,
-            model_name: str | None = None, overlay: dict[str, Any] | None = None) -> nn.Module:
+def _create(timm, name: str, pretrained: bool, num_classes: int | None, kwargs: dict[str, Any],
+            weights: str | None, model_name: str | None = None, overlay: dict[str, Any] | None = None) -> nn.Module:
     """timm.create_model with a pretrained load whose failure (offline, not cached) is one line."""
     from safetensors import SafetensorError
 

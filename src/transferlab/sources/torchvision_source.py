@@ -227,6 +227,11 @@ def pretrained_weights(name: str) -> torchvision.models.WeightsEnum:
     return weights[PRETRAINED_WEIGHTS] if PRETRAINED_WEIGHTS in weights.__members__ else weights.DEFAULT
 
 
+def pretrained_state(name: str) -> dict[str, Any]:
+    """The state_dict of ``model.pretrained=true``'s weights, with their ImageNet head."""
+    return pretrained_weights(name).get_state_dict(progress=False)
+
+
 def weights_file(name: str) -> tuple[str, Path]:
     """(download address, cache path) of the weights ``model.pretrained=true`` loads for a model."""
     url = pretrained_weights(name).url
