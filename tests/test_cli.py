@@ -127,3 +127,21 @@ def test_the_cache_command_lists_and_removes_image_caches_without_torch(tmp_path
     refused = transferlab("cache", "remove", str(root), cwd=tmp_path)
     assert refused.returncode == 1
     assert refused.stderr.startswith(f"transferlab cache: error: {root} is not an image cache")
+
+
+def test_config_dir_puts_the_users_group_files_first_for_training_too(tmp_path, monkeypatch):
+    """--config-dir was honoured by --help and --cfg but not by the run itself."""
+    from transferlab.cli import main
+
+    (tmp_path / "mine" / "optim").mkdir(parents=True)
+    (tmp_path / "mine" / "optim" / "fast.yaml").write_text("name: sgd\nlr: 0.05\nmomentum: 0.5\n")
+    (tmp_path / "mine" / "optim" / "adamw.yaml").write_text("name: adamw\nlr: 0.02\n")  # one of conf/'s, replaced
+    monkeypatch.chdir(tmp_path)
+    for option, lr, momentum in (("fast", 0.05, 0.5), ("adamw", 0.02, None)):
+        assert main(["train", "--config-dir", "mine", f"optim={option}", *TINY, "data.num_train=32",
+                     "data.num_test=16"]) == 0
+        [run] = [json.loads(path.read_text()) for path in (tmp_path / "outputs").rglob("run.json")
+                 if f"optim={option}" in str(path)]
+        assert run["config"]["optim"]["lr"] == lr
+        if momentum is not None:
+            assert run["config"]["optim"]["momentum"] == momentum

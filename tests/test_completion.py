@@ -18,7 +18,7 @@ MODEL_OPTIONS = sorted(set(torchvision.models.list_models(module=torchvision.mod
 
 # What bash would show after Tab, for each partial command line (the cursor at its end).
 EXPECTED = {
-    "transferlab ": "train study report prepare tune cache",
+    "transferlab ": "train study report prepare tune cache rank",
     "transferlab st": "study",
     "transferlab train mod": "model. model=",
     "transferlab train model=v": " ".join(f"model={name}" for name in MODEL_OPTIONS if name.startswith("v")),

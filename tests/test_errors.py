@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import transferlab.composition as composition_module
-import transferlab.run as run_module
 from transferlab.cli import main
 from transferlab.config import MAX_SEED, Config, validate
 from transferlab.composition import compose_with_hydra, config_dir
@@ -144,15 +142,10 @@ def test_an_override_hydra_cannot_parse_is_one_line_naming_it(capsys):
 
 @pytest.fixture
 def broken_conf(tmp_path, monkeypatch) -> Path:
-    """A copy of conf/ whose optim/sgd.yaml is not YAML (line 2 opens a list it never closes), in
-    the place of transferlab's own."""
+    """A copy of conf/ whose optim/sgd.yaml is not YAML (line 2 opens a list it never closes)."""
     conf = tmp_path / "conf"
     shutil.copytree(config_dir(), conf)
     (conf / "optim" / "sgd.yaml").write_text("name: sgd\nlr: [0.1\nmomentum: 0.9\n")
-    import transferlab.launch as launch_module
-
-    for module in (composition_module, launch_module):
-        monkeypatch.setattr(module, "config_dir", lambda: conf)
     monkeypatch.chdir(tmp_path)
     return conf
 
@@ -160,11 +153,11 @@ def broken_conf(tmp_path, monkeypatch) -> Path:
 def test_a_yaml_syntax_error_in_conf_is_one_line_naming_the_file_and_line(broken_conf, capsys):
     expected = (f"{broken_conf / 'optim' / 'sgd.yaml'}, line 3, column 9: not valid YAML (while parsing a flow "
                 "sequence; expected ',' or ']', but got ':'); fix that file or reinstall transferlab")
-    assert exit_code("train", *TINY) == 1
+    assert exit_code("train", "--config-dir", str(broken_conf), *TINY) == 1  # its files first, as conf/ would be
     assert error_lines(capsys.readouterr().err) == [f"transferlab train: error: {expected}"]
     assert not (broken_conf.parent / "outputs").exists()
     with pytest.raises(ConfigError) as error:  # how tune and prepare compose the config
-        compose_with_hydra([])
+        compose_with_hydra([], conf=broken_conf)
     assert str(error.value) == expected
 
 
@@ -227,8 +220,8 @@ def test_an_unwritable_hydra_folder_is_one_line_not_a_silent_exit(tmp_path, monk
     assert not (folder / "run.json").exists()
 
 
-def test_a_record_that_cannot_be_saved_is_one_line_not_a_logging_traceback(tmp_path, monkeypatch, capsys):
-    """The run completes, then the disk is full: train.log (/dev/full) and the final run.json fail."""
+def test_a_log_that_cannot_be_written_is_one_line_not_a_logging_traceback(tmp_path, monkeypatch, capsys):
+    """The disk is full for train.log (/dev/full): one line says so, and the run goes on to the end."""
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full here")
     monkeypatch.chdir(tmp_path)
@@ -236,23 +229,31 @@ def test_a_record_that_cannot_be_saved_is_one_line_not_a_logging_traceback(tmp_p
     folder = run_folder(*overrides)
     folder.mkdir(parents=True)
     (folder / "train.log").symlink_to("/dev/full")
-    real_write_record = run_module.write_record
+    assert exit_code("train", *overrides) == 0
+    errors = capsys.readouterr().err
+    assert "Traceback" not in errors and "Logging error" not in errors
+    assert error_lines(errors) == [
+        f"transferlab: {(folder / 'train.log').absolute()} could not be written (OSError: [Errno 28] No space left "
+        "on device); the rest of the run's log is on the console only"]
+    assert json.loads((folder / "run.json").read_text())["status"] == "completed"
+
+
+def test_a_record_that_cannot_be_saved_is_one_line_and_run_json_keeps_the_last_saved_epoch(tmp_path, capsys):
+    """The run completes, then the disk is full for the final run.json (the run's record writer,
+    handed in: it fails for every record but a running one's)."""
+    from transferlab.records import write_record
 
     def full_at_the_end(run_dir, record):
         if record["status"] != "running":
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write_record(run_dir, record)
+        write_record(run_dir, record)
 
-    monkeypatch.setattr(run_module, "write_record", full_at_the_end)
-    assert exit_code("train", *overrides) == 1
-    errors = capsys.readouterr().err
-    assert "Traceback" not in errors and "Logging error" not in errors
-    log_line, record_line = error_lines(errors)
-    assert log_line == (f"transferlab: {(folder / 'train.log').absolute()} could not be written (OSError: [Errno 28] "
-                        "No space left on device); the rest of the run's log is on the console only")
-    assert record_line.startswith("transferlab train: error: the run completed, but its record could not be "
-                                  "saved: the disk is full: ")
-    assert record_line.endswith("run.json still shows the last saved epoch")
+    folder = tmp_path / "run"
+    with pytest.raises(TransferlabError) as error:
+        run_training(tiny_config(*SMALL_RUN), folder, parts=Collaborators(write_record=full_at_the_end))
+    assert str(error.value).startswith("the run completed, but its record could not be saved: the disk is full: ")
+    assert str(error.value).endswith("run.json still shows the last saved epoch")
+    assert "Traceback" not in capsys.readouterr().err
     assert json.loads((folder / "run.json").read_text())["status"] == "running"
 
 

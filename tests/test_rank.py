@@ -141,7 +141,8 @@ def test_the_benchmark_prints_scoring_and_fine_tuning_times_and_their_ratio(tmp_
     assert result.returncode == 0, result.stderr
     figures = json.loads((tmp_path / "figures.json").read_text())
     assert figures["candidates"] == 2 and figures["scoring_seconds"] > 0 and figures["fine_tuning_seconds"] > 0
-    assert figures["ratio"] == pytest.approx(figures["fine_tuning_seconds"] / figures["scoring_seconds"], rel=0.05)
+    # the ratio printed to one decimal
+    assert figures["ratio"] == pytest.approx(figures["fine_tuning_seconds"] / figures["scoring_seconds"], abs=0.051)
     assert f"fine-tuning takes {figures['ratio']}x the scoring time" in result.stdout
 
 

@@ -62,7 +62,7 @@ def train(args: list[str]) -> int:
     if options.experimental_rerun or options.config_path or options.config_name:
         raise ConfigError("--experimental-rerun, --config-path and --config-name are not supported by transferlab "
                           "train; use --config-dir DIR to put your own config group files first")
-    results = launch(options.overrides, multirun=options.multirun)
+    results = launch(options.overrides, multirun=options.multirun, extra_config_dir=options.config_dir)
     return 0 if all(result.completed for result in results) else 1
 
 

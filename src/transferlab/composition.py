@@ -61,15 +61,16 @@ def compose_config(overrides: list[str]) -> Config:
     return validate(compose_with_hydra(overrides, with_hydra=False))
 
 
-def compose_with_hydra(overrides: list[str], with_hydra: bool = True) -> DictConfig:
-    """conf/ composed with ``overrides`` (no sweeps), with the ``hydra`` section a run of them gets
-    (its run folder, ``hydra.run.dir``, and sweeper); not validated."""
+def compose_with_hydra(overrides: list[str], with_hydra: bool = True, conf: Path | None = None) -> DictConfig:
+    """conf/ (or the config folder ``conf``) composed with ``overrides`` (no sweeps), with the
+    ``hydra`` section a run of them gets (its run folder, ``hydra.run.dir``, and sweeper); not
+    validated."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
     register_with_hydra()
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(conf or config_dir()), version_base="1.3"):
             return compose(config_name="config", overrides=command_line_overrides(overrides),
                            return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as error:

@@ -34,14 +34,15 @@ from transferlab.tuning import is_optuna_sweep, objective
 CONFIG_NAME = "config"
 
 
-def launch(overrides: Sequence[str], multirun: bool = False, callbacks: Sequence[Any] = ()) -> list[RunResult]:
+def launch(overrides: Sequence[str], multirun: bool = False, callbacks: Sequence[Any] = (),
+           extra_config_dir: str | None = None) -> list[RunResult]:
     """Run what ``transferlab train [-m] OVERRIDES`` runs; the result of each run in sweep order
     (a run that completed before with the same config is skipped: its result says so). A run that
     fails is a result, not an error; a ConfigError or TransferlabError means nothing ran (or, for
     the run's own files, that they could not be written). ``callbacks`` (transferlab.fit) are
     given to every run that trains in this process (tests stop runs with them)."""
     job, overrides = _Job(tuple(callbacks)), command_line_overrides(overrides)
-    with _hydra() as hydra:
+    with _hydra(extra_config_dir) as hydra:
         # As `hydra.main` does: -m, or hydra.mode=MULTIRUN in the config or the overrides, sweeps.
         mode = hydra.get_mode(config_name=CONFIG_NAME, overrides=overrides)
         if mode is None or (multirun and mode == RunMode.RUN):

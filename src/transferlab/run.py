@@ -53,13 +53,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Collaborators:
-    """Where a run gets its images and batches, and how it writes its checkpoints: the real ones by
-    default. A test hands in its own (a loader with a NaN image, a write killed before its rename)
-    instead of patching a module."""
+    """Where a run gets its images and batches, and how it writes its checkpoints and its record at
+    its start and end: the real ones by default. A test hands in its own (a loader with a NaN image,
+    a write killed before its rename, a disk full for the final run.json) instead of patching a module."""
 
     load_datasets: Callable[..., tuple[ImageSet, ImageSet]] = load_datasets  # datasets.load_datasets's signature
     make_loader: Callable[..., Batches] = make_loader  # data.pipelines.make_loader's
     save_checkpoint: Callable[..., str] = save_atomically  # checkpoint.save_atomically's
+    write_record: Callable[[Path, dict[str, Any]], None] = write_record  # records.write_record
 
 
 def transforms_of(data: DataConfig, model: torch.nn.Module | None = None) -> Transforms:
@@ -88,7 +89,7 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
     _warn_of_inert_overrides(record, overrides)
     # Made before run.json is rewritten: a resumed run's MLflow run id is read from it.
     tracker = make_logger(config.logger, run_dir, resumes(config, run_dir / CHECKPOINT_FILE))
-    write_record(run_dir, record.to_dict())
+    parts.write_record(run_dir, record.to_dict())
     try:
         try:
             tracker.start(record.to_dict())  # a tracker that cannot be used fails the run here, before any training
@@ -117,7 +118,7 @@ def run_training(config: Config, run_dir: Path, overrides: list[str] | tuple[str
     finally:
         record.finished_at = utc_now()
         try:
-            _write_final_record(run_dir, record)
+            _write_final_record(run_dir, record, parts.write_record)
         finally:
             tracker.end(record.to_dict())  # the final status, and run.json among the tracked files
     if record.status == "completed":
@@ -136,11 +137,11 @@ def _warn_of_inert_overrides(record: RunRecord, overrides: Sequence[str]) -> Non
                         "folder, and the checks that skip or resume it)", override, why)
 
 
-def _write_final_record(run_dir: Path, record: RunRecord) -> None:
+def _write_final_record(run_dir: Path, record: RunRecord, write: Callable[[Path, dict[str, Any]], None]) -> None:
     """run.json with the run's outcome. When even that cannot be written (a full disk), the run.json
     on disk stays as it was, a whole record of the last saved epoch, and the error says so."""
     try:
-        write_record(run_dir, record.to_dict())
+        write(run_dir, record.to_dict())
     except OSError as error:
         outcome = record.status + (f" ({record.error})" if record.error else "")
         raise TransferlabError(f"the run {outcome}, but its record could not be saved: "
