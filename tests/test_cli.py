@@ -85,16 +85,37 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("overrides, message", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
-def test_bad_input_exits_nonzero_with_one_clear_line(tmp_path, weight_files, overrides, message):
+def test_bad_input_exits_nonzero_with_one_clear_line(tmp_path, weight_files, overrides, message, capsys, monkeypatch):
+    """Each bad input through `transferlab train`'s main, in this process (the console script around
+    it: the test below)."""
+    from transferlab.cli import main
+
     if "device=cuda" in overrides and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    overrides = [o.replace("WEIGHTS", str(weight_files)).replace("MISSING", str(tmp_path / "missing.pt"))
-                 .replace("EMPTY", str(tmp_path / "empty")) for o in overrides]
-    result = transferlab("train", *TINY, *overrides, cwd=tmp_path)
-    output = result.stdout + result.stderr
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *TINY, *_placed(overrides, tmp_path, weight_files)]) != 0
+    captured = capsys.readouterr()
+    _one_clear_line(captured.out + captured.err, message)
+
+
+AS_A_USER = [BAD_INPUTS[0], BAD_INPUTS[2], BAD_INPUTS[8]]  # the schema's, Hydra's and the model's errors
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides, message", AS_A_USER, ids=[" ".join(o) for o, _ in AS_A_USER])
+def test_bad_input_exits_the_console_script_nonzero_with_one_clear_line(tmp_path, weight_files, overrides, message):
+    result = transferlab("train", *TINY, *_placed(overrides, tmp_path, weight_files), cwd=tmp_path)
     assert result.returncode != 0
+    _one_clear_line(result.stdout + result.stderr, message)
+
+
+def _placed(overrides: list[str], tmp_path, weight_files) -> list[str]:
+    return [o.replace("WEIGHTS", str(weight_files)).replace("MISSING", str(tmp_path / "missing.pt"))
+            .replace("EMPTY", str(tmp_path / "empty")) for o in overrides]
+
+
+def _one_clear_line(output: str, message: str) -> None:
     assert message in output
     assert "Traceback" not in output
     [line] = [line for line in output.splitlines() if message in line]

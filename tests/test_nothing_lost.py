@@ -20,6 +20,7 @@ from helpers import TINY, At, interrupt, tiny_config, write_image_folder
 SMALL_RUN = ("data.num_train=64", "data.num_test=32")
 
 
+@pytest.mark.slow  # two runs (about 2 s): the fast tier stays under 3 min
 def test_a_model_file_that_cannot_be_written_keeps_the_scores_and_the_same_command_only_writes_it(tmp_path,
                                                                                                   monkeypatch):
     config = tiny_config("train.epochs=2", "save_model=true", *SMALL_RUN)

@@ -518,6 +518,7 @@ def test_of_repeats_that_finished_together_the_last_folder_is_kept():
     assert line.endswith("kept c (finished last), left out a, b")
 
 
+@pytest.mark.slow  # a report with figures of several arms (about 2 s): the fast tier stays under 3 min
 def test_runs_group_on_the_precision_and_device_they_used_not_on_auto(tmp_path, capsys):
     """precision=auto on a GPU (bf16) and on a CPU (fp32) are different settings, also at one seed;
     every table says how its runs computed, beside how the reference did."""

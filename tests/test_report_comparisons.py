@@ -274,6 +274,7 @@ def test_legends_name_what_varies_in_the_studys_words_by_trainable_parameters(tm
     assert "| linear probe, then fine-tune after epoch 5 − none |" in markdown
 
 
+@pytest.mark.slow  # a report with figures of several arms (about 2 s): the fast tier stays under 3 min
 def test_part_c_and_lpft_compare_as_the_study_asks(tmp_path, capsys):
     """Part C: each preset against each other (early against middle too); LP-FT: against both of its neighbours."""
     seeds = (1, 2, 3)

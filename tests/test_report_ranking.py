@@ -51,6 +51,20 @@ def test_a_score_that_orders_the_candidates_as_fine_tuning_did_has_tau_and_rho_o
     assert reversed_["tau"] == pytest.approx(-1.0)
 
 
+def test_the_bootstraps_correlations_are_scipys_for_every_resample_ties_included():
+    from scipy.stats import kendalltau, spearmanr
+
+    from transferlab.report.ranking import _kendall_tau_b, _spearman_rho
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 4, (200, 6)).astype(float)  # few values: many ties
+    b = rng.normal(size=(200, 6)).round(1)
+    a, b = a[(np.ptp(a, axis=1) > 0) & (np.ptp(b, axis=1) > 0)], b[(np.ptp(a, axis=1) > 0) & (np.ptp(b, axis=1) > 0)]
+    assert len(a) > 150
+    np.testing.assert_allclose(_kendall_tau_b(a, b), [kendalltau(x, y).statistic for x, y in zip(a, b)], atol=1e-12)
+    np.testing.assert_allclose(_spearman_rho(a, b), [spearmanr(x, y).statistic for x, y in zip(a, b)], atol=1e-12)
+
+
 def test_the_bootstrap_is_seeded_and_leaves_out_constant_resamples():
     score, accuracy = np.array([0.3, 0.1, 0.4, 0.2]), np.array([0.5, 0.2, 0.6, 0.55])
     first, second = rank_correlations(score, accuracy), rank_correlations(score, accuracy)

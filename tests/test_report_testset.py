@@ -100,6 +100,7 @@ def test_several_seeds_get_an_interval_over_seeds_and_test_images(tmp_path, caps
     assert math.isnan(row["mcnemar_p"])  # McNemar's test is for one pair
 
 
+@pytest.mark.slow  # a report with figures of several arms (about 2 s): the fast tier stays under 3 min
 def test_a_record_from_before_predictions_reports_with_its_test_set_columns_empty_and_one_note(tmp_path, capsys):
     masks = {("none", 1): correct_mask(BETTER, 1), ("early", 1): correct_mask(WORSE, 2),
              ("middle", 1): correct_mask(WORSE, 3)}

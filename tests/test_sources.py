@@ -16,7 +16,7 @@ import pytest
 import torchvision
 from torch import nn
 
-from transferlab import models, prepare, schedules
+from transferlab import model_names, models, prepare, schedules
 from transferlab.caches import file_sha256
 from transferlab.errors import ConfigError
 from transferlab.records import shorten
@@ -50,6 +50,20 @@ def test_every_source_answers_every_function_of_the_interface(source):
     for name, signature in wanted.items():
         own = inspect.signature(getattr(source, name))
         assert list(own.parameters) == [p for p in signature.parameters if p != "self"], name
+
+
+def test_a_model_name_says_its_library_and_tag_to_whoever_imports_no_torch():
+    """Composition and the report read a model.name through model_names, the sources' own prefixes."""
+    assert set(SOURCES) == set(model_names.LIBRARIES)
+    assert [model_names.library(name) for name in ("timm/resnet50.a1_in1k", "timm/vit_tiny", "resnet50")] == [
+        "timm", "timm", "torchvision"]
+    assert model_names.split("timm/resnet50.a1_in1k") == ("resnet50", "a1_in1k") == timm_source.split_name(
+        "timm/resnet50.a1_in1k")
+    assert model_names.split("timm/resnet50") == ("resnet50", None) and model_names.split("vgg16") == ("vgg16", None)
+    for bad in ("timm/", "timm/resnet50.", "timm/.a1_in1k"):
+        with pytest.raises(ConfigError, match=f"model.name='{bad}' is not allowed; write timm/NAME or timm/NAME.TAG"):
+            model_names.check_spelling(bad)
+    model_names.check_spelling("timm/resnet50")  # timm's default tag
 
 
 def _imports(path: Path) -> set[str]:

@@ -21,6 +21,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from transferlab import model_names
 from transferlab.datasets import DATASETS as DATASET_TABLE
 from transferlab.datasets import check_classes
 from transferlab.errors import ConfigError, TransferlabError
@@ -54,7 +55,6 @@ SCHEDULES = ("constant", "cosine", "step")
 # epochs, or L-BFGS logistic regression with its L2 strength chosen on the validation split.
 PROBE_FITS = ("optimizer", "lbfgs")
 
-TIMM_PREFIX = "timm/"  # model.name=timm/NAME[.TAG] (transferlab.sources.timm_source)
 
 # A study's folder inside outputs/: one plain folder name, never a path (no '/', '..' or leading '.').
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -162,11 +162,7 @@ class ModelConfig:
             if value is not None and self.weights is None:
                 raise ConfigError(f"{key}={value} applies to a weights file; set model.weights=FILE too "
                                   "(every other source starts a new head and has its own name)")
-        if self.name.startswith(TIMM_PREFIX):
-            architecture, dot, tag = self.name.removeprefix(TIMM_PREFIX).partition(".")
-            if not architecture or (dot and not tag):
-                raise ConfigError(f"model.name={self.name!r} is not allowed; write timm/NAME or timm/NAME.TAG, with "
-                                  f"a tag after the '.' (timm/NAME alone takes timm's default tag)")
+        model_names.check_spelling(self.name)
 
 
 @dataclass

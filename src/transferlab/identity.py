@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab import model_names
 from transferlab.config import NOT_RESULT_KEYS
 from transferlab.datasets import identity_keys
 
@@ -73,7 +74,7 @@ def result_config(config: dict[str, Any]) -> dict[str, Any]:
 def model_implementation(model_name: str) -> str:
     """Which library builds ``model_name``: ``timm`` (timm/NAME[.TAG]) or ``torchvision``. timm's
     resnet50 and torchvision's are two implementations, two models (their initialisations differ)."""
-    return "timm" if str(model_name).startswith("timm/") else "torchvision"
+    return model_names.library(model_name)
 
 
 def model_as_run(model_name: str, pretrained: bool, weights: str | None, normalize: str | None) -> str:

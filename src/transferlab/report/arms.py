@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from transferlab import model_names
 from transferlab.config import FREEZE_PRESETS
 from transferlab.identity import model_implementation
 from transferlab.records import shorten
@@ -125,7 +126,7 @@ def is_scratch(label: str) -> bool:
 
 def architecture_label(run: pd.Series) -> str:
     """The architecture without its source: ``timm/resnet50.a1_in1k`` and ``resnet50`` are both ``resnet50``."""
-    return str(run["model"]).removeprefix("timm/").partition(".")[0]
+    return model_names.split(str(run["model"]))[0]
 
 
 def adapt_facet_label(run: pd.Series) -> str:

@@ -32,11 +32,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from transferlab import model_names
 from transferlab.caches import file_sha256
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.sources.base import HEAD_KEPT, HEAD_MISFIT, HEAD_MISSING, HEAD_REFUSED, Fetch, Init
 
-PREFIX = "timm/"
+PREFIX = model_names.TIMM_PREFIX
 LOCAL_DIR = "local-dir:"
 
 
@@ -91,8 +92,7 @@ def _timm():
 
 def split_name(model_name: str) -> tuple[str, str | None]:
     """``timm/resnet50.a1_in1k`` -> (``resnet50``, ``a1_in1k``); no tag -> (architecture, None)."""
-    architecture, _, tag = model_name.removeprefix(PREFIX).partition(".")
-    return architecture, tag or None
+    return model_names.split(model_name)
 
 
 def check_name(name: str) -> None:
