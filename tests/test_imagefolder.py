@@ -491,7 +491,7 @@ def test_small_images_are_stored_at_the_largest_centre_square_not_blown_up(tmp_p
 
 
 def test_cache_list_shows_each_cache_and_remove_frees_it(tmp_path, capsys):
-    from transferlab import caches
+    from transferlab import caches, diskcache
     from transferlab.locks import file_lock
 
     cache = tmp_path / "cache"
@@ -508,7 +508,7 @@ def test_cache_list_shows_each_cache_and_remove_frees_it(tmp_path, capsys):
     assert total.startswith("2 cache(s), ") and total.endswith(f"on disk in {cache / 'imagefolder'}")
 
     pets_cache = next(path for path in listed if json.loads((path / "about.json").read_text())["images"] == 18)
-    with file_lock(caches.lock_path(pets_cache)):  # a run decoding or opening it
+    with file_lock(diskcache.lock_path(pets_cache)):  # a run decoding or opening it
         assert caches.main(["remove", str(pets_cache), "--dir", str(cache)]) == 1
     assert f"{pets_cache} is in use: a run is decoding or opening it" in capsys.readouterr().err
     assert pets_cache.exists()

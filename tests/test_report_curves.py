@@ -97,6 +97,27 @@ def test_a_fit_that_does_not_hold_is_not_read_beyond_the_amounts_measured():
     assert beyond.kind == "more than" and beyond.bound == AMOUNTS[-1] and "does not hold" in beyond.note
 
 
+def test_a_bound_never_says_more_images_than_the_arm_was_measured_reaching_it_with():
+    """The digits study's from-scratch arm: flat, then a steep fall at its last amounts, so its fit does
+    not hold. An accuracy it reached at its largest amount needs at most that many images, never
+    "more than" them."""
+    rng = np.random.default_rng(0)
+    amounts = (5, 10, 20, 40, 80, 160, 320)
+    means = (0.78, 0.63, 0.62, 0.63, 0.37, 0.16, 0.025)  # 1 - the study's from-scratch accuracies
+    scratch = curve_of("from scratch", (), "from scratch",
+                       [Point(None, float(n), m + rng.normal(0.0, 0.01, 3)) for n, m in zip(amounts, means)])
+    assert scratch.status == FAILS, scratch.reason
+    for error in (0.06, 0.1, 0.14):  # about the pretrained arm's errors at 320, 160 and 80 images
+        reached_at = next(p.images for p in scratch.points if p.mean <= error)
+        reading = read_images(scratch, error)
+        assert reading.kind in ("at most", "interpolated"), (error, reading)
+        if reading.kind == "at most":
+            assert reading.bound == reached_at and f"reached it at {reached_at:,.0f} images" in reading.note
+        else:
+            assert reading.images <= reached_at * 1.05
+    assert read_images(scratch, 0.001).kind == "more than"  # lower than any amount reached: a true bound
+
+
 def test_three_amounts_give_an_untested_fit_that_is_never_extrapolated():
     curve = curve_of("from scratch", (), "from scratch", points(SCRATCH, amounts=(100, 400, 1600)))
     assert curve.status == UNTESTED and curve.reason == "untested: 3 amounts for 3 parameters"

@@ -136,6 +136,7 @@ def _mixed_records() -> dict[str, dict]:
     return records
 
 
+@pytest.mark.slow  # a report with figures of several arms (about 2 s): the fast tier stays under 3 min
 def test_a_part_a_of_fractions_and_per_class_amounts_keeps_its_figures_and_its_order(tmp_path, capsys):
     [group] = groups_of(_mixed_records())
     amounts = list(dict.fromkeys(arm.values["data amount"] for arm in group.arms))

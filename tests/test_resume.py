@@ -117,6 +117,7 @@ def test_sigterm_stops_cleanly_marks_interrupted_and_resumes(tmp_path):
     assert load_checkpoint(run_dir / CHECKPOINT_FILE).epoch == 3  # kept
 
 
+@pytest.mark.slow  # a run to its NaN (about 2 s): the fast tier stays under 3 min
 def test_a_non_finite_loss_fails_the_run_naming_epoch_and_batch(tmp_path):
     """Epoch 2's third batch (of 10) holds a NaN image: the run stops there and says so."""
     from transferlab.data import make_loader as real_make_loader

@@ -281,6 +281,7 @@ def test_an_image_folder_run_has_one_output_per_class_folder_and_says_what_it_us
     assert list(samples["classes"]) == record["classes"] and samples["images"].shape[1:] == (40, 40, 3)
 
 
+@pytest.mark.slow  # a run (about 2 s): the fast tier stays under 3 min
 def test_a_run_keeps_its_final_test_predictions_small_beside_run_json(tmp_path):
     """predictions.npz: per test image (in the test set's order) the predicted class, the label and
     the probability of the label, written for the last epoch's evaluation; its correct count is the

@@ -17,7 +17,7 @@ import torchvision
 from torch import nn
 
 from transferlab import model_names, models, prepare, schedules
-from transferlab.caches import file_sha256
+from transferlab.diskcache import file_sha256
 from transferlab.errors import ConfigError
 from transferlab.records import shorten
 from transferlab.sources import SOURCES, Init, source_for, source_of, timm_source, torchvision_source

@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transferlab import diskcache
-from transferlab.diskcache import (  # noqa: F401 (DIGEST_MEMO, file_sha256 and lock_path: also read from here)
-    ABOUT_FILE, DIGEST_MEMO, file_sha256, format_size, lock_path,
-)
+from transferlab.diskcache import ABOUT_FILE, format_size, lock_path
 from transferlab.errors import TransferlabError
 
 KIND = "imagefolder"  # the caches' folder inside the cache dir (data=imagefolder's)

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from transferlab import scores
-from transferlab.caches import DIGEST_MEMO
 from transferlab.config import Config, as_dict
 from transferlab.data import ImageSet, data_source, dataset_name, make_loader, stratified_split
 from transferlab.datasets import feature_source, load_datasets
+from transferlab.diskcache import DIGEST_MEMO
 from transferlab.engine import precision_name, select_amp_dtype, select_device
 from transferlab.errors import ConfigError
 from transferlab.models import build_model_with_init, head_name, pretrained_state

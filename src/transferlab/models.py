@@ -40,7 +40,7 @@ def build_model_with_init(name: str, pretrained: bool, weights_path: str | None 
                           new_head: bool = False, weights_name: str | None = None) -> tuple[nn.Module, Init]:
     """(model, how it was initialised, with the SHA-256 of the weights it loaded). ``image_size``
     sizes the models whose input size is fixed (timm's ViTs); torchvision's take their own size.
-    ``digest_memo``: where weights files' digests are remembered (caches.file_sha256). A weights
+    ``digest_memo``: where weights files' digests are remembered (diskcache.file_sha256). A weights
     file's head is kept only when it fits (sources.local_file): ``classes`` are the data's class
     names (None: unknown), ``new_head`` forces a fresh head; ``weights_name`` names the file in the
     report."""

@@ -23,21 +23,21 @@ from typing import Any
 import torch
 
 from transferlab import adapt, schedules
-from transferlab.caches import DIGEST_MEMO
 from transferlab.callbacks import record_bytes, run_callbacks
 from transferlab.checkpoint import (
     CHECKPOINT_FILE, CheckpointWriter, data_digest, remove_checkpoint, save_atomically, write_failure,
 )
 from transferlab.config import Config, DataConfig
-from transferlab.identity import inert_settings, is_inert
 from transferlab.data import ImageSet, Transforms, hold_out_validation, images_per_class, load_datasets, make_loader
 from transferlab.data.pipelines import batch_sizes
 from transferlab.devices import cpu_threads, device_name, run_device, training_precision
+from transferlab.diskcache import DIGEST_MEMO
 from transferlab.engine import (
     StepSettings, configure_determinism, make_optimizer, precision_name, recording_nondeterministic_ops,
 )
 from transferlab.errors import ConfigError, RunInterrupted, TransferlabError
 from transferlab.fit import Batches, Callback, fit
+from transferlab.identity import inert_settings, is_inert
 from transferlab.interrupts import sigterm_interrupts
 from transferlab.loggers import MetricLogger, make_logger
 from transferlab.models import check_model_name, preprocessing

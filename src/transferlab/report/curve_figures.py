@@ -91,13 +91,13 @@ def multiplier_figure(title: str, found: list[Effective]):
             hollow = [e for e in read if e.reading.kind == "extrapolated"]
             ax.scatter([e.point.images for e in hollow], [e.multiplier for e in hollow], s=80, facecolors="white",
                        edgecolors=color, zorder=3)
-        for e in (e for e in members if e.reading.kind in ("more than", "less than")):
+        for e in (e for e in members if e.reading.kind in ("more than", "less than", "at most")):
             ax.scatter([e.point.images], [e.reading.bound / e.point.images], color=color, zorder=3,
                        marker="^" if e.reading.kind == "more than" else "v", s=60)
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1.2)
     _log_axis(ax, "x")
     _log_axis(ax, "y")
-    _finish(ax, title + "\nhollow: extrapolated, triangles: bounds (more / less than), bands: bootstrap 95 %",
+    _finish(ax, title + "\nhollow: extrapolated, triangles: bounds (up: more than, down: at most or less than), bands: bootstrap 95 %",
             "training images used (log scale)", "effective-data multiplier (from-scratch images / images used)",
             "pretrained arm")
     return fig

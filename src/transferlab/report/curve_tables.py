@@ -26,7 +26,7 @@ def reading_cells(reading: Reading, per: float | None = None) -> tuple[str, str]
     """(the images, or the multiplier where ``per`` is the images measured; its interval) as shown."""
     if reading.kind == "none":
         return "", ""
-    if reading.kind in ("more than", "less than"):
+    if reading.kind in ("more than", "less than", "at most"):
         value = reading.bound / per if per else reading.bound
         return f"{reading.kind} {times_text(value) if per else images_text(value)}", ""
     shown = (lambda v: times_text(v / per)) if per else images_text

@@ -280,7 +280,7 @@ class Reading:
     images: float  # nan where there is none (a bound, or no reading)
     low: float
     high: float
-    kind: str  # "interpolated", "extrapolated", "more than", "less than", "none"
+    kind: str  # "interpolated", "extrapolated", "more than", "less than", "at most" (a measured amount), "none"
     bound: float = math.nan  # the images of a bound ("more than" N)
     note: str = ""
     reach: tuple[float, float] = (math.nan, math.nan)  # the fewest and most images the fit may be read at
@@ -289,8 +289,26 @@ class Reading:
 def read_images(curve: Curve, error: float, resampled_errors: list[float] | None = None) -> Reading:
     """The images at which ``curve`` reaches ``error`` (a fraction), read from its fit where that is
     allowed: within the amounts measured by a fit that holds or is untested; beyond them, up to FAR
-    times, by one that holds; else a bound from what was measured. ``resampled_errors``: the error
-    to reach in each bootstrap draw (the pretrained arm's resampled mean), else ``error`` in each."""
+    times, by one that holds; else a bound from what was measured, which never contradicts the
+    measured points (an arm that reached the error at N images needs at most N). ``resampled_errors``:
+    the error to reach in each bootstrap draw (the pretrained arm's resampled mean), else ``error``
+    in each."""
+    reading = _read_images(curve, error, resampled_errors)
+    reached = sorted(p.images for p in curve.points if p.mean <= error)
+    if reading.kind == "more than" and reached:  # the fit's floor or its misfit said never; a point did
+        return Reading(math.nan, math.nan, math.nan, "at most", reached[0],
+                       f"{curve.label} reached it at {reached[0]:,.0f} images; {reading.note}")
+    if reading.kind == "less than" and curve.status != HOLDS and reached[:1] != [min(curve.images)]:
+        if not reached:  # a misfit read below the smallest amount, but no amount reached it
+            return Reading(math.nan, math.nan, math.nan, "more than", max(curve.images),
+                           f"{curve.label} measured no error this low; {reading.note}")
+        return Reading(math.nan, math.nan, math.nan, "at most", reached[0],
+                       f"{curve.label} reached it at {reached[0]:,.0f} images; {reading.note}")
+    return reading
+
+
+def _read_images(curve: Curve, error: float, resampled_errors: list[float] | None) -> Reading:
+    """read_images' reading of the fit, before the measured points are checked."""
     smallest, largest = curve.images if curve.points else (math.nan, math.nan)
     measured = [p.mean for p in curve.points]
     if curve.fit is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from transferlab.caches import file_sha256
+from transferlab.diskcache import file_sha256
 from transferlab.errors import ConfigError
 from transferlab.records import shorten
 from transferlab.sources.base import HEAD_KEPT, HEAD_MISFIT, HEAD_MISSING, HEAD_REFUSED, Init, ModelSource

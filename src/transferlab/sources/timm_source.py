@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from transferlab import model_names
-from transferlab.caches import file_sha256
+from transferlab.diskcache import file_sha256
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.sources.base import HEAD_KEPT, HEAD_MISFIT, HEAD_MISSING, HEAD_REFUSED, Fetch, Init
 
@@ -147,7 +147,7 @@ def build(name: str, pretrained: bool, weights: str | None, num_classes: int,
           image_size: int | None = None, digest_memo: Path | None = None) -> tuple[nn.Module, Init]:
     """A timm model with a ``num_classes``-way head, initialised from its tag's weights
     (``pretrained``), from a ``local-dir:`` folder (``weights``, which wins), or at random, and the
-    SHA-256 of the weights it loaded (``digest_memo``: caches.file_sha256's). Models of a fixed input
+    SHA-256 of the weights it loaded (``digest_memo``: diskcache.file_sha256's). Models of a fixed input
     size are built for ``image_size``. (A weights file: ``load_file``.)"""
     check_name(name)
     timm = _timm()

@@ -25,7 +25,7 @@ import torch
 import torchvision
 from torch import nn
 
-from transferlab.caches import file_sha256
+from transferlab.diskcache import file_sha256
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.sources.base import HEAD_KEPT, HEAD_MISFIT, HEAD_MISSING, HEAD_REFUSED, Fetch, Init
 from transferlab.sources.local_file import load_state_dict_strict, read_state_dict
