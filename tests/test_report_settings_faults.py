@@ -35,7 +35,7 @@ def test_one_weights_file_at_two_paths_is_one_arm(tmp_path, capsys):
 
 
 def test_a_setting_that_does_nothing_in_a_run_splits_no_arm(tmp_path, capsys):
-    """adapt.rank with adapt=none (config.inert_settings) is no setting: the two runs are one arm of n=2."""
+    """adapt.rank with adapt=none (identity.inert_settings) is no setting: the two runs are one arm of n=2."""
     records = {f"run-{seed}": hand_record("name=ranks", seed=seed, test_acc=0.6 + 0.01 * seed,
                                           keys={"adapt.rank": rank})
                for seed, rank in ((1, 4), (2, 8))}

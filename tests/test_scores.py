@@ -97,3 +97,25 @@ def test_knn_accuracy_leaves_each_image_out():
     labels = np.array([0, 1, 1, 1])
     # with k=1 an image's own copy is its neighbour; itself never is
     assert scores.knn_accuracy(features, labels, k=1) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_a_weights_files_own_head_is_its_source_classifier_and_a_folder_gives_none(tmp_path, suffix):
+    """NCE and LEEP read the candidate's own head: a weights file's (either format), never the library's
+    ImageNet head in its place (a timm local-dir: folder has no file to read it from: none, offline)."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    from transferlab.candidates import source_head
+    from transferlab.composition import compose_config
+
+    state = torchvision.models.resnet18(weights=None, num_classes=7).state_dict()
+    path = tmp_path / f"weights{suffix}"
+    save_file(state, path) if suffix == ".safetensors" else torch.save(state, path)
+    model = torchvision.models.resnet18(weights=None, num_classes=3)
+    config = compose_config(["data=synthetic", "model=resnet18", f"model.weights={path}"])
+    weight, bias = source_head(config, model, "fc")
+    assert torch.equal(weight, state["fc.weight"]) and torch.equal(bias, state["fc.bias"])
+    folder = compose_config(["data=synthetic", "model.name=resnet18", f"model.weights={tmp_path}"])
+    assert source_head(folder, model, "fc") is None

@@ -19,12 +19,13 @@ from transferlab.config import Config, as_dict
 from transferlab.data import ImageSet, data_source, dataset_name, make_loader, stratified_split
 from transferlab.datasets import feature_source, load_datasets
 from transferlab.diskcache import DIGEST_MEMO
-from transferlab.engine import precision_name, select_amp_dtype, select_device
+from transferlab.engine import configure_determinism, precision_name, select_amp_dtype, select_device
 from transferlab.errors import ConfigError
 from transferlab.models import build_model_with_init, head_name, pretrained_state
 from transferlab.probe import Features, feature_identity, fit_logistic_regression, probe_features, weights_identity
 from transferlab.probe_fit import cache_root
 from transferlab.records import utc_now
+from transferlab.sources import read_state_dict
 
 SCORE_KIND = "score"
 
@@ -44,6 +45,9 @@ def score_config(config: Config) -> dict[str, Any]:
 
 def _score(config: Config, device: torch.device, started: float) -> dict[str, Any]:
     amp_dtype = select_amp_dtype(config.precision, device)
+    # Seeded as a training run is before it loads its data and builds its model: a random initialisation is
+    # the run's own, as the feature cache's key (weights_identity: random and the seed) says it is.
+    configure_determinism(config.effective_seed, config.deterministic, device)
     data = config.data
     train_set, test_set = load_datasets(data, config.effective_subset_seed)
     train_set, val_set = _hold_out(train_set, data.val_fraction, config.effective_subset_seed)
@@ -123,9 +127,10 @@ def source_head(config: Config, model: torch.nn.Module, head: str) -> tuple[torc
     head that is not one linear layer of the features' width."""
     width = model.get_submodule(head).in_features if isinstance(model.get_submodule(head), torch.nn.Linear) else None
     state = None
-    if config.model.weights is not None and Path(config.model.weights).is_file():
-        state = torch.load(config.model.weights, map_location="cpu", weights_only=True)
-        state = state.get("model", state) if isinstance(state, dict) else None
+    if config.model.weights is not None:  # its own head, or none: never the library's in its place
+        if not Path(config.model.weights).is_file():  # a timm local-dir: folder
+            return None
+        state = read_state_dict(Path(config.model.weights))  # .pth or .safetensors, as the run loads it
     elif config.model.pretrained:
         state = pretrained_state(config.model.name)
     if not isinstance(state, dict):

@@ -4,8 +4,8 @@
 the optimizer, where it starts (a resume), the batches, then ``fit`` with the callbacks that record,
 checkpoint and log each epoch, then model.pt. Everything below this module takes plain values;
 everything above it (the CLI, Hydra) only composes and validates the config and picks the folder.
-Side paths live beside what they use: resume.py, probe_fit.py (probes on cached features),
-devices.py, run_record.py, outputs.py.
+Side paths live beside what they use: run_model.py (the model as the config says), resume.py,
+probe_fit.py (probes on cached features), devices.py, run_record.py, outputs.py.
 """
 
 from __future__ import annotations

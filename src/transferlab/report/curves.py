@@ -281,7 +281,7 @@ class Reading:
     low: float
     high: float
     kind: str  # "interpolated", "extrapolated", "more than", "less than", "at most" (a measured amount), "none"
-    bound: float = math.nan  # the images of a bound ("more than" N)
+    bound: float = math.nan  # the images of a bound ("more than", "less than" or "at most" N)
     note: str = ""
     reach: tuple[float, float] = (math.nan, math.nan)  # the fewest and most images the fit may be read at
 

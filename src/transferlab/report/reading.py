@@ -122,7 +122,7 @@ def normalised(config: dict[str, Any]) -> dict[str, Any]:
 
 def settings(record: dict[str, Any], dataset: str | None = None) -> dict[str, Any]:
     """The flat config of a run as it actually ran: the settings that can change its results, without
-    those that do nothing in it (config.inert_settings: LoRA's with adapt=none, the step schedule's
+    those that do nothing in it (identity.inert_settings: LoRA's with adapt=none, the step schedule's
     with another schedule...), so that runs differing only in them are one arm.
     ``data.name`` is ``dataset``, the data's name in this report (dataset_names), where given."""
     inert = inert_settings(record["config"])  # settings that do nothing in this run (a LoRA rank with adapt=none)

@@ -11,7 +11,9 @@ source that loaded them. ``local_file`` is the third source, of weights rather t
 ``model.weights=FILE`` loads into the architecture of whichever library ``model.name`` names.
 
 Nothing outside this package asks "is this a timm model?": it asks ``source_for(name)`` or
-``source_of(model)``, and a new library is one module and one line here.
+``source_of(model)``, and a new library is one module, one line here and its prefix in
+``model_names.LIBRARIES`` (what composition and the report read without torch; a test keeps the two
+in step).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from torch import nn
 from transferlab.records import shorten
 from transferlab.sources import local_file, timm_source, torchvision_source
 from transferlab.sources.base import Init, ModelSource
-from transferlab.sources.local_file import load_state_dict_strict
+from transferlab.sources.local_file import load_state_dict_strict, read_state_dict
 from transferlab.sources.torchvision_source import MODELS
 
 # The longest prefix that model.name starts with wins: "" (torchvision) takes every name no other claims.
 SOURCES: dict[str, ModelSource] = {timm_source.PREFIX: timm_source, "": torchvision_source}
 
-__all__ = ["MODELS", "SOURCES", "Init", "ModelSource", "build", "load_state_dict_strict", "source_for", "source_of"]
+__all__ = ["MODELS", "SOURCES", "Init", "ModelSource", "build", "load_state_dict_strict", "read_state_dict",
+           "source_for", "source_of"]
 
 
 def _longest_prefix_first() -> list[str]:
