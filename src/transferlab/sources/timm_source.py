@@ -149,12 +149,7 @@ def build(name: str, pretrained: bool, weights: str | None, num_classes: int,
     (``pretrained``), from a ``local-dir:`` folder (``weights``, which wins), or at random, and the
     SHA-256 of the weights it loaded (``digest_memo``: diskcache.file_sha256's). Models of a fixed input
     size are built for ``image_size``. (A weights file: ``load_file``.)"""
-    check_name(name)
-    timm = _timm()
-    architecture, _ = split_name(name)
-    tag = resolved_tag(name)
-    full_name = f"{architecture}.{tag}" if tag else architecture
-    kwargs = _size_kwargs(full_name, image_size)
+    timm, architecture, tag, full_name, kwargs = _named(name, image_size)
     if weights is not None and weights.startswith(LOCAL_DIR):
         folder = Path(weights.removeprefix(LOCAL_DIR)).expanduser()
         if not (folder / "config.json").is_file():
@@ -182,13 +177,20 @@ def build(name: str, pretrained: bool, weights: str | None, num_classes: int,
 
 def pretrained_state(name: str) -> dict[str, Any]:
     """The state_dict of the tag's weights, with the head they were trained with."""
+    timm, architecture, tag, full_name, _ = _named(name)
+    if tag is None:
+        raise ConfigError(f"model.name={name!r}: timm has no pretrained weights for {architecture}")
+    return _create(timm, full_name, True, None, {}, None, name).state_dict()
+
+
+def _named(name: str, image_size: int | None = None) -> tuple[Any, str, str | None, str, dict[str, Any]]:
+    """(timm, the architecture, its resolved tag or None, architecture.tag, the size arguments for
+    ``image_size``) of a checked ``model.name``."""
     check_name(name)
     architecture, _ = split_name(name)
     tag = resolved_tag(name)
-    if tag is None:
-        raise ConfigError(f"model.name={name!r}: timm has no pretrained weights for {architecture}")
-    full_name = f"{architecture}.{tag}"
-    return _create(_timm(), full_name, True, None, {}, None, name).state_dict()
+    full_name = f"{architecture}.{tag}" if tag else architecture
+    return _timm(), architecture, tag, full_name, _size_kwargs(full_name, image_size)
 
 
 def tag_weights_file(full_name: str) -> Path | None:
@@ -310,12 +312,7 @@ def load_file(name: str, path: Path, num_classes: int, image_size: int | None = 
     """A weights file through timm's pretrained loading (its checkpoint filter applies), and what
     became of its head (HEAD_STATES). A head that does not fit ``num_classes``, or none at all, leaves
     a fresh head, as does ``keep_head=False``; every other key must be there."""
-    check_name(name)
-    timm = _timm()
-    architecture, _ = split_name(name)
-    tag = resolved_tag(name)
-    full_name = f"{architecture}.{tag}" if tag else architecture
-    kwargs = _size_kwargs(full_name, image_size)
+    timm, _, _, full_name, kwargs = _named(name, image_size)
     source = f"model.weights={str(path)!r}"
     if not path.is_file():
         raise ConfigError(f"{source}: no such file")
