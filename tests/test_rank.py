@@ -149,22 +149,30 @@ def test_the_benchmark_prints_scoring_and_fine_tuning_times_and_their_ratio(tmp_
 
 
 @pytest.mark.slow
-def test_rank_reads_the_features_a_cached_probe_run_of_the_same_candidate_extracted(tmp_path):
+def test_rank_and_a_cached_probe_run_of_the_same_candidate_share_its_features_whichever_runs_first(tmp_path):
     from transferlab.candidates import score_config
     from transferlab.run import run_training
 
     common = ["data=synthetic", "data.image_size=32", "data.num_train=120", "data.num_test=40", "data.fraction=1.0",
               "data.val_fraction=0.2", "model=resnet18", "model.pretrained=false", "device=cpu", "progress=off",
               "precision=fp32", "train.threads=1", f"data.cache_dir={tmp_path / 'cache'}"]
-    run = run_training(compose_config([*common, "freeze=last_only", "freeze.cached_features=true", "train.epochs=1"]),
-                       tmp_path / "run")
-    assert run["status"] == "completed" and run["feature_cache_built"]
-    record = score_config(compose_config(common))
-    assert record["feature_cache"] == run["feature_cache"] and not record["feature_cache_built"]
-    # The key says a random initialisation is its seed's: extracted afresh, after the process drew other
-    # random numbers, its features (and so its scores) are the run's.
+    probe_run = [*common, "freeze=last_only", "freeze.cached_features=true", "train.epochs=1"]
+    record = score_config(compose_config(common))  # rank first: the training and validation splits, no test split
+    assert record["feature_splits_built"] == ["train", "val"] and set(record["feature_cache"]) == {"train", "val"}
+    run = run_training(compose_config(probe_run), tmp_path / "run")
+    assert run["status"] == "completed" and run["feature_splits_built"] == ["test"]  # only what rank left out
+    assert {split: run["feature_cache"][split] for split in ("train", "val")} == record["feature_cache"]
+    reread = score_config(compose_config(common))
+    assert reread["feature_cache"] == record["feature_cache"] and reread["feature_splits_built"] == []
+    # A run first (in another cache): rank extracts nothing. The key says a random initialisation is its
+    # seed's: extracted by the run, after the process drew other random numbers, its features (and so the
+    # scores) are those rank extracted itself.
     torch.rand(1000)
-    fresh = score_config(compose_config([*common[:-1], f"data.cache_dir={tmp_path / 'fresh'}"]))
-    assert fresh["feature_cache_built"]
-    assert {k: v for k, v in fresh["scores"].items() if v is not None} == pytest.approx(
+    fresh = [*common[:-1], f"data.cache_dir={tmp_path / 'fresh'}"]
+    first = run_training(compose_config([*fresh, *probe_run[len(common):]]), tmp_path / "first")
+    assert first["feature_splits_built"] == ["train", "test", "val"]
+    after = score_config(compose_config(fresh))
+    assert after["feature_splits_built"] == [] and after["feature_cache"] == {
+        split: first["feature_cache"][split] for split in ("train", "val")}
+    assert {k: v for k, v in after["scores"].items() if v is not None} == pytest.approx(
         {k: v for k, v in record["scores"].items() if v is not None}, rel=1e-6)

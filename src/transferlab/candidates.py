@@ -1,6 +1,8 @@
 """Scoring one candidate (`transferlab rank`'s work, rank.py): its frozen features of the target's
-training subset, validation split and test set from probe.py's feature cache (shared with a
-freeze.cached_features=true run of the same candidate and data), the scores of transferlab.scores on
+training subset and validation split from probe.py's feature cache (shared with a
+freeze.cached_features=true run of the same candidate and data; no score needs the test set, so its
+features are never extracted here: at the study's sizes, a 10,000-image test set beside 5,000
+training images, they would be two thirds of the work), the scores of transferlab.scores on
 the training features, the linear probe's validation accuracy, NCE and LEEP from its source
 classifier where it keeps one, each score's seconds, and the record of it all (score.json's dict)."""
 
@@ -49,7 +51,7 @@ def _score(config: Config, device: torch.device, started: float) -> dict[str, An
     # the run's own, as the feature cache's key (weights_identity: random and the seed) says it is.
     configure_determinism(config.effective_seed, config.deterministic, device)
     data = config.data
-    train_set, test_set = load_datasets(data, config.effective_subset_seed)
+    train_set, _ = load_datasets(data, config.effective_subset_seed)
     train_set, val_set = _hold_out(train_set, data.val_fraction, config.effective_subset_seed)
     classes = list(train_set.classes)
     caches = cache_root(config)
@@ -73,7 +75,7 @@ def _score(config: Config, device: torch.device, started: float) -> dict[str, An
                                                "fraction": data.fraction, "per_class": data.per_class,
                                                "val_fraction": data.val_fraction},
         device_type=device.type, precision=precision_name(amp_dtype), versions=versions)
-    sets = {"train": train_set, "test": test_set, "val": val_set}  # as a cached-probe run's: one cache for both
+    sets = {"train": train_set, "val": val_set}  # a cached-probe run's keys: the same caches
     features, about = probe_features(
         model, head, sets,
         lambda split: make_loader(split, data.pipeline, config.train.eval_batch_size, train=False, **loader_args),

@@ -12,9 +12,10 @@ pre-hook, so that the head fitted on them is the model's own head: written back 
 makes ``model.pt`` the whole network. A model whose head is not its last step (SqueezeNet pools
 after its 1x1 convolution) is refused.
 
-The cache: a folder per key (a digest of everything a feature depends on, ``feature_identity``)
-in ``<data.cache_dir>/features/``, holding one float32 ``<split>.npy`` (N, D) and int64
-``<split>_labels.npy`` per split and ``about.json``, memory-mapped by later runs. It is a disk cache
+The cache: a folder per split and key (a digest of everything a feature depends on,
+``feature_identity``, and the split's name) in ``<data.cache_dir>/features/``, holding a float32
+``<split>.npy`` (N, D), the int64 ``<split>_labels.npy`` and ``about.json``, memory-mapped by later
+runs. It is a disk cache
 of transferlab.diskcache, as the image cache is: built once under a lock and published with one
 rename, and rebuilt, with a warning, when it is damaged (a file missing, short, of another shape,
 not the labels of the run's split, not finite, or not matching its digest). The weights are in the
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 PROBE_CACHED = "cached features, BN in evaluation mode, no augmentation"
 PROBE_IN_LOOP = "in the training loop"
-FEATURES_FORMAT = 2  # bump when what a feature cache stores changes (2: the arrays' SHA-256 in about.json)
+FEATURES_FORMAT = 3  # bump when what a feature cache stores changes (2: the arrays' SHA-256; 3: a cache per split)
 # L-BFGS's L2 sweep, one value a decade first, then a finer one around the best of those. CLIP sweeps
 # scikit-learn's C over 1e-6 to 1e6 on a summed loss, which is l2 = 1 / (C * N) on our mean loss:
 # 4e-11 to 40 for N = 25,000 images; this range covers that but for the weakest penalties, where a
@@ -167,18 +168,30 @@ def probe_features(model: nn.Module, head: str, sets: dict[str, Any], batches_of
                    identity: dict[str, Any], device: torch.device,
                    amp_dtype: torch.dtype | None = None) -> tuple[dict[str, Features], dict[str, Any]]:
     """The features of each of ``sets`` ({split: ImageSet}) at the input of ``model``'s ``head``,
-    on ``device``, from the cache for ``identity`` in ``cache_root/features/`` (extracted first,
-    through ``batches_of(ImageSet)``, the evaluation batches of the test-time transform, when it is
-    missing or damaged), and what run.json records of it: the cache folder, whether this run
-    built it, and the seconds it took to build or read."""
+    on ``device``, from the feature cache (extracted first, through ``batches_of(ImageSet)``, the
+    evaluation batches of the test-time transform, when it is missing or damaged), and what
+    run.json records of it: ``feature_cache`` ({split: its cache folder}), ``feature_cache_built``
+    (whether any split was extracted now), ``feature_splits_built`` (which) and the seconds it
+    took. Each split is a cache of its own (``split_identity``), so that `transferlab rank`, which
+    needs no test split, extracts none, and a cached-probe run of the same candidate afterwards
+    reads the training and validation features and extracts only the test split's."""
     start = time.perf_counter()
-    folder = Path(cache_root).expanduser() / FEATURES_KIND / cache_key(identity)
-    extract = {split: (lambda data=data: extract_features(model, head, batches_of(data).epoch(1), device, amp_dtype))
-               for split, data in sets.items()}
-    features, built = features_cache(folder, {split: data.labels for split, data in sets.items()}, identity, extract)
-    features = {split: split_features.to(device) for split, split_features in features.items()}
-    return features, {"feature_cache": str(folder), "feature_cache_built": built,
+    features, folders, built = {}, {}, []
+    for split, data in sets.items():
+        key = split_identity(identity, split)
+        folder = Path(cache_root).expanduser() / FEATURES_KIND / cache_key(key)
+        extract = {split: lambda data=data: extract_features(model, head, batches_of(data).epoch(1), device, amp_dtype)}
+        read, fresh = features_cache(folder, {split: data.labels}, key, extract)
+        features[split], folders[split] = read[split].to(device), str(folder)
+        if fresh:
+            built.append(split)
+    return features, {"feature_cache": folders, "feature_cache_built": bool(built), "feature_splits_built": built,
                       "feature_seconds": round(time.perf_counter() - start, 3)}
+
+
+def split_identity(identity: dict[str, Any], split: str) -> dict[str, Any]:
+    """The key of one split's features: ``identity`` (feature_identity's) and the split's name."""
+    return {**identity, "split": split}
 
 
 def features_cache(folder: Path, splits: dict[str, torch.Tensor], identity: dict[str, Any],
@@ -371,16 +384,25 @@ def _lbfgs(head: nn.Linear, train: Features, l2: float, max_iterations: int) -> 
     parameters = [head.weight, head.bias]
     optimizer = torch.optim.LBFGS(parameters, lr=1.0, max_iter=max_iterations, history_size=20,
                                   tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
-    loss_fn = nn.CrossEntropyLoss()
+    features = train.features
+    # The one-hot labels, and the logits, laid out (classes, images): W @ X^T is faster than X @ W^T for a
+    # few classes, and X^T is only a view.
+    one_hot = nn.functional.one_hot(train.labels, head.out_features).T.to(features.dtype).contiguous()
+    count = len(train)
 
     def closure() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(head(train.features), train.labels) + 0.5 * l2 * head.weight.pow(2).sum()
-        loss.backward()
+        # The loss and its gradient in closed form (softmax minus one-hot), without autograd: L-BFGS
+        # evaluates it some 60 times per L2 value, and on a few thousand features autograd's
+        # bookkeeping took longer than the two matrix products.
+        with torch.no_grad():
+            log_probabilities = torch.log_softmax(torch.addmm(head.bias.unsqueeze(1), head.weight, features.T), dim=0)
+            loss = -(log_probabilities * one_hot).sum() / count + 0.5 * l2 * head.weight.pow(2).sum()
+            residual = log_probabilities.exp_().sub_(one_hot).div_(count)
+            head.weight.grad = torch.addmm(head.weight, residual, features, beta=l2)
+            head.bias.grad = residual.sum(dim=1)
         return loss
 
-    with torch.enable_grad():
-        optimizer.step(closure)
+    optimizer.step(closure)
     if not all(math.isfinite(float(p.detach().abs().max())) for p in parameters):
         raise TransferlabError(f"freeze.probe=lbfgs: the logistic regression diverged at l2={l2:g}")
 

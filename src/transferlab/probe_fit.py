@@ -86,8 +86,10 @@ def cached_probe(config: Config, model: torch.nn.Module, sets: dict[str, ImageSe
                                      run_feature_identity(config, record), device, amp_dtype)
     record.feature_cache, record.feature_cache_built, record.feature_seconds = (
         about["feature_cache"], about["feature_cache_built"], about["feature_seconds"])
-    log.info("features: %s (%s, %.1f s)", record.feature_cache,
-             "extracted now" if record.feature_cache_built else "from the cache", record.feature_seconds)
+    record.feature_splits_built = about["feature_splits_built"]
+    built = ", ".join(record.feature_splits_built)
+    log.info("features: %s (%s, %.1f s)", " ".join(record.feature_cache.values()),
+             f"extracted now: {built}" if built else "from the cache", record.feature_seconds)
     seed, eval_batch = config.effective_seed, config.train.eval_batch_size
     unfreeze_at = config.freeze.unfreeze_at_epoch
     return CachedProbe(

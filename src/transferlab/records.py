@@ -108,11 +108,13 @@ class RunRecord:
     mlflow_run_id: str | None = None
     tuning: dict[str, Any] | None = None
     # A linear probe (only the head trains at first): which kind (transferlab.probe's PROBE_CACHED or
-    # PROBE_IN_LOOP), and for one on cached features their cache folder, whether this run extracted
-    # them, the seconds that took (or reading them), and with freeze.probe=lbfgs its L2 sweep.
+    # PROBE_IN_LOOP), and for one on cached features each split's cache folder, whether this run
+    # extracted any (and which), the seconds that took (or reading them), and with freeze.probe=lbfgs
+    # its L2 sweep.
     probe: str | None = None
-    feature_cache: str | None = None
+    feature_cache: dict[str, str] | None = None
     feature_cache_built: bool | None = None
+    feature_splits_built: list[str] | None = None
     feature_seconds: float | None = None
     probe_l2: float | None = None
     probe_l2_sweep: list[dict[str, float]] | None = None
