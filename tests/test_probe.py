@@ -100,22 +100,30 @@ def test_the_cache_is_built_once_and_then_read(tmp_path, synthetic):
     assert about["splits"] == {"train": 48, "test": 24} and about["features"] == 32
 
 
-def test_cache_list_shows_the_feature_caches_and_remove_frees_one(tmp_path, synthetic, capsys):
+def test_cache_list_shows_the_feature_caches_a_row_per_split_and_remove_frees_one(tmp_path, synthetic, capsys):
     from transferlab import caches
 
     train, test = synthetic
     identity = {"model": "resnet18", "init": "torchvision IMAGENET1K_V1", "image_size": 32}
-    build_cache(tmp_path / "cache" / "features", tiny_backbone_model(), "fc", {"train": train, "test": test}, identity)
+    _, about = probe.probe_features(tiny_backbone_model(), "fc", {"train": train, "test": test},
+                                    lambda data: image_batches(data, False), tmp_path / "cache", identity, CPU)
+    assert about["feature_splits_built"] == ["train", "test"]
     assert caches.main(["list", "--dir", str(tmp_path / "cache")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"no image caches in {tmp_path / 'cache' / 'imagefolder'}"
-    header, row, total = lines[2:]
+    header, *rows, total = lines[2:]
     assert header.split()[:3] == ["FEATURE", "CACHE", "SOURCE"]
-    folder = tmp_path / "cache" / "features" / probe.cache_key(identity)
-    assert row.startswith(f"{folder}  resnet18 features (torchvision IMAGENET1K_V1)")
-    assert row.split()[-6:-4] == ["72", "32x32"]  # 48 + 24 images, at 32 pixels
-    assert total.startswith("1 feature cache(s), ")
-    assert caches.main(["remove", str(folder)]) == 0 and not folder.exists()
+    folders = {split: tmp_path / "cache" / "features" / probe.cache_key(probe.split_identity(identity, split))
+               for split in ("train", "test")}
+    assert {split: str(folder) for split, folder in folders.items()} == about["feature_cache"]
+    shown = {row.split()[0]: row for row in rows}
+    for split, images in (("train", "48"), ("test", "24")):
+        assert shown[str(folders[split])].startswith(f"{folders[split]}  resnet18 features (torchvision "
+                                                      f"IMAGENET1K_V1), {split} split")
+        assert shown[str(folders[split])].split()[-6:-4] == [images, "32x32"]
+    assert total.startswith("2 feature cache(s), ")
+    assert caches.main(["remove", str(folders["test"])]) == 0 and not folders["test"].exists()
+    assert folders["train"].exists()
 
 
 @pytest.mark.parametrize("damage", ["truncate", "about", "labels"])

@@ -59,6 +59,8 @@ def image_caches(cache_dir: Path, kind: str = KIND) -> list[CacheEntry]:
             splits = about.get("splits")
             images = sum(splits.values()) if isinstance(splits, dict) else None
             source = f"{about['model']} features ({about.get('init')})" if "model" in about else None
+            if source is not None and isinstance(about.get("split"), str):  # a cache per split (probe.split_identity)
+                source += f", {about['split']} split"
             caches.append(CacheEntry(entry.path, source, images, about.get("image_size"), entry.disk_bytes,
                                      entry.last_used))
         else:
