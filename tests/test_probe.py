@@ -126,6 +126,24 @@ def test_cache_list_shows_the_feature_caches_a_row_per_split_and_remove_frees_on
     assert folders["train"].exists()
 
 
+def test_runs_on_other_training_subsets_share_the_test_splits_features_and_nothing_else(tmp_path, synthetic):
+    train, test = synthetic
+    model, built = tiny_backbone_model(), []
+
+    def features(subset):
+        identity = {"model": "test", "data": {"name": "synthetic", "seed": 0}, "subset": subset}
+        read, about = probe.probe_features(model, "fc", {"train": train, "test": test},
+                                           lambda data: image_batches(data, False), tmp_path, identity, CPU)
+        built.append(about["feature_splits_built"])
+        return about["feature_cache"]
+
+    half, whole = features({"fraction": 0.5, "seed": 1}), features({"fraction": 1.0, "seed": 1})
+    assert built == [["train", "test"], ["train"]]
+    assert half["test"] == whole["test"] and half["train"] != whole["train"]
+    identity = {"model": "test", "subset": {"fraction": 0.5}}
+    assert probe.split_identity(identity, "val") == {**identity, "split": "val"}
+
+
 @pytest.mark.parametrize("damage", ["truncate", "about", "labels"])
 def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, synthetic, caplog, damage):
     train, test = synthetic

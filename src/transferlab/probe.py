@@ -190,7 +190,12 @@ def probe_features(model: nn.Module, head: str, sets: dict[str, Any], batches_of
 
 
 def split_identity(identity: dict[str, Any], split: str) -> dict[str, Any]:
-    """The key of one split's features: ``identity`` (feature_identity's) and the split's name."""
+    """The key of one split's features: ``identity`` (feature_identity's) and the split's name,
+    without the training subset's draw for the test split: the test images do not depend on it
+    (where they follow data.subset_seed, held out of an image folder or generated, ``identity``'s
+    data says so), so runs at every data.fraction, data.per_class or subset seed share them."""
+    if split == "test":
+        identity = {key: value for key, value in identity.items() if key != "subset"}
     return {**identity, "split": split}
 
 
